@@ -1,0 +1,68 @@
+/*
+ * Internal declarations shared by the files of gateway/, the only part of ponte that includes Python.h.
+ */
+#ifndef PT_GATEWAY_H
+#define PT_GATEWAY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "../server/app.h"
+#include "../server/config.h"
+#include "../server/request.h"
+
+/* ---- gil.c: every GIL move of ponte's own threads goes through here ---- */
+/* Takes the GIL with this thread's state (a worker between requests, or the loop thread in --threads 0). */
+void pt_gil_acquire(PyThreadState *ts);
+/* Drops it; returns the state to pass back to pt_gil_acquire. */
+PyThreadState *pt_gil_release(void);
+
+/* ---- str.c: strings interned once at start-up ---- */
+typedef struct {
+    PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH,
+        *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *HTTP_1_0, *HTTP_1_1,
+        *empty, *close, *fileno, *read, *tell, *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH;
+} pt_strings_t;
+extern pt_strings_t pt_str;
+int pt_str_init(void);
+/* The environ key for a request header name ("HTTP_USER_AGENT", "CONTENT_TYPE"), interned and cached. New ref. */
+PyObject *pt_str_header_key(pt_span_t name);
+/* The method as a str, shared for the common ones. New ref. */
+PyObject *pt_str_method(pt_span_t method);
+
+/* ---- wsgi.c ---- */
+typedef struct pt_wsgi_s pt_wsgi_t;
+int pt_wsgi_init(pt_wsgi_t **w, PyObject *app, const pt_config_t *cfg);
+/* Runs one request to its end (or, on the loop thread, until it must wait for the client: see on_drain). */
+void pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req);
+void pt_wsgi_drain(pt_wsgi_t *w, pt_request_t *req);
+void pt_wsgi_gone(pt_wsgi_t *w, pt_request_t *req);
+
+/* ---- wsgi_input.c: wsgi.input ---- */
+extern PyTypeObject pt_input_type;
+PyObject *pt_input_new(void);
+/* Points a (reused) input stream at a request; NULL detaches it. */
+void pt_input_attach(PyObject *input, pt_request_t *req);
+
+/* ---- wsgi_file.c: wsgi.file_wrapper ---- */
+extern PyTypeObject pt_file_wrapper_type;
+typedef struct {
+    PyObject_HEAD
+    PyObject *filelike;
+    Py_ssize_t blksize;
+} pt_file_wrapper_t;
+
+/* ---- pool.c: worker threads ---- */
+typedef struct pt_pool_s pt_pool_t;
+typedef void (*pt_pool_fn)(void *arg, pt_request_t *req);
+int pt_pool_start(pt_pool_t **pool, int nthreads, pt_pool_fn fn, void *arg);
+void pt_pool_submit(pt_pool_t *pool, pt_request_t *req);
+void pt_pool_stop(pt_pool_t *pool);
+
+/* ---- py.c ---- */
+/* Logs "what" plus the current Python exception's traceback, and clears it. */
+void pt_py_log_exception(const char *what, const pt_request_t *req);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * Strings interned once at start-up, so that the hot path builds environs from shared keys instead of new strings.
+ */
+#include "gateway.h"
+
+#include <ctype.h>
+
+pt_strings_t pt_str;
+
+#define HEADER_CACHE 512    /* distinct header names remembered; more are built per request */
+
+typedef struct {
+    char name[64];          /* lower-cased header name */
+    size_t len;
+    PyObject *key;
+} pt_key_entry_t;
+
+static pt_key_entry_t key_cache[HEADER_CACHE];
+
+int
+pt_str_init(void)
+{
+#define S(field, text) if ((pt_str.field = PyUnicode_InternFromString(text)) == NULL) return -1
+    S(REQUEST_METHOD, "REQUEST_METHOD");
+    S(SCRIPT_NAME, "SCRIPT_NAME");
+    S(PATH_INFO, "PATH_INFO");
+    S(QUERY_STRING, "QUERY_STRING");
+    S(CONTENT_TYPE, "CONTENT_TYPE");
+    S(CONTENT_LENGTH, "CONTENT_LENGTH");
+    S(SERVER_NAME, "SERVER_NAME");
+    S(SERVER_PORT, "SERVER_PORT");
+    S(SERVER_PROTOCOL, "SERVER_PROTOCOL");
+    S(REMOTE_ADDR, "REMOTE_ADDR");
+    S(REMOTE_PORT, "REMOTE_PORT");
+    S(wsgi_input, "wsgi.input");
+    S(HTTP_1_0, "HTTP/1.0");
+    S(HTTP_1_1, "HTTP/1.1");
+    S(empty, "");
+    S(close, "close");
+    S(fileno, "fileno");
+    S(read, "read");
+    S(tell, "tell");
+    S(GET, "GET");
+    S(POST, "POST");
+    S(HEAD, "HEAD");
+    S(PUT, "PUT");
+    S(DELETE, "DELETE");
+    S(OPTIONS, "OPTIONS");
+    S(PATCH, "PATCH");
+#undef S
+    return 0;
+}
+
+PyObject *
+pt_str_method(pt_span_t m)
+{
+    PyObject *s = NULL;
+
+    switch (m.len) {
+    case 3:
+        s = memcmp(m.base, "GET", 3) == 0 ? pt_str.GET : memcmp(m.base, "PUT", 3) == 0 ? pt_str.PUT : NULL;
+        break;
+    case 4:
+        s = memcmp(m.base, "POST", 4) == 0 ? pt_str.POST : memcmp(m.base, "HEAD", 4) == 0 ? pt_str.HEAD : NULL;
+        break;
+    case 5:
+        s = memcmp(m.base, "PATCH", 5) == 0 ? pt_str.PATCH : NULL;
+        break;
+    case 6:
+        s = memcmp(m.base, "DELETE", 6) == 0 ? pt_str.DELETE : NULL;
+        break;
+    case 7:
+        s = memcmp(m.base, "OPTIONS", 7) == 0 ? pt_str.OPTIONS : NULL;
+        break;
+    }
+    if (s != NULL) {
+        return Py_NewRef(s);
+    }
+    return PyUnicode_DecodeLatin1(m.base, (Py_ssize_t)m.len, NULL);
+}
+
+static PyObject *
+build_key(pt_span_t name)
+{
+    char buf[256];
+    char *p = buf;
+    size_t i;
+    bool cgi = pt_span_ieq(name, "content-type") || pt_span_ieq(name, "content-length");
+    PyObject *s;
+
+    if (name.len + 6 > sizeof(buf)) {
+        p = PyMem_Malloc(name.len + 6);
+        if (p == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    /* CGI: Content-Type and Content-Length become CONTENT_TYPE and CONTENT_LENGTH, the rest HTTP_NAME. */
+    size_t n = 0;
+    if (!cgi) {
+        memcpy(p, "HTTP_", 5);
+        n = 5;
+    }
+    for (i = 0; i < name.len; i++) {
+        char ch = name.base[i];
+
+        p[n++] = ch == '-' ? '_' : (char)toupper((unsigned char)ch);
+    }
+    s = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+    if (p != buf) {
+        PyMem_Free(p);
+    }
+    return s;
+}
+
+PyObject *
+pt_str_header_key(pt_span_t name)
+{
+    uint32_t h = 2166136261u;
+    size_t i, slot;
+    char lower[64];
+    PyObject *key;
+
+    if (name.len >= sizeof(lower)) {
+        return build_key(name);
+    }
+    for (i = 0; i < name.len; i++) {
+        lower[i] = (char)tolower((unsigned char)name.base[i]);
+        h = (h ^ (uint8_t)lower[i]) * 16777619u;
+    }
+    /* Open addressing over a fixed table: the GIL serialises every caller. */
+    for (slot = h % HEADER_CACHE, i = 0; i < 8; i++, slot = (slot + 1) % HEADER_CACHE) {
+        pt_key_entry_t *e = &key_cache[slot];
+
+        if (e->key == NULL) {
+            key = build_key(name);
+            if (key == NULL) {
+                return NULL;
+            }
+            PyUnicode_InternInPlace(&key);
+            memcpy(e->name, lower, name.len);
+            e->len = name.len;
+            e->key = Py_NewRef(key);
+            return key;
+        }
+        if (e->len == name.len && memcmp(e->name, lower, name.len) == 0) {
+            return Py_NewRef(e->key);
+        }
+    }
+    return build_key(name);
+}

@@ -1,0 +1,43 @@
+/*
+ * The seam between the HTTP core (server/, no Python) and whatever runs the application (gateway/).
+ * server/ calls these on the loop thread; gateway/ implements them.
+ */
+#ifndef PT_APP_H
+#define PT_APP_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "request.h"
+
+typedef struct pt_app_s pt_app_t;
+
+struct pt_app_s {
+    /*
+     * true: the app runs on worker threads and the request is handed over as soon as its head is parsed, the body
+     * streaming in behind it. false: the app runs on the loop thread and gets the request once its whole body is in.
+     */
+    bool streams_body;
+    /* A request to run. The app answers through pt_req_send, ending with PT_SEND_DONE. */
+    void (*on_request)(pt_app_t *app, pt_request_t *req);
+    /* Loop-thread apps only: the output queue drained below PT_OUT_LOW; carry on producing the response. */
+    void (*on_drain)(pt_app_t *app, pt_request_t *req);
+    /* Loop-thread apps only: the client went away while the app was waiting for on_drain; finish up (close()). */
+    void (*on_gone)(pt_app_t *app, pt_request_t *req);
+    /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */
+    void (*stop)(pt_app_t *app);
+    void *data;
+};
+
+/*
+ * Loads the application named in cfg (implemented in gateway/). Returns 0, or -1 after printing why (module not
+ * found, attribute missing, not callable, interface not supported) with the Python traceback.
+ */
+int pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **app);
+/* Releases the application and the interpreter, after stop. */
+void pt_app_unload(pt_app_t *app);
+/* A version string for --version, e.g. "CPython 3.11.2". */
+const char *pt_app_runtime_version(void);
+
+#endif

@@ -1,0 +1,130 @@
+#include "buf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+int
+pt_buf_reserve(pt_buf_t *b, size_t extra)
+{
+    size_t need = b->len + extra;
+    size_t cap = b->cap ? b->cap : 256;
+    char *p;
+
+    if (need <= b->cap) {
+        return 0;
+    }
+    while (cap < need) {
+        cap *= 2;
+    }
+    p = realloc(b->data, cap);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int
+pt_buf_append(pt_buf_t *b, const void *p, size_t n)
+{
+    int r = pt_buf_reserve(b, n);
+
+    if (r == 0 && n > 0) {
+        pt_buf_put(b, p, n);
+    }
+    return r;
+}
+
+int
+pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        size_t room = b->cap - b->len;
+
+        va_start(ap, fmt);
+        n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            return -EINVAL;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return 0;
+        }
+        if (pt_buf_reserve(b, (size_t)n + 1) < 0) {
+            return -ENOMEM;
+        }
+    }
+}
+
+void
+pt_buf_consume(pt_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void
+pt_buf_free(pt_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+char *
+pt_buf_steal(pt_buf_t *b, size_t *len)
+{
+    char *p = b->data;
+
+    *len = b->len;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+bool
+pt_span_ieq(pt_span_t a, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return a.len == n && strncasecmp(a.base, lit, n) == 0;
+}
+
+bool
+pt_span_has_token(pt_span_t v, const char *token)
+{
+    size_t n = strlen(token);
+    size_t i = 0;
+
+    while (i < v.len) {
+        size_t start, end;
+
+        while (i < v.len && (v.base[i] == ' ' || v.base[i] == '\t' || v.base[i] == ',')) {
+            i++;
+        }
+        start = i;
+        while (i < v.len && v.base[i] != ',') {
+            i++;
+        }
+        end = i;
+        while (end > start && (v.base[end - 1] == ' ' || v.base[end - 1] == '\t')) {
+            end--;
+        }
+        if (end - start == n && strncasecmp(v.base + start, token, n) == 0) {
+            return true;
+        }
+    }
+    return false;
+}

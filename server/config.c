@@ -1,0 +1,268 @@
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#ifndef PT_VERSION
+#define PT_VERSION "0.0.0"
+#endif
+
+const char *pt_app_runtime_version(void);
+
+static const char usage[] =
+    "usage: ponte [options] APP\n"
+    "\n"
+    "Serve a Python WSGI (or ASGI) application over HTTP/1.1.\n"
+    "APP is package.module:callable or path/to/file.py:callable (callable defaults to 'application', then 'app').\n"
+    "\n"
+    "options:\n"
+    "  -b, --bind ADDR            listen on HOST:PORT, [IPv6]:PORT or unix:/path; repeatable\n"
+    "                             (default 127.0.0.1:8000; port 0 picks a free port)\n"
+    "  -i, --interface KIND       auto, wsgi or asgi (default auto: a coroutine function is ASGI)\n"
+    "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
+    "      --app-dir DIR          put DIR first on sys.path (default .)\n"
+    "      --access-log           log one line per request to stdout (default)\n"
+    "      --no-access-log        do not\n"
+    "      --log-level LEVEL      debug, info, warning, error or critical (default info)\n"
+    "      --max-header-size N    request line and headers, bytes; larger gets 431 (default 32768)\n"
+    "      --max-headers N        header lines; more gets 431 (default 100)\n"
+    "      --max-body-size N      request body, bytes; larger gets 413 (default 104857600)\n"
+    "      --keep-alive-timeout S close an idle keep-alive connection after S seconds (default 5)\n"
+    "      --header-timeout S     a request head must arrive within S seconds, else 408 (default 10)\n"
+    "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
+    "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
+    "      --backlog N            listen backlog (default 1024)\n"
+    "  -V, --version              print the version and exit\n"
+    "  -h, --help                 print this help and exit\n";
+
+enum {
+    OPT_APP_DIR = 256,
+    OPT_ACCESS_LOG,
+    OPT_NO_ACCESS_LOG,
+    OPT_LOG_LEVEL,
+    OPT_MAX_HEADER_SIZE,
+    OPT_MAX_HEADERS,
+    OPT_MAX_BODY_SIZE,
+    OPT_KEEP_ALIVE_TIMEOUT,
+    OPT_HEADER_TIMEOUT,
+    OPT_CLIENT_TIMEOUT,
+    OPT_GRACEFUL_TIMEOUT,
+    OPT_BACKLOG,
+};
+
+static const struct option options[] = {
+    { "bind", required_argument, NULL, 'b' },
+    { "interface", required_argument, NULL, 'i' },
+    { "threads", required_argument, NULL, 't' },
+    { "app-dir", required_argument, NULL, OPT_APP_DIR },
+    { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
+    { "no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG },
+    { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "max-header-size", required_argument, NULL, OPT_MAX_HEADER_SIZE },
+    { "max-headers", required_argument, NULL, OPT_MAX_HEADERS },
+    { "max-body-size", required_argument, NULL, OPT_MAX_BODY_SIZE },
+    { "keep-alive-timeout", required_argument, NULL, OPT_KEEP_ALIVE_TIMEOUT },
+    { "header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT },
+    { "client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT },
+    { "graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT },
+    { "backlog", required_argument, NULL, OPT_BACKLOG },
+    { "version", no_argument, NULL, 'V' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+const char *
+pt_interface_name(pt_interface_t i)
+{
+    return i == PT_IFACE_WSGI ? "wsgi" : i == PT_IFACE_ASGI ? "asgi" : "auto";
+}
+
+static int
+bad(const char *opt, const char *val, const char *why)
+{
+    fprintf(stderr, "ponte: error: --%s %s: %s (see ponte --help)\n", opt, val, why);
+    return -1;
+}
+
+static int
+parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*s == '\0' || *s == '-' || *end != '\0' || errno != 0 || v < min || v > max) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "expected a whole number from %llu to %llu", (unsigned long long)min,
+                 (unsigned long long)max);
+        return bad(opt, s, why);
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+parse_seconds(const char *opt, const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v > 86400 * 365) {
+        return bad(opt, s, "expected a positive number of seconds");
+    }
+    *out = v;
+    return 0;
+}
+
+int
+pt_config_parse(pt_config_t *cfg, int argc, char **argv)
+{
+    static const char *default_bind = "127.0.0.1:8000";
+    uint64_t v;
+    int opt;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->interface = PT_IFACE_AUTO;
+    cfg->threads = 8;
+    cfg->app_dir = ".";
+    cfg->access_log = true;
+    cfg->log_level = PT_LOG_INFO;
+    cfg->max_header_size = 32768;
+    cfg->max_headers = 100;
+    cfg->max_body_size = 100 * 1024 * 1024;
+    cfg->keep_alive_timeout = 5;
+    cfg->header_timeout = 10;
+    cfg->client_timeout = 60;
+    cfg->graceful_timeout = 30;
+    cfg->backlog = 1024;
+
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":b:i:t:Vh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'b':
+            if (cfg->nbinds == PT_MAX_BINDS) {
+                return bad("bind", optarg, "too many addresses");
+            }
+            cfg->binds[cfg->nbinds++] = optarg;
+            break;
+        case 'i':
+            if (strcmp(optarg, "auto") == 0) {
+                cfg->interface = PT_IFACE_AUTO;
+            } else if (strcmp(optarg, "wsgi") == 0) {
+                cfg->interface = PT_IFACE_WSGI;
+            } else if (strcmp(optarg, "asgi") == 0) {
+                cfg->interface = PT_IFACE_ASGI;
+            } else {
+                return bad("interface", optarg, "expected auto, wsgi or asgi");
+            }
+            break;
+        case 't':
+            if (parse_u64("threads", optarg, 0, 1024, &v) < 0) {
+                return -1;
+            }
+            cfg->threads = (int)v;
+            break;
+        case OPT_APP_DIR:
+            cfg->app_dir = optarg;
+            break;
+        case OPT_ACCESS_LOG:
+            cfg->access_log = true;
+            break;
+        case OPT_NO_ACCESS_LOG:
+            cfg->access_log = false;
+            break;
+        case OPT_LOG_LEVEL: {
+            static const char *const names[] = { "debug", "info", "warning", "error", "critical" };
+            int i;
+
+            for (i = 0; i < 5; i++) {
+                if (strcmp(optarg, names[i]) == 0) {
+                    cfg->log_level = (pt_log_level_t)i;
+                    break;
+                }
+            }
+            if (i == 5) {
+                return bad("log-level", optarg, "expected debug, info, warning, error or critical");
+            }
+            break;
+        }
+        case OPT_MAX_HEADER_SIZE:
+            if (parse_u64("max-header-size", optarg, 256, 1 << 24, &v) < 0) {
+                return -1;
+            }
+            cfg->max_header_size = (size_t)v;
+            break;
+        case OPT_MAX_HEADERS:
+            if (parse_u64("max-headers", optarg, 1, 10000, &v) < 0) {
+                return -1;
+            }
+            cfg->max_headers = (size_t)v;
+            break;
+        case OPT_MAX_BODY_SIZE:
+            if (parse_u64("max-body-size", optarg, 0, UINT64_MAX / 2, &v) < 0) {
+                return -1;
+            }
+            cfg->max_body_size = v;
+            break;
+        case OPT_KEEP_ALIVE_TIMEOUT:
+            if (parse_seconds("keep-alive-timeout", optarg, &cfg->keep_alive_timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_HEADER_TIMEOUT:
+            if (parse_seconds("header-timeout", optarg, &cfg->header_timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_CLIENT_TIMEOUT:
+            if (parse_seconds("client-timeout", optarg, &cfg->client_timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_GRACEFUL_TIMEOUT:
+            if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_BACKLOG:
+            if (parse_u64("backlog", optarg, 1, 65535, &v) < 0) {
+                return -1;
+            }
+            cfg->backlog = (int)v;
+            break;
+        case 'V':
+            printf("ponte %s (%s, libuv %s)\n", PT_VERSION, pt_app_runtime_version(), uv_version_string());
+            return 1;
+        case 'h':
+            fputs(usage, stdout);
+            return 1;
+        case ':':
+            fprintf(stderr, "ponte: error: %s needs a value (see ponte --help)\n", argv[optind - 1]);
+            return -1;
+        default:
+            fprintf(stderr, "ponte: error: unknown option %s (see ponte --help)\n", argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, optind >= argc ? "ponte: error: no APP given (see ponte --help)\n"
+                                       : "ponte: error: expected one APP, got extra arguments (see ponte --help)\n");
+        return -1;
+    }
+    cfg->app = argv[optind];
+    if (cfg->nbinds == 0) {
+        cfg->binds[cfg->nbinds++] = default_bind;
+    }
+    cfg->python_executable = PT_PYTHON_EXECUTABLE;
+    return 0;
+}

@@ -1,0 +1,51 @@
+/*
+ * Everything the command line sets. Parsed once in main.c, read-only afterwards, shared by server/ and gateway/.
+ */
+#ifndef PT_CONFIG_H
+#define PT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_MAX_BINDS 16
+
+typedef enum {
+    PT_LOG_DEBUG,
+    PT_LOG_INFO,
+    PT_LOG_WARNING,
+    PT_LOG_ERROR,
+    PT_LOG_CRITICAL,
+} pt_log_level_t;
+
+typedef enum {
+    PT_IFACE_AUTO,
+    PT_IFACE_WSGI,
+    PT_IFACE_ASGI,
+} pt_interface_t;
+
+typedef struct {
+    const char *app;                    /* "pkg.module:callable" or "path/file.py:callable" */
+    const char *binds[PT_MAX_BINDS];
+    int nbinds;
+    pt_interface_t interface;
+    int threads;                        /* WSGI pool size; 0 runs the app on the loop thread */
+    const char *app_dir;
+    bool access_log;
+    pt_log_level_t log_level;
+    size_t max_header_size;             /* request line + header block, bytes -> 431 */
+    size_t max_headers;                 /* number of header lines -> 431 */
+    uint64_t max_body_size;             /* bytes -> 413 */
+    double keep_alive_timeout;          /* idle keep-alive connection, seconds */
+    double header_timeout;              /* complete request head, seconds -> 408 */
+    double client_timeout;              /* body bytes or response drain stalled, seconds */
+    double graceful_timeout;            /* in-flight requests on SIGTERM, seconds */
+    int backlog;
+    const char *python_executable;      /* sys.executable of the embedded interpreter */
+} pt_config_t;
+
+/* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */
+int pt_config_parse(pt_config_t *cfg, int argc, char **argv);
+const char *pt_interface_name(pt_interface_t i);
+
+#endif

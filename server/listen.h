@@ -1,0 +1,33 @@
+/*
+ * Listening sockets: --bind HOST:PORT, [v6]:PORT and unix:/path. Accepted connections go to conn.c.
+ */
+#ifndef PT_LISTEN_H
+#define PT_LISTEN_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "conn.h"
+
+struct pt_listener_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    pt_server_t *srv;
+    bool is_unix;
+    char name[256];         /* SERVER_NAME: the bound host, or the socket path */
+    int port;               /* the bound port (the real one when 0 was asked) */
+    char url[300];          /* for the "listening on" line */
+};
+
+/* Binds and listens on every --bind. Returns 0, or a negative libuv error after logging which address failed. */
+int pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count);
+/* Stops accepting (graceful shutdown). */
+void pt_listen_close_all(pt_listener_t *ls, int count);
+/* Parses "host:port", "[v6]:port" or "unix:/path" (exposed for the unit tests). Returns 0 or -EINVAL. */
+int pt_bind_parse(const char *spec, char *host, size_t hostlen, int *port, bool *is_unix);
+
+#endif

@@ -1,0 +1,74 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "request.h"
+
+pt_log_level_t pt_log_level = PT_LOG_INFO;
+
+static const char *const level_names[] = { "debug", "info", "warning", "error", "critical" };
+
+void
+pt_log(pt_log_level_t level, const char *fmt, ...)
+{
+    char line[2048];
+    struct tm tm;
+    time_t now;
+    va_list ap;
+    int n;
+
+    if (level < pt_log_level) {
+        return;
+    }
+    now = time(NULL);
+    localtime_r(&now, &tm);
+    n = (int)strftime(line, sizeof(line), "[%Y-%m-%d %H:%M:%S] ", &tm);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "[%d] %s: ", (int)getpid(), level_names[level]);
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof(line) - 2) {
+        n = (int)sizeof(line) - 2;
+    }
+    line[n++] = '\n';
+    /* One write per line keeps lines whole when several threads log at once. */
+    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+        return;
+    }
+}
+
+/* The access log: stdout, fully buffered by stdio (flushed by main every second and at exit). */
+void
+pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64_t end_ns)
+{
+    static time_t cached_at = -1;
+    static char when[40];
+    time_t now = time(NULL);
+
+    if (now != cached_at) {
+        struct tm tm;
+
+        localtime_r(&now, &tm);
+        strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
+        cached_at = now;
+    }
+    if (req == NULL) {
+        /* A request rejected before it was parsed: there is no request line to show. */
+        fprintf(stdout, "- - - [%s] \"-\" %d - -\n", when, status);
+        return;
+    }
+    fprintf(stdout, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %llu %.6f\n", req->remote_addr, when,
+            (int)req->method.len, req->method.base, (int)req->target.len, req->target.base, req->http_minor,
+            status, (unsigned long long)bytes, (double)(end_ns - req->start_ns) / 1e9);
+}
+
+void
+pt_log_flush(void)
+{
+    fflush(stdout);
+}

@@ -1,0 +1,150 @@
+/*
+ * ponte: parse the command line, load the app, listen, run the loop, shut down gracefully on SIGTERM/SIGINT.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "app.h"
+#include "config.h"
+#include "conn.h"
+#include "listen.h"
+#include "log.h"
+
+typedef struct {
+    pt_config_t cfg;
+    uv_loop_t *loop;
+    pt_server_t srv;
+    pt_app_t *app;
+    pt_listener_t *listeners;
+    int nlisteners;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t flush_timer;
+    uv_timer_t grace_timer;
+    int signals;
+} pt_main_t;
+
+static pt_main_t M;
+
+static void
+close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+/* Everything is closed or closing: let uv_run return. */
+static void
+stop_loop(void)
+{
+    uv_walk(M.loop, close_walk, NULL);
+}
+
+static void
+on_server_idle(pt_server_t *srv)
+{
+    pt_log_info("all connections closed");
+    stop_loop();
+}
+
+static void
+on_grace_expired(uv_timer_t *t)
+{
+    pt_log_warning("--graceful-timeout (%gs) expired with %zu request(s) in flight: closing their connections",
+                   M.cfg.graceful_timeout, M.srv.nbusy);
+    pt_server_abort_all(&M.srv);
+    stop_loop();
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+    if (++M.signals > 1) {
+        pt_log_warning("second %s: stopping now", strsignal(signum));
+        pt_server_abort_all(&M.srv);
+        stop_loop();
+        return;
+    }
+    pt_log_info("%s: stopping; finishing %zu request(s) in flight (up to %gs)", strsignal(signum), M.srv.nbusy,
+                M.cfg.graceful_timeout);
+    pt_listen_close_all(M.listeners, M.nlisteners);
+    uv_timer_start(&M.grace_timer, on_grace_expired, (uint64_t)(M.cfg.graceful_timeout * 1000), 0);
+    uv_unref((uv_handle_t *)&M.grace_timer);
+    M.srv.on_idle = on_server_idle;
+    pt_server_shutdown(&M.srv);
+}
+
+static void
+on_flush(uv_timer_t *t)
+{
+    pt_log_flush();
+}
+
+int
+main(int argc, char **argv)
+{
+    static char stdout_buf[64 * 1024];
+    int r, i;
+
+    r = pt_config_parse(&M.cfg, argc, argv);
+    if (r != 0) {
+        return r > 0 ? 0 : 2;
+    }
+    pt_log_level = M.cfg.log_level;
+    setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
+    signal(SIGPIPE, SIG_IGN);
+
+    M.loop = uv_default_loop();
+    pt_set_loop_thread();
+
+    if (pt_app_load(&M.cfg, M.loop, &M.app) < 0) {
+        return 1;
+    }
+    r = pt_server_init(&M.srv, M.loop, &M.cfg, M.app);
+    if (r < 0) {
+        pt_log_error("cannot start: %s", uv_strerror(r));
+        return 1;
+    }
+    r = pt_listen_all(&M.srv, &M.listeners, &M.nlisteners);
+    if (r < 0) {
+        M.app->stop(M.app);
+        pt_app_unload(M.app);
+        return 1;
+    }
+    uv_signal_init(M.loop, &M.sigint);
+    uv_signal_init(M.loop, &M.sigterm);
+    uv_signal_start(&M.sigint, on_signal, SIGINT);
+    uv_signal_start(&M.sigterm, on_signal, SIGTERM);
+    uv_timer_init(M.loop, &M.grace_timer);
+    uv_timer_init(M.loop, &M.flush_timer);
+    uv_timer_start(&M.flush_timer, on_flush, 1000, 1000);
+    uv_unref((uv_handle_t *)&M.flush_timer);
+
+    for (i = 0; i < M.nlisteners; i++) {
+        pt_log_info("listening on %s", M.listeners[i].url);
+    }
+    pt_log_info("serving %s (%s, %s)", M.cfg.app, pt_interface_name(M.cfg.interface == PT_IFACE_AUTO
+                                                                        ? PT_IFACE_WSGI : M.cfg.interface),
+                M.cfg.threads ? "worker threads" : "on the loop thread");
+
+    uv_run(M.loop, UV_RUN_DEFAULT);
+
+    /* The loop is stopped: no connection or request is left. Stop the workers and the interpreter. */
+    M.app->stop(M.app);
+    pt_app_unload(M.app);
+    uv_run(M.loop, UV_RUN_DEFAULT);     /* run the close callbacks */
+    for (i = 0; i < M.nlisteners; i++) {
+        if (M.listeners[i].is_unix) {
+            remove(M.listeners[i].name);
+        }
+    }
+    free(M.listeners);
+    pt_server_close(&M.srv);
+    uv_loop_close(M.loop);
+    pt_log_info("stopped");
+    pt_log_flush();
+    return 0;
+}

@@ -1,0 +1,122 @@
+/*
+ * One HTTP request as the app sees it, and the two channels between the loop and whoever runs the app:
+ * request body bytes flowing in, response bytes flowing out.
+ *
+ * Threads: the loop thread owns the connection. When the app runs on a worker thread, the worker may touch a request
+ * only through the pt_req_* functions below, which lock `lock` for the few fields both sides share. Those functions
+ * never block unless their name says wait/block; the caller releases the GIL before any call that may block.
+ */
+#ifndef PT_REQUEST_H
+#define PT_REQUEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "resp.h"
+
+typedef struct pt_conn_s pt_conn_t;
+typedef struct pt_request_s pt_request_t;
+
+/* Flags for pt_req_send. */
+enum {
+    PT_SEND_END = 1,        /* the response is complete */
+    PT_SEND_DONE = 2,       /* the app is finished with the request: the server may reuse it */
+    PT_SEND_ABORT = 4,      /* the response cannot be completed: close the connection after what was sent */
+};
+
+/* Body back-pressure: the loop stops reading above HIGH unread bytes and resumes below LOW. */
+#define PT_BODY_HIGH (64 * 1024)
+#define PT_BODY_LOW (16 * 1024)
+/* Response back-pressure: the app waits while more than HIGH bytes are queued, until they drop to LOW. */
+#define PT_OUT_HIGH (256 * 1024)
+#define PT_OUT_LOW (64 * 1024)
+
+typedef enum {
+    PT_BODY_ERR_NONE = 0,
+    PT_BODY_ERR_TOO_LARGE,  /* over --max-body-size: answered 413 if the response has not started */
+    PT_BODY_ERR_INVALID,    /* malformed chunked framing: 400 */
+    PT_BODY_ERR_GONE,       /* the client closed or reset the connection */
+    PT_BODY_ERR_TIMEOUT,    /* no body bytes for --client-timeout */
+} pt_body_err_t;
+
+struct pt_request_s {
+    pt_conn_t *conn;
+
+    /* The head, valid until the request is finished. Spans point into the connection's head arena. */
+    pt_span_t method;
+    pt_span_t target;       /* the request-target exactly as received */
+    pt_span_t path;         /* origin-form path, still percent-encoded */
+    pt_span_t query;        /* after '?', without the fragment */
+    pt_header_t *headers;
+    size_t nheaders;
+    uint8_t http_minor;
+    bool keep_alive;
+    bool is_head;
+    bool expect_continue;
+    bool chunked;
+    int64_t content_length; /* -1 when absent */
+
+    /* Where it came from and arrived; strings owned by the connection or its listener. */
+    const char *remote_addr;
+    int remote_port;
+    const char *server_name;
+    int server_port;
+    const char *url_scheme;
+
+    uint64_t start_ns;
+
+    /* The response, written by whoever runs the app and read by the loop once the app is done. */
+    pt_resp_t resp;
+    void *app_data;
+
+    /* Shared between the loop and a worker; guarded by `lock`. */
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    pt_buf_t body;          /* received, not yet read by the app */
+    size_t body_rpos;       /* read offset into body */
+    uint64_t body_received;
+    bool body_eof;          /* the whole body has been received */
+    pt_body_err_t body_err;
+    bool body_read_paused;  /* the loop stopped reading because `body` is full */
+    bool continue_sent;     /* "100 Continue" was sent (or is not needed) */
+    bool waiting;           /* a worker waits on cond */
+    size_t out_pending;     /* response bytes handed to the loop and not yet written to the socket */
+    bool gone;              /* the client went away: further output is dropped */
+};
+
+/* Whether the calling thread is the one running uv_run (marked once, by main, with pt_set_loop_thread). */
+bool pt_on_loop_thread(void);
+void pt_set_loop_thread(void);
+
+/*
+ * Reads up to n body bytes into dst, stopping after `delim` when delim >= 0 (readline). Returns the count, 0 at the
+ * end of the body, -EAGAIN when nothing is buffered and `block` is false, or -EPIPE when the body cannot be completed
+ * (see req->body_err). The first read of a request that sent "Expect: 100-continue" sends "100 Continue".
+ */
+ssize_t pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block);
+
+/*
+ * Hands `out` (its bytes, the buffer is left empty) to the connection. Returns 0, or -EPIPE when the client is
+ * gone (the bytes are dropped).
+ */
+int pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags);
+
+/* Whether the app should wait before producing more output (more than PT_OUT_HIGH bytes queued). */
+bool pt_req_must_wait(pt_request_t *req);
+/* Blocks a worker until the queue drops to PT_OUT_LOW or the client goes. Returns 0 or -EPIPE. Workers only. */
+int pt_req_wait_drain(pt_request_t *req);
+/* A loop-thread app stops producing output until its on_drain (called when the queue drops to PT_OUT_LOW). */
+void pt_req_suspend(pt_request_t *req);
+/* Whether the client is gone. */
+bool pt_req_gone(pt_request_t *req);
+
+/*
+ * Sends `count` bytes of file `fd` from `offset` with sendfile(2), after everything queued before it. Workers only;
+ * blocks. Returns the bytes sent or a negative errno.
+ */
+ssize_t pt_req_sendfile(pt_request_t *req, int fd, off_t offset, size_t count);
+
+#endif

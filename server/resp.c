@@ -1,0 +1,266 @@
+#include "resp.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#define SERVER_HEADER "Server: ponte\r\n"
+
+pt_span_t
+pt_http_date(void)
+{
+    static _Thread_local time_t cached_at = -1;
+    static _Thread_local char buf[32];
+    time_t now = time(NULL);
+
+    if (now != cached_at) {
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_at = now;
+    }
+    return (pt_span_t){ buf, 29 };
+}
+
+bool
+pt_status_bodyless(int status)
+{
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+const char *
+pt_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static size_t
+u64_to_dec(char *dst, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++) {
+        dst[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
+static int64_t
+parse_length(pt_span_t v)
+{
+    int64_t n = 0;
+    size_t i;
+
+    if (v.len == 0 || v.len > 18) {
+        return -1;
+    }
+    for (i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9') {
+            return -1;
+        }
+        n = n * 10 + (v.base[i] - '0');
+    }
+    return n;
+}
+
+int
+pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t status_line,
+             const pt_header_t *headers, size_t nheaders, int64_t known_length)
+{
+    bool has_date = false, has_server = false;
+    size_t need = 64 + status_line.len + sizeof(SERVER_HEADER) + 40;
+    size_t before = out->len;
+    size_t i;
+    pt_span_t date;
+
+    r->status = 0;
+    for (i = 0; i < 3 && i < status_line.len; i++) {
+        r->status = r->status * 10 + (status_line.base[i] - '0');
+    }
+    r->content_length = -1;
+    r->must_close = !ctx->keep_alive;
+    for (i = 0; i < nheaders; i++) {
+        need += headers[i].name.len + headers[i].value.len + 4;
+    }
+    if (pt_buf_reserve(out, need) < 0) {
+        return -ENOMEM;
+    }
+    pt_buf_put(out, ctx->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+    pt_buf_put(out, status_line.base, status_line.len);
+    pt_buf_put(out, "\r\n", 2);
+
+    for (i = 0; i < nheaders; i++) {
+        pt_span_t n = headers[i].name, v = headers[i].value;
+
+        /* Framing and the connection are the server's business (PEP 3333 leaves hop-by-hop headers to it). */
+        if (pt_span_ieq(n, "content-length")) {
+            int64_t cl = parse_length(v);
+
+            if (cl >= 0 && r->content_length < 0) {
+                r->content_length = cl;
+            }
+            continue;
+        }
+        if (pt_span_ieq(n, "transfer-encoding")) {
+            continue;
+        }
+        if (pt_span_ieq(n, "connection")) {
+            if (pt_span_has_token(v, "close")) {
+                r->must_close = true;
+            }
+            continue;
+        }
+        if (!has_date && pt_span_ieq(n, "date")) {
+            has_date = true;
+        } else if (!has_server && pt_span_ieq(n, "server")) {
+            has_server = true;
+        }
+        pt_buf_put(out, n.base, n.len);
+        pt_buf_put(out, ": ", 2);
+        pt_buf_put(out, v.base, v.len);
+        pt_buf_put(out, "\r\n", 2);
+    }
+
+    if (pt_status_bodyless(r->status)) {
+        r->frame = PT_FRAME_NONE;
+        r->content_length = -1;
+    } else if (r->content_length >= 0 || known_length >= 0) {
+        if (r->content_length < 0) {
+            r->content_length = known_length;
+        }
+        r->frame = ctx->is_head ? PT_FRAME_NONE : PT_FRAME_LENGTH;
+    } else if (ctx->is_head) {
+        r->frame = PT_FRAME_NONE;
+    } else if (ctx->http_minor >= 1) {
+        r->frame = PT_FRAME_CHUNKED;
+    } else {
+        r->frame = PT_FRAME_CLOSE;
+        r->must_close = true;
+    }
+
+    if (r->content_length >= 0) {
+        pt_buf_put(out, "Content-Length: ", 16);
+        out->len += u64_to_dec(out->data + out->len, (uint64_t)r->content_length);
+        pt_buf_put(out, "\r\n", 2);
+    } else if (r->frame == PT_FRAME_CHUNKED) {
+        pt_buf_put(out, "Transfer-Encoding: chunked\r\n", 28);
+    }
+    if (!has_date) {
+        date = pt_http_date();
+        pt_buf_put(out, "Date: ", 6);
+        pt_buf_put(out, date.base, date.len);
+        pt_buf_put(out, "\r\n", 2);
+    }
+    if (!has_server) {
+        pt_buf_put(out, SERVER_HEADER, sizeof(SERVER_HEADER) - 1);
+    }
+    if (r->must_close) {
+        pt_buf_put(out, "Connection: close\r\n", 19);
+    } else if (ctx->http_minor == 0) {
+        pt_buf_put(out, "Connection: keep-alive\r\n", 24);
+    }
+    pt_buf_put(out, "\r\n", 2);
+    r->head_done = true;
+    r->wire_bytes += out->len - before;
+    return 0;
+}
+
+int
+pt_resp_body(pt_resp_t *r, pt_buf_t *out, const char *p, size_t n)
+{
+    size_t before = out->len;
+
+    if (n == 0) {
+        return 0;
+    }
+    switch (r->frame) {
+    case PT_FRAME_NONE:
+        return 0;
+    case PT_FRAME_LENGTH:
+        if (r->body_bytes + n > (uint64_t)r->content_length) {
+            n = (size_t)((uint64_t)r->content_length - r->body_bytes);
+            r->overflow = true;
+        }
+        if (pt_buf_append(out, p, n) < 0) {
+            return -ENOMEM;
+        }
+        break;
+    case PT_FRAME_CHUNKED: {
+        char size[24];
+        int sn = snprintf(size, sizeof(size), "%zx\r\n", n);
+
+        if (pt_buf_reserve(out, (size_t)sn + n + 2) < 0) {
+            return -ENOMEM;
+        }
+        pt_buf_put(out, size, (size_t)sn);
+        pt_buf_put(out, p, n);
+        pt_buf_put(out, "\r\n", 2);
+        break;
+    }
+    case PT_FRAME_CLOSE:
+        if (pt_buf_append(out, p, n) < 0) {
+            return -ENOMEM;
+        }
+        break;
+    }
+    r->body_bytes += n;
+    r->wire_bytes += out->len - before;
+    return 0;
+}
+
+int
+pt_resp_end(pt_resp_t *r, pt_buf_t *out)
+{
+    if (r->ended) {
+        return 0;
+    }
+    r->ended = true;
+    if (r->frame == PT_FRAME_CHUNKED) {
+        if (pt_buf_append(out, "0\r\n\r\n", 5) < 0) {
+            return -ENOMEM;
+        }
+        r->wire_bytes += 5;
+    } else if (r->frame == PT_FRAME_LENGTH && r->body_bytes < (uint64_t)r->content_length) {
+        /* The client is still waiting for bytes that will never come: only closing tells it. */
+        r->must_close = true;
+    }
+    return 0;
+}
+
+int
+pt_resp_simple(pt_buf_t *out, int status, bool close, const char *body)
+{
+    size_t blen = strlen(body);
+
+    return pt_buf_printf(out,
+                         "HTTP/1.1 %d %s\r\n"
+                         "Content-Type: text/plain; charset=utf-8\r\n"
+                         "Content-Length: %zu\r\n"
+                         "Date: %.*s\r\n"
+                         SERVER_HEADER
+                         "%s"
+                         "\r\n%s",
+                         status, pt_status_reason(status), blen, 29, pt_http_date().base,
+                         close ? "Connection: close\r\n" : "", body);
+}
