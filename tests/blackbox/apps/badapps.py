@@ -1,0 +1,127 @@
+"""Deliberately broken WSGI apps: ponte must answer with a clear error (or cut the connection when the head is
+already out), log why, and keep serving. Not wrapped in the validator: breaking the protocol is their point."""
+
+import os
+import time
+
+
+def record(event):
+    path = os.environ.get("PONTE_TEST_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(event + "\n")
+
+
+class Closing:
+    def __init__(self, name, items):
+        self.name, self.items = name, items
+
+    def __iter__(self):
+        for item in self.items:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def close(self):
+        record("close " + self.name)
+
+
+def raise_before(environ, start_response):
+    raise RuntimeError("boom before start_response")
+
+
+def raise_after_start(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing("after-start", [RuntimeError("boom in the iterable before any body")])
+
+
+def raise_mid_body(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing("mid-body", [b"first chunk ", RuntimeError("boom after the first chunk")])
+
+
+def returns_str(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["not bytes"]
+
+
+def returns_none(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return None
+
+
+def no_start_response(environ, start_response):
+    return [b"forgot start_response"]
+
+
+def bad_header_crlf(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Evil", "a\r\nInjected: yes")])
+    return [b"never sent"]
+
+
+def bad_header_name(environ, start_response):
+    start_response("200 OK", [("Bad Name", "x")])
+    return [b"never sent"]
+
+
+def bad_status(environ, start_response):
+    start_response("OK", [])
+    return [b"never sent"]
+
+
+def twice(environ, start_response):
+    start_response("200 OK", [])
+    start_response("500 Oops", [])
+    return [b"never sent"]
+
+
+def exc_info_replace(environ, start_response):
+    """Legal: start_response again with exc_info before anything was sent replaces the status."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise ValueError("changed my mind")
+    except ValueError:
+        import sys
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"replaced"]
+
+
+def exc_info_too_late(environ, start_response):
+    def gen():
+        yield b"already sent "
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            import sys
+            start_response("500 Error", [("Content-Type", "text/plain")], sys.exc_info())
+        yield b"unreachable"
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return gen()
+
+
+def too_long(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"12345", b"6789"]
+
+
+def too_short(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    return [b"12345"]
+
+
+def sys_exit(environ, start_response):
+    raise SystemExit(3)
+
+
+def hang(environ, start_response):
+    time.sleep(3600)
+
+
+ROUTES = {name: fn for name, fn in globals().items() if callable(fn) and not name.startswith("_")
+          and name not in ("record", "Closing")}
+
+
+def application(environ, start_response):
+    name = environ["PATH_INFO"].strip("/")
+    return ROUTES[name](environ, start_response)

@@ -1,0 +1,299 @@
+"""Shared helpers for ponte's black-box tests: start the real server on a free loopback port, talk raw HTTP/1.1
+over sockets, stop the server by its PID. Standard library only (Debian's /usr/bin/python3)."""
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APPS = os.path.join(HERE, "apps")
+PONTE = os.path.abspath(os.environ.get("PONTE", os.path.join(HERE, "..", "..", "build", "ponte")))
+TIMEOUT = 10.0
+
+
+class Server:
+    """A running ponte. Use as a context manager; the log is kept for assertions."""
+
+    def __init__(self, app, *args, threads=None, app_dir=APPS, env=None, bind="127.0.0.1:0"):
+        self.args = [PONTE, "--app-dir", app_dir, "--bind", bind]
+        if threads is not None:
+            self.args += ["--threads", str(threads)]
+        self.args += list(args) + [app]
+        self.env = dict(os.environ)
+        self.warnings_file = tempfile.NamedTemporaryFile(prefix="ponte-wsgi-warnings-", delete=False).name
+        self.env["PONTE_TEST_WARNINGS"] = self.warnings_file
+        self.env.update(env or {})
+        self.proc = None
+        self.port = None
+        self.host = None
+        self.err_path = None
+        self.out_path = None
+
+    def start(self):
+        self.err = tempfile.NamedTemporaryFile(prefix="ponte-err-", delete=False)
+        self.out = tempfile.NamedTemporaryFile(prefix="ponte-out-", delete=False)
+        self.proc = subprocess.Popen(self.args, stdout=self.out, stderr=self.err, env=self.env, cwd=HERE)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            log = self.stderr()
+            m = re.search(r"listening on (?:http://\[?([^\]\s]*?)\]?:(\d+)|unix:(\S+))", log)
+            if m and "serving" in log:
+                if m.group(3):
+                    self.host, self.port = m.group(3), None
+                else:
+                    self.host, self.port = m.group(1), int(m.group(2))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("ponte exited with %s:\n%s" % (self.proc.returncode, log))
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError("ponte did not start:\n" + self.stderr())
+
+    def stderr(self):
+        with open(self.err.name, "r", errors="replace") as f:
+            return f.read()
+
+    def stdout(self):
+        with open(self.out.name, "r", errors="replace") as f:
+            return f.read()
+
+    def wsgi_warnings(self):
+        with open(self.warnings_file) as f:
+            return f.read()
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout=TIMEOUT):
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(TIMEOUT + 30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        code = self.stop()
+        log = self.stderr()
+        warnings = self.wsgi_warnings()
+        for path in (self.err.name, self.out.name, self.warnings_file):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if exc[0] is None:
+            # Every test app runs under wsgiref.validate: any complaint is a failure, and so is a crash.
+            assert code == 0, "ponte exited %s:\n%s" % (code, log)
+            assert "AssertionError" not in log, "WSGI validator error:\n" + log
+            assert "Sanitizer" not in log and "runtime error:" not in log, "sanitizer report:\n" + log
+            assert warnings == "", "wsgiref.validate warnings:\n" + warnings
+
+    def connect(self, timeout=TIMEOUT):
+        if self.port is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(self.host)
+            return s
+        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect((self.host, self.port))
+        return s
+
+
+class Response:
+    def __init__(self, status, reason, version, headers, body, raw_head):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers          # list of (lower-case name, value)
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+    def __repr__(self):
+        return "<Response %d %r %r>" % (self.status, self.headers, self.body[:200])
+
+
+class Conn:
+    """A client connection that reads responses exactly as framed, so pipelining and keep-alive can be checked."""
+
+    def __init__(self, server_or_sock):
+        self.sock = server_or_sock.connect() if isinstance(server_or_sock, Server) else server_or_sock
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def read_until(self, marker):
+        while marker not in self.buf:
+            self._fill()
+        i = self.buf.index(marker) + len(marker)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_close(self):
+        while True:
+            try:
+                self._fill()
+            except EOFError:
+                break
+        out, self.buf = self.buf, b""
+        return out
+
+    def read_response(self, head=False):
+        raw = self.read_until(b"\r\n\r\n")
+        lines = raw[:-4].split(b"\r\n")
+        version, status, *reason = lines[0].decode("latin-1").split(" ", 2)
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.decode("latin-1").partition(":")
+            headers.append((k.strip().lower(), v.strip()))
+        resp = Response(int(status), reason[0] if reason else "", version, headers, b"", raw)
+        if int(status) < 200:
+            return resp
+        if head or int(status) in (204, 304):
+            return resp
+        te = resp.header("transfer-encoding")
+        cl = resp.header("content-length")
+        if te is not None and "chunked" in te.lower():
+            body = b""
+            while True:
+                size_line = self.read_until(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    self.read_until(b"\r\n")
+                    break
+                body += self.read_exact(size)
+                assert self.read_exact(2) == b"\r\n", "bad chunk terminator"
+            resp.body = body
+        elif cl is not None:
+            resp.body = self.read_exact(int(cl))
+        else:
+            resp.body = self.read_to_close()
+        return resp
+
+    def request(self, method, path, headers=(), body=b"", version="HTTP/1.1"):
+        self.send(build_request(method, path, headers, body, version))
+        return self.read_response(head=(method == "HEAD"))
+
+    def closed_by_peer(self, timeout=TIMEOUT):
+        """True when the server closes the connection (EOF or reset) within timeout, with nothing else to read."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        return data == b""
+
+    def close(self):
+        self.sock.close()
+
+
+def build_request(method, path, headers=(), body=b"", version="HTTP/1.1"):
+    lines = ["%s %s %s" % (method, path, version)]
+    names = {k.lower() for k, _ in headers}
+    if "host" not in names and version == "HTTP/1.1":
+        lines.append("Host: test")
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append("Content-Length: %d" % len(body))
+    for k, v in headers:
+        lines.append("%s: %s" % (k, v))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class TapResult(unittest.TestResult):
+    """Prints one TAP line per test as it finishes (class fixtures run as usual)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+        self.failed = 0
+        self.started = {}
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.started[test.id()] = time.time()
+
+    def _line(self, test, ok, extra=""):
+        self.n += 1
+        name = test.id().split(".", 1)[-1]
+        took = time.time() - self.started.get(test.id(), time.time())
+        print("%s %d - %s%s" % ("ok" if ok else "not ok", self.n, name, extra or " (%.2fs)" % took), flush=True)
+
+    def _problem(self, test, err):
+        self.failed += 1
+        self._line(test, False)
+        for line in self._exc_info_to_string(err, test).rstrip().splitlines():
+            print("# " + line, flush=True)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._line(test, True)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._problem(test, err)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._problem(test, err)
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._line(test, True, " # SKIP " + reason)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._problem(subtest, err)
+
+
+def run_tests():
+    """unittest, reported as TAP so that meson (and .ci/run) count every test case."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    result = TapResult()
+    suite.run(result)
+    print("1..%d" % result.n, flush=True)
+    sys.exit(1 if result.failed else 0)

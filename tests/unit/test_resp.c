@@ -1,0 +1,209 @@
+/* Response framing (server/resp.c): status line, headers, Content-Length vs chunked vs close-delimited, HEAD. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "resp.h"
+#include "tap.h"
+
+static pt_header_t ct = { PT_SPAN("Content-Type"), PT_SPAN("text/plain") };
+
+static char *
+cut_date(pt_buf_t *b)
+{
+    /* Drop the Date line (it changes every second) so the rest can be compared exactly. */
+    char *s = strndup(b->data, b->len);
+    char *d = strstr(s, "Date: ");
+
+    if (d != NULL) {
+        char *end = strstr(d, "\r\n");
+
+        memmove(d, end + 2, strlen(end + 2) + 1);
+    }
+    return s;
+}
+
+static void
+test_known_length(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_buf_t b = { 0 };
+    char *s;
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, 5);
+    pt_resp_body(&r, &b, "hello", 5);
+    pt_resp_end(&r, &b);
+    s = cut_date(&b);
+    CHECK(strcmp(s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nServer: ponte\r\n\r\nhello")
+              == 0, "known length becomes Content-Length: %s", s);
+    CHECK(r.status == 200 && r.frame == PT_FRAME_LENGTH && !r.must_close, "status and framing recorded");
+    CHECK(r.wire_bytes == b.len, "wire_bytes counts every byte (%llu vs %zu)", (unsigned long long)r.wire_bytes, b.len);
+    free(s);
+    pt_buf_free(&b);
+}
+
+static void
+test_chunked(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_buf_t b = { 0 };
+    char *s, *body;
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, -1);
+    pt_resp_body(&r, &b, "hello", 5);
+    pt_resp_body(&r, &b, "", 0);
+    pt_resp_body(&r, &b, "0123456789abcdefX", 17);
+    pt_resp_end(&r, &b);
+    s = cut_date(&b);
+    CHECK(strstr(s, "Transfer-Encoding: chunked\r\n") != NULL, "HTTP/1.1 without length is chunked");
+    body = strstr(s, "\r\n\r\n") + 4;
+    CHECK(strcmp(body, "5\r\nhello\r\n11\r\n0123456789abcdefX\r\n0\r\n\r\n") == 0, "chunks framed in hex: %s", body);
+    CHECK(r.body_bytes == 22, "body_bytes counts payload only");
+    free(s);
+    pt_buf_free(&b);
+}
+
+static void
+test_http10_close_delimited(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 0, false, true };
+    pt_buf_t b = { 0 };
+    char *s;
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, -1);
+    pt_resp_body(&r, &b, "abc", 3);
+    pt_resp_end(&r, &b);
+    s = cut_date(&b);
+    CHECK(strncmp(s, "HTTP/1.0 200 OK\r\n", 17) == 0, "HTTP/1.0 status line");
+    CHECK(r.frame == PT_FRAME_CLOSE && r.must_close, "1.0 without length is close-delimited");
+    CHECK(strstr(s, "Connection: close\r\n") != NULL && strstr(s, "chunked") == NULL, "no chunking for 1.0");
+    CHECK(strcmp(strstr(s, "\r\n\r\n") + 4, "abc") == 0, "raw body");
+    free(s);
+    pt_buf_free(&b);
+}
+
+static void
+test_http10_keep_alive(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 0, false, true };
+    pt_buf_t b = { 0 };
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, 3);
+    CHECK(memmem(b.data, b.len, "Connection: keep-alive\r\n", 24) != NULL, "1.0 keep-alive is announced");
+    CHECK(!r.must_close, "and kept");
+    pt_buf_free(&b);
+}
+
+static void
+test_head_and_bodyless(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t head = { 1, true, true }, get = { 1, false, true };
+    pt_buf_t b = { 0 };
+    size_t len;
+
+    pt_resp_head(&r, &head, &b, PT_SPAN("200 OK"), &ct, 1, 1000);
+    len = b.len;
+    pt_resp_body(&r, &b, "abc", 3);
+    pt_resp_end(&r, &b);
+    CHECK(b.len == len, "HEAD: body suppressed");
+    CHECK(memmem(b.data, b.len, "Content-Length: 1000\r\n", 22) != NULL, "HEAD keeps the GET Content-Length");
+
+    memset(&r, 0, sizeof(r));
+    b.len = 0;
+    pt_resp_head(&r, &get, &b, PT_SPAN("304 Not Modified"), NULL, 0, -1);
+    len = b.len;
+    pt_resp_body(&r, &b, "abc", 3);
+    pt_resp_end(&r, &b);
+    CHECK(b.len == len && r.frame == PT_FRAME_NONE, "304: no body, no framing");
+    CHECK(memmem(b.data, b.len, "chunked", 7) == NULL && memmem(b.data, b.len, "Content-Length", 14) == NULL,
+          "304: neither header");
+    pt_buf_free(&b);
+}
+
+static void
+test_app_headers(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_buf_t b = { 0 };
+    pt_header_t h[] = {
+        { PT_SPAN("content-length"), PT_SPAN("3") },
+        { PT_SPAN("Transfer-Encoding"), PT_SPAN("chunked") },
+        { PT_SPAN("Connection"), PT_SPAN("close") },
+        { PT_SPAN("Server"), PT_SPAN("mine") },
+        { PT_SPAN("Date"), PT_SPAN("yesterday") },
+        { PT_SPAN("Set-Cookie"), PT_SPAN("a=1") },
+        { PT_SPAN("Set-Cookie"), PT_SPAN("b=2") },
+    };
+    char *s;
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("201 Created"), h, 7, -1);
+    s = strndup(b.data, b.len);
+    CHECK(r.content_length == 3 && r.frame == PT_FRAME_LENGTH, "app Content-Length honoured");
+    CHECK(strstr(s, "Transfer-Encoding") == NULL, "app Transfer-Encoding dropped (framing is the server's)");
+    CHECK(r.must_close && strstr(s, "Connection: close\r\n") != NULL, "app Connection: close honoured once");
+    CHECK(strstr(s, "Server: mine\r\n") != NULL && strstr(s, "Server: ponte") == NULL, "app Server kept, ours not added");
+    CHECK(strstr(s, "Date: yesterday\r\n") != NULL && strstr(s, "GMT") == NULL, "app Date kept");
+    CHECK(strstr(s, "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n") != NULL, "repeated headers kept in order");
+    free(s);
+
+    b.len = 0;
+    pt_resp_body(&r, &b, "abcdef", 6);
+    CHECK(b.len == 3 && r.overflow, "bytes past Content-Length dropped and flagged");
+    pt_buf_free(&b);
+}
+
+static void
+test_short_body_forces_close(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_buf_t b = { 0 };
+    pt_header_t h = { PT_SPAN("Content-Length"), PT_SPAN("10") };
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &h, 1, -1);
+    pt_resp_body(&r, &b, "abc", 3);
+    pt_resp_end(&r, &b);
+    CHECK(r.must_close, "a body shorter than its Content-Length closes the connection");
+    pt_buf_free(&b);
+}
+
+static void
+test_simple(void)
+{
+    pt_buf_t b = { 0 };
+
+    pt_resp_simple(&b, 431, true, "too big");
+    CHECK(memmem(b.data, b.len, "HTTP/1.1 431 Request Header Fields Too Large\r\n", 46) != NULL, "431 status line");
+    CHECK(memmem(b.data, b.len, "Content-Length: 7\r\n", 19) != NULL, "length of the body");
+    CHECK(memmem(b.data, b.len, "Connection: close\r\n", 19) != NULL, "closes");
+    CHECK(b.len > 7 && memcmp(b.data + b.len - 11, "\r\n\r\ntoo big", 11) == 0, "body last");
+    pt_buf_free(&b);
+}
+
+static void
+test_date(void)
+{
+    pt_span_t d = pt_http_date();
+
+    CHECK(d.len == 29 && memcmp(d.base + 26, "GMT", 3) == 0, "IMF-fixdate: %.*s", (int)d.len, d.base);
+}
+
+int
+main(void)
+{
+    test_known_length();
+    test_chunked();
+    test_http10_close_delimited();
+    test_http10_keep_alive();
+    test_head_and_bodyless();
+    test_app_headers();
+    test_short_body_forces_close();
+    test_simple();
+    test_date();
+    return tap_done();
+}
