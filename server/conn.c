@@ -37,6 +37,7 @@ static void conn_close(pt_conn_t *c);
 static void conn_end(pt_conn_t *c, bool linger);
 static void conn_request_finished(pt_conn_t *c);
 static void conn_start_reading(pt_conn_t *c);
+static void conn_maybe_resume(pt_conn_t *c);
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Lifecycle */
@@ -112,6 +113,14 @@ on_handle_close(uv_handle_t *h)
         c->next->prev = c->prev;
     }
     srv->nconns--;
+    if (c->drain_scheduled) {
+        pt_conn_t **pp = &srv->drain_head;
+
+        while (*pp != c) {
+            pp = &(*pp)->drain_next;
+        }
+        *pp = c->drain_next;
+    }
     conn_free(c);
     if (srv->stopping && srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
@@ -445,6 +454,7 @@ conn_flush(pt_conn_t *c)
                 if (c->wbuf.cap > WBUF_KEEP) {
                     pt_buf_free(&c->wbuf);
                 }
+                conn_maybe_resume(c);
                 return;
             }
             pt_buf_consume(&c->wbuf, (size_t)r);
@@ -463,17 +473,52 @@ pt_conn_out_queued(pt_conn_t *c)
     return c->wbuf.len + c->inflight;
 }
 
+/*
+ * A loop-thread app suspended on back-pressure resumes once its output drains below PT_OUT_LOW. That can happen in a
+ * write callback or inside conn_flush (uv_try_write took everything); either way it resumes from an idle handle, at
+ * the top of the loop, never from inside a flush its own output triggered.
+ */
+static void
+on_drain_idle(uv_idle_t *idle)
+{
+    pt_server_t *srv = idle->data;
+    pt_conn_t *c = srv->drain_head;
+
+    srv->drain_head = NULL;
+    uv_idle_stop(idle);
+    while (c != NULL) {
+        pt_conn_t *next = c->drain_next;
+
+        c->drain_scheduled = false;
+        c->drain_next = NULL;
+        if (c->app_busy && c->suspended && !c->closing && pt_conn_out_queued(c) <= PT_OUT_LOW) {
+            c->suspended = false;
+            srv->app->on_drain(srv->app, &c->req);
+            conn_flush(c);
+        }
+        c = next;
+    }
+}
+
+static void
+conn_maybe_resume(pt_conn_t *c)
+{
+    pt_server_t *srv = c->srv;
+
+    if (!c->suspended || c->drain_scheduled || c->closing || pt_conn_out_queued(c) > PT_OUT_LOW) {
+        return;
+    }
+    c->drain_scheduled = true;
+    c->drain_next = srv->drain_head;
+    srv->drain_head = c;
+    uv_idle_start(&srv->drain_idle, on_drain_idle);
+}
+
 static void
 conn_after_write(pt_conn_t *c)
 {
-    if (c->closing) {
-        return;
-    }
-    if (c->app_busy && !c->srv->app->streams_body && c->suspended && pt_conn_out_queued(c) <= PT_OUT_LOW) {
-        /* A loop-thread app paused on back-pressure: let it produce more. */
-        c->suspended = false;
-        c->srv->app->on_drain(c->srv->app, &c->req);
-        conn_flush(c);
+    if (!c->closing) {
+        conn_maybe_resume(c);
     }
 }
 
@@ -924,6 +969,8 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     if (srv->read_buf == NULL) {
         return UV_ENOMEM;
     }
+    uv_idle_init(loop, &srv->drain_idle);
+    srv->drain_idle.data = srv;
     return pt_handoff_init(srv);
 }
 
@@ -931,6 +978,9 @@ void
 pt_server_close(pt_server_t *srv)
 {
     pt_handoff_close(srv);
+    if (!uv_is_closing((uv_handle_t *)&srv->drain_idle)) {
+        uv_close((uv_handle_t *)&srv->drain_idle, NULL);
+    }
     free(srv->read_buf);
     srv->read_buf = NULL;
 }

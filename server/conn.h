@@ -42,6 +42,8 @@ struct pt_server_s {
     size_t nconns;
     size_t nbusy;           /* connections with a request in the app */
     bool stopping;
+    uv_idle_t drain_idle;   /* runs on_drain for suspended loop-thread apps whose output drained */
+    struct pt_conn_s *drain_head;
     void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last busy connection finished */
 };
 
@@ -73,6 +75,8 @@ struct pt_conn_s {
     bool upgrade_pause;     /* llhttp paused with HPE_PAUSED_UPGRADE (resumed differently) */
     bool in_process;        /* inside conn_process: it carries on with the bytes it holds */
     bool suspended;         /* a loop-thread app waits for on_drain */
+    bool drain_scheduled;
+    struct pt_conn_s *drain_next;
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t timer_due;     /* loop time the timer is armed for */
     size_t idle_bytes;      /* blank lines received between requests */

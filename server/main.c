@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "app.h"
@@ -131,6 +132,16 @@ main(int argc, char **argv)
                 M.cfg.threads ? "worker threads" : "on the loop thread");
 
     uv_run(M.loop, UV_RUN_DEFAULT);
+
+    if (M.srv.nbusy > 0) {
+        /*
+         * Forced stop (graceful timeout or second signal) with requests still in the app: their threads are stuck
+         * in Python and cannot be joined, and finalising the interpreter under them would crash. Leave now.
+         */
+        pt_log_warning("exiting with %zu request(s) still running in the app", M.srv.nbusy);
+        pt_log_flush();
+        _exit(0);
+    }
 
     /* The loop is stopped: no connection or request is left. Stop the workers and the interpreter. */
     M.app->stop(M.app);

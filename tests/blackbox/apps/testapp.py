@@ -199,3 +199,7 @@ def _dispatch(environ, start_response):
 
 
 application = validated(_dispatch)
+
+# wsgiref.validate wraps the returned iterable, which hides wsgi.file_wrapper from the server: the sendfile() test
+# uses the same routes unwrapped.
+raw_application = _dispatch

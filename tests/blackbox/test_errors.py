@@ -1,0 +1,143 @@
+"""Apps that break: an exception before or after the head, wrong return types, invalid headers. ponte answers 500
+(or cuts the connection once the head is out), logs why with a traceback, calls close(), and serves everyone else."""
+
+import os
+import tempfile
+import time
+import unittest
+
+from harness import Conn, Server, run_tests
+
+
+class ErrorsBase:
+    threads = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
+        cls.server = Server("badapps:application", "--graceful-timeout", "3", threads=cls.threads,
+                            env={"PONTE_TEST_EVENTS": cls.events})
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        assert code == 0, cls.server.stderr()
+        os.unlink(cls.events)
+
+    def conn(self):
+        c = Conn(self.server)
+        self.addCleanup(c.close)
+        return c
+
+    def log_has(self, text, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.server.stderr():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def read_events(self):
+        with open(self.events) as f:
+            return f.read().split("\n")
+
+    def expect_500(self, route, log_text):
+        c = self.conn()
+        r = c.request("GET", "/" + route)
+        self.assertEqual(r.status, 500, r)
+        self.assertEqual(r.body, b"Internal Server Error")
+        self.assertTrue(self.log_has(log_text), self.server.stderr())
+        # The connection is still good (the error was cleanly framed), and so is the server.
+        self.assertEqual(c.request("GET", "/exc_info_replace").status, 503)
+
+    def test_raise_before_start_response(self):
+        self.expect_500("raise_before", "RuntimeError: boom before start_response")
+        self.assertTrue(self.log_has('error in WSGI app for "GET /raise_before HTTP/1.1"'))
+
+    def test_raise_in_iterable_before_body(self):
+        self.expect_500("raise_after_start", "boom in the iterable before any body")
+        self.assertIn("close after-start", self.read_events())
+
+    def test_raise_mid_body_cuts_connection(self):
+        c = self.conn()
+        c.send(b"GET /raise_mid_body HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = c.read_until(b"\r\n\r\n")
+        self.assertIn(b"200 OK", head)
+        rest = c.read_to_close()      # never hangs: the connection is closed
+        self.assertIn(b"first chunk", rest)
+        self.assertFalse(rest.endswith(b"0\r\n\r\n"), "a cut chunked body must not look complete")
+        self.assertTrue(self.log_has("boom after the first chunk"))
+        self.assertIn("close mid-body", self.read_events())
+
+    def test_returns_str_items(self):
+        self.expect_500("returns_str", "must yield bytes, not str")
+
+    def test_returns_none(self):
+        self.expect_500("returns_none", "must return an iterable of bytes, not NoneType")
+
+    def test_no_start_response(self):
+        self.expect_500("no_start_response", "before calling start_response()")
+
+    def test_header_injection_rejected(self):
+        c = self.conn()
+        r = c.request("GET", "/bad_header_crlf")
+        self.assertEqual(r.status, 500)
+        self.assertNotIn(b"Injected", r.raw_head)
+        self.assertTrue(self.log_has("invalid character (CR, LF or control)"))
+
+    def test_bad_header_name(self):
+        self.expect_500("bad_header_name", "invalid character in header name")
+
+    def test_bad_status(self):
+        self.expect_500("bad_status", "status must look like '200 OK'")
+
+    def test_start_response_twice(self):
+        self.expect_500("twice", "called a second time without exc_info")
+
+    def test_exc_info_replaces_status(self):
+        r = self.conn().request("GET", "/exc_info_replace")
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.body, b"replaced")
+
+    def test_exc_info_after_head_reraises(self):
+        c = self.conn()
+        c.send(b"GET /exc_info_too_late HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = c.read_to_close()
+        self.assertIn(b"200 OK", data)
+        self.assertNotIn(b"unreachable", data)
+        self.assertTrue(self.log_has("ValueError: too late"))
+
+    def test_body_longer_than_content_length(self):
+        c = self.conn()
+        r = c.request("GET", "/too_long")
+        self.assertEqual(r.body, b"12345")
+        self.assertTrue(c.closed_by_peer())
+        self.assertTrue(self.log_has("more than its Content-Length"))
+
+    def test_body_shorter_than_content_length(self):
+        c = self.conn()
+        c.send(b"GET /too_short HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = c.read_to_close()
+        self.assertTrue(data.endswith(b"12345"))
+
+    def test_system_exit_is_an_app_error(self):
+        self.expect_500("sys_exit", "SystemExit")
+
+
+class ErrorsWorkers(ErrorsBase, unittest.TestCase):
+    threads = 4
+
+    def test_hanging_app_does_not_block_others(self):
+        c = self.conn()
+        c.send(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        for _ in range(5):
+            self.assertEqual(self.conn().request("GET", "/exc_info_replace").status, 503)
+
+
+class ErrorsLoopThread(ErrorsBase, unittest.TestCase):
+    threads = 0
+
+
+if __name__ == "__main__":
+    run_tests()

@@ -1,0 +1,189 @@
+"""PEP 3333 as the app sees it: environ keys and types, wsgi.input methods, write(), file_wrapper with sendfile,
+close() always called. Every app here runs under wsgiref.validate.validator."""
+
+import json
+import os
+import tempfile
+import time
+import unittest
+
+from harness import Conn, Server, run_tests
+
+
+def wait_for(pred, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class WSGIBase:
+    threads = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
+        cls.server = Server("testapp:application", threads=cls.threads, env={"PONTE_TEST_EVENTS": cls.events})
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.__exit__(None, None, None)
+        os.unlink(cls.events)
+
+    def conn(self):
+        c = Conn(self.server)
+        self.addCleanup(c.close)
+        return c
+
+    def read_events(self):
+        with open(self.events) as f:
+            return f.read().split("\n")
+
+    def test_environ_required_keys_and_types(self):
+        r = self.conn().request("POST", "/echo/x?k=v", [("Content-Type", "text/plain"), ("X-Multi", "a"),
+                                                         ("X-Multi", "b"), ("User-Agent", "ua")], b"data")
+        doc = json.loads(r.body)
+        env, types = doc["environ"], doc["types"]
+        self.assertEqual(env["REQUEST_METHOD"], "POST")
+        self.assertEqual(env["SCRIPT_NAME"], "")
+        self.assertEqual(env["PATH_INFO"], "/echo/x")
+        self.assertEqual(env["QUERY_STRING"], "k=v")
+        self.assertEqual(env["CONTENT_TYPE"], "text/plain")
+        self.assertEqual(env["CONTENT_LENGTH"], "4")
+        self.assertNotIn("HTTP_CONTENT_TYPE", env)
+        self.assertNotIn("HTTP_CONTENT_LENGTH", env)
+        self.assertEqual(env["SERVER_NAME"], "127.0.0.1")
+        self.assertEqual(env["SERVER_PORT"], str(self.server.port))
+        self.assertEqual(env["SERVER_PROTOCOL"], "HTTP/1.1")
+        self.assertEqual(env["REMOTE_ADDR"], "127.0.0.1")
+        self.assertTrue(env["REMOTE_PORT"].isdigit())
+        self.assertEqual(env["HTTP_HOST"], "test")
+        self.assertEqual(env["HTTP_X_MULTI"], "a, b")
+        self.assertEqual(env["HTTP_USER_AGENT"], "ua")
+        self.assertEqual(env["wsgi.url_scheme"], "http")
+        self.assertEqual(doc["wsgi.version"], [1, 0])
+        self.assertEqual(doc["wsgi.multithread"], self.threads > 0)
+        self.assertIs(doc["wsgi.multiprocess"], False)
+        self.assertIs(doc["wsgi.run_once"], False)
+        self.assertIs(doc["wsgi.input_terminated"], True)
+        self.assertTrue(doc["has_file_wrapper"])
+        for k, t in types.items():
+            if not k.startswith("wsgi."):
+                self.assertEqual(t, "str", k)
+        self.assertEqual(doc["body"], "data")
+
+    def test_underscore_headers_dropped(self):
+        doc = json.loads(self.conn().request("GET", "/echo", [("X_Forwarded_For", "1.2.3.4")]).body)
+        self.assertNotIn("HTTP_X_FORWARDED_FOR", doc["environ"])
+
+    def test_latin1_header_value(self):
+        c = self.conn()
+        c.send(b"GET /echo HTTP/1.1\r\nHost: t\r\nX-Name: caf\xe9\r\n\r\n")
+        self.assertEqual(json.loads(c.read_response().body)["environ"]["HTTP_X_NAME"], "caf\u00e9")
+
+    def test_readline_with_limit(self):
+        body = b"first line\nsecond\nno newline at end"
+        got = json.loads(self.conn().request("POST", "/lines?mode=readline&n=7", body=body).body)
+        self.assertEqual("".join(got), body.decode())
+        self.assertEqual(got[:3], ["first l", "ine\n", "second\n"])
+
+    def test_readlines_and_iteration(self):
+        body = b"a\nbb\nccc\n"
+        for mode in ("readlines", "iter"):
+            got = json.loads(self.conn().request("POST", "/lines?mode=" + mode, body=body).body)
+            self.assertEqual(got, ["a\n", "bb\n", "ccc\n"], mode)
+
+    def test_chunked_body_readline(self):
+        c = self.conn()
+        c.send(b"POST /lines?mode=iter HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\na\nb\r\n4\r\nb\ncc\r\n0\r\n\r\n")
+        self.assertEqual(json.loads(c.read_response().body), ["a\n", "bb\n", "cc"])
+
+    def test_empty_body_reads_eof(self):
+        doc = json.loads(self.conn().request("POST", "/echo", [("Content-Length", "0")]).body)
+        self.assertEqual(doc["body"], "")
+
+    def test_write_callable(self):
+        r = self.conn().request("GET", "/write")
+        self.assertEqual(r.body, b"written then returned")
+
+    def test_file_wrapper(self):
+        data = os.urandom(300000)
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(data)
+        self.addCleanup(os.unlink, f.name)
+        c = self.conn()
+        r = c.request("GET", "/file?path=" + f.name)
+        self.assertEqual(r.body, data)
+        self.assertEqual(c.request("GET", "/echo").status, 200)
+
+    def test_file_wrapper_uses_sendfile(self):
+        data = os.urandom(1000000)
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(data)
+        self.addCleanup(os.unlink, f.name)
+        with Server("testapp:raw_application", threads=self.threads) as raw:
+            c = Conn(raw)
+            r = c.request("GET", "/file?path=" + f.name)
+            self.assertEqual(r.body, data)
+            if self.threads:
+                # The size came from fstat(): the file went out with sendfile(), not through the iterator.
+                self.assertEqual(r.header("content-length"), str(len(data)))
+            r = c.request("HEAD", "/file?path=" + f.name)
+            self.assertEqual(r.body, b"")
+            self.assertEqual(c.request("GET", "/echo").status, 200)
+            c.close()
+
+    def test_close_called_after_success(self):
+        self.conn().request("GET", "/tracked?name=ok-%d&chunks=3" % self.threads)
+        self.assertTrue(wait_for(lambda: "close ok-%d" % self.threads in self.read_events()))
+
+    def test_close_called_when_client_goes_away(self):
+        name = "gone-%d" % self.threads
+        c = self.conn()
+        c.send(b"GET /tracked?name=%s&delay=0.05 HTTP/1.1\r\nHost: t\r\n\r\n" % name.encode())
+        c.read_until(b"xxxx")
+        c.sock.close()
+        self.assertTrue(wait_for(lambda: "close " + name in self.read_events()), self.read_events())
+        # And the server still serves everyone else.
+        self.assertEqual(self.conn().request("GET", "/echo").status, 200)
+
+    def test_slow_reader_back_pressure(self):
+        """A client that does not read makes the app wait; it neither buffers without bound nor hangs others."""
+        name = "slow-%d" % self.threads
+        c = self.conn()
+        c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 16384)
+        c.send(b"GET /tracked?name=%s&chunks=100000 HTTP/1.1\r\nHost: t\r\n\r\n" % name.encode())
+        time.sleep(1.0)
+        # Others are served meanwhile.
+        self.assertEqual(self.conn().request("GET", "/echo").status, 200)
+        rss1 = self.server_rss()
+        time.sleep(1.0)
+        rss2 = self.server_rss()
+        # The app produced 6.5 GB if nothing held it back; memory stays flat instead.
+        self.assertLess(rss2 - rss1, 8 * 1024 * 1024)
+        self.assertLess(rss2, 400 * 1024 * 1024)
+        c.sock.close()
+        self.assertTrue(wait_for(lambda: "close " + name in self.read_events()))
+
+    def server_rss(self):
+        with open("/proc/%d/status" % self.server.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+class WSGIWorkers(WSGIBase, unittest.TestCase):
+    threads = 4
+
+
+class WSGILoopThread(WSGIBase, unittest.TestCase):
+    threads = 0
+
+
+if __name__ == "__main__":
+    run_tests()
