@@ -1,4 +1,5 @@
 #include "config.h"
+#include "listen.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -89,6 +90,21 @@ bad(const char *opt, const char *val, const char *why)
     return -1;
 }
 
+static bool
+bind_ok(const char *spec)
+{
+    char host[256];
+    int port;
+    bool is_unix;
+    struct sockaddr_in6 sa6;
+    struct sockaddr_in sa4;
+
+    if (pt_bind_parse(spec, host, sizeof(host), &port, &is_unix) < 0) {
+        return false;
+    }
+    return is_unix || uv_ip4_addr(host, port, &sa4) == 0 || uv_ip6_addr(host, port, &sa6) == 0;
+}
+
 static int
 parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -152,6 +168,9 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         case 'b':
             if (cfg->nbinds == PT_MAX_BINDS) {
                 return bad("bind", optarg, "too many addresses");
+            }
+            if (!bind_ok(optarg)) {
+                return bad("bind", optarg, "expected HOST:PORT, [IPv6]:PORT or unix:/path with a numeric address");
             }
             cfg->binds[cfg->nbinds++] = optarg;
             break;

@@ -14,6 +14,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APPS = os.path.join(HERE, "apps")
+REPO_APPS = os.path.abspath(os.path.join(HERE, "..", "..", "apps"))
 PONTE = os.path.abspath(os.environ.get("PONTE", os.path.join(HERE, "..", "..", "build", "ponte")))
 TIMEOUT = 10.0
 
