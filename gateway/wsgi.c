@@ -722,9 +722,15 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         break;
     case WSGI_APP_ERROR:
         if (!ctx->head_sent || ctx->out.len == req->resp.wire_bytes) {
-            /* Nothing reached the client yet: answer with an error status instead of a cut connection. */
-            int status = req->body_err == PT_BODY_ERR_TOO_LARGE ? 413
-                         : req->body_err == PT_BODY_ERR_INVALID ? 400 : 500;
+            /*
+             * Nothing reached the client yet: answer with an error status instead of a cut connection. When the
+             * app failed because the body could not be read, the client's request is what was wrong.
+             */
+            static const int status_for[] = {
+                [PT_BODY_ERR_NONE] = 500, [PT_BODY_ERR_TOO_LARGE] = 413, [PT_BODY_ERR_INVALID] = 400,
+                [PT_BODY_ERR_GONE] = 400, [PT_BODY_ERR_TIMEOUT] = 408,
+            };
+            int status = status_for[pt_req_body_error(req)];
 
             server_error(ctx, status);
             flags |= PT_SEND_END;

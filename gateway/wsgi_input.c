@@ -29,7 +29,7 @@ input_read_some(pt_input_t *self, char *dst, size_t n, int delim)
         pt_gil_acquire(ts);
     }
     if (r < 0) {
-        switch (self->req->body_err) {
+        switch (pt_req_body_error(self->req)) {
         case PT_BODY_ERR_TOO_LARGE:
             PyErr_SetString(PyExc_OSError, "request body larger than --max-body-size");
             break;

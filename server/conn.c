@@ -652,8 +652,10 @@ conn_request_finished(pt_conn_t *c)
         conn_close_handles(c);
         return;
     }
-    reuse = req->keep_alive && c->resp_done && !req->resp.must_close && c->message_done && !c->eof
-            && !srv->stopping && req->body_err == PT_BODY_ERR_NONE && c->state != PT_CONN_CLOSING;
+    /* After a half-close (EOF) the requests already received are still answered, then the connection closes. */
+    reuse = req->keep_alive && c->resp_done && !req->resp.must_close && c->message_done
+            && (!c->eof || c->rest.len > 0) && !srv->stopping && req->body_err == PT_BODY_ERR_NONE
+            && c->state != PT_CONN_CLOSING;
     if (!reuse) {
         c->state = PT_CONN_APP;     /* let conn_end run */
         conn_end(c, !c->message_done);
@@ -662,6 +664,8 @@ conn_request_finished(pt_conn_t *c)
     c->dispatched = false;
     c->message_done = false;
     c->resp_done = false;
+    c->scan_cr = c->scan_seen = c->scan_done = false;
+    c->scan_m = 0;
     c->state = PT_CONN_IDLE;
     if (req->body.cap > PT_BODY_HIGH) {
         pt_buf_free(&req->body);
@@ -687,6 +691,10 @@ conn_request_finished(pt_conn_t *c)
         conn_process(c, rest.data, rest.len);
         pt_buf_free(&rest);
         conn_flush(c);
+    }
+    if (c->eof && !c->paused && c->state == PT_CONN_IDLE) {
+        conn_end(c, false);     /* the client half-closed and every request it sent is answered */
+        return;
     }
     if (!c->closing && !c->reading && !c->paused && c->state != PT_CONN_CLOSING) {
         conn_start_reading(c);
@@ -786,8 +794,38 @@ conn_parse_error(pt_conn_t *c, llhttp_errno_t err)
     } else if (status == 431) {
         conn_reply_error(c, 431, "request head larger than --max-header-size or too many header lines");
     } else {
-        conn_reply_error(c, status, c->error_status ? pt_status_reason(status) : pt_http_error_reason(c, err));
+        conn_reply_error(c, status, c->error_why ? c->error_why : pt_http_error_reason(c, err));
     }
+}
+
+/*
+ * llhttp 8.1 (Debian 12) takes a bare CR followed by any byte as a line end in a few places, which lets a request
+ * hide inside another one's head (request smuggling when a proxy parses it differently). Every CR in a request head
+ * must be followed by LF: checked here, over the head bytes only, before the parser sees them.
+ * Returns -1 on a bare CR.
+ */
+static int
+head_scan(pt_conn_t *c, const char *p, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n && !c->scan_done; i++) {
+        char b = p[i];
+
+        if (c->scan_cr && b != '\n') {
+            return -1;
+        }
+        c->scan_cr = b == '\r';
+        if (b == '\r' || b == '\n') {
+            if (++c->scan_m == 4 && c->scan_seen) {
+                c->scan_done = true;    /* CRLF CRLF after some header bytes: the head ends here */
+            }
+        } else {
+            c->scan_m = 0;
+            c->scan_seen = true;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -811,6 +849,10 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
             }
             break;
         }
+        if (!c->scan_done && head_scan(c, data, (size_t)(end - data)) < 0) {
+            conn_reply_error(c, 400, "bare CR in the request head");
+            break;
+        }
         err = llhttp_execute(&c->parser, data, (size_t)(end - data));
         if (err == HPE_OK) {
             if (c->state == PT_CONN_IDLE) {
@@ -824,6 +866,11 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
         }
         if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
             conn_parse_error(c, err);
+            break;
+        }
+        if (!c->message_done) {
+            /* HPE_PAUSED_UPGRADE without a new message: what follows an Upgrade request is not HTTP. */
+            conn_end(c, false);
             break;
         }
         /* Paused at the end of a message. */
@@ -875,7 +922,9 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->state == PT_CONN_BODY) {
-            pt_log_info("%s:%d closed before sending the whole request body", c->remote_addr, c->remote_port);
+            /* Half-closed in the middle of a body: the request can never complete; the client may still read. */
+            conn_reply_error(c, 400, "client closed before sending the whole request body");
+            return;
         }
         conn_end(c, false);
         return;

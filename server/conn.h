@@ -80,6 +80,9 @@ struct pt_conn_s {
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t timer_due;     /* loop time the timer is armed for */
     size_t idle_bytes;      /* blank lines received between requests */
+    /* Head scan (see head_scan in conn.c): a CR must be followed by LF anywhere in a request head. */
+    bool scan_cr, scan_seen, scan_done;
+    uint8_t scan_m;
 
     /* Head arena: request-target and header bytes of the current request. */
     pt_buf_t head;
@@ -91,6 +94,7 @@ struct pt_conn_s {
     int last_cb;            /* 0 none, 1 field, 2 value: to join field/value spans split across reads */
     uint32_t url_off, url_len;
     int error_status;       /* set by a parser callback: reply with this status and close */
+    const char *error_why;  /* and why, for the log (a policy rather than a parse error) */
     uint64_t body_limit;
 
     pt_request_t req;

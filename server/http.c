@@ -38,6 +38,7 @@ on_message_begin(llhttp_t *p)
     c->last_cb = 0;
     c->url_off = c->url_len = 0;
     c->error_status = 0;
+    c->error_why = NULL;
     c->state = PT_CONN_HEAD;
     /* The header timeout runs from the first byte of the request. */
     pt_conn_set_deadline(c, c->srv->cfg->header_timeout);
@@ -196,7 +197,7 @@ on_headers_complete(llhttp_t *p)
     pt_conn_t *c = CONN(p);
     pt_request_t *req = &c->req;
     const pt_config_t *cfg = c->srv->cfg;
-    size_t i, nhost = 0;
+    size_t i, nhost = 0, nte = 0, ncl = 0;
 
     req->headers = c->hdrs;
     req->nheaders = c->nhdr;
@@ -209,36 +210,63 @@ on_headers_complete(llhttp_t *p)
         hd->value = (pt_span_t){ c->head.data + h->value_off, h->value_len };
         if (pt_span_ieq(hd->name, "host")) {
             nhost++;
+        } else if (pt_span_ieq(hd->name, "transfer-encoding")) {
+            nte++;
+        } else if (pt_span_ieq(hd->name, "content-length")) {
+            ncl++;
         } else if (pt_span_ieq(hd->name, "expect")) {
             if (pt_span_ieq(hd->value, "100-continue")) {
                 req->expect_continue = true;
             } else {
                 c->error_status = 417;
+                c->error_why = "policy: Expect other than 100-continue";
                 return -1;
             }
         }
+    }
+    if (nte > 0 && ncl > 0) {
+        /* RFC 9112 6.1: a request smuggling shape whatever the values (even an empty Transfer-Encoding). */
+        c->error_status = 400;
+        c->error_why = "both Content-Length and Transfer-Encoding";
+        return -1;
     }
     req->target = (pt_span_t){ c->head.data + c->url_off, c->url_len };
     split_target(req);
     req->method.base = llhttp_method_name((llhttp_method_t)p->method);
     req->method.len = strlen(req->method.base);
+    if (req->target.len == 1 && req->target.base[0] == '*' && p->method != HTTP_OPTIONS) {
+        c->error_status = 400;
+        c->error_why = "policy: request-target '*' is only for OPTIONS";
+        return -1;
+    }
     if (p->http_major != 1) {
         c->error_status = 505;
+        c->error_why = "policy: only HTTP/1.x is served";
         return -1;
     }
     req->http_minor = p->http_minor;
     /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; no request may carry two. */
     if (nhost > 1 || (nhost == 0 && req->http_minor == 1)) {
         c->error_status = 400;
+        c->error_why = nhost > 1 ? "policy: more than one Host header" : "policy: HTTP/1.1 request without Host";
         return -1;
     }
-    req->keep_alive = llhttp_should_keep_alive(p) && !c->srv->stopping;
+    if (req->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING)) {
+        /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty. */
+        c->error_status = 400;
+        c->error_why = "policy: Transfer-Encoding in an HTTP/1.0 request";
+        return -1;
+    }
+    /* No protocol upgrades over WSGI: the request is answered as plain HTTP, then the connection closes, since
+     * the client may already be sending the other protocol. */
+    req->keep_alive = llhttp_should_keep_alive(p) && !c->srv->stopping && !p->upgrade;
     req->is_head = p->method == HTTP_HEAD;
     req->chunked = (p->flags & F_CHUNKED) != 0;
     req->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
     if (p->method == HTTP_CONNECT) {
         /* Tunnels are not something a WSGI or ASGI app can serve. */
         c->error_status = 501;
+        c->error_why = "policy: CONNECT is not served";
         return -1;
     }
     if (req->content_length > 0 && (uint64_t)req->content_length > cfg->max_body_size) {

@@ -276,6 +276,20 @@ pt_req_wait_drain(pt_request_t *req)
     return r;
 }
 
+pt_body_err_t
+pt_req_body_error(pt_request_t *req)
+{
+    pt_body_err_t e;
+
+    if (pt_on_loop_thread()) {
+        return req->body_err;
+    }
+    uv_mutex_lock(&req->lock);
+    e = req->body_err;
+    uv_mutex_unlock(&req->lock);
+    return e;
+}
+
 void
 pt_req_suspend(pt_request_t *req)
 {

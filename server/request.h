@@ -110,6 +110,8 @@ bool pt_req_must_wait(pt_request_t *req);
 int pt_req_wait_drain(pt_request_t *req);
 /* A loop-thread app stops producing output until its on_drain (called when the queue drops to PT_OUT_LOW). */
 void pt_req_suspend(pt_request_t *req);
+/* Why the body could not be read (PT_BODY_ERR_NONE when it could). */
+pt_body_err_t pt_req_body_error(pt_request_t *req);
 /* Whether the client is gone. */
 bool pt_req_gone(pt_request_t *req);
 
