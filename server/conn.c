@@ -12,8 +12,11 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "listen.h"
 #include "log.h"
@@ -61,12 +64,69 @@ pt_conn_new(pt_server_t *srv)
         return NULL;
     }
     c->req.conn = c;
+    c->req.body_fd = -1;
     return c;
+}
+
+static void
+body_unspool(pt_request_t *req)
+{
+    if (req->body_fd >= 0) {
+        close(req->body_fd);
+        req->body_fd = -1;
+    }
+    req->body_file_len = req->body_file_pos = 0;
+}
+
+/* Moves a loop-thread app's body out of memory into an unlinked temporary file. Returns 0 or -errno. */
+static int
+body_spool(pt_request_t *req)
+{
+    const char *dir = getenv("TMPDIR");
+    int fd;
+
+    if (dir == NULL || *dir == '\0') {
+        dir = "/tmp";
+    }
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/ponte-body-XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0) {
+            return -errno;
+        }
+        unlink(path);
+    }
+    req->body_fd = fd;
+    req->body_file_len = req->body_file_pos = 0;
+    return 0;
+}
+
+static int
+body_spool_write(pt_request_t *req, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(req->body_fd, p, n);
+
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        req->body_file_len += (uint64_t)w;
+    }
+    return 0;
 }
 
 static void
 conn_free(pt_conn_t *c)
 {
+    body_unspool(&c->req);
     uv_mutex_destroy(&c->req.lock);
     uv_cond_destroy(&c->req.cond);
     pt_buf_free(&c->rest);
@@ -602,6 +662,23 @@ pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
         pt_buf_consume(&req->body, req->body_rpos);
         req->body_rpos = 0;
     }
+    if (!streams && (req->body_fd >= 0 || req->body.len + n > PT_BODY_SPOOL)) {
+        int r = req->body_fd >= 0 ? 0 : body_spool(req);
+
+        if (r == 0 && req->body.len > req->body_rpos) {
+            r = body_spool_write(req, req->body.data + req->body_rpos, req->body.len - req->body_rpos);
+            req->body.len = req->body_rpos = 0;
+        }
+        if (r == 0) {
+            r = body_spool_write(req, p, n);
+        }
+        if (r < 0) {
+            pt_log_error("cannot spool a request body to disk: %s", strerror(-r));
+            c->error_status = 500;
+            return -1;
+        }
+        return 0;
+    }
     if (!req->gone && pt_buf_append(&req->body, p, n) < 0) {
         req->body_err = PT_BODY_ERR_GONE;
     }
@@ -670,6 +747,7 @@ conn_request_finished(pt_conn_t *c)
     if (req->body.cap > PT_BODY_HIGH) {
         pt_buf_free(&req->body);
     }
+    body_unspool(req);
     if (c->head.cap > 16 * 1024) {
         pt_buf_free(&c->head);
     }

@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
 
@@ -156,6 +158,36 @@ copy_out(pt_request_t *req, char *dst, size_t n, int delim)
     return k;
 }
 
+static ssize_t
+read_spooled(pt_request_t *req, char *dst, size_t n, int delim)
+{
+    uint64_t left = req->body_file_len - req->body_file_pos;
+    ssize_t r;
+
+    if (left == 0) {
+        return 0;
+    }
+    if (n > left) {
+        n = (size_t)left;
+    }
+    do {
+        r = pread(req->body_fd, dst, n, (off_t)req->body_file_pos);
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) {
+        pt_log_error("reading a spooled request body: %s", r < 0 ? strerror(errno) : "short file");
+        return -EPIPE;
+    }
+    if (delim >= 0) {
+        const char *hit = memchr(dst, delim, (size_t)r);
+
+        if (hit != NULL) {
+            r = hit - dst + 1;
+        }
+    }
+    req->body_file_pos += (uint64_t)r;
+    return r;
+}
+
 ssize_t
 pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
 {
@@ -166,7 +198,10 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
         return 0;
     }
     if (!worker) {
-        /* A loop-thread app runs once the whole body is buffered: nothing to wait for. */
+        /* A loop-thread app runs once the whole body is buffered (in memory or spooled): nothing to wait for. */
+        if (req->body_fd >= 0) {
+            return read_spooled(req, dst, n, delim);
+        }
         if (req->body_rpos < req->body.len) {
             return (ssize_t)copy_out(req, dst, n, delim);
         }

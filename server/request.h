@@ -33,6 +33,8 @@ enum {
 /* Response back-pressure: the app waits while more than HIGH bytes are queued, until they drop to LOW. */
 #define PT_OUT_HIGH (256 * 1024)
 #define PT_OUT_LOW (64 * 1024)
+/* A loop-thread app gets its whole body at once: past this size it waits in an unlinked temporary file. */
+#define PT_BODY_SPOOL (1024 * 1024)
 
 typedef enum {
     PT_BODY_ERR_NONE = 0,
@@ -76,6 +78,8 @@ struct pt_request_s {
     uv_mutex_t lock;
     uv_cond_t cond;
     pt_buf_t body;          /* received, not yet read by the app */
+    int body_fd;            /* loop-thread apps: the body spooled to a temporary file, or -1 */
+    uint64_t body_file_len, body_file_pos;
     size_t body_rpos;       /* read offset into body */
     uint64_t body_received;
     bool body_eof;          /* the whole body has been received */

@@ -158,13 +158,16 @@ class HTTPBase:
         self.assertEqual(len(r.body), 3000000)
 
     def test_large_upload_streams(self):
+        """A 40 MiB upload is never held whole in memory: streamed to a worker, or spooled to disk for the loop."""
         c = self.conn()
-        size = 5 * 1024 * 1024
+        size = 40 * 1024 * 1024
         body = bytes(range(256)) * (size // 256)
+        rss_before = self.server_rss()
         c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
         c.sock.sendall(body)
         doc = json.loads(c.read_response().body)
         self.assertEqual(doc["size"], size)
+        self.assertLess(self.server_rss() - rss_before, 16 * 1024 * 1024)
         self.assertEqual(doc["sha256"], hashlib.sha256(body).hexdigest())
 
     def test_ipv6_and_percent_decoding(self):
@@ -188,6 +191,17 @@ class HTTPBase:
             time.sleep(0.1)
         self.assertRegex(self.server.stdout(),
                          r'127\.0\.0\.1 - - \[[^\]]+\] "GET /echo\?logged=1 HTTP/1\.1" 200 \d+ \d+\.\d{6}')
+
+
+def _rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+HTTPBase.server_rss = lambda self: _rss(self.server.proc.pid)
 
 
 class HTTPWorkers(HTTPBase, unittest.TestCase):
