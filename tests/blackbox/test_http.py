@@ -208,6 +208,21 @@ class HTTPWorkers(HTTPBase, unittest.TestCase):
     threads = 4
 
 
+HTTPWorkers.test_no_100_continue_unless_app_reads = lambda self: _no_100(self)
+
+
+def _no_100(self):
+    """Worker mode sends "100 Continue" only when the app first reads the body: an app that answers without
+    reading spares the client the upload."""
+    c = self.conn()
+    c.send(b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+    r = c.read_response()
+    self.assertEqual(r.status, 200)
+    self.assertEqual(r.body, b"did not read the body")
+    # The body never came, so the connection cannot be reused: the server closes it.
+    self.assertTrue(c.closed_by_peer())
+
+
 class HTTPLoopThread(HTTPBase, unittest.TestCase):
     threads = 0
 

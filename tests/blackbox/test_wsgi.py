@@ -106,6 +106,18 @@ class WSGIBase:
         doc = json.loads(self.conn().request("POST", "/echo", [("Content-Length", "0")]).body)
         self.assertEqual(doc["body"], "")
 
+    def test_read_without_size(self):
+        body = os.urandom(200000)
+        with Server("testapp:raw_application", threads=self.threads) as raw:
+            c = Conn(raw)
+            doc = json.loads(c.request("POST", "/readall", body=body).body)
+            self.assertEqual(doc, {"size": len(body), "sha256": __import__("hashlib").sha256(body).hexdigest(),
+                                   "tail": 0})
+            c.send(b"POST /readall HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            self.assertEqual(json.loads(c.read_response().body)["size"], 5)
+            c.close()
+
     def test_write_callable(self):
         r = self.conn().request("GET", "/write")
         self.assertEqual(r.body, b"written then returned")

@@ -9,8 +9,9 @@ static int tap_n, tap_failed;
 
 #define CHECK(cond, ...)                                                          \
     do {                                                                          \
+        int tap_ok_ = (cond) ? 1 : 0; /* evaluated once: cond may have effects */ \
         ++tap_n;                                                                  \
-        if (cond) {                                                               \
+        if (tap_ok_) {                                                            \
             printf("ok %d - ", tap_n);                                            \
         } else {                                                                  \
             tap_failed++;                                                         \
@@ -18,7 +19,7 @@ static int tap_n, tap_failed;
         }                                                                         \
         printf(__VA_ARGS__);                                                      \
         printf("\n");                                                             \
-        if (!(cond)) {                                                            \
+        if (!tap_ok_) {                                                           \
             printf("#   %s:%d: %s\n", __FILE__, __LINE__, #cond);                 \
         }                                                                         \
     } while (0)

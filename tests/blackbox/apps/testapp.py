@@ -172,6 +172,15 @@ def ignore_body(environ, start_response):
     return [b"did not read the body"]
 
 
+def read_all(environ, start_response):
+    """wsgi.input.read() with no size (the validator forbids this call, so only the unwrapped app serves it)."""
+    body = environ["wsgi.input"].read()
+    tail = environ["wsgi.input"].read()
+    out = json.dumps({"size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "tail": len(tail)}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [out]
+
+
 def pid(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
@@ -190,6 +199,7 @@ ROUTES = {
     "/upload": upload_size,
     "/ignore": ignore_body,
     "/pid": pid,
+    "/readall": read_all,
 }
 
 
