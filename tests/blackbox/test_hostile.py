@@ -1,0 +1,163 @@
+"""Hostile input: thousands of mutated requests (seeded, bounded), abrupt resets, half-open and idle floods. The
+server must answer or close every connection, never crash or hang, and still serve a normal request afterwards.
+Traffic goes to 127.0.0.1 only and every loop is bounded in count and time."""
+
+import glob
+import os
+import random
+import socket
+import struct
+import time
+import unittest
+
+from harness import Conn, Server, run_tests
+
+CORPUS = os.environ.get("PONTE_CORPUS") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                          "corpus")
+SEED = int(os.environ.get("PONTE_FUZZ_SEED", "20261124"))
+ROUNDS = int(os.environ.get("PONTE_FUZZ_ROUNDS", "1500"))
+
+
+def seeds():
+    out = [b"GET /echo?a=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+           b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+           b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]
+    for path in glob.glob(os.path.join(CORPUS, "gunicorn-raw", "*", "*.raw")):
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) < 20000:
+            out.append(data)
+    return out
+
+
+def mutate(rng, data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        op = rng.randrange(6)
+        if not data:
+            break
+        i = rng.randrange(len(data))
+        if op == 0:
+            data[i] = rng.randrange(256)
+        elif op == 1:
+            del data[i:i + rng.randint(1, 8)]
+        elif op == 2:
+            data[i:i] = rng.choice([b"\r", b"\n", b"\r\n", b":", b" ", b"\x00", b"%", b"0", b"ffffffffffffffff",
+                                    b"Transfer-Encoding: chunked\r\n", b"Content-Length: 99999999999\r\n"])
+        elif op == 3:
+            data = data[:i]
+        elif op == 4:
+            data += data[:rng.randint(1, 200)]          # pipelined junk
+        else:
+            data[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+    return bytes(data)
+
+
+class Hostile(unittest.TestCase):
+    threads = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server("testapp:application", "--header-timeout", "1", "--client-timeout", "2",
+                            "--max-body-size", "1000000", threads=cls.threads,
+                            env={"PONTE_TEST_EVENTS": os.devnull})
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.__exit__(None, None, None)
+
+    def assert_alive(self):
+        self.assertIsNone(self.server.proc.poll(), self.server.stderr()[-3000:])
+        c = Conn(self.server)
+        self.assertEqual(c.request("GET", "/echo").status, 200)
+        c.close()
+
+    def send_one(self, data, read=True):
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            if read:
+                deadline = time.time() + 4
+                while time.time() < deadline and s.recv(65536):
+                    pass
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def test_mutated_requests(self):
+        rng = random.Random(SEED + self.threads)
+        pool = seeds()
+        started = time.time()
+        for i in range(ROUNDS):
+            self.send_one(mutate(rng, rng.choice(pool)))
+            if i % 250 == 0:
+                self.assert_alive()
+            if time.time() - started > 120:
+                break
+        self.assert_alive()
+
+    def test_resets_mid_request_and_mid_response(self):
+        for i in range(200):
+            s = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # close sends RST
+            if i % 3 == 0:
+                s.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            elif i % 3 == 1:
+                s.sendall(b"GET /big?size=2000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                s.recv(100)
+            else:
+                s.sendall(b"GET /stream?n=50&size=1000&delay=0.01 HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.close()
+        self.assert_alive()
+
+    def test_idle_and_half_open_flood(self):
+        socks = []
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+            if i % 2:
+                s.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\n")     # a head that never ends
+            socks.append(s)
+        self.assert_alive()
+        time.sleep(1.5)     # past --header-timeout: the partial ones get 408 and are closed
+        closed = 0
+        for s in socks:
+            s.settimeout(3)
+            try:
+                if s.recv(65536) is not None:
+                    closed += 1
+            except OSError:
+                closed += 1
+            s.close()
+        self.assertEqual(closed, len(socks))
+        self.assert_alive()
+
+    def test_pipelined_flood_is_bounded(self):
+        # Thousands of pipelined requests without reading a byte: the server must not buffer without bound.
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        req = b"GET /big?size=100000 HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+        limit = 64 * 1024 * 1024      # far more than the kernel's socket buffers can hold
+        sent = 0
+        s.settimeout(1.0)
+        try:
+            while sent < limit:
+                sent += s.send(req)
+        except (socket.timeout, OSError):
+            pass
+        with open("/proc/%d/status" % self.server.proc.pid) as f:
+            rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")][0] * 1024
+        self.assertLess(rss, 300 * 1024 * 1024)
+        self.assertLess(sent, limit, "the server kept reading pipelined requests it could not answer")
+        s.close()
+        self.assert_alive()
+
+
+class HostileLoopThread(Hostile):
+    threads = 0
+
+
+if __name__ == "__main__":
+    run_tests()
