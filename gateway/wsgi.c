@@ -54,6 +54,8 @@ struct pt_wsgi_s {
     const char *server_name_keys[8];
     int server_ports[8];
     PyObject *server_port_strs[8];
+    char last_remote[64];       /* REMOTE_ADDR of the previous request, usually the same few clients */
+    PyObject *last_remote_str;
 };
 
 static PyTypeObject ctx_type;
@@ -206,6 +208,22 @@ add_header(PyObject *env, const pt_header_t *h)
     return r;
 }
 
+/* REMOTE_ADDR as a str, reusing the previous one when the client address repeats. New ref. */
+static PyObject *
+remote_addr(pt_wsgi_t *w, const char *addr)
+{
+    if (w->last_remote_str == NULL || strcmp(w->last_remote, addr) != 0) {
+        PyObject *s = PyUnicode_FromString(addr);
+
+        if (s == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(w->last_remote_str, s);
+        snprintf(w->last_remote, sizeof(w->last_remote), "%s", addr);
+    }
+    return Py_NewRef(w->last_remote_str);
+}
+
 static PyObject *
 build_environ(pt_wsgi_t *w, pt_ctx_t *ctx, pt_request_t *req)
 {
@@ -225,7 +243,7 @@ build_environ(pt_wsgi_t *w, pt_ctx_t *ctx, pt_request_t *req)
                                   : Py_NewRef(pt_str.empty))
                < 0
         || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
-        || set_new(env, pt_str.REMOTE_ADDR, PyUnicode_FromString(req->remote_addr)) < 0
+        || set_new(env, pt_str.REMOTE_ADDR, remote_addr(w, req->remote_addr)) < 0
         || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
         || PyDict_SetItem(env, pt_str.wsgi_input, ctx->input) < 0
         || server_strings(w, req, &name, &port) < 0

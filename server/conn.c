@@ -334,7 +334,7 @@ conn_reply_error(pt_conn_t *c, int status, const char *why)
     pt_log_info("%s:%d %d %s: %s", c->remote_addr, c->remote_port, status, pt_status_reason(status), why);
     c->wbuf.len = 0;
     if (pt_resp_simple(&c->wbuf, status, true, pt_status_reason(status)) == 0 && c->srv->cfg->access_log) {
-        pt_log_access(NULL, status, 0, uv_hrtime());
+        pt_log_access_refused(c->remote_addr, status);
     }
     conn_end(c, true);
 }
@@ -781,23 +781,57 @@ conn_request_finished(pt_conn_t *c)
 
 /* The app's output for the current request, on the loop thread: from a worker message or a loop-thread app. */
 void
-pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, bool from_worker)
+pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode)
 {
     pt_request_t *req = &c->req;
     pt_server_t *srv = c->srv;
 
-    if (from_worker) {
+    if (mode == PT_OUT_LOOP) {
         if (len > 0 && !c->closing) {
-            conn_flush(c);      /* server bytes such as "100 Continue" go first */
-            conn_write_owned(c, data, len, true);
-        } else {
-            if (len > 0) {
-                conn_wrote(c, len, true);
-            }
+            pt_buf_append(&c->wbuf, data, len);
+        }
+    } else if (len == 0 || c->closing) {
+        if (len > 0) {
+            conn_wrote(c, len, true);   /* never written: release a worker waiting on it */
+        }
+        if (mode == PT_OUT_OWNED) {
             free(data);
         }
-    } else if (len > 0 && !c->closing) {
-        pt_buf_append(&c->wbuf, data, len);
+    } else {
+        conn_flush(c);      /* server bytes such as "100 Continue" go first */
+        if (mode == PT_OUT_BORROWED) {
+            size_t done = 0;
+
+            if (c->inflight == 0 && !c->closing) {
+                uv_buf_t b = uv_buf_init(data, (unsigned)len);
+                int r = uv_try_write(&c->h.stream, &b, 1);
+
+                if (r > 0) {
+                    done = (size_t)r;
+                    conn_wrote(c, done, true);
+                } else if (r != UV_EAGAIN) {
+                    conn_wrote(c, len, true);
+                    conn_close(c);
+                    len = done = 0;
+                }
+            }
+            if (done < len) {
+                char *copy = malloc(len - done);
+
+                if (copy == NULL) {
+                    conn_wrote(c, len - done, true);
+                    conn_close(c);
+                } else {
+                    memcpy(copy, data + done, len - done);
+                    conn_write_owned(c, copy, len - done, true);
+                }
+            }
+        } else if (!c->closing) {
+            conn_write_owned(c, data, len, true);
+        } else {
+            conn_wrote(c, len, true);
+            free(data);
+        }
     }
     if (flags & PT_SEND_END) {
         c->resp_done = true;

@@ -42,9 +42,9 @@ pt_log(pt_log_level_t level, const char *fmt, ...)
     }
 }
 
-/* The access log: stdout, fully buffered by stdio (flushed by main every second and at exit). */
-void
-pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64_t end_ns)
+/* The CLF timestamp, formatted once per second. Loop thread only. */
+static const char *
+clf_time(void)
 {
     static time_t cached_at = -1;
     static char when[40];
@@ -57,11 +57,21 @@ pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64
         strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S %z", &tm);
         cached_at = now;
     }
-    if (req == NULL) {
-        /* A request rejected before it was parsed: there is no request line to show. */
-        fprintf(stdout, "- - - [%s] \"-\" %d - -\n", when, status);
-        return;
-    }
+    return when;
+}
+
+void
+pt_log_access_refused(const char *remote_addr, int status)
+{
+    fprintf(stdout, "%s - - [%s] \"-\" %d - -\n", remote_addr, clf_time(), status);
+}
+
+/* The access log: stdout, fully buffered by stdio (flushed by main every second and at exit). */
+void
+pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64_t end_ns)
+{
+    const char *when = clf_time();
+
     fprintf(stdout, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %llu %.6f\n", req->remote_addr, when,
             (int)req->method.len, req->method.base, (int)req->target.len, req->target.base, req->http_minor,
             status, (unsigned long long)bytes, (double)(end_ns - req->start_ns) / 1e9);

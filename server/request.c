@@ -26,9 +26,13 @@ typedef struct pt_msg_s {
     pt_request_t *req;
     pt_msg_kind_t kind;
     unsigned flags;
-    char *data;
+    char *data;             /* inline[] for small outputs, else a buffer taken from the worker */
     size_t len;
+    char inline_data[];
 } pt_msg_t;
+
+/* Outputs up to this size travel inside the message (one allocation, the worker keeps its warm buffer). */
+#define MSG_INLINE_MAX (16 * 1024)
 
 static _Thread_local bool on_loop_thread;
 
@@ -64,7 +68,9 @@ on_handoff(uv_async_t *a)
         next = m->next;
         switch (m->kind) {
         case MSG_OUTPUT:
-            pt_conn_app_output(c, m->data, m->len, m->flags, true);
+            /* Small outputs live inside the message (freed below): the connection copies what it cannot write now. */
+            pt_conn_app_output(c, m->data, m->len, m->flags,
+                               m->data == m->inline_data || m->data == NULL ? PT_OUT_BORROWED : PT_OUT_OWNED);
             break;
         case MSG_CONTINUE:
             pt_conn_send_continue(c);
@@ -252,7 +258,7 @@ pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags)
 
     if (pt_on_loop_thread()) {
         gone = req->gone || req->conn->closing;
-        pt_conn_app_output(req->conn, out->data, out->len, flags, false);
+        pt_conn_app_output(req->conn, out->data, out->len, flags, PT_OUT_LOOP);
         out->len = 0;
         return gone ? -EPIPE : 0;
     }
@@ -268,15 +274,25 @@ pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags)
             return -EPIPE;
         }
     }
-    m = malloc(sizeof(*m));
+    m = malloc(sizeof(*m) + (out->len <= MSG_INLINE_MAX ? out->len : 0));
     if (m == NULL) {
-        /* Nothing sensible can be said to the client; still let go of the request so the connection closes. */
+        /* The request cannot be let go of safely without a message: there is no recovering from this. */
         pt_log_error("out of memory handing a response to the loop");
         abort();
     }
     m->kind = MSG_OUTPUT;
     m->flags = flags;
-    m->data = pt_buf_steal(out, &m->len);
+    if (out->len <= MSG_INLINE_MAX) {
+        m->len = out->len;
+        m->data = NULL;
+        if (out->len > 0) {
+            memcpy(m->inline_data, out->data, out->len);
+            m->data = m->inline_data;
+        }
+        out->len = 0;
+    } else {
+        m->data = pt_buf_steal(out, &m->len);
+    }
     handoff_post(req, m);
     return gone ? -EPIPE : 0;
 }

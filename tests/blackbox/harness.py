@@ -17,6 +17,21 @@ APPS = os.path.join(HERE, "apps")
 REPO_APPS = os.path.abspath(os.path.join(HERE, "..", "..", "apps"))
 PONTE = os.path.abspath(os.environ.get("PONTE", os.path.join(HERE, "..", "..", "build", "ponte")))
 TIMEOUT = 10.0
+SANITIZED = os.environ.get("PONTE_SANITIZED") == "1"
+
+
+def rss_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def assert_rss_below(test, value, limit, what):
+    """Memory bounds hold on the plain build; under ASan RSS measures the sanitizer, not ponte."""
+    if not SANITIZED:
+        test.assertLess(value, limit, what)
 
 
 class Server:

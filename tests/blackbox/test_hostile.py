@@ -10,7 +10,7 @@ import struct
 import time
 import unittest
 
-from harness import Conn, Server, run_tests
+from harness import Conn, Server, assert_rss_below, rss_of, run_tests
 
 CORPUS = os.environ.get("PONTE_CORPUS") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
                                                           "corpus")
@@ -73,31 +73,42 @@ class Hostile(unittest.TestCase):
         self.assertEqual(c.request("GET", "/echo").status, 200)
         c.close()
 
-    def send_one(self, data, read=True):
+    def send_one(self, data):
+        """Sends, half-closes, reads until the server closes. Returns what came back."""
         s = socket.create_connection(("127.0.0.1", self.server.port), timeout=3)
+        got = b""
         try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
-            if read:
-                deadline = time.time() + 4
-                while time.time() < deadline and s.recv(65536):
-                    pass
+            deadline = time.time() + 4
+            while time.time() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
         except OSError:
             pass
         finally:
             s.close()
+        return got
 
     def test_mutated_requests(self):
         rng = random.Random(SEED + self.threads)
         pool = seeds()
         started = time.time()
+        seen = {}
         for i in range(ROUNDS):
-            self.send_one(mutate(rng, rng.choice(pool)))
+            got = self.send_one(mutate(rng, rng.choice(pool)))
+            status = got[9:12].decode("latin-1") if got.startswith(b"HTTP/1.") else "closed"
+            seen[status] = seen.get(status, 0) + 1
             if i % 250 == 0:
                 self.assert_alive()
             if time.time() - started > 120:
                 break
         self.assert_alive()
+        # The mutations must have exercised both paths: requests that still parse, and refusals.
+        self.assertGreater(seen.get("200", 0), ROUNDS // 100, seen)
+        self.assertGreater(seen.get("400", 0), ROUNDS // 100, seen)
 
     def test_resets_mid_request_and_mid_response(self):
         for i in range(200):
@@ -109,7 +120,7 @@ class Hostile(unittest.TestCase):
                 s.sendall(b"GET /big?size=2000000 HTTP/1.1\r\nHost: t\r\n\r\n")
                 s.recv(100)
             else:
-                s.sendall(b"GET /stream?n=50&size=1000&delay=0.01 HTTP/1.1\r\nHost: t\r\n\r\n")
+                s.sendall(b"GET /stream?n=10&size=1000&delay=0.005 HTTP/1.1\r\nHost: t\r\n\r\n")
             s.close()
         self.assert_alive()
 
@@ -147,9 +158,7 @@ class Hostile(unittest.TestCase):
                 sent += s.send(req)
         except (socket.timeout, OSError):
             pass
-        with open("/proc/%d/status" % self.server.proc.pid) as f:
-            rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS:")][0] * 1024
-        self.assertLess(rss, 300 * 1024 * 1024)
+        assert_rss_below(self, rss_of(self.server.proc.pid), 300 * 1024 * 1024, "RSS under a pipelining flood")
         self.assertLess(sent, limit, "the server kept reading pipelined requests it could not answer")
         s.close()
         self.assert_alive()

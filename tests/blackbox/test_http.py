@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from harness import Conn, Server, build_request, run_tests
+from harness import Conn, Server, assert_rss_below, build_request, rss_of, run_tests
 
 
 class HTTPBase:
@@ -167,7 +167,7 @@ class HTTPBase:
         c.sock.sendall(body)
         doc = json.loads(c.read_response().body)
         self.assertEqual(doc["size"], size)
-        self.assertLess(self.server_rss() - rss_before, 16 * 1024 * 1024)
+        assert_rss_below(self, self.server_rss() - rss_before, 16 * 1024 * 1024, "RSS grew with the upload")
         self.assertEqual(doc["sha256"], hashlib.sha256(body).hexdigest())
 
     def test_ipv6_and_percent_decoding(self):
@@ -193,15 +193,7 @@ class HTTPBase:
                          r'127\.0\.0\.1 - - \[[^\]]+\] "GET /echo\?logged=1 HTTP/1\.1" 200 \d+ \d+\.\d{6}')
 
 
-def _rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-HTTPBase.server_rss = lambda self: _rss(self.server.proc.pid)
+HTTPBase.server_rss = lambda self: rss_of(self.server.proc.pid)
 
 
 class HTTPWorkers(HTTPBase, unittest.TestCase):

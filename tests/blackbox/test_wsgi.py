@@ -7,7 +7,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, run_tests
+from harness import Conn, Server, assert_rss_below, rss_of, run_tests
 
 
 def wait_for(pred, timeout=10):
@@ -176,17 +176,13 @@ class WSGIBase:
         time.sleep(1.0)
         rss2 = self.server_rss()
         # The app produced 6.5 GB if nothing held it back; memory stays flat instead.
-        self.assertLess(rss2 - rss1, 8 * 1024 * 1024)
-        self.assertLess(rss2, 400 * 1024 * 1024)
+        assert_rss_below(self, rss2 - rss1, 8 * 1024 * 1024, "RSS grew while the client did not read")
+        assert_rss_below(self, rss2, 400 * 1024 * 1024, "RSS")
         c.sock.close()
         self.assertTrue(wait_for(lambda: "close " + name in self.read_events()))
 
     def server_rss(self):
-        with open("/proc/%d/status" % self.server.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return rss_of(self.server.proc.pid)
 
 
 class WSGIWorkers(WSGIBase, unittest.TestCase):
