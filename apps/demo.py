@@ -15,7 +15,7 @@ MOUNTS = {
 }
 
 try:
-    import django_site  # noqa: F401  (the Django project, when Debian's python3-django is installed)
+    # The Django project, when Debian's python3-django is installed.
     from django_site.wsgi import application as django_app
 
     MOUNTS["/django"] = (django_app, "A Django 3.2 project: a notes list with a form (CSRF), JSON, and a 404.")

@@ -3,7 +3,6 @@ over sockets, stop the server by its PID. Standard library only (Debian's /usr/b
 
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -136,6 +135,43 @@ class Server:
         s.settimeout(timeout)
         s.connect((self.host, self.port))
         return s
+
+
+class ServerCase:
+    """Mixin for a unittest class that shares one ponte: set `app`, `args`, `threads`, `app_dir` on the class.
+    $PONTE_TEST_EVENTS points at a fresh file the test apps append events to (read_events)."""
+
+    app = "testapp:application"
+    args = ()
+    threads = 4
+    app_dir = APPS
+
+    @classmethod
+    def extra_env(cls):
+        return {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
+        env = {"PONTE_TEST_EVENTS": cls.events}
+        env.update(cls.extra_env())
+        cls.server = Server(cls.app, *cls.args, threads=cls.threads, app_dir=cls.app_dir, env=env).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.server.__exit__(None, None, None)
+        finally:
+            os.unlink(cls.events)
+
+    def conn(self):
+        c = Conn(self.server)
+        self.addCleanup(c.close)
+        return c
+
+    def read_events(self):
+        with open(self.events) as f:
+            return f.read().split("\n")
 
 
 class Response:

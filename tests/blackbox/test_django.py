@@ -8,29 +8,25 @@ import tempfile
 import unittest
 from urllib.parse import urlencode
 
-from harness import REPO_APPS, Conn, Server, run_tests
+from harness import REPO_APPS, ServerCase, run_tests
 
 
-class DjangoBase:
-    threads = 4
+class DjangoBase(ServerCase):
     app = "django_site.wsgi:application"
+    app_dir = REPO_APPS
     prefix = ""
 
     @classmethod
-    def setUpClass(cls):
+    def extra_env(cls):
         cls.db = tempfile.NamedTemporaryFile(prefix="ponte-django-", suffix=".sqlite3", delete=False).name
-        cls.server = Server(cls.app, threads=cls.threads, app_dir=REPO_APPS, env={"PONTE_DJANGO_DB": cls.db})
-        cls.server.start()
+        return {"PONTE_DJANGO_DB": cls.db}
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-        os.unlink(cls.db)
-
-    def conn(self):
-        c = Conn(self.server)
-        self.addCleanup(c.close)
-        return c
+        try:
+            super().tearDownClass()
+        finally:
+            os.unlink(cls.db)
 
     def get(self, c, path, headers=()):
         return c.request("GET", self.prefix + path, list(headers))

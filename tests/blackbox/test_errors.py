@@ -1,34 +1,15 @@
 """Apps that break: an exception before or after the head, wrong return types, invalid headers. ponte answers 500
 (or cuts the connection once the head is out), logs why with a traceback, calls close(), and serves everyone else."""
 
-import os
-import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, run_tests
+from harness import ServerCase, run_tests
 
 
-class ErrorsBase:
-    threads = 4
-
-    @classmethod
-    def setUpClass(cls):
-        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
-        cls.server = Server("badapps:application", "--graceful-timeout", "3", threads=cls.threads,
-                            env={"PONTE_TEST_EVENTS": cls.events})
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.server.stop()
-        assert code == 0, cls.server.stderr()
-        os.unlink(cls.events)
-
-    def conn(self):
-        c = Conn(self.server)
-        self.addCleanup(c.close)
-        return c
+class ErrorsBase(ServerCase):
+    app = "badapps:application"
+    args = ("--graceful-timeout", "3")
 
     def log_has(self, text, timeout=5):
         deadline = time.time() + timeout
@@ -37,10 +18,6 @@ class ErrorsBase:
                 return True
             time.sleep(0.05)
         return False
-
-    def read_events(self):
-        with open(self.events) as f:
-            return f.read().split("\n")
 
     def expect_500(self, route, log_text):
         c = self.conn()

@@ -10,7 +10,7 @@ import struct
 import time
 import unittest
 
-from harness import Conn, Server, assert_rss_below, rss_of, run_tests
+from harness import Conn, ServerCase, assert_rss_below, rss_of, run_tests
 
 CORPUS = os.environ.get("PONTE_CORPUS") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
                                                           "corpus")
@@ -53,19 +53,8 @@ def mutate(rng, data):
     return bytes(data)
 
 
-class Hostile(unittest.TestCase):
-    threads = 4
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server("testapp:application", "--header-timeout", "1", "--client-timeout", "2",
-                            "--max-body-size", "1000000", threads=cls.threads,
-                            env={"PONTE_TEST_EVENTS": os.devnull})
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
+class Hostile(ServerCase, unittest.TestCase):
+    args = ("--header-timeout", "1", "--client-timeout", "2", "--max-body-size", "1000000")
 
     def assert_alive(self):
         self.assertIsNone(self.server.proc.poll(), self.server.stderr()[-3000:])

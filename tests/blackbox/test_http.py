@@ -3,31 +3,13 @@ Date/Server, 1.0 framing. Runs against both the worker pool and the loop-thread 
 
 import hashlib
 import json
-import os
-import socket
 import time
 import unittest
 
-from harness import Conn, Server, assert_rss_below, build_request, rss_of, run_tests
+from harness import ServerCase, assert_rss_below, build_request, rss_of, run_tests
 
 
-class HTTPBase:
-    threads = 4
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server("testapp:application", threads=cls.threads, env={"PONTE_TEST_EVENTS": os.devnull})
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-
-    def conn(self):
-        c = Conn(self.server)
-        self.addCleanup(c.close)
-        return c
-
+class HTTPBase(ServerCase):
     def test_simple_get(self):
         r = self.conn().request("GET", "/echo?a=1")
         self.assertEqual(r.status, 200)

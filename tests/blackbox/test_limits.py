@@ -3,33 +3,15 @@ that never completes 408, idle keep-alive connections close; none of them reache
 
 import os
 import socket
-import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, build_request, run_tests
+from harness import Conn, ServerCase, build_request, run_tests
 
 
-class LimitsBase:
-    threads = 4
-
-    @classmethod
-    def setUpClass(cls):
-        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
-        cls.server = Server("testapp:application", "--max-header-size", "4096", "--max-headers", "20",
-                            "--max-body-size", "100000", "--header-timeout", "1", "--keep-alive-timeout", "1",
-                            "--client-timeout", "2", threads=cls.threads, env={"PONTE_TEST_EVENTS": cls.events})
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-        os.unlink(cls.events)
-
-    def conn(self):
-        c = Conn(self.server)
-        self.addCleanup(c.close)
-        return c
+class LimitsBase(ServerCase):
+    args = ("--max-header-size", "4096", "--max-headers", "20", "--max-body-size", "100000", "--header-timeout", "1",
+            "--keep-alive-timeout", "1", "--client-timeout", "2")
 
     def rejected(self, raw, status):
         c = self.conn()

@@ -7,7 +7,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, assert_rss_below, rss_of, run_tests
+from harness import Conn, Server, ServerCase, assert_rss_below, rss_of, run_tests
 
 
 def wait_for(pred, timeout=10):
@@ -19,29 +19,7 @@ def wait_for(pred, timeout=10):
     return False
 
 
-class WSGIBase:
-    threads = 4
-
-    @classmethod
-    def setUpClass(cls):
-        cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
-        cls.server = Server("testapp:application", threads=cls.threads, env={"PONTE_TEST_EVENTS": cls.events})
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-        os.unlink(cls.events)
-
-    def conn(self):
-        c = Conn(self.server)
-        self.addCleanup(c.close)
-        return c
-
-    def read_events(self):
-        with open(self.events) as f:
-            return f.read().split("\n")
-
+class WSGIBase(ServerCase):
     def test_environ_required_keys_and_types(self):
         r = self.conn().request("POST", "/echo/x?k=v", [("Content-Type", "text/plain"), ("X-Multi", "a"),
                                                          ("X-Multi", "b"), ("User-Agent", "ua")], b"data")
