@@ -386,6 +386,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pa->base.streams_body = cfg->threads > 0;
+    pa->base.on_loop = cfg->threads == 0;
     pa->base.on_request = wsgi_on_request;
     pa->base.on_drain = wsgi_on_drain;
     pa->base.on_gone = wsgi_on_gone;

@@ -15,16 +15,23 @@ typedef struct pt_app_s pt_app_t;
 
 struct pt_app_s {
     /*
-     * true: the app runs on worker threads and the request is handed over as soon as its head is parsed, the body
-     * streaming in behind it. false: the app runs on the loop thread and gets the request once its whole body is in.
+     * streams_body: the request is handed over as soon as its head is parsed, the body streaming in behind it
+     * (pt_req_read); otherwise the app gets it once the whole body is in.
+     * on_loop: the app runs on the loop thread (WSGI --threads 0, ASGI); otherwise on worker threads.
+     * WSGI workers stream; WSGI on the loop does not; ASGI does both.
      */
     bool streams_body;
+    bool on_loop;
     /* A request to run. The app answers through pt_req_send, ending with PT_SEND_DONE. */
     void (*on_request)(pt_app_t *app, pt_request_t *req);
     /* Loop-thread apps only: the output queue drained below PT_OUT_LOW; carry on producing the response. */
     void (*on_drain)(pt_app_t *app, pt_request_t *req);
-    /* Loop-thread apps only: the client went away while the app was waiting for on_drain; finish up (close()). */
+    /* Loop-thread apps only: the client went away while the app had the request; finish up. */
     void (*on_gone)(pt_app_t *app, pt_request_t *req);
+    /* Loop-thread streaming apps only: body bytes, the end of the body, or a body error arrived (pt_req_read). */
+    void (*on_body)(pt_app_t *app, pt_request_t *req);
+    /* Optional: runs the event loop instead of uv_run (ASGI drives libuv from asyncio's selector). */
+    int (*run)(pt_app_t *app, uv_loop_t *loop);
     /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */
     void (*stop)(pt_app_t *app);
     void *data;

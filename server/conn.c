@@ -228,10 +228,13 @@ conn_close(pt_conn_t *c)
         c->reading = false;
     }
     if (c->app_busy) {
+        pt_app_t *app = c->srv->app;
+
         conn_mark_gone(c, PT_BODY_ERR_GONE);
-        if (c->suspended) {
-            /* A loop-thread app waiting for on_drain: let it finish (close the iterable) now. */
-            c->srv->app->on_gone(c->srv->app, &c->req);
+        if (app->on_loop && (c->suspended || app->streams_body)) {
+            /* A loop-thread app waiting on this client (for on_drain, or for body bytes): let it finish now. */
+            c->suspended = false;
+            app->on_gone(app, &c->req);
         }
         return;
     }
@@ -585,6 +588,17 @@ conn_after_write(pt_conn_t *c)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Requests */
 
+/* Tells a loop-thread streaming app that the body moved on (bytes, end, error). Workers are woken by req->cond. */
+static void
+conn_notify_body(pt_conn_t *c)
+{
+    pt_app_t *app = c->srv->app;
+
+    if (app->on_loop && app->streams_body && c->app_busy && app->on_body != NULL) {
+        app->on_body(app, &c->req);
+    }
+}
+
 static void
 conn_dispatch(pt_conn_t *c)
 {
@@ -694,6 +708,7 @@ pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
             uv_read_stop(&c->h.stream);
             c->reading = false;
         }
+        conn_notify_body(c);
     }
     return 0;
 }
@@ -711,6 +726,7 @@ pt_conn_on_message(pt_conn_t *c)
             uv_cond_signal(&req->cond);
         }
         uv_mutex_unlock(&req->lock);
+        conn_notify_body(c);
     } else {
         req->body_eof = true;
     }
@@ -789,6 +805,9 @@ pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_
     if (mode == PT_OUT_LOOP) {
         if (len > 0 && !c->closing) {
             pt_buf_append(&c->wbuf, data, len);
+            if (!c->in_process && !(flags & PT_SEND_DONE)) {
+                conn_flush(c);  /* an asyncio task sending on its own: out now (pipelined batches wait) */
+            }
         }
     } else if (len == 0 || c->closing) {
         if (len > 0) {
@@ -899,6 +918,7 @@ conn_parse_error(pt_conn_t *c, llhttp_errno_t err)
         c->paused = true;       /* nothing more is parsed on this connection */
         pt_log_info("%s:%d request body: %s", c->remote_addr, c->remote_port,
                     status == 413 ? "larger than --max-body-size" : pt_http_error_reason(c, err));
+        conn_notify_body(c);
         return;
     }
     if (status == 413) {
@@ -1030,6 +1050,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                     uv_cond_signal(&req->cond);
                 }
                 uv_mutex_unlock(&req->lock);
+                conn_notify_body(c);
             }
             return;
         }

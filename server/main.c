@@ -131,7 +131,11 @@ main(int argc, char **argv)
                                                                         ? PT_IFACE_WSGI : M.cfg.interface),
                 M.cfg.threads ? "worker threads" : "on the loop thread");
 
-    uv_run(M.loop, UV_RUN_DEFAULT);
+    if (M.app->run != NULL) {
+        M.app->run(M.app, M.loop);
+    } else {
+        uv_run(M.loop, UV_RUN_DEFAULT);
+    }
 
     if (M.srv.nbusy > 0) {
         /*

@@ -204,14 +204,30 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
         return 0;
     }
     if (!worker) {
-        /* A loop-thread app runs once the whole body is buffered (in memory or spooled): nothing to wait for. */
+        pt_conn_t *c = req->conn;
+
         if (req->body_fd >= 0) {
             return read_spooled(req, dst, n, delim);
         }
         if (req->body_rpos < req->body.len) {
-            return (ssize_t)copy_out(req, dst, n, delim);
+            r = (ssize_t)copy_out(req, dst, n, delim);
+            if (req->body_read_paused && req->body.len - req->body_rpos < PT_BODY_LOW) {
+                req->body_read_paused = false;
+                pt_conn_resume_reading(c);
+            }
+            return r;
         }
-        return req->body_eof ? 0 : -EPIPE;
+        if (req->body_eof) {
+            return 0;
+        }
+        if (req->body_err != PT_BODY_ERR_NONE || req->gone || !c->srv->app->streams_body) {
+            return -EPIPE;  /* a non-streaming loop-thread app has its whole body: this cannot happen */
+        }
+        if (!req->continue_sent) {
+            req->continue_sent = true;
+            pt_conn_send_continue(c);
+        }
+        return -EAGAIN;     /* on_body says when there is more */
     }
     uv_mutex_lock(&req->lock);
     for (;;) {

@@ -83,7 +83,7 @@ worker(void *arg)
 static void
 on_request(pt_app_t *app, pt_request_t *req)
 {
-    if (!app->streams_body) {
+    if (app->on_loop) {
         reply(req);
         return;
     }
@@ -322,6 +322,7 @@ main(int argc, char **argv)
     pthread_t cli, wrk;
 
     app.streams_body = argc > 1 && strcmp(argv[1], "worker") == 0;
+    app.on_loop = !app.streams_body;
     CHECK(pt_config_parse(&cfg, 12, args) == 0, "options parse");
     cfg.access_log = false;
     pt_log_level = cfg.log_level;
