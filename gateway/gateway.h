@@ -61,6 +61,10 @@ int pt_pool_start(pt_pool_t **pool, int nthreads, pt_pool_fn fn, void *arg);
 void pt_pool_submit(pt_pool_t *pool, pt_request_t *req);
 void pt_pool_stop(pt_pool_t *pool);
 
+/* ---- asgi.c ---- */
+/* Creates the asyncio loop on libuv and fills in base for ASGI. -1 with an exception set on failure. */
+int pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts);
+
 /* ---- py.c ---- */
 /* Logs "what" plus the current Python exception's traceback, and clears it. */
 void pt_py_log_exception(const char *what, const pt_request_t *req);

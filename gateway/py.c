@@ -22,6 +22,8 @@ typedef struct {
     pt_pool_t *pool;
     PyThreadState *main_ts;     /* the loop thread's state while it does not hold the GIL */
     bool loop_holds_gil;
+    bool asgi;
+    char description[64];
     uv_prepare_t release_gil;
 } pt_pyapp_t;
 
@@ -110,7 +112,7 @@ wsgi_stop(pt_app_t *app)
         pt_pool_stop(pa->pool);
         pa->pool = NULL;
     }
-    if (!uv_is_closing((uv_handle_t *)&pa->release_gil)) {
+    if (pa->release_gil.loop != NULL && !uv_is_closing((uv_handle_t *)&pa->release_gil)) {
         uv_close((uv_handle_t *)&pa->release_gil, NULL);
     }
 }
@@ -368,16 +370,29 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     asgi = cfg->interface == PT_IFACE_ASGI ? 1 : cfg->interface == PT_IFACE_WSGI ? 0 : looks_like_asgi(pa->app);
-    if (asgi != 0) {
-        if (asgi < 0) {
-            startup_error("cannot inspect '%s'%s", cfg->app, "");
-        } else {
-            fprintf(stderr, "ponte: error: '%s' is an ASGI app; ASGI is not supported yet in this version of ponte "
-                            "(if it is really WSGI, pass --interface wsgi)\n", cfg->app);
-        }
+    if (asgi < 0) {
+        startup_error("cannot inspect '%s'%s", cfg->app, "");
         Py_DECREF(pa->app);
         free(pa);
         return -1;
+    }
+    pa->asgi = asgi == 1;
+    snprintf(pa->description, sizeof(pa->description), pa->asgi ? "asgi, asyncio on the loop thread"
+                                                      : cfg->threads ? "wsgi, %d worker threads" : "wsgi, on the loop thread",
+             cfg->threads);
+    pa->base.description = pa->description;
+    pa->base.stop = wsgi_stop;
+    pa->base.data = pa;
+    if (pa->asgi) {
+        if (pt_asgi_setup(&pa->base, pa->app, cfg, loop, &pa->main_ts) < 0) {
+            startup_error("cannot set up the asyncio loop for '%s'%s", cfg->app, "");
+            Py_DECREF(pa->app);
+            free(pa);
+            return -1;
+        }
+        pa->main_ts = pt_gil_release();
+        *out = &pa->base;
+        return 0;
     }
     if (pt_wsgi_init(&pa->wsgi, pa->app, cfg) < 0) {
         startup_error("cannot set up WSGI for '%s'%s", cfg->app, "");
@@ -390,8 +405,6 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     pa->base.on_request = wsgi_on_request;
     pa->base.on_drain = wsgi_on_drain;
     pa->base.on_gone = wsgi_on_gone;
-    pa->base.stop = wsgi_stop;
-    pa->base.data = pa;
 
     uv_prepare_init(loop, &pa->release_gil);
     pa->release_gil.data = pa;

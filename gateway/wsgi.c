@@ -706,18 +706,11 @@ server_error(pt_ctx_t *ctx, int status)
 {
     pt_request_t *req = ctx->req;
     pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
-    char line[64];
-    const char *reason = pt_status_reason(status);
-    pt_header_t ct = { PT_SPAN("Content-Type"), PT_SPAN("text/plain; charset=utf-8") };
-    size_t blen = strlen(reason);
 
-    snprintf(line, sizeof(line), "%d %s", status, reason);
     ctx->out.len = 0;
     memset(&req->resp, 0, sizeof(req->resp));
-    if (pt_resp_head(&req->resp, &rctx, &ctx->out, (pt_span_t){ line, strlen(line) }, &ct, 1, (int64_t)blen) < 0
-        || pt_resp_body(&req->resp, &ctx->out, reason, blen) < 0) {
+    if (pt_resp_error(&req->resp, &rctx, &ctx->out, status) < 0) {
         ctx->out.len = 0;
-        req->resp.must_close = true;
     }
     ctx->head_sent = true;
 }

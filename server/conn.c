@@ -619,6 +619,7 @@ pt_conn_on_headers(pt_conn_t *c)
     pt_server_t *srv = c->srv;
 
     req->start_ns = uv_hrtime();
+    req->seq++;
     req->remote_addr = c->remote_addr;
     req->remote_port = c->remote_port;
     req->server_name = c->listener->name;
@@ -636,6 +637,7 @@ pt_conn_on_headers(pt_conn_t *c)
     req->waiting = false;
     req->out_pending = 0;
     req->gone = false;
+    req->client_eof = c->eof;
     c->resp_done = false;
     c->message_done = false;
 
@@ -1037,7 +1039,9 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     uv_read_stop(s);
     if (nread == UV_EOF) {
         c->eof = true;
+        c->req.client_eof = true;
         if (c->app_busy) {
+            conn_notify_body(c);    /* an ASGI receive() waiting past the body reports http.disconnect */
             /* Half-close: the client may still read the response. An incomplete body never will be complete. */
             if (!c->message_done) {
                 pt_request_t *req = &c->req;

@@ -127,9 +127,7 @@ main(int argc, char **argv)
     for (i = 0; i < M.nlisteners; i++) {
         pt_log_info("listening on %s", M.listeners[i].url);
     }
-    pt_log_info("serving %s (%s, %s)", M.cfg.app, pt_interface_name(M.cfg.interface == PT_IFACE_AUTO
-                                                                        ? PT_IFACE_WSGI : M.cfg.interface),
-                M.cfg.threads ? "worker threads" : "on the loop thread");
+    pt_log_info("serving %s (%s)", M.cfg.app, M.app->description);
 
     if (M.app->run != NULL) {
         M.app->run(M.app, M.loop);

@@ -343,6 +343,13 @@ pt_req_wait_drain(pt_request_t *req)
     return r;
 }
 
+bool
+pt_req_body_complete(pt_request_t *req)
+{
+    return req->body_eof && req->body_rpos >= req->body.len
+           && (req->body_fd < 0 || req->body_file_pos >= req->body_file_len);
+}
+
 pt_body_err_t
 pt_req_body_error(pt_request_t *req)
 {

@@ -69,6 +69,7 @@ struct pt_request_s {
     const char *url_scheme;
 
     uint64_t start_ns;
+    uint64_t seq;           /* counts the connection's requests: tells a request from its successor */
 
     /* The response, written by whoever runs the app and read by the loop once the app is done. */
     pt_resp_t resp;
@@ -89,6 +90,7 @@ struct pt_request_s {
     bool waiting;           /* a worker waits on cond */
     size_t out_pending;     /* response bytes handed to the loop and not yet written to the socket */
     bool gone;              /* the client went away: further output is dropped */
+    bool client_eof;        /* the client closed its side (it may still read): nothing more will come */
 };
 
 /* Whether the calling thread is the one running uv_run (marked once, by main, with pt_set_loop_thread). */
@@ -114,6 +116,8 @@ bool pt_req_must_wait(pt_request_t *req);
 int pt_req_wait_drain(pt_request_t *req);
 /* A loop-thread app stops producing output until its on_drain (called when the queue drops to PT_OUT_LOW). */
 void pt_req_suspend(pt_request_t *req);
+/* Whether the app has read the whole body (loop-thread apps). */
+bool pt_req_body_complete(pt_request_t *req);
 /* Why the body could not be read (PT_BODY_ERR_NONE when it could). */
 pt_body_err_t pt_req_body_error(pt_request_t *req);
 /* Whether the client is gone. */

@@ -44,10 +44,12 @@ class StartupErrors(unittest.TestCase):
     def test_not_callable(self):
         self.expect_error(["-b", "127.0.0.1:0", "startup_cases:not_callable"], "is not callable")
 
-    def test_asgi_not_yet(self):
-        self.expect_error(["-b", "127.0.0.1:0", "startup_cases:asgi_app"], "ASGI is not supported yet")
-        self.expect_error(["-b", "127.0.0.1:0", "--interface", "asgi", "startup_cases:sys_info"],
-                          "ASGI is not supported yet")
+    def test_interface_detection(self):
+        # A coroutine function is served as ASGI without being told; --interface overrides the guess.
+        with Server("startup_cases:asgi_app") as s:
+            self.assertIn("(asgi, asyncio on the loop thread)", s.stderr())
+        with Server("startup_cases:sys_info", "--interface", "wsgi", "--threads", "2") as s:
+            self.assertIn("(wsgi, 2 worker threads)", s.stderr())
 
     def test_bad_options(self):
         self.expect_error(["--threads", "-1", "hello:app"], "--threads -1")

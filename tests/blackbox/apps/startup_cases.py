@@ -4,7 +4,8 @@ not_callable = 42
 
 
 async def asgi_app(scope, receive, send):
-    pass
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def sys_info(environ, start_response):

@@ -1,0 +1,1142 @@
+/*
+ * ASGI 3.0 (HTTP, spec 2.4) on an asyncio event loop driven by ponte's libuv loop, in the loop thread.
+ *
+ * asyncio.SelectorEventLoop(LibuvSelector()) runs on the main thread (asgi_selector.py). Whenever asyncio would
+ * block it calls select(), which is run_once() here: drop the GIL, run one libuv iteration (HTTP sockets, timers,
+ * and uv_poll handles for the descriptors asyncio watches), take the GIL back, then turn what libuv reported into
+ * asyncio work: start a task per new request, resolve the futures of receive()/send() calls that had to wait.
+ *
+ * The server callbacks (on_request, on_body, on_drain, on_gone) run inside uv_run without the GIL, so they only
+ * queue an event; Python is entered afterwards, in run_once, with the GIL held.
+ *
+ * receive() and send() that can complete at once return an already-completed awaitable: no Future, no extra loop
+ * iteration. Only a receive() with no body bytes buffered, or a send() facing a full output queue, waits on a
+ * Future.
+ */
+#include "gateway.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "../server/log.h"
+#include "asgi_selector.h"
+
+#define RECV_CHUNK (64 * 1024)
+
+typedef enum {
+    EV_START,
+    EV_BODY,
+    EV_DRAIN,
+    EV_GONE,
+} pt_event_kind_t;
+
+typedef struct {
+    pt_event_kind_t kind;
+    pt_request_t *req;
+    uint64_t seq;           /* the request's number when queued: a stale event (request since reused) is dropped */
+} pt_event_t;
+
+typedef struct {
+    uv_poll_t h;
+    int fd;
+    int events;             /* selectors.EVENT_READ | EVENT_WRITE */
+} pt_poll_t;
+
+typedef struct pt_asgi_ctx_s pt_asgi_ctx_t;
+
+static struct {
+    PyObject *app;
+    PyObject *loop;         /* the asyncio event loop */
+    PyObject *create_task, *create_future;
+    PyObject *scope_template_asgi;  /* {"version": "3.0", "spec_version": "2.4"} */
+    PyObject *disconnect_event;
+    PyObject *client_disconnected;  /* ponte.ClientDisconnected(OSError) */
+    uv_loop_t *uvloop;
+    uv_timer_t select_timer;
+    PyThreadState **main_ts;
+    const pt_config_t *cfg;
+    pt_event_t *events;
+    size_t nevents, evcap;
+    pt_poll_t **polls;      /* by file descriptor */
+    size_t npolls;
+    struct { int fd, mask; } *ready;
+    size_t nready, readycap;
+    bool stopped;
+} A;
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* An already-completed awaitable: `await` returns its value at once. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+} pt_ready_t;
+
+static void
+ready_dealloc(pt_ready_t *self)
+{
+    Py_XDECREF(self->value);
+    PyObject_Free(self);
+}
+
+static PyObject *
+ready_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+ready_next(pt_ready_t *self)
+{
+    PyObject *exc;
+
+    if (self->value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    exc = PyObject_CallOneArg(PyExc_StopIteration, self->value);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyAsyncMethods ready_async = { .am_await = ready_await };
+
+static PyTypeObject ready_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ponte.Ready",
+    .tp_basicsize = sizeof(pt_ready_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An awaitable that is already complete.",
+    .tp_dealloc = (destructor)ready_dealloc,
+    .tp_as_async = &ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ready_next,
+};
+
+/* Steals `value`. */
+static PyObject *
+ready_new(PyObject *value)
+{
+    pt_ready_t *r;
+
+    if (value == NULL) {
+        return NULL;
+    }
+    r = PyObject_New(pt_ready_t, &ready_type);
+    if (r == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    r->value = value;
+    return (PyObject *)r;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Per-request context: the receive and send callables. */
+
+struct pt_asgi_ctx_s {
+    PyObject_HEAD
+    pt_request_t *req;          /* NULL once the app is finished with it */
+    uint64_t seq;
+    PyObject *receive, *send, *on_done;     /* bound to this context */
+    PyObject *task;
+    PyObject *recv_fut, *send_fut;          /* a receive()/send() waiting */
+    PyObject *headers;                      /* list of (name, value) bytes from http.response.start */
+    int status;
+    bool started, head_sent, complete, body_done, disconnected;
+    pt_buf_t out;
+    pt_header_t *hspans;
+    size_t hcap;
+};
+
+static PyTypeObject ctx_type;
+
+static int
+ctx_traverse(pt_asgi_ctx_t *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->receive);
+    Py_VISIT(c->send);
+    Py_VISIT(c->on_done);
+    Py_VISIT(c->task);
+    Py_VISIT(c->recv_fut);
+    Py_VISIT(c->send_fut);
+    Py_VISIT(c->headers);
+    return 0;
+}
+
+static int
+ctx_clear(pt_asgi_ctx_t *c)
+{
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->send);
+    Py_CLEAR(c->on_done);
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->recv_fut);
+    Py_CLEAR(c->send_fut);
+    Py_CLEAR(c->headers);
+    return 0;
+}
+
+static void
+ctx_dealloc(pt_asgi_ctx_t *c)
+{
+    PyObject_GC_UnTrack(c);
+    ctx_clear(c);
+    pt_buf_free(&c->out);
+    PyMem_Free(c->hspans);
+    PyObject_GC_Del(c);
+}
+
+/* Resolves a future unless it is already done (cancelled by the app). Steals `value` when given. */
+static void
+fut_resolve(PyObject **slot, PyObject *value, PyObject *exc)
+{
+    PyObject *fut = *slot, *done, *r = NULL;
+
+    *slot = NULL;
+    if (fut == NULL) {
+        Py_XDECREF(value);
+        return;
+    }
+    done = PyObject_CallMethod(fut, "done", NULL);
+    if (done != NULL && !PyObject_IsTrue(done)) {
+        r = exc ? PyObject_CallMethod(fut, "set_exception", "O", exc)
+                : PyObject_CallMethod(fut, "set_result", "O", value ? value : Py_None);
+        if (r == NULL) {
+            pt_py_log_exception("cannot resolve an ASGI future", NULL);
+        }
+    }
+    Py_XDECREF(done);
+    Py_XDECREF(r);
+    Py_XDECREF(value);
+    Py_DECREF(fut);
+}
+
+static PyObject *
+disconnect_error(void)
+{
+    return PyObject_CallFunction(A.client_disconnected, "s", "client disconnected");
+}
+
+/* The next receive() event, or NULL without an exception when it has to wait. New ref. */
+static PyObject *
+next_receive_event(pt_asgi_ctx_t *c)
+{
+    PyObject *body, *ev;
+    Py_ssize_t len = 0;
+    ssize_t r = 0;
+
+    if (c->disconnected || c->complete || c->req == NULL) {
+        return Py_NewRef(A.disconnect_event);
+    }
+    if (c->body_done) {
+        if (c->req->client_eof) {
+            /* EOF after the body: like uvicorn, that is the disconnect (send() still works: it may read). */
+            return Py_NewRef(A.disconnect_event);
+        }
+        return NULL;            /* the body is all delivered: the next event is the disconnect */
+    }
+    body = PyBytes_FromStringAndSize(NULL, RECV_CHUNK);
+    if (body == NULL) {
+        return NULL;
+    }
+    while (len < RECV_CHUNK) {
+        r = pt_req_read(c->req, PyBytes_AS_STRING(body) + len, (size_t)(RECV_CHUNK - len), -1, false);
+        if (r <= 0) {
+            break;
+        }
+        len += r;
+    }
+    if (len == 0 && r == -EAGAIN) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    if (len == 0 && r < 0) {
+        Py_DECREF(body);
+        c->disconnected = true;
+        return Py_NewRef(A.disconnect_event);
+    }
+    if (_PyBytes_Resize(&body, len) < 0) {
+        return NULL;
+    }
+    c->body_done = r == 0 && pt_req_body_complete(c->req);
+    if (!c->body_done && r == 0) {
+        c->body_done = pt_req_body_complete(c->req);
+    }
+    ev = Py_BuildValue("{s:s,s:N,s:O}", "type", "http.request", "body", body, "more_body",
+                       c->body_done ? Py_False : Py_True);
+    return ev;
+}
+
+static PyObject *
+ctx_receive(pt_asgi_ctx_t *c, PyObject *unused)
+{
+    PyObject *ev = next_receive_event(c);
+
+    if (ev != NULL) {
+        return ready_new(ev);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (c->recv_fut != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "receive() awaited twice at the same time");
+        return NULL;
+    }
+    c->recv_fut = PyObject_CallNoArgs(A.create_future);
+    return Py_XNewRef(c->recv_fut);
+}
+
+/* Something happened to the request (body bytes, end, disconnect, response complete): a waiting receive() may go. */
+static void
+ctx_wake_receive(pt_asgi_ctx_t *c)
+{
+    PyObject *ev;
+
+    if (c->recv_fut == NULL) {
+        return;
+    }
+    ev = next_receive_event(c);
+    if (ev != NULL) {
+        fut_resolve(&c->recv_fut, ev, NULL);
+    } else if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        fut_resolve(&c->recv_fut, NULL, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+}
+
+static bool
+is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+           || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* Validates http.response.start headers into a list of (bytes, bytes). New ref, or NULL with an exception. */
+static PyObject *
+check_headers(PyObject *headers)
+{
+    PyObject *list = PyList_New(0), *it, *item;
+
+    if (list == NULL) {
+        return NULL;
+    }
+    it = PyObject_GetIter(headers);
+    if (it == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *seq = PySequence_Fast(item, "each header must be a [name, value] pair of bytes");
+        PyObject *name, *value, *pair;
+        Py_ssize_t i;
+
+        Py_DECREF(item);
+        if (seq == NULL) {
+            goto error;
+        }
+        if (PySequence_Fast_GET_SIZE(seq) != 2) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "each header must be a [name, value] pair of bytes");
+            goto error;
+        }
+        name = PySequence_Fast_GET_ITEM(seq, 0);
+        value = PySequence_Fast_GET_ITEM(seq, 1);
+        if (!PyBytes_Check(name) || !PyBytes_Check(value) || PyBytes_GET_SIZE(name) == 0) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "header names and values must be bytes (names non-empty)");
+            goto error;
+        }
+        for (i = 0; i < PyBytes_GET_SIZE(name); i++) {
+            if (!is_tchar((unsigned char)PyBytes_AS_STRING(name)[i])) {
+                Py_DECREF(seq);
+                PyErr_Format(PyExc_ValueError, "invalid character in header name %R", name);
+                goto error;
+            }
+        }
+        for (i = 0; i < PyBytes_GET_SIZE(value); i++) {
+            unsigned char ch = (unsigned char)PyBytes_AS_STRING(value)[i];
+
+            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                Py_DECREF(seq);
+                PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
+                             name);
+                goto error;
+            }
+        }
+        pair = PyTuple_Pack(2, name, value);
+        Py_DECREF(seq);
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_XDECREF(pair);
+            goto error;
+        }
+        Py_DECREF(pair);
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
+    Py_DECREF(it);
+    return list;
+error:
+    Py_DECREF(it);
+    Py_DECREF(list);
+    return NULL;
+}
+
+static int
+write_head(pt_asgi_ctx_t *c, int64_t known_length)
+{
+    pt_request_t *req = c->req;
+    Py_ssize_t i, n = PyList_GET_SIZE(c->headers);
+    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+    char line[64];
+
+    if ((size_t)n > c->hcap) {
+        pt_header_t *h = PyMem_Realloc(c->hspans, (size_t)n * sizeof(*h));
+
+        if (h == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->hspans = h;
+        c->hcap = (size_t)n;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(c->headers, i);
+        PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
+
+        c->hspans[i].name = (pt_span_t){ PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k) };
+        c->hspans[i].value = (pt_span_t){ PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v) };
+    }
+    snprintf(line, sizeof(line), "%d %s", c->status, pt_status_reason(c->status));
+    if (pt_resp_head(&req->resp, &rctx, &c->out, (pt_span_t){ line, strlen(line) }, c->hspans, (size_t)n,
+                     known_length) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->head_sent = true;
+    return 0;
+}
+
+static PyObject *
+ctx_send(pt_asgi_ctx_t *c, PyObject *event)
+{
+    PyObject *type;
+    unsigned flags = 0;
+
+    if (!PyDict_Check(event)) {
+        PyErr_Format(PyExc_TypeError, "send() takes a dict event, not %.100s", Py_TYPE(event)->tp_name);
+        return NULL;
+    }
+    type = PyDict_GetItemString(event, "type");     /* borrowed */
+    if (type == NULL || !PyUnicode_Check(type)) {
+        PyErr_SetString(PyExc_ValueError, "ASGI event without a 'type'");
+        return NULL;
+    }
+    if (c->req == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "send() after the request finished");
+        return NULL;
+    }
+    if (c->disconnected || pt_req_gone(c->req)) {
+        c->disconnected = true;
+        PyErr_SetString(A.client_disconnected, "client disconnected");
+        return NULL;
+    }
+    if (PyUnicode_CompareWithASCIIString(type, "http.response.start") == 0) {
+        PyObject *status = PyDict_GetItemString(event, "status"), *headers = PyDict_GetItemString(event, "headers");
+        long code;
+
+        if (c->started) {
+            PyErr_SetString(PyExc_RuntimeError, "http.response.start sent twice");
+            return NULL;
+        }
+        if (status == NULL || !PyLong_Check(status)) {
+            PyErr_SetString(PyExc_ValueError, "http.response.start needs an int 'status'");
+            return NULL;
+        }
+        code = PyLong_AsLong(status);
+        if (code < 100 || code > 999) {
+            PyErr_Format(PyExc_ValueError, "invalid status %ld", code);
+            return NULL;
+        }
+        c->headers = headers ? check_headers(headers) : PyList_New(0);
+        if (c->headers == NULL) {
+            return NULL;
+        }
+        c->status = (int)code;
+        c->started = true;
+        return ready_new(Py_NewRef(Py_None));
+    }
+    if (PyUnicode_CompareWithASCIIString(type, "http.response.body") == 0) {
+        PyObject *body = PyDict_GetItemString(event, "body"), *more = PyDict_GetItemString(event, "more_body");
+        bool more_body = more != NULL && PyObject_IsTrue(more);
+        Py_buffer view = { 0 };
+
+        if (!c->started) {
+            PyErr_SetString(PyExc_RuntimeError, "http.response.body before http.response.start");
+            return NULL;
+        }
+        if (c->complete) {
+            PyErr_SetString(PyExc_RuntimeError, "http.response.body after the response was complete");
+            return NULL;
+        }
+        if (body != NULL && PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+        if (!c->head_sent && write_head(c, more_body ? -1 : (int64_t)view.len) < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (view.len > 0 && pt_resp_body(&c->req->resp, &c->out, view.buf, (size_t)view.len) < 0) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+        PyBuffer_Release(&view);
+        if (!more_body) {
+            pt_resp_end(&c->req->resp, &c->out);
+            c->complete = true;
+            flags = PT_SEND_END;
+        }
+        if (pt_req_send(c->req, &c->out, flags) < 0) {
+            c->disconnected = true;
+            PyErr_SetString(A.client_disconnected, "client disconnected");
+            return NULL;
+        }
+        if (c->complete) {
+            ctx_wake_receive(c);    /* http.disconnect for a receive() waiting past the response */
+        } else if (pt_req_must_wait(c->req)) {
+            /* A slow client: this send() completes when the queue drains (on_drain). */
+            c->send_fut = PyObject_CallNoArgs(A.create_future);
+            if (c->send_fut == NULL) {
+                return NULL;
+            }
+            pt_req_suspend(c->req);
+            return Py_NewRef(c->send_fut);
+        }
+        return ready_new(Py_NewRef(Py_None));
+    }
+    PyErr_Format(PyExc_ValueError, "unexpected ASGI message type %R for an http scope", type);
+    return NULL;
+}
+
+/* Answers what the app left unanswered (500, or a cut connection once the head is out) and gives the request back. */
+static void
+ctx_finish(pt_asgi_ctx_t *c)
+{
+    pt_request_t *req = c->req;
+    unsigned flags = PT_SEND_DONE;
+
+    if (req == NULL) {
+        return;
+    }
+    if (!c->complete) {
+        if (!c->head_sent) {
+            /* When the app failed because the body could not be read, the client's request is what was wrong. */
+            static const int status_for[] = {
+                [PT_BODY_ERR_NONE] = 500, [PT_BODY_ERR_TOO_LARGE] = 413, [PT_BODY_ERR_INVALID] = 400,
+                [PT_BODY_ERR_GONE] = 400, [PT_BODY_ERR_TIMEOUT] = 408,
+            };
+            pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+
+            c->out.len = 0;
+            memset(&req->resp, 0, sizeof(req->resp));
+            if (pt_resp_error(&req->resp, &rctx, &c->out, status_for[pt_req_body_error(req)]) < 0) {
+                c->out.len = 0;
+            }
+            flags |= PT_SEND_END;
+        } else {
+            flags |= PT_SEND_ABORT;     /* the head is out: only closing tells the client the body is cut */
+        }
+    }
+    c->req = NULL;
+    req->app_data = NULL;
+    pt_req_send(req, &c->out, flags);
+    fut_resolve(&c->recv_fut, NULL, NULL);
+    fut_resolve(&c->send_fut, NULL, NULL);
+}
+
+/* The app's coroutine ended (task done callback): log how, then finish the request. */
+static PyObject *
+ctx_on_done(pt_asgi_ctx_t *c, PyObject *task)
+{
+    pt_request_t *req = c->req;
+    PyObject *exc = NULL, *r;
+
+    if (req == NULL) {
+        Py_RETURN_NONE;
+    }
+    r = PyObject_CallMethod(task, "cancelled", NULL);
+    if (r != NULL && PyObject_IsTrue(r)) {
+        pt_log_warning("ASGI app task for \"%.*s %.*s\" was cancelled", (int)req->method.len, req->method.base,
+                       (int)req->target.len, req->target.base);
+    } else if (r != NULL) {
+        exc = PyObject_CallMethod(task, "exception", NULL);
+        if (exc != NULL && exc != Py_None) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            pt_py_log_exception("error in ASGI app", req);
+        } else if (exc == NULL) {
+            pt_py_log_exception("cannot read the ASGI task's result", req);
+        } else if (!c->complete) {
+            pt_log_error("ASGI app returned without %s for \"%.*s %.*s\"",
+                         c->started ? "completing its response" : "sending a response", (int)req->method.len,
+                         req->method.base, (int)req->target.len, req->target.base);
+        }
+    } else {
+        pt_py_log_exception("cannot read the ASGI task's state", req);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(exc);
+    ctx_finish(c);
+    Py_CLEAR(c->task);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef receive_def = { "receive", (PyCFunction)ctx_receive, METH_NOARGS, "ASGI receive()" };
+static PyMethodDef send_def = { "send", (PyCFunction)ctx_send, METH_O, "ASGI send(event)" };
+static PyMethodDef done_def = { "_done", (PyCFunction)ctx_on_done, METH_O, "task done callback" };
+
+static PyTypeObject ctx_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ponte.ASGIHTTPRequest",
+    .tp_basicsize = sizeof(pt_asgi_ctx_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One ASGI HTTP request: its receive and send callables.",
+    .tp_dealloc = (destructor)ctx_dealloc,
+    .tp_traverse = (traverseproc)ctx_traverse,
+    .tp_clear = (inquiry)ctx_clear,
+};
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Scope */
+
+static PyObject *
+decode_path(pt_span_t path)
+{
+    char *buf = PyMem_Malloc(path.len + 1);
+    size_t i, n = 0;
+    PyObject *s;
+
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (i = 0; i < path.len; i++) {
+        if (path.base[i] == '%' && i + 2 < path.len && isxdigit((unsigned char)path.base[i + 1])
+            && isxdigit((unsigned char)path.base[i + 2])) {
+            char hex[3] = { path.base[i + 1], path.base[i + 2], 0 };
+
+            buf[n++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            buf[n++] = path.base[i];
+        }
+    }
+    s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+    PyMem_Free(buf);
+    return s;
+}
+
+static PyObject *
+build_headers(const pt_request_t *req)
+{
+    PyObject *list = PyList_New((Py_ssize_t)req->nheaders);
+    size_t i, j;
+
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < req->nheaders; i++) {
+        const pt_header_t *h = &req->headers[i];
+        PyObject *name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->name.len);
+        PyObject *pair;
+
+        if (name == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        for (j = 0; j < h->name.len; j++) {
+            PyBytes_AS_STRING(name)[j] = (char)tolower((unsigned char)h->name.base[j]);
+        }
+        pair = Py_BuildValue("(Ny#)", name, h->value.base, (Py_ssize_t)h->value.len);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);     /* steals */
+    }
+    return list;
+}
+
+static PyObject *
+build_scope(const pt_request_t *req)
+{
+    PyObject *path = decode_path(req->path);
+    PyObject *headers = build_headers(req);
+    PyObject *scope = NULL;
+
+    if (path != NULL && headers != NULL) {
+        scope = Py_BuildValue("{s:s,s:O,s:s,s:s#,s:s,s:O,s:y#,s:y#,s:s,s:O,s:(si),s:(si)}",
+                              "type", "http",
+                              "asgi", A.scope_template_asgi,
+                              "http_version", req->http_minor ? "1.1" : "1.0",
+                              "method", req->method.base, (Py_ssize_t)req->method.len,
+                              "scheme", req->url_scheme,
+                              "path", path,
+                              "raw_path", req->path.base, (Py_ssize_t)req->path.len,
+                              "query_string", req->query.base, (Py_ssize_t)req->query.len,
+                              "root_path", "",
+                              "headers", headers,
+                              "client", req->remote_addr, req->remote_port,
+                              "server", req->server_name, req->server_port);
+    }
+    Py_XDECREF(path);
+    Py_XDECREF(headers);
+    return scope;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Events from the server (queued without the GIL, handled in run_once with it) */
+
+static void
+queue_event(pt_event_kind_t kind, pt_request_t *req)
+{
+    if (A.nevents == A.evcap) {
+        size_t cap = A.evcap ? A.evcap * 2 : 64;
+        pt_event_t *e = realloc(A.events, cap * sizeof(*e));
+
+        if (e == NULL) {
+            pt_log_error("out of memory queueing an ASGI event");
+            abort();
+        }
+        A.events = e;
+        A.evcap = cap;
+    }
+    A.events[A.nevents++] = (pt_event_t){ kind, req, req->seq };
+}
+
+static void
+asgi_start(pt_request_t *req)
+{
+    pt_asgi_ctx_t *c = PyObject_GC_New(pt_asgi_ctx_t, &ctx_type);
+    PyObject *scope = NULL, *coro = NULL, *r;
+
+    if (c == NULL) {
+        goto fail;
+    }
+    c->req = NULL;
+    c->seq = req->seq;
+    c->task = c->recv_fut = c->send_fut = c->headers = NULL;
+    c->status = 0;
+    c->started = c->head_sent = c->complete = c->body_done = c->disconnected = false;
+    c->out = (pt_buf_t){ 0 };
+    c->hspans = NULL;
+    c->hcap = 0;
+    c->receive = PyCFunction_New(&receive_def, (PyObject *)c);
+    c->send = PyCFunction_New(&send_def, (PyObject *)c);
+    c->on_done = PyCFunction_New(&done_def, (PyObject *)c);
+    PyObject_GC_Track(c);
+    if (c->receive == NULL || c->send == NULL || c->on_done == NULL) {
+        goto fail;
+    }
+    c->req = req;
+    req->app_data = c;
+    scope = build_scope(req);
+    if (scope == NULL) {
+        goto fail;
+    }
+    coro = PyObject_CallFunctionObjArgs(A.app, scope, c->receive, c->send, NULL);
+    if (coro == NULL) {
+        goto fail;
+    }
+    c->task = PyObject_CallOneArg(A.create_task, coro);
+    if (c->task == NULL) {
+        goto fail;
+    }
+    r = PyObject_CallMethod(c->task, "add_done_callback", "O", c->on_done);
+    if (r == NULL) {
+        goto fail;
+    }
+    Py_DECREF(r);
+    Py_DECREF(coro);
+    Py_DECREF(scope);
+    Py_DECREF(c);       /* the task's done callback holds it now */
+    return;
+fail:
+    pt_py_log_exception("cannot start the ASGI app", req);
+    Py_XDECREF(coro);
+    Py_XDECREF(scope);
+    if (c != NULL) {
+        c->req = req;
+        ctx_finish(c);      /* 500 */
+        Py_DECREF(c);
+    } else {
+        pt_buf_t out = { 0 };
+
+        pt_req_send(req, &out, PT_SEND_ABORT | PT_SEND_DONE);
+    }
+}
+
+static void
+process_events(void)
+{
+    size_t i;
+
+    /* Handlers may queue more (a send failing closes a connection): take the batch first. */
+    for (i = 0; i < A.nevents; i++) {
+        pt_event_t ev = A.events[i];
+        pt_asgi_ctx_t *c;
+
+        if (ev.req->seq != ev.seq) {
+            continue;           /* the request was finished and its connection reused since */
+        }
+        if (ev.kind == EV_START) {
+            asgi_start(ev.req);
+            continue;
+        }
+        c = ev.req->app_data;
+        if (c == NULL) {
+            continue;
+        }
+        switch (ev.kind) {
+        case EV_BODY:
+            ctx_wake_receive(c);
+            break;
+        case EV_DRAIN:
+            fut_resolve(&c->send_fut, NULL, NULL);
+            break;
+        case EV_GONE: {
+            PyObject *err = disconnect_error();
+
+            c->disconnected = true;
+            ctx_wake_receive(c);
+            if (err != NULL) {
+                fut_resolve(&c->send_fut, NULL, err);
+                Py_DECREF(err);
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    A.nevents = 0;
+}
+
+static void
+asgi_on_request(pt_app_t *app, pt_request_t *req)
+{
+    queue_event(EV_START, req);
+}
+
+static void
+asgi_on_body(pt_app_t *app, pt_request_t *req)
+{
+    queue_event(EV_BODY, req);
+}
+
+static void
+asgi_on_drain(pt_app_t *app, pt_request_t *req)
+{
+    queue_event(EV_DRAIN, req);
+}
+
+static void
+asgi_on_gone(pt_app_t *app, pt_request_t *req)
+{
+    queue_event(EV_GONE, req);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* _ponte: what LibuvSelector calls */
+
+static void
+on_poll(uv_poll_t *h, int status, int events)
+{
+    pt_poll_t *p = h->data;
+    int mask = 0;
+    size_t i;
+
+    if (status < 0) {
+        mask = p->events;       /* let asyncio find the error on its next read or write */
+    } else {
+        mask = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
+    }
+    for (i = 0; i < A.nready; i++) {
+        if (A.ready[i].fd == p->fd) {
+            A.ready[i].mask |= mask;
+            return;
+        }
+    }
+    if (A.nready == A.readycap) {
+        size_t cap = A.readycap ? A.readycap * 2 : 32;
+        void *r = realloc(A.ready, cap * sizeof(*A.ready));
+
+        if (r == NULL) {
+            return;             /* level-triggered: it is reported again next time */
+        }
+        A.ready = r;
+        A.readycap = cap;
+    }
+    A.ready[A.nready].fd = p->fd;
+    A.ready[A.nready].mask = mask;
+    A.nready++;
+}
+
+static void
+on_poll_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static PyObject *
+mod_poll_start(PyObject *mod, PyObject *args)
+{
+    int fd, events, r;
+    pt_poll_t *p;
+
+    if (!PyArg_ParseTuple(args, "ii:poll_start", &fd, &events)) {
+        return NULL;
+    }
+    if ((size_t)fd >= A.npolls) {
+        size_t n = (size_t)fd + 64;
+        pt_poll_t **np = realloc(A.polls, n * sizeof(*np));
+
+        if (np == NULL) {
+            return PyErr_NoMemory();
+        }
+        memset(np + A.npolls, 0, (n - A.npolls) * sizeof(*np));
+        A.polls = np;
+        A.npolls = n;
+    }
+    p = A.polls[fd];
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL) {
+            return PyErr_NoMemory();
+        }
+        r = uv_poll_init(A.uvloop, &p->h, fd);
+        if (r < 0) {
+            free(p);
+            PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
+            return NULL;
+        }
+        p->h.data = p;
+        p->fd = fd;
+        /* asyncio's descriptors alone must not keep libuv running once the server has stopped. */
+        uv_unref((uv_handle_t *)&p->h);
+        A.polls[fd] = p;
+    }
+    p->events = events;
+    r = uv_poll_start(&p->h, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), on_poll);
+    if (r < 0) {
+        PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_poll_stop(PyObject *mod, PyObject *arg)
+{
+    int fd = _PyLong_AsInt(arg);
+    size_t i;
+
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd >= 0 && (size_t)fd < A.npolls && A.polls[fd] != NULL) {
+        pt_poll_t *p = A.polls[fd];
+
+        A.polls[fd] = NULL;
+        if (!uv_is_closing((uv_handle_t *)&p->h)) {
+            uv_close((uv_handle_t *)&p->h, on_poll_close);
+        }
+        for (i = 0; i < A.nready; i++) {
+            if (A.ready[i].fd == fd) {
+                A.ready[i] = A.ready[--A.nready];
+                break;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+on_select_timer(uv_timer_t *t)
+{
+}
+
+static PyObject *
+mod_run_once(PyObject *mod, PyObject *arg)
+{
+    double timeout = -1;
+    PyThreadState *ts;
+    PyObject *list;
+    int alive;
+    size_t i;
+
+    if (arg != Py_None) {
+        timeout = PyFloat_AsDouble(arg);
+        if (timeout == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (timeout < 0) {
+            timeout = 0;
+        }
+    }
+    if (A.nevents > 0) {
+        timeout = 0;            /* work queued while Python ran: do not block before handling it */
+    }
+    A.nready = 0;
+    if (timeout > 0 && !uv_is_closing((uv_handle_t *)&A.select_timer)) {
+        uv_timer_start(&A.select_timer, on_select_timer, (uint64_t)ceil(timeout * 1000), 0);
+    }
+    ts = pt_gil_release();
+    alive = uv_run(A.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    pt_gil_acquire(ts);
+    if (!uv_is_closing((uv_handle_t *)&A.select_timer)) {
+        uv_timer_stop(&A.select_timer);
+    }
+    process_events();
+    if (!alive && !A.stopped) {
+        /* The server has shut down (every handle closed): end asyncio's run_forever too. */
+        PyObject *r = PyObject_CallMethod(A.loop, "stop", NULL);
+
+        Py_XDECREF(r);
+        A.stopped = true;
+    }
+    list = PyList_New((Py_ssize_t)A.nready);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < A.nready; i++) {
+        PyObject *t = Py_BuildValue("(ii)", A.ready[i].fd, A.ready[i].mask);
+
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    return list;
+}
+
+static PyMethodDef mod_methods[] = {
+    { "poll_start", mod_poll_start, METH_VARARGS, "poll_start(fd, events): watch fd in libuv" },
+    { "poll_stop", mod_poll_stop, METH_O, "poll_stop(fd)" },
+    { "run_once", mod_run_once, METH_O, "run_once(timeout) -> [(fd, events)]: one libuv iteration" },
+    { NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef mod_def = {
+    PyModuleDef_HEAD_INIT, "_ponte", "ponte's libuv loop, for asyncio's selector.", -1, mod_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Start-up and the run hook */
+
+static int
+asgi_run(pt_app_t *app, uv_loop_t *loop)
+{
+    PyObject *r;
+
+    pt_gil_acquire(*A.main_ts);
+    r = PyObject_CallMethod(A.loop, "run_forever", NULL);
+    if (r == NULL) {
+        pt_py_log_exception("the asyncio loop stopped with an error", NULL);
+    }
+    Py_XDECREF(r);
+    *A.main_ts = pt_gil_release();
+    /* Close callbacks of what the walk closed still have to run. */
+    uv_run(loop, UV_RUN_NOWAIT);
+    return 0;
+}
+
+int
+pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts)
+{
+    PyObject *mod, *modules, *code, *ns = NULL, *selector_cls, *selector = NULL, *asyncio = NULL, *r;
+
+    if (PyType_Ready(&ready_type) < 0 || PyType_Ready(&ctx_type) < 0) {
+        return -1;
+    }
+    A.app = Py_NewRef(app);
+    A.cfg = cfg;
+    A.uvloop = loop;
+    A.main_ts = main_ts;
+    uv_timer_init(loop, &A.select_timer);
+    uv_unref((uv_handle_t *)&A.select_timer);
+    A.client_disconnected = PyErr_NewExceptionWithDoc(
+        "ponte.ClientDisconnected", "send() after the client went away (an OSError).", PyExc_OSError, NULL);
+    A.disconnect_event = Py_BuildValue("{s:s}", "type", "http.disconnect");
+    A.scope_template_asgi = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
+    mod = PyModule_Create(&mod_def);
+    modules = PyImport_GetModuleDict();     /* borrowed */
+    if (A.client_disconnected == NULL || A.disconnect_event == NULL || A.scope_template_asgi == NULL
+        || mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
+        || PyModule_AddObjectRef(mod, "ClientDisconnected", A.client_disconnected) < 0) {
+        Py_XDECREF(mod);
+        return -1;
+    }
+    Py_DECREF(mod);
+    code = Py_CompileString(asgi_selector_py, "ponte/asgi_selector.py", Py_file_input);
+    ns = PyDict_New();
+    if (code == NULL || ns == NULL || PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) < 0
+        || PyDict_SetItemString(ns, "__name__", PyUnicode_FromString("ponte.asgi_selector")) < 0) {
+        goto error;
+    }
+    r = PyEval_EvalCode(code, ns, ns);
+    Py_CLEAR(code);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    selector_cls = PyDict_GetItemString(ns, "LibuvSelector");   /* borrowed */
+    selector = selector_cls ? PyObject_CallNoArgs(selector_cls) : NULL;
+    asyncio = PyImport_ImportModule("asyncio");
+    if (selector == NULL || asyncio == NULL) {
+        goto error;
+    }
+    A.loop = PyObject_CallMethod(asyncio, "SelectorEventLoop", "O", selector);
+    if (A.loop == NULL) {
+        goto error;
+    }
+    r = PyObject_CallMethod(asyncio, "set_event_loop", "O", A.loop);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    A.create_task = PyObject_GetAttrString(A.loop, "create_task");
+    A.create_future = PyObject_GetAttrString(A.loop, "create_future");
+    if (A.create_task == NULL || A.create_future == NULL) {
+        goto error;
+    }
+    Py_DECREF(selector);
+    Py_DECREF(asyncio);
+    Py_DECREF(ns);
+
+    base->streams_body = true;
+    base->on_loop = true;
+    base->on_request = asgi_on_request;
+    base->on_body = asgi_on_body;
+    base->on_drain = asgi_on_drain;
+    base->on_gone = asgi_on_gone;
+    base->run = asgi_run;
+    return 0;
+error:
+    Py_XDECREF(code);
+    Py_XDECREF(ns);
+    Py_XDECREF(selector);
+    Py_XDECREF(asyncio);
+    return -1;
+}

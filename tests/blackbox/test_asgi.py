@@ -1,0 +1,181 @@
+"""ASGI 3.0 over real sockets: the scope, receive() streaming the body, send() streaming the response with
+back-pressure, http.disconnect, app errors, the asyncio features apps use, and the HTTP/1.1 behaviour shared with
+WSGI (keep-alive, pipelining, chunked, limits)."""
+
+import json
+import os
+import socket
+import time
+import unittest
+
+from harness import Conn, ServerCase, assert_rss_below, build_request, rss_of, run_tests
+
+
+def wait_for(pred, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class ASGI(ServerCase, unittest.TestCase):
+    app = "asgi_testapp:app"
+    args = ("--max-body-size", "10000000", "--header-timeout", "2")
+
+    def log_has(self, text):
+        return wait_for(lambda: text in self.server.stderr(), 5)
+
+    def test_scope(self):
+        r = self.conn().request("POST", "/echo/caf%C3%A9?x=1&y=%20", [("X-Custom", "A"), ("x-custom", "B"),
+                                                                     ("Content-Type", "text/plain")], b"data")
+        doc = json.loads(r.body)
+        self.assertEqual(doc["type"], "http")
+        self.assertEqual(doc["asgi"], {"version": "3.0", "spec_version": "2.4"})
+        self.assertEqual(doc["http_version"], "1.1")
+        self.assertEqual(doc["method"], "POST")
+        self.assertEqual(doc["scheme"], "http")
+        self.assertEqual(doc["path"], "/echo/caf\u00e9")
+        self.assertEqual(doc["raw_path"], "/echo/caf%C3%A9")
+        self.assertEqual(doc["query_string"], "x=1&y=%20")
+        self.assertEqual(doc["root_path"], "")
+        self.assertEqual(doc["headers"][:4], [["host", "test"], ["content-length", "4"], ["x-custom", "A"],
+                                              ["x-custom", "B"]])
+        self.assertEqual(doc["client"], ["127.0.0.1", doc["client"][1]])
+        self.assertEqual(doc["server"], ["127.0.0.1", self.server.port])
+        self.assertEqual(doc["body"], "data")
+        for key, t in (("raw_path", "bytes"), ("query_string", "bytes"), ("headers", "list"), ("path", "str")):
+            self.assertEqual(doc["types"][key], t, key)
+
+    def test_http10(self):
+        c = self.conn()
+        r = c.request("GET", "/echo", version="HTTP/1.0")
+        self.assertEqual(json.loads(r.body)["http_version"], "1.0")
+        self.assertTrue(c.closed_by_peer())
+
+    def test_body_streams_in_events(self):
+        c = self.conn()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.2)
+        c.send(b"6\r\n world\r\n0\r\n\r\n")
+        doc = json.loads(c.read_response().body)
+        self.assertEqual(doc["body"], "hello world")
+        self.assertGreaterEqual(doc["body_events"], 2)
+
+    def test_large_body(self):
+        body = os.urandom(3_000_000)
+        doc = json.loads(self.conn().request("POST", "/echo", body=body).body)
+        self.assertEqual(doc["body"].encode("latin-1"), body)
+
+    def test_streamed_response(self):
+        r = self.conn().request("GET", "/stream?n=4&size=3")
+        self.assertEqual(r.header("transfer-encoding"), "chunked")
+        self.assertEqual(r.body, b"000111222333")
+
+    def test_response_streams_as_sent(self):
+        c = self.conn()
+        c.send(build_request("GET", "/stream?n=2&size=4&delay=1"))
+        c.read_until(b"\r\n\r\n")
+        started = time.time()
+        c.read_until(b"0000")
+        self.assertLess(time.time() - started, 1.8)
+
+    def test_keep_alive_and_pipelining(self):
+        c = self.conn()
+        c.send(build_request("GET", "/slow?delay=0.2") + b"".join(build_request("GET", "/echo?i=%d" % i)
+                                                                   for i in range(10)))
+        self.assertEqual(c.read_response().body, b"slept")
+        for i in range(10):
+            self.assertEqual(json.loads(c.read_response().body)["query_string"], "i=%d" % i)
+
+    def test_concurrent_requests_overlap(self):
+        """asyncio runs the waits at once: 20 requests that sleep 0.5 s take about 0.5 s, not 10."""
+        conns = [self.conn() for _ in range(20)]
+        started = time.time()
+        for c in conns:
+            c.send(build_request("GET", "/slow?delay=0.5"))
+        for c in conns:
+            self.assertEqual(c.read_response().body, b"slept")
+        self.assertLess(time.time() - started, 3)
+
+    def test_asyncio_features(self):
+        doc = json.loads(self.conn().request("GET", "/asyncio?id=abc").body)
+        self.assertEqual(doc["gather"], [0, 1, 4, 9, 16])
+        self.assertTrue(doc["wait_for_timeout"])
+        self.assertEqual(doc["contextvar"], "abc")
+        self.assertTrue(doc["executor_other_thread"])
+        self.assertTrue(doc["executor_waited"])
+        self.assertEqual(doc["threadsafe"], "from-thread")
+        self.assertEqual(doc["tcp"], "PING\n")
+        self.assertEqual(doc["running_loop_type"], "_UnixSelectorEventLoop")
+
+    def test_disconnect_reaches_receive(self):
+        c = Conn(self.server)
+        c.send(build_request("GET", "/disconnect?name=d1"))
+        c.read_until(b"waiting")
+        c.sock.close()
+        self.assertTrue(wait_for(lambda: "d1 got http.disconnect" in self.read_events()), self.read_events())
+
+    def test_receive_after_response_is_disconnect(self):
+        self.assertEqual(self.conn().request("GET", "/after-response").body, b"done")
+        self.assertTrue(wait_for(lambda: "after-response got http.disconnect" in self.read_events()))
+
+    def test_back_pressure_and_send_after_disconnect(self):
+        c = Conn(self.server)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.send(build_request("GET", "/flood?name=f1"))
+        time.sleep(1.0)
+        self.assertEqual(self.conn().request("GET", "/echo").status, 200)   # the loop is not stuck
+        rss1 = rss_of(self.server.proc.pid)
+        time.sleep(1.0)
+        assert_rss_below(self, rss_of(self.server.proc.pid) - rss1, 8 * 1024 * 1024, "RSS grew under a slow reader")
+        c.sock.close()
+        self.assertTrue(wait_for(lambda: "f1 stopped: ClientDisconnected True" in self.read_events()),
+                        self.read_events())
+
+    def test_exception_before_response_is_500(self):
+        c = self.conn()
+        r = c.request("GET", "/raise-before")
+        self.assertEqual(r.status, 500)
+        self.assertTrue(self.log_has("RuntimeError: boom before the response"))
+        self.assertEqual(c.request("GET", "/echo").status, 200)
+
+    def test_exception_mid_response_cuts_connection(self):
+        c = self.conn()
+        c.send(build_request("GET", "/raise-after"))
+        data = c.read_to_close()
+        self.assertIn(b"partial", data)
+        self.assertFalse(data.endswith(b"0\r\n\r\n"))
+        self.assertTrue(self.log_has("boom mid-response"))
+
+    def test_no_response_is_500(self):
+        r = self.conn().request("GET", "/no-response")
+        self.assertEqual(r.status, 500)
+        self.assertTrue(self.log_has("ASGI app returned without sending a response"))
+
+    def test_invalid_events(self):
+        self.assertEqual(self.conn().request("GET", "/bad-event").status, 500)
+        self.assertTrue(self.log_has("http.response.body before http.response.start"))
+        r = self.conn().request("GET", "/bad-header")
+        self.assertEqual(r.status, 500)
+        self.assertNotIn(b"Injected", r.raw_head)
+
+    def test_limits_apply(self):
+        c = self.conn()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20000000\r\n\r\n")
+        self.assertEqual(c.read_response().status, 413)
+        c = self.conn()
+        c.send(b"GET /echo HTTP/1.1\r\nHost: t\r\n")
+        self.assertEqual(c.read_response().status, 408)
+
+    def test_expect_100_continue(self):
+        c = self.conn()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(c.read_response().status, 100)
+        c.send(b"hello")
+        self.assertEqual(json.loads(c.read_response().body)["body"], "hello")
+
+
+if __name__ == "__main__":
+    run_tests()
