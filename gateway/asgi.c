@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "../server/log.h"
+#include "asgi_lifespan.h"
 #include "asgi_selector.h"
 
 #define RECV_CHUNK (64 * 1024)
@@ -63,6 +64,13 @@ static struct {
     struct { int fd, mask; } *ready;
     size_t nready, readycap;
     bool stopped;
+    bool serving;           /* run_forever is serving requests (not the start-up lifespan) */
+    uv_async_t keepalive;   /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
+    PyObject *lifespan;     /* the Lifespan object, when the app takes part */
+    PyObject *state;        /* lifespan state, shallow-copied into each request scope */
+    bool exit_pending;
+    void (*exit_done)(void *arg);
+    void *exit_arg;
 } A;
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -700,6 +708,14 @@ build_scope(const pt_request_t *req)
     }
     Py_XDECREF(path);
     Py_XDECREF(headers);
+    if (scope != NULL && A.state != NULL) {
+        PyObject *state = PyDict_Copy(A.state);
+
+        if (state == NULL || PyDict_SetItemString(scope, "state", state) < 0) {
+            Py_CLEAR(scope);
+        }
+        Py_XDECREF(state);
+    }
     return scope;
 }
 
@@ -829,6 +845,54 @@ process_events(void)
         }
     }
     A.nevents = 0;
+}
+
+static PyObject *
+exit_done(PyObject *self, PyObject *task)
+{
+    if (A.exit_done != NULL) {
+        void (*done)(void *) = A.exit_done;
+
+        A.exit_done = NULL;
+        done(A.exit_arg);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef exit_done_def = { "_exit_done", exit_done, METH_O, "lifespan shutdown finished" };
+
+/* Runs lifespan.shutdown, then lets the server end the loop. GIL held (from run_once). */
+static void
+start_exit(void)
+{
+    PyObject *coro = NULL, *task = NULL, *cb = NULL, *r = NULL;
+
+    A.exit_pending = false;
+    if (A.lifespan != NULL) {
+        coro = PyObject_CallMethod(A.lifespan, "shutdown", NULL);
+        task = coro ? PyObject_CallOneArg(A.create_task, coro) : NULL;
+        cb = task ? PyCFunction_New(&exit_done_def, NULL) : NULL;
+        r = cb ? PyObject_CallMethod(task, "add_done_callback", "O", cb) : NULL;
+    }
+    if (r == NULL) {
+        if (PyErr_Occurred()) {
+            pt_py_log_exception("cannot run the ASGI lifespan shutdown", NULL);
+        }
+        exit_done(NULL, NULL);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(cb);
+    Py_XDECREF(task);
+    Py_XDECREF(coro);
+}
+
+static void
+asgi_before_exit(pt_app_t *app, void (*done)(void *arg), void *arg)
+{
+    /* Called inside uv_run without the GIL: run_once starts the shutdown once it has the GIL back. */
+    A.exit_done = done;
+    A.exit_arg = arg;
+    A.exit_pending = true;
 }
 
 static void
@@ -993,7 +1057,7 @@ mod_run_once(PyObject *mod, PyObject *arg)
             timeout = 0;
         }
     }
-    if (A.nevents > 0) {
+    if (A.nevents > 0 || A.exit_pending) {
         timeout = 0;            /* work queued while Python ran: do not block before handling it */
     }
     A.nready = 0;
@@ -1007,7 +1071,10 @@ mod_run_once(PyObject *mod, PyObject *arg)
         uv_timer_stop(&A.select_timer);
     }
     process_events();
-    if (!alive && !A.stopped) {
+    if (A.exit_pending) {
+        start_exit();
+    }
+    if (!alive && A.serving && !A.stopped) {
         /* The server has shut down (every handle closed): end asyncio's run_forever too. */
         PyObject *r = PyObject_CallMethod(A.loop, "stop", NULL);
 
@@ -1030,7 +1097,24 @@ mod_run_once(PyObject *mod, PyObject *arg)
     return list;
 }
 
+static PyObject *
+mod_log(PyObject *mod, PyObject *args)
+{
+    int level;
+    const char *msg;
+
+    if (!PyArg_ParseTuple(args, "is:log", &level, &msg)) {
+        return NULL;
+    }
+    if (level < PT_LOG_DEBUG || level > PT_LOG_CRITICAL) {
+        level = PT_LOG_INFO;
+    }
+    pt_log((pt_log_level_t)level, "%s", msg);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
+    { "log", mod_log, METH_VARARGS, "log(level, message): 0 debug, 1 info, 2 warning, 3 error" },
     { "poll_start", mod_poll_start, METH_VARARGS, "poll_start(fd, events): watch fd in libuv" },
     { "poll_stop", mod_poll_stop, METH_O, "poll_stop(fd)" },
     { "run_once", mod_run_once, METH_O, "run_once(timeout) -> [(fd, events)]: one libuv iteration" },
@@ -1051,6 +1135,7 @@ asgi_run(pt_app_t *app, uv_loop_t *loop)
     PyObject *r;
 
     pt_gil_acquire(*A.main_ts);
+    A.serving = true;
     r = PyObject_CallMethod(A.loop, "run_forever", NULL);
     if (r == NULL) {
         pt_py_log_exception("the asyncio loop stopped with an error", NULL);
@@ -1060,6 +1145,36 @@ asgi_run(pt_app_t *app, uv_loop_t *loop)
     /* Close callbacks of what the walk closed still have to run. */
     uv_run(loop, UV_RUN_NOWAIT);
     return 0;
+}
+
+/* Runs lifespan.startup to its end before the server listens. Returns 0, or -1 after logging why not. */
+static int
+run_startup(PyObject *ns, const pt_config_t *cfg)
+{
+    PyObject *cls = PyDict_GetItemString(ns, "Lifespan");   /* borrowed */
+    PyObject *ls, *coro, *ok;
+    int r = -1;
+
+    ls = cls ? PyObject_CallFunction(cls, "Os", A.app, cfg->lifespan == PT_LIFESPAN_ON ? "on" : "auto") : NULL;
+    coro = ls ? PyObject_CallMethod(ls, "startup", NULL) : NULL;
+    ok = coro ? PyObject_CallMethod(A.loop, "run_until_complete", "O", coro) : NULL;
+    if (ok == NULL) {
+        pt_py_log_exception("ASGI lifespan startup failed", NULL);
+    } else if (PyObject_IsTrue(ok)) {
+        PyObject *supported = PyObject_GetAttrString(ls, "supported");
+
+        if (supported != NULL && PyObject_IsTrue(supported)) {
+            A.lifespan = Py_NewRef(ls);
+            A.state = PyObject_GetAttrString(ls, "state");
+        }
+        Py_XDECREF(supported);
+        PyErr_Clear();
+        r = 0;
+    }
+    Py_XDECREF(ok);
+    Py_XDECREF(coro);
+    Py_XDECREF(ls);
+    return r;
 }
 
 int
@@ -1075,7 +1190,7 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
     A.uvloop = loop;
     A.main_ts = main_ts;
     uv_timer_init(loop, &A.select_timer);
-    uv_unref((uv_handle_t *)&A.select_timer);
+    uv_async_init(loop, &A.keepalive, NULL);
     A.client_disconnected = PyErr_NewExceptionWithDoc(
         "ponte.ClientDisconnected", "send() after the client went away (an OSError).", PyExc_OSError, NULL);
     A.disconnect_event = Py_BuildValue("{s:s}", "type", "http.disconnect");
@@ -1101,6 +1216,13 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
         goto error;
     }
     Py_DECREF(r);
+    code = Py_CompileString(asgi_lifespan_py, "ponte/asgi_lifespan.py", Py_file_input);
+    r = code ? PyEval_EvalCode(code, ns, ns) : NULL;
+    Py_CLEAR(code);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
     selector_cls = PyDict_GetItemString(ns, "LibuvSelector");   /* borrowed */
     selector = selector_cls ? PyObject_CallNoArgs(selector_cls) : NULL;
     asyncio = PyImport_ImportModule("asyncio");
@@ -1121,10 +1243,17 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
     if (A.create_task == NULL || A.create_future == NULL) {
         goto error;
     }
+    if (cfg->lifespan != PT_LIFESPAN_OFF && run_startup(ns, cfg) < 0) {
+        Py_DECREF(selector);
+        Py_DECREF(asyncio);
+        Py_DECREF(ns);
+        return -2;          /* already reported */
+    }
     Py_DECREF(selector);
     Py_DECREF(asyncio);
     Py_DECREF(ns);
 
+    base->before_exit = asgi_before_exit;
     base->streams_body = true;
     base->on_loop = true;
     base->on_request = asgi_on_request;

@@ -384,8 +384,14 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     pa->base.stop = wsgi_stop;
     pa->base.data = pa;
     if (pa->asgi) {
-        if (pt_asgi_setup(&pa->base, pa->app, cfg, loop, &pa->main_ts) < 0) {
-            startup_error("cannot set up the asyncio loop for '%s'%s", cfg->app, "");
+        int r = pt_asgi_setup(&pa->base, pa->app, cfg, loop, &pa->main_ts);
+
+        if (r < 0) {
+            if (r == -1) {
+                startup_error("cannot set up the asyncio loop for '%s'%s", cfg->app, "");
+            } else {
+                fprintf(stderr, "ponte: error: the ASGI app '%s' failed to start (lifespan)\n", cfg->app);
+            }
             Py_DECREF(pa->app);
             free(pa);
             return -1;

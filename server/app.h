@@ -30,6 +30,11 @@ struct pt_app_s {
     void (*on_gone)(pt_app_t *app, pt_request_t *req);
     /* Loop-thread streaming apps only: body bytes, the end of the body, or a body error arrived (pt_req_read). */
     void (*on_body)(pt_app_t *app, pt_request_t *req);
+    /*
+     * Optional: the server has stopped (every connection closed) and the loop is about to end. The app calls
+     * done(arg) when it is ready for that (ASGI: after lifespan.shutdown). Called on the loop thread.
+     */
+    void (*before_exit)(pt_app_t *app, void (*done)(void *arg), void *arg);
     /* Optional: runs the event loop instead of uv_run (ASGI drives libuv from asyncio's selector). */
     int (*run)(pt_app_t *app, uv_loop_t *loop);
     /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */

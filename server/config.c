@@ -25,6 +25,7 @@ static const char usage[] =
     "  -b, --bind ADDR            listen on HOST:PORT, [IPv6]:PORT or unix:/path; repeatable\n"
     "                             (default 127.0.0.1:8000; port 0 picks a free port)\n"
     "  -i, --interface KIND       auto, wsgi or asgi (default auto: a coroutine function is ASGI)\n"
+    "      --lifespan MODE        ASGI lifespan events: auto, on or off (default auto: used if the app answers)\n"
     "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
     "      --access-log           log one line per request to stdout (default)\n"
@@ -54,6 +55,7 @@ enum {
     OPT_CLIENT_TIMEOUT,
     OPT_GRACEFUL_TIMEOUT,
     OPT_BACKLOG,
+    OPT_LIFESPAN,
 };
 
 static const struct option options[] = {
@@ -72,6 +74,7 @@ static const struct option options[] = {
     { "client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT },
     { "graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT },
     { "backlog", required_argument, NULL, OPT_BACKLOG },
+    { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -251,6 +254,17 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         case OPT_GRACEFUL_TIMEOUT:
             if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
                 return -1;
+            }
+            break;
+        case OPT_LIFESPAN:
+            if (strcmp(optarg, "auto") == 0) {
+                cfg->lifespan = PT_LIFESPAN_AUTO;
+            } else if (strcmp(optarg, "on") == 0) {
+                cfg->lifespan = PT_LIFESPAN_ON;
+            } else if (strcmp(optarg, "off") == 0) {
+                cfg->lifespan = PT_LIFESPAN_OFF;
+            } else {
+                return bad("lifespan", optarg, "expected auto, on or off");
             }
             break;
         case OPT_BACKLOG:

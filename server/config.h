@@ -24,11 +24,18 @@ typedef enum {
     PT_IFACE_ASGI,
 } pt_interface_t;
 
+typedef enum {
+    PT_LIFESPAN_AUTO,
+    PT_LIFESPAN_ON,
+    PT_LIFESPAN_OFF,
+} pt_lifespan_t;
+
 typedef struct {
     const char *app;                    /* "pkg.module:callable" or "path/file.py:callable" */
     const char *binds[PT_MAX_BINDS];
     int nbinds;
     pt_interface_t interface;
+    pt_lifespan_t lifespan;             /* ASGI lifespan events */
     int threads;                        /* WSGI pool size; 0 runs the app on the loop thread */
     const char *app_dir;
     bool access_log;

@@ -45,10 +45,20 @@ stop_loop(void)
 }
 
 static void
+stop_loop_cb(void *arg)
+{
+    stop_loop();
+}
+
+static void
 on_server_idle(pt_server_t *srv)
 {
     pt_log_info("all connections closed");
-    stop_loop();
+    if (M.app->before_exit != NULL) {
+        M.app->before_exit(M.app, stop_loop_cb, NULL);
+    } else {
+        stop_loop();
+    }
 }
 
 static void
