@@ -117,13 +117,14 @@ def bodies(data):
 
 class CorpusBase(unittest.TestCase):
     threads = 4
+    app = "corpus_echo:application"
 
     @classmethod
     def setUpClass(cls):
         if not os.path.isdir(CORPUS):
             raise unittest.SkipTest("no corpus at " + CORPUS)
         cls.events = tempfile.NamedTemporaryFile(prefix="ponte-events-", delete=False).name
-        cls.server = Server("corpus_echo:application", "--header-timeout", "2", "--max-header-size", "65536",
+        cls.server = Server(cls.app, "--header-timeout", "2", "--max-header-size", "65536",
                             threads=cls.threads, env={"PONTE_TEST_EVENTS": cls.events})
         cls.server.start()
 
@@ -223,11 +224,11 @@ class Gunicorn(CorpusBase):
     def with_gunicorn_limits(self):
         """ponte configured like gunicorn's defaults (4094-byte request line, 8190-byte fields, 100 headers):
         ponte limits the whole head instead, so --max-header-size 4096 covers the same cases."""
-        if Gunicorn.limits_server is None:
-            Gunicorn.limits_server = Server("corpus_echo:application", "--max-header-size", "4096",
+        if type(self).limits_server is None:
+            type(self).limits_server = Server(self.app, "--max-header-size", "4096",
                                             "--max-headers", "100", threads=self.threads,
                                             env={"PONTE_TEST_EVENTS": self.events}).start()
-        return Gunicorn.limits_server
+        return type(self).limits_server
 
     def test_invalid(self):
         n = 0
@@ -348,6 +349,15 @@ class LLHTTP(CorpusBase):
 
 class LLHTTPLoopThread(LLHTTP):
     threads = 0
+
+
+class GunicornASGI(Gunicorn):
+    app = "corpus_echo_asgi:app"
+    limits_server = None
+
+
+class LLHTTPASGI(LLHTTP):
+    app = "corpus_echo_asgi:app"
 
 
 if __name__ == "__main__":

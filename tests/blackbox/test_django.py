@@ -1,5 +1,6 @@
 """A real Django 3.2 project (Debian's python3-django) served end to end: pages, a form POST with a CSRF cookie
-round trip, the JSON view, 404s; on its own and mounted under /django by the demo (SCRIPT_NAME)."""
+round trip, the JSON view, 404s; through WSGI (worker threads and the loop thread), through ASGI, and mounted
+under /django by the demo (SCRIPT_NAME)."""
 
 import json
 import os
@@ -92,6 +93,11 @@ class DjangoWorkers(DjangoBase, unittest.TestCase):
 
 class DjangoLoopThread(DjangoBase, unittest.TestCase):
     threads = 0
+
+
+class DjangoASGI(DjangoBase, unittest.TestCase):
+    """The same project through get_asgi_application(): sync views run in asgiref's thread executor."""
+    app = "django_site.asgi:application"
 
 
 class DjangoInDemo(DjangoBase, unittest.TestCase):
