@@ -1,0 +1,66 @@
+"""Real ASGI frameworks from Debian on ponte: Starlette (python3-starlette) and FastAPI (python3-fastapi):
+routing, JSON, a request body, a streaming response, lifespan (startup state, shutdown)."""
+
+import json
+import unittest
+
+from harness import REPO_APPS, ServerCase, run_tests
+
+ASGI_APPS = REPO_APPS + "/asgi"
+
+
+class StarletteApp(ServerCase, unittest.TestCase):
+    app = "starlette_app:app"
+    app_dir = ASGI_APPS
+
+    def test_lifespan_state(self):
+        r = self.conn().request("GET", "/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"hello from lifespan")
+
+    def test_routing_and_json(self):
+        c = self.conn()
+        r = c.request("GET", "/items/42?q=x")
+        self.assertEqual(json.loads(r.body), {"item_id": 42, "q": "x"})
+        self.assertEqual(c.request("GET", "/items/notanint").status, 404)
+        self.assertEqual(c.request("GET", "/nope").status, 404)
+
+    def test_request_body(self):
+        body = json.dumps({"a": list(range(1000))}).encode()
+        r = self.conn().request("POST", "/echo", [("Content-Type", "application/json")], body)
+        self.assertEqual(json.loads(r.body), {"length": len(body), "json": {"a": list(range(1000))}})
+        self.assertEqual(self.conn().request("GET", "/echo").status, 405)
+
+    def test_streaming(self):
+        r = self.conn().request("GET", "/stream?n=4")
+        self.assertEqual(r.header("transfer-encoding"), "chunked")
+        self.assertEqual(r.body, b"0\n1\n2\n3\n")
+
+
+class FastAPIApp(ServerCase, unittest.TestCase):
+    app = "fastapi_app:app"
+    app_dir = ASGI_APPS
+
+    def test_startup_event_ran(self):
+        self.assertEqual(json.loads(self.conn().request("GET", "/").body), {"ready": True, "server": "ponte"})
+
+    def test_path_and_query(self):
+        c = self.conn()
+        self.assertEqual(json.loads(c.request("GET", "/items/7?q=hi").body), {"item_id": 7, "q": "hi"})
+        self.assertEqual(c.request("GET", "/items/seven").status, 422)
+
+    def test_validated_body(self):
+        c = self.conn()
+        r = c.request("POST", "/notes", [("Content-Type", "application/json")], b'{"text": "hi", "stars": 3}')
+        self.assertEqual(json.loads(r.body), {"text": "HI", "stars": 3})
+        r = c.request("POST", "/notes", [("Content-Type", "application/json")], b'{"stars": "many"}')
+        self.assertEqual(r.status, 422)
+
+    def test_streaming_and_sync_view(self):
+        c = self.conn()
+        self.assertEqual(c.request("GET", "/stream?n=3").body, b"line 0\nline 1\nline 2\n")
+        self.assertEqual(json.loads(c.request("GET", "/sync").body), {"sync": True})
+
+
+if __name__ == "__main__":
+    run_tests()
