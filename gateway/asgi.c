@@ -701,7 +701,7 @@ build_scope(const pt_request_t *req)
                               "path", path,
                               "raw_path", req->path.base, (Py_ssize_t)req->path.len,
                               "query_string", req->query.base, (Py_ssize_t)req->query.len,
-                              "root_path", "",
+                              "root_path", A.cfg->root_path,
                               "headers", headers,
                               "client", req->remote_addr, req->remote_port,
                               "server", req->server_name, req->server_port);
@@ -769,7 +769,15 @@ asgi_start(pt_request_t *req)
     if (scope == NULL) {
         goto fail;
     }
-    coro = PyObject_CallFunctionObjArgs(A.app, scope, c->receive, c->send, NULL);
+    if (A.cfg->interface == PT_IFACE_ASGI2) {
+        /* ASGI 2: app(scope) builds an instance, instance(receive, send) is the coroutine. */
+        PyObject *instance = PyObject_CallOneArg(A.app, scope);
+
+        coro = instance ? PyObject_CallFunctionObjArgs(instance, c->receive, c->send, NULL) : NULL;
+        Py_XDECREF(instance);
+    } else {
+        coro = PyObject_CallFunctionObjArgs(A.app, scope, c->receive, c->send, NULL);
+    }
     if (coro == NULL) {
         goto fail;
     }
@@ -1155,7 +1163,8 @@ run_startup(PyObject *ns, const pt_config_t *cfg)
     PyObject *ls, *coro, *ok;
     int r = -1;
 
-    ls = cls ? PyObject_CallFunction(cls, "Os", A.app, cfg->lifespan == PT_LIFESPAN_ON ? "on" : "auto") : NULL;
+    ls = cls ? PyObject_CallFunction(cls, "OsO", A.app, cfg->lifespan == PT_LIFESPAN_ON ? "on" : "auto",
+                                     cfg->interface == PT_IFACE_ASGI2 ? Py_True : Py_False) : NULL;
     coro = ls ? PyObject_CallMethod(ls, "startup", NULL) : NULL;
     ok = coro ? PyObject_CallMethod(A.loop, "run_until_complete", "O", coro) : NULL;
     if (ok == NULL) {

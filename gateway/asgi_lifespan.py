@@ -10,9 +10,10 @@ import _ponte
 
 
 class Lifespan:
-    def __init__(self, app, mode):
+    def __init__(self, app, mode, asgi2=False):
         self.app = app
         self.mode = mode            # "auto" or "on"
+        self.asgi2 = asgi2
         self.state = {}
         self.supported = True
         self.task = None
@@ -43,8 +44,12 @@ class Lifespan:
             fut.set_result(failure)
 
     async def _main(self):
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
-        await self.app(scope, self.receive, self.send)
+        scope = {"type": "lifespan", "asgi": {"version": "2.0" if self.asgi2 else "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        if self.asgi2:
+            await self.app(scope)(self.receive, self.send)
+        else:
+            await self.app(scope, self.receive, self.send)
 
     async def startup(self):
         """True to go on serving; False after logging why the app failed to start."""

@@ -369,7 +369,8 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         free(pa);
         return -1;
     }
-    asgi = cfg->interface == PT_IFACE_ASGI ? 1 : cfg->interface == PT_IFACE_WSGI ? 0 : looks_like_asgi(pa->app);
+    asgi = cfg->interface == PT_IFACE_ASGI || cfg->interface == PT_IFACE_ASGI2 ? 1
+           : cfg->interface == PT_IFACE_WSGI ? 0 : looks_like_asgi(pa->app);
     if (asgi < 0) {
         startup_error("cannot inspect '%s'%s", cfg->app, "");
         Py_DECREF(pa->app);
@@ -377,7 +378,9 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pa->asgi = asgi == 1;
-    snprintf(pa->description, sizeof(pa->description), pa->asgi ? "asgi, asyncio on the loop thread"
+    snprintf(pa->description, sizeof(pa->description),
+             cfg->interface == PT_IFACE_ASGI2 ? "asgi2, asyncio on the loop thread"
+             : pa->asgi ? "asgi, asyncio on the loop thread"
                                                       : cfg->threads ? "wsgi, %d worker threads" : "wsgi, on the loop thread",
              cfg->threads);
     pa->base.description = pa->description;

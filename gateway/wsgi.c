@@ -128,6 +128,24 @@ decode_path(pt_span_t path)
     return s;
 }
 
+/* PATH_INFO: the decoded path, less --root-path (which is SCRIPT_NAME) when it starts with it. New ref. */
+static PyObject *
+path_info(pt_wsgi_t *w, const pt_request_t *req)
+{
+    size_t rlen = strlen(w->cfg->root_path);
+    pt_span_t p = req->path;
+
+    if (p.len == 1 && p.base[0] == '*') {
+        return Py_NewRef(pt_str.empty);
+    }
+    if (rlen > 0 && p.len >= rlen && memcmp(p.base, w->cfg->root_path, rlen) == 0
+        && (p.len == rlen || p.base[rlen] == '/')) {
+        p.base += rlen;
+        p.len -= rlen;
+    }
+    return decode_path(p);
+}
+
 static int
 set_new(PyObject *d, PyObject *key, PyObject *value)
 {
@@ -235,9 +253,7 @@ build_environ(pt_wsgi_t *w, pt_ctx_t *ctx, pt_request_t *req)
         return NULL;
     }
     if (set_new(env, pt_str.REQUEST_METHOD, pt_str_method(req->method)) < 0
-        || set_new(env, pt_str.PATH_INFO,
-                   req->path.len == 1 && req->path.base[0] == '*' ? Py_NewRef(pt_str.empty) : decode_path(req->path))
-               < 0
+        || set_new(env, pt_str.PATH_INFO, path_info(w, req)) < 0
         || set_new(env, pt_str.QUERY_STRING,
                    req->query.len ? PyUnicode_DecodeLatin1(req->query.base, (Py_ssize_t)req->query.len, NULL)
                                   : Py_NewRef(pt_str.empty))
@@ -273,7 +289,8 @@ environ_template_new(const pt_config_t *cfg)
     if (errors == NULL) {
         errors = Py_None;
     }
-    if (PyDict_SetItemString(d, "SCRIPT_NAME", pt_str.empty) < 0
+    if (set_new(d, pt_str.SCRIPT_NAME, PyUnicode_DecodeLatin1(cfg->root_path, (Py_ssize_t)strlen(cfg->root_path),
+                                                          NULL)) < 0
         || set_new(d, PyUnicode_InternFromString("SERVER_SOFTWARE"), PyUnicode_FromString("ponte/" PT_VERSION)) < 0
         || set_new(d, PyUnicode_InternFromString("wsgi.version"), Py_BuildValue("(ii)", 1, 0)) < 0
         || set_new(d, PyUnicode_InternFromString("wsgi.url_scheme"), PyUnicode_InternFromString("http")) < 0

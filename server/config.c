@@ -24,7 +24,8 @@ static const char usage[] =
     "options:\n"
     "  -b, --bind ADDR            listen on HOST:PORT, [IPv6]:PORT or unix:/path; repeatable\n"
     "                             (default 127.0.0.1:8000; port 0 picks a free port)\n"
-    "  -i, --interface KIND       auto, wsgi or asgi (default auto: a coroutine function is ASGI)\n"
+    "  -i, --interface KIND       auto, wsgi, asgi or asgi2 (default auto: a coroutine function is ASGI)\n"
+    "      --root-path PATH       the path the app is mounted at (ASGI root_path, WSGI SCRIPT_NAME; default none)\n"
     "      --lifespan MODE        ASGI lifespan events: auto, on or off (default auto: used if the app answers)\n"
     "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
@@ -56,6 +57,7 @@ enum {
     OPT_GRACEFUL_TIMEOUT,
     OPT_BACKLOG,
     OPT_LIFESPAN,
+    OPT_ROOT_PATH,
 };
 
 static const struct option options[] = {
@@ -75,6 +77,7 @@ static const struct option options[] = {
     { "graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT },
     { "backlog", required_argument, NULL, OPT_BACKLOG },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
+    { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -83,7 +86,7 @@ static const struct option options[] = {
 const char *
 pt_interface_name(pt_interface_t i)
 {
-    return i == PT_IFACE_WSGI ? "wsgi" : i == PT_IFACE_ASGI ? "asgi" : "auto";
+    return i == PT_IFACE_WSGI ? "wsgi" : i == PT_IFACE_ASGI ? "asgi" : i == PT_IFACE_ASGI2 ? "asgi2" : "auto";
 }
 
 static int
@@ -153,6 +156,7 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
     cfg->interface = PT_IFACE_AUTO;
     cfg->threads = 8;
     cfg->app_dir = ".";
+    cfg->root_path = "";
     cfg->access_log = true;
     cfg->log_level = PT_LOG_INFO;
     cfg->max_header_size = 32768;
@@ -184,8 +188,10 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
                 cfg->interface = PT_IFACE_WSGI;
             } else if (strcmp(optarg, "asgi") == 0) {
                 cfg->interface = PT_IFACE_ASGI;
+            } else if (strcmp(optarg, "asgi2") == 0) {
+                cfg->interface = PT_IFACE_ASGI2;
             } else {
-                return bad("interface", optarg, "expected auto, wsgi or asgi");
+                return bad("interface", optarg, "expected auto, wsgi, asgi or asgi2");
             }
             break;
         case 't':
@@ -256,6 +262,15 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
                 return -1;
             }
             break;
+        case OPT_ROOT_PATH: {
+            size_t n = strlen(optarg);
+
+            if (n > 0 && (optarg[0] != '/' || optarg[n - 1] == '/')) {
+                return bad("root-path", optarg, "expected a path like /api (a leading '/', no trailing '/')");
+            }
+            cfg->root_path = optarg;
+            break;
+        }
         case OPT_LIFESPAN:
             if (strcmp(optarg, "auto") == 0) {
                 cfg->lifespan = PT_LIFESPAN_AUTO;

@@ -22,6 +22,7 @@ typedef enum {
     PT_IFACE_AUTO,
     PT_IFACE_WSGI,
     PT_IFACE_ASGI,
+    PT_IFACE_ASGI2,                     /* legacy double callable: app(scope) -> instance(receive, send) */
 } pt_interface_t;
 
 typedef enum {
@@ -38,6 +39,7 @@ typedef struct {
     pt_lifespan_t lifespan;             /* ASGI lifespan events */
     int threads;                        /* WSGI pool size; 0 runs the app on the loop thread */
     const char *app_dir;
+    const char *root_path;              /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
     bool access_log;
     pt_log_level_t log_level;
     size_t max_header_size;             /* request line + header block, bytes -> 431 */

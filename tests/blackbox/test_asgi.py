@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from harness import Conn, ServerCase, assert_rss_below, build_request, rss_of, run_tests
+from harness import Conn, Server, ServerCase, assert_rss_below, build_request, rss_of, run_tests
 
 
 def wait_for(pred, timeout=10):
@@ -175,6 +175,20 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(c.read_response().status, 100)
         c.send(b"hello")
         self.assertEqual(json.loads(c.read_response().body)["body"], "hello")
+
+
+class ASGIOptions(unittest.TestCase):
+    def test_root_path(self):
+        with Server("asgi_testapp:app", "--root-path", "/api") as s:
+            doc = json.loads(Conn(s).request("GET", "/api/echo").body)
+        self.assertEqual(doc["root_path"], "/api")
+        self.assertEqual(doc["path"], "/api/echo")
+
+    def test_asgi2_double_callable(self):
+        with Server("asgi_testapp:LegacyApp", "--interface", "asgi2") as s:
+            self.assertIn("(asgi2, asyncio on the loop thread)", s.stderr())
+            doc = json.loads(Conn(s).request("GET", "/legacy").body)
+        self.assertEqual(doc["path"], "/legacy")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,17 @@ class WSGIBase(ServerCase):
         return rss_of(self.server.proc.pid)
 
 
+class WSGIRootPath(unittest.TestCase):
+    def test_root_path_is_script_name(self):
+        with Server("testapp:application", "--root-path", "/app", env={"PONTE_TEST_EVENTS": os.devnull}) as s:
+            c = Conn(s)
+            env = json.loads(c.request("GET", "/app/echo/x").body)["environ"]
+            self.assertEqual((env["SCRIPT_NAME"], env["PATH_INFO"]), ("/app", "/echo/x"))
+            env = json.loads(c.request("GET", "/application").body)["environ"]
+            self.assertEqual((env["SCRIPT_NAME"], env["PATH_INFO"]), ("/app", "/application"))
+            c.close()
+
+
 class WSGIWorkers(WSGIBase, unittest.TestCase):
     threads = 4
 

@@ -191,3 +191,15 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     await ROUTES.get(scope["path"], echo)(scope, receive, send)
+
+
+class LegacyApp:
+    """ASGI 2 (double callable): LegacyApp(scope) is the instance, instance(receive, send) the coroutine."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        if self.scope["type"] != "http":
+            return
+        await respond(send, {"asgi": self.scope["asgi"], "path": self.scope["path"]})
