@@ -224,6 +224,17 @@ fut_resolve(PyObject **slot, PyObject *value, PyObject *exc)
     Py_DECREF(fut);
 }
 
+static bool
+fut_done(PyObject *fut)
+{
+    PyObject *r = PyObject_CallMethod(fut, "done", NULL);
+    bool done = r == NULL || PyObject_IsTrue(r);
+
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return done;
+}
+
 static PyObject *
 disconnect_error(void)
 {
@@ -240,6 +251,11 @@ next_receive_event(pt_asgi_ctx_t *c)
 
     if (c->disconnected || c->complete || c->req == NULL) {
         return Py_NewRef(A.disconnect_event);
+    }
+    if (!c->body_done && pt_req_body_complete(c->req)) {
+        /* Nothing (more) to read, the common case for GET: no buffer to allocate. */
+        c->body_done = true;
+        return Py_BuildValue("{s:s,s:y,s:O}", "type", "http.request", "body", "", "more_body", Py_False);
     }
     if (c->body_done) {
         if (c->req->client_eof) {
@@ -291,10 +307,11 @@ ctx_receive(pt_asgi_ctx_t *c, PyObject *unused)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    if (c->recv_fut != NULL) {
+    if (c->recv_fut != NULL && !fut_done(c->recv_fut)) {
         PyErr_SetString(PyExc_RuntimeError, "receive() awaited twice at the same time");
         return NULL;
     }
+    Py_CLEAR(c->recv_fut);     /* a receive() the app cancelled (wait_for) */
     c->recv_fut = PyObject_CallNoArgs(A.create_future);
     return Py_XNewRef(c->recv_fut);
 }
@@ -524,7 +541,7 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
             ctx_wake_receive(c);    /* http.disconnect for a receive() waiting past the response */
         } else if (pt_req_must_wait(c->req)) {
             /* A slow client: this send() completes when the queue drains (on_drain). */
-            c->send_fut = PyObject_CallNoArgs(A.create_future);
+            Py_XSETREF(c->send_fut, PyObject_CallNoArgs(A.create_future));
             if (c->send_fut == NULL) {
                 return NULL;
             }
@@ -605,7 +622,12 @@ ctx_on_done(pt_asgi_ctx_t *c, PyObject *task)
     Py_XDECREF(r);
     Py_XDECREF(exc);
     ctx_finish(c);
+    /* Break the ctx <-> receive/send cycle now rather than leave it to the garbage collector. The caller holds
+     * its own reference to this bound method, so clearing ours is safe. */
     Py_CLEAR(c->task);
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->send);
+    Py_CLEAR(c->on_done);
     Py_RETURN_NONE;
 }
 

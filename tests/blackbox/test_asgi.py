@@ -161,6 +161,13 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(r.status, 500)
         self.assertNotIn(b"Injected", r.raw_head)
 
+    def test_cancelled_receive(self):
+        c = self.conn()
+        c.send(b"POST /cancel-receive HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.4)
+        c.send(b"hello")
+        self.assertEqual(json.loads(c.read_response().body), {"timed_out": True, "body": "hello"})
+
     def test_limits_apply(self):
         c = self.conn()
         c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20000000\r\n\r\n")

@@ -55,7 +55,7 @@ class StartupErrors(unittest.TestCase):
         self.expect_error(["--threads", "-1", "hello:app"], "--threads -1")
         self.expect_error(["--threads", "many", "hello:app"], "whole number")
         self.expect_error(["--frobnicate", "hello:app"], "unknown option --frobnicate")
-        self.expect_error(["--interface", "cgi", "hello:app"], "expected auto, wsgi or asgi")
+        self.expect_error(["--interface", "cgi", "hello:app"], "expected auto, wsgi, asgi or asgi2")
         self.expect_error(["--keep-alive-timeout", "0", "hello:app"], "positive number of seconds")
         self.expect_error([], "no APP given")
         self.expect_error(["--bind", "nonsense", "hello:app"], "--bind nonsense: expected HOST:PORT")

@@ -179,7 +179,19 @@ async def slow(scope, receive, send):
     await respond(send, b"slept", content_type=b"text/plain")
 
 
+async def cancel_receive(scope, receive, send):
+    """A receive() cancelled by wait_for must not block the next one."""
+    timed_out = False
+    try:
+        await asyncio.wait_for(receive(), 0.1)
+    except asyncio.TimeoutError:
+        timed_out = True
+    body, _ = await read_body(receive)
+    await respond(send, {"timed_out": timed_out, "body": body.decode()})
+
+
 ROUTES = {
+    "/cancel-receive": cancel_receive,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
     "/raise-after": raise_after, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
