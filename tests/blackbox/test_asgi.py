@@ -184,6 +184,32 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(json.loads(c.read_response().body)["body"], "hello")
 
 
+class ASGILoop(unittest.TestCase):
+    def test_idle_server_sleeps_in_one_thread(self):
+        """libuv is the only thing that blocks: an idle ASGI server uses no CPU and runs no second loop thread."""
+        with Server("asgi_testapp:app", env={"PONTE_TEST_EVENTS": os.devnull}) as s:
+            self.assertEqual(Conn(s).request("GET", "/echo").status, 200)
+            pid = s.proc.pid
+            self.assertEqual(len(os.listdir("/proc/%d/task" % pid)), 1)
+            with open("/proc/%d/stat" % pid) as f:
+                before = sum(int(x) for x in f.read().split()[13:15])
+            time.sleep(2)
+            with open("/proc/%d/stat" % pid) as f:
+                after = sum(int(x) for x in f.read().split()[13:15])
+            self.assertLessEqual(after - before, 5, "CPU ticks used while idle")   # 5 ticks = 50 ms in 2 s
+
+    def test_graceful_shutdown_with_request_in_flight(self):
+        s = Server("asgi_testapp:app", "--graceful-timeout", "10", env={"PONTE_TEST_EVENTS": os.devnull}).start()
+        busy = Conn(s)
+        busy.send(build_request("GET", "/slow?delay=1"))
+        time.sleep(0.3)
+        s.signal(__import__("signal").SIGTERM)
+        self.assertEqual(busy.read_response().body, b"slept")
+        self.assertTrue(busy.closed_by_peer())
+        self.assertEqual(s.wait(15), 0)
+        s.__exit__(None, None, None)
+
+
 class ASGIOptions(unittest.TestCase):
     def test_root_path(self):
         with Server("asgi_testapp:app", "--root-path", "/api") as s:

@@ -79,6 +79,12 @@ class DjangoBase(ServerCase):
         self.assertIn("count", doc)
         self.assertIsInstance(doc["notes"], list)
 
+    def test_streaming_response(self):
+        r = self.get(self.conn(), "/stream/?n=4")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"line 0\nline 1\nline 2\nline 3\n")
+        self.assertIsNone(r.header("content-length"))
+
     def test_404s(self):
         c = self.conn()
         self.assertEqual(self.get(c, "/notes/999999/").status, 404)

@@ -1,5 +1,5 @@
 import django
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from .forms import NoteForm
@@ -27,3 +27,9 @@ def detail(request, note_id):
 def api_notes(request):
     notes = [{"id": n.id, "text": n.text, "created": n.created.isoformat()} for n in Note.objects.all()[:50]]
     return JsonResponse({"count": Note.objects.count(), "notes": notes})
+
+
+def stream(request):
+    """A streaming response: the lines leave as they are produced (WSGI iterable or ASGI more_body events)."""
+    n = min(int(request.GET.get("n", "5")), 1000)
+    return StreamingHttpResponse(("line %d\n" % i for i in range(n)), content_type="text/plain")
