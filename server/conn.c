@@ -349,8 +349,10 @@ conn_client_stalled(pt_conn_t *c)
     pt_request_t *req = &c->req;
     bool stalled;
 
+    /* Waiting for body bytes: a worker blocks on req->cond; a loop-thread app (ASGI) awaits a future instead. */
     uv_mutex_lock(&req->lock);
-    stalled = (req->waiting && !req->body_eof && req->body_rpos == req->body.len) || req->out_pending > 0;
+    stalled = ((req->waiting || c->srv->app->on_loop) && !req->body_eof && req->body_rpos == req->body.len)
+              || req->out_pending > 0;
     uv_mutex_unlock(&req->lock);
     return stalled || c->inflight > 0 || c->wbuf.len > 0;
 }

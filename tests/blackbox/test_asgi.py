@@ -154,6 +154,18 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(r.status, 500)
         self.assertTrue(self.log_has("ASGI app returned without sending a response"))
 
+    def test_return_mid_response_cuts_connection(self):
+        c = self.conn()
+        c.send(build_request("GET", "/incomplete"))
+        data = c.read_to_close()
+        self.assertIn(b"half", data)
+        self.assertFalse(data.endswith(b"0\r\n\r\n"))
+        self.assertTrue(self.log_has("ASGI app returned without completing its response"))
+
+    def test_access_log(self):
+        self.conn().request("GET", "/echo?logged=asgi")
+        self.assertTrue(wait_for(lambda: '"GET /echo?logged=asgi HTTP/1.1" 200' in self.server.stdout(), 3))
+
     def test_invalid_events(self):
         self.assertEqual(self.conn().request("GET", "/bad-event").status, 500)
         self.assertTrue(self.log_has("http.response.body before http.response.start"))
@@ -197,6 +209,17 @@ class ASGILoop(unittest.TestCase):
             with open("/proc/%d/stat" % pid) as f:
                 after = sum(int(x) for x in f.read().split()[13:15])
             self.assertLessEqual(after - before, 5, "CPU ticks used while idle")   # 5 ticks = 50 ms in 2 s
+
+    def test_stalled_body_times_out(self):
+        with Server("asgi_testapp:app", "--client-timeout", "1", env={"PONTE_TEST_EVENTS": os.devnull}) as s:
+            c = Conn(s)
+            c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
+            started = time.time()
+            data = c.read_to_close()
+            self.assertLess(time.time() - started, 5)
+            self.assertNotIn(b"200 OK", data)
+            self.assertIn("client made no progress", s.stderr())
+            c.close()
 
     def test_graceful_shutdown_with_request_in_flight(self):
         s = Server("asgi_testapp:app", "--graceful-timeout", "10", env={"PONTE_TEST_EVENTS": os.devnull}).start()

@@ -62,5 +62,19 @@ class FastAPIApp(ServerCase, unittest.TestCase):
         self.assertEqual(json.loads(c.request("GET", "/sync").body), {"sync": True})
 
 
+class Twins(unittest.TestCase):
+    """hello, io_bound and cpu_bound have ASGI twins, to compare the same endpoints under both interfaces."""
+
+    def test_twins_answer_like_their_wsgi_originals(self):
+        from harness import Conn, Server
+        for app, path, want in (("hello_asgi:app", "/", b"Hello, world!"),
+                                ("io_bound_asgi:app", "/?delay=0.02", b"waited 0.020 s\n"),
+                                ("cpu_bound_asgi:app", "/?n=1000", b"work(1000) = ")):
+            with self.subTest(app=app), Server(app, app_dir=ASGI_APPS) as s:
+                r = Conn(s).request("GET", path)
+                self.assertEqual(r.status, 200)
+                self.assertTrue(r.body.startswith(want), r.body)
+
+
 if __name__ == "__main__":
     run_tests()

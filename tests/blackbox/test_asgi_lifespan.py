@@ -28,6 +28,13 @@ class Lifespan(unittest.TestCase):
         with open(events) as f:
             self.assertEqual(f.read(), "startup\nshutdown\n")
 
+    def test_failed_shutdown_is_logged(self):
+        s = Server("asgi_lifespan_apps:shutdown_fails").start()
+        self.assertEqual(Conn(s).request("GET", "/").status, 200)
+        self.assertEqual(s.stop(), 0)
+        self.assertIn("ASGI lifespan shutdown failed: could not flush the cache", s.stderr())
+        s.__exit__(None, None, None)
+
     def test_failed_startup_exits_non_zero(self):
         r = subprocess.run([PONTE, "--app-dir", APPS, "-b", "127.0.0.1:0", "asgi_lifespan_apps:failing"],
                            capture_output=True, text=True, timeout=30)

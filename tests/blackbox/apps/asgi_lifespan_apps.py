@@ -50,3 +50,13 @@ async def no_lifespan(scope, receive, send):
     if scope["type"] != "http":
         raise ValueError("only http is supported")
     await respond_state(scope, send)
+
+
+async def shutdown_fails(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.failed", "message": "could not flush the cache"})
+        return
+    await respond_state(scope, send)

@@ -31,12 +31,17 @@ async def respond(send, body, status=200, content_type=b"application/json"):
     await send({"type": "http.response.body", "body": body})
 
 
+class Disconnected(Exception):
+    """The client went away before the whole body arrived."""
+
+
 async def read_body(receive):
     chunks, events = [], 0
     while True:
         ev = await receive()
         events += 1
-        assert ev["type"] == "http.request", ev
+        if ev["type"] == "http.disconnect":
+            raise Disconnected()
         chunks.append(ev["body"])
         if not ev.get("more_body"):
             return b"".join(chunks), events
@@ -166,6 +171,11 @@ async def no_response(scope, receive, send):
     return None
 
 
+async def incomplete(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"half", "more_body": True})
+
+
 async def bad_event(scope, receive, send):
     await send({"type": "http.response.body", "body": b"no start"})
 
@@ -194,7 +204,7 @@ ROUTES = {
     "/cancel-receive": cancel_receive,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
-    "/raise-after": raise_after, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
+    "/raise-after": raise_after, "/incomplete": incomplete, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
     "/slow": slow,
 }
 
@@ -202,7 +212,10 @@ ROUTES = {
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    await ROUTES.get(scope["path"], echo)(scope, receive, send)
+    try:
+        await ROUTES.get(scope["path"], echo)(scope, receive, send)
+    except Disconnected:
+        record("disconnected before the body was complete")
 
 
 class LegacyApp:
