@@ -18,6 +18,23 @@
 void pt_gil_acquire(PyThreadState *ts);
 /* Drops it; returns the state to pass back to pt_gil_acquire. */
 PyThreadState *pt_gil_release(void);
+/* Turns the probe on (GIL held) and checks it sees a release and a take; returns the mode, for the log. */
+const char *pt_gil_start(void);
+/* Names the calling thread in the GIL statistics ("loop", "worker-3"). */
+void pt_gil_thread_name(const char *name);
+/* Logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */
+void pt_gil_report(void);
+/* Transitions, from the probe (any thread, inside CPython's GIL critical sections). */
+void pt_gil_on_wait(void);
+void pt_gil_on_wait_timeout(void);
+void pt_gil_on_taken(void);
+void pt_gil_on_dropped(void);
+void pt_gil_on_forced(void);
+
+/* ---- gil_probe.c: CPython 3.11's GIL internals, in one file ---- */
+int pt_gil_probe_start(void);
+void pt_gil_probe_stop(void);
+unsigned long pt_gil_probe_interval_us(void);
 
 /* ---- str.c: strings interned once at start-up ---- */
 typedef struct {

@@ -1,17 +1,275 @@
 /*
- * The GIL moves of ponte's own threads. Workers take it only to run app code and drop it whenever they wait; the
- * loop thread takes it only in --threads 0 mode. Keeping these in one place is what lets them be measured.
+ * The GIL, measured. Every GIL move of ponte's own threads goes through pt_gil_acquire/pt_gil_release; every
+ * GIL transition of every thread (the interpreter's forced switches, time.sleep, I/O inside the app, threads the
+ * app starts) arrives through the probe (gil_probe.c) as pt_gil_on_*.
+ *
+ * Each thread owns one record and is the only writer of its fields (relaxed atomics); a reader (the report timer,
+ * later the monitor) sums them without locks. The hooks run inside CPython's GIL critical sections: no locks, no
+ * allocation, two clock reads at most.
  */
 #include "gateway.h"
+
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../server/log.h"
+
+#define MAX_THREADS 512
+
+typedef struct {
+    _Atomic int used;
+    pid_t tid;
+    char name[32];
+    _Atomic uint64_t hold_ns, wait_ns;      /* completed holds and waits */
+    _Atomic uint64_t holding_since;         /* 0 when not holding */
+    _Atomic uint64_t waiting_since;         /* 0 when not waiting */
+    _Atomic uint64_t acquisitions, forced, timeouts;
+} pt_gil_thread_t;
+
+static pt_gil_thread_t threads[MAX_THREADS];
+static _Atomic int nthreads;
+static _Thread_local pt_gil_thread_t *self;
+static _Thread_local char pending_name[32];
+static _Atomic(pt_gil_thread_t *) last_taker;
+static _Atomic uint64_t handoffs;
+static _Atomic int waiters;
+static bool exact;          /* the probe sees every transition; else only ponte's own moves are timed */
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static pt_gil_thread_t *
+me(void)
+{
+    if (self == NULL) {
+        int i = atomic_fetch_add_explicit(&nthreads, 1, memory_order_relaxed);
+
+        if (i >= MAX_THREADS) {
+            atomic_fetch_sub_explicit(&nthreads, 1, memory_order_relaxed);
+            return NULL;    /* beyond what we track: the thread goes uncounted */
+        }
+        self = &threads[i];
+        self->tid = (pid_t)syscall(SYS_gettid);
+        if (pending_name[0]) {
+            memcpy(self->name, pending_name, sizeof(self->name));
+        } else if (pthread_getname_np(pthread_self(), self->name, sizeof(self->name)) != 0 || !self->name[0]) {
+            snprintf(self->name, sizeof(self->name), "thread-%d", (int)self->tid);
+        }
+        atomic_store_explicit(&self->used, 1, memory_order_release);
+    }
+    return self;
+}
+
+void
+pt_gil_thread_name(const char *name)
+{
+    snprintf(pending_name, sizeof(pending_name), "%s", name);
+    if (self != NULL) {
+        memcpy(self->name, pending_name, sizeof(self->name));
+    }
+}
+
+/* ---- transitions (from the probe, or from pt_gil_acquire/release when the probe is blind) ---- */
+
+void
+pt_gil_on_wait(void)
+{
+    pt_gil_thread_t *t = me();
+
+    if (t != NULL && atomic_load_explicit(&t->waiting_since, memory_order_relaxed) == 0) {
+        atomic_store_explicit(&t->waiting_since, now_ns(), memory_order_relaxed);
+        atomic_fetch_add_explicit(&waiters, 1, memory_order_relaxed);
+    }
+}
+
+void
+pt_gil_on_wait_timeout(void)
+{
+    pt_gil_thread_t *t = me();
+
+    if (t != NULL) {
+        atomic_fetch_add_explicit(&t->timeouts, 1, memory_order_relaxed);
+    }
+}
+
+void
+pt_gil_on_taken(void)
+{
+    pt_gil_thread_t *t = me(), *prev;
+    uint64_t now, since;
+
+    if (t == NULL) {
+        return;
+    }
+    now = now_ns();
+    since = atomic_exchange_explicit(&t->waiting_since, 0, memory_order_relaxed);
+    if (since != 0) {
+        atomic_fetch_add_explicit(&t->wait_ns, now - since, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&waiters, 1, memory_order_relaxed);
+    }
+    atomic_store_explicit(&t->holding_since, now, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
+    prev = atomic_exchange_explicit(&last_taker, t, memory_order_relaxed);
+    if (prev != NULL && prev != t) {
+        atomic_fetch_add_explicit(&handoffs, 1, memory_order_relaxed);
+    }
+}
+
+void
+pt_gil_on_dropped(void)
+{
+    pt_gil_thread_t *t = me();
+    uint64_t since;
+
+    if (t == NULL) {
+        return;
+    }
+    since = atomic_exchange_explicit(&t->holding_since, 0, memory_order_relaxed);
+    if (since != 0) {
+        atomic_fetch_add_explicit(&t->hold_ns, now_ns() - since, memory_order_relaxed);
+    }
+}
+
+void
+pt_gil_on_forced(void)
+{
+    pt_gil_thread_t *t = me();
+
+    if (t != NULL) {
+        atomic_fetch_add_explicit(&t->forced, 1, memory_order_relaxed);
+    }
+}
+
+/* ---- ponte's own moves ---- */
 
 void
 pt_gil_acquire(PyThreadState *ts)
 {
+    if (!exact) {
+        pt_gil_on_wait();
+    }
     PyEval_RestoreThread(ts);
+    if (!exact) {
+        pt_gil_on_taken();
+    }
 }
 
 PyThreadState *
 pt_gil_release(void)
 {
+    if (!exact) {
+        pt_gil_on_dropped();
+    }
     return PyEval_SaveThread();
+}
+
+/* ---- start-up: turn the probe on and check that it sees the GIL move ---- */
+
+const char *
+pt_gil_start(void)
+{
+    pt_gil_thread_t *t;
+    uint64_t before;
+    PyThreadState *ts;
+
+    pt_gil_thread_name("loop");
+    if (pt_gil_probe_start() < 0) {
+        exact = false;
+        return "timing ponte's own acquire/release only (the probe could not find the GIL)";
+    }
+    /* We hold the GIL now: that is the state the probe starts in. */
+    t = me();
+    if (t != NULL) {
+        atomic_store_explicit(&t->holding_since, now_ns(), memory_order_relaxed);
+    }
+    before = t ? atomic_load_explicit(&t->acquisitions, memory_order_relaxed) : 0;
+    exact = true;
+    ts = PyEval_SaveThread();
+    PyEval_RestoreThread(ts);
+    if (t == NULL || atomic_load_explicit(&t->acquisitions, memory_order_relaxed) == before) {
+        pt_gil_probe_stop();
+        exact = false;
+        return "timing ponte's own acquire/release only (the probe saw no GIL transition)";
+    }
+    return "exact (every acquire and release, all threads)";
+}
+
+/* ---- the report: one line per interval, from the loop, without the GIL ---- */
+
+typedef struct {
+    uint64_t hold, wait, acq, forced;
+} pt_gil_snap_t;
+
+static pt_gil_snap_t last_snap[MAX_THREADS];
+static uint64_t last_report_ns, last_handoffs;
+
+static pt_gil_snap_t
+snapshot(pt_gil_thread_t *t, uint64_t now)
+{
+    pt_gil_snap_t s;
+    uint64_t hs = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
+    uint64_t ws = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
+
+    s.hold = atomic_load_explicit(&t->hold_ns, memory_order_relaxed) + (hs && now > hs ? now - hs : 0);
+    s.wait = atomic_load_explicit(&t->wait_ns, memory_order_relaxed) + (ws && now > ws ? now - ws : 0);
+    s.acq = atomic_load_explicit(&t->acquisitions, memory_order_relaxed);
+    s.forced = atomic_load_explicit(&t->forced, memory_order_relaxed);
+    return s;
+}
+
+void
+pt_gil_report(void)
+{
+    uint64_t now = now_ns(), span, busy = 0, h = atomic_load_explicit(&handoffs, memory_order_relaxed);
+    uint64_t forced = 0;
+    int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed);
+    char line[2048];
+    size_t len = 0;
+
+    if (last_report_ns == 0) {
+        last_report_ns = now;
+        for (i = 0; i < n; i++) {
+            last_snap[i] = snapshot(&threads[i], now);
+        }
+        last_handoffs = h;
+        return;
+    }
+    span = now - last_report_ns;
+    if (span == 0) {
+        return;
+    }
+    for (i = 0; i < n && len < sizeof(line) - 80; i++) {
+        pt_gil_thread_t *t = &threads[i];
+        pt_gil_snap_t s;
+        uint64_t dh, dw;
+
+        if (!atomic_load_explicit(&t->used, memory_order_acquire)) {
+            continue;
+        }
+        s = snapshot(t, now);
+        dh = s.hold - last_snap[i].hold;
+        dw = s.wait - last_snap[i].wait;
+        busy += dh;
+        forced += s.forced - last_snap[i].forced;
+        if (dh * 1000 / span >= 1 || dw * 1000 / span >= 1) {
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%.1f%%/%.1f%%", t->name,
+                                    100.0 * (double)dh / (double)span, 100.0 * (double)dw / (double)span);
+        }
+        last_snap[i] = s;
+    }
+    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us; hold/wait:%s",
+                100.0 * (double)busy / (double)span, atomic_load_explicit(&waiters, memory_order_relaxed),
+                (double)(h - last_handoffs) * 1e9 / (double)span, (double)forced * 1e9 / (double)span,
+                pt_gil_probe_interval_us(), len ? line : " (idle)");
+    last_handoffs = h;
+    last_report_ns = now;
 }

@@ -15,6 +15,7 @@ struct pt_pool_s {
     size_t idle;                /* workers waiting on cond */
     bool stopping;
     int nthreads;
+    int started;                /* numbers the workers for the GIL statistics */
     uv_thread_t *threads;
     pt_pool_fn fn;
     void *arg;
@@ -26,6 +27,10 @@ worker_main(void *arg)
 {
     pt_pool_t *pool = arg;
     PyThreadState *ts = PyThreadState_New(pool->interp);
+    char name[32];
+
+    snprintf(name, sizeof(name), "worker-%d", __atomic_add_fetch(&pool->started, 1, __ATOMIC_RELAXED));
+    pt_gil_thread_name(name);
 
     for (;;) {
         pt_request_t *req;

@@ -24,6 +24,7 @@ typedef struct {
     bool loop_holds_gil;
     bool asgi;
     char description[64];
+    uv_timer_t gil_report;
     uv_prepare_t release_gil;
 } pt_pyapp_t;
 
@@ -119,6 +120,12 @@ wsgi_stop(pt_app_t *app)
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Start-up */
+
+static void
+on_gil_report(uv_timer_t *t)
+{
+    pt_gil_report();    /* reads the statistics' atomics: no GIL needed */
+}
 
 static int
 start_interpreter(const pt_config_t *cfg)
@@ -355,6 +362,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     if (start_interpreter(cfg) < 0) {
         return -1;
     }
+    pt_log_info("GIL probe: %s", pt_gil_start());
     if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0) {
         startup_error("cannot prepare the interpreter%s%s", "", "");
         return -1;
@@ -364,6 +372,14 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pa->cfg = cfg;
+    if (cfg->gil_report > 0) {
+        uint64_t ms = (uint64_t)(cfg->gil_report * 1000);
+
+        uv_timer_init(loop, &pa->gil_report);
+        uv_timer_start(&pa->gil_report, on_gil_report, ms, ms);
+        uv_unref((uv_handle_t *)&pa->gil_report);
+        pt_gil_report();    /* the baseline */
+    }
     pa->app = load_app(cfg->app);
     if (pa->app == NULL) {
         free(pa);

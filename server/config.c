@@ -40,6 +40,8 @@ static const char usage[] =
     "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
+    "      --gil-report S         log a GIL summary every S seconds: busy %, waiters, switches/s, forced switches/s,\n"
+    "                             hold/wait % per thread (default off)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 
@@ -58,6 +60,7 @@ enum {
     OPT_BACKLOG,
     OPT_LIFESPAN,
     OPT_ROOT_PATH,
+    OPT_GIL_REPORT,
 };
 
 static const struct option options[] = {
@@ -78,6 +81,7 @@ static const struct option options[] = {
     { "backlog", required_argument, NULL, OPT_BACKLOG },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
+    { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -259,6 +263,11 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             break;
         case OPT_GRACEFUL_TIMEOUT:
             if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_GIL_REPORT:
+            if (parse_seconds("gil-report", optarg, &cfg->gil_report) < 0) {
                 return -1;
             }
             break;
