@@ -24,6 +24,32 @@ const char *pt_gil_start(void);
 void pt_gil_thread_name(const char *name);
 /* Logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */
 void pt_gil_report(void);
+
+#define PT_GIL_MAX_THREADS 512
+typedef struct {
+    uint64_t hold, wait, acq, forced, timeouts;    /* cumulative; nanoseconds for hold and wait */
+} pt_gil_snap_t;
+typedef struct {
+    char name[32];
+    int tid;
+    char state;                 /* 'H' holding, 'W' waiting for the GIL, 'R' running without it */
+    double hold_pct, wait_pct;  /* of the sampled interval */
+    pt_gil_snap_t total;
+} pt_gil_thread_view_t;
+typedef struct {
+    bool exact;
+    int nthreads, waiters;
+    unsigned long interval_us;
+    double span_s, busy_pct, switches_per_s, forced_per_s;
+    uint64_t handoffs_total;
+    pt_gil_thread_view_t threads[PT_GIL_MAX_THREADS];
+} pt_gil_view_t;
+/* What the GIL did since the sampler's previous call (its own baseline). -1 on the first call (baseline only). */
+typedef struct {
+    uint64_t at, handoffs;
+    pt_gil_snap_t last[PT_GIL_MAX_THREADS];
+} pt_gil_sampler_t;
+int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
 /* Transitions, from the probe (any thread, inside CPython's GIL critical sections). */
 void pt_gil_on_wait(void);
 void pt_gil_on_wait_timeout(void);

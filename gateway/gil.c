@@ -17,7 +17,7 @@
 
 #include "../server/log.h"
 
-#define MAX_THREADS 512
+#define MAX_THREADS PT_GIL_MAX_THREADS
 
 typedef struct {
     _Atomic int used;
@@ -203,14 +203,7 @@ pt_gil_start(void)
     return "exact (every acquire and release, all threads)";
 }
 
-/* ---- the report: one line per interval, from the loop, without the GIL ---- */
-
-typedef struct {
-    uint64_t hold, wait, acq, forced;
-} pt_gil_snap_t;
-
-static pt_gil_snap_t last_snap[MAX_THREADS];
-static uint64_t last_report_ns, last_handoffs;
+/* ---- sampling: per-interval shares, for the report and the monitor (each keeps its own sampler) ---- */
 
 static pt_gil_snap_t
 snapshot(pt_gil_thread_t *t, uint64_t now)
@@ -223,53 +216,87 @@ snapshot(pt_gil_thread_t *t, uint64_t now)
     s.wait = atomic_load_explicit(&t->wait_ns, memory_order_relaxed) + (ws && now > ws ? now - ws : 0);
     s.acq = atomic_load_explicit(&t->acquisitions, memory_order_relaxed);
     s.forced = atomic_load_explicit(&t->forced, memory_order_relaxed);
+    s.timeouts = atomic_load_explicit(&t->timeouts, memory_order_relaxed);
     return s;
 }
 
-void
-pt_gil_report(void)
+int
+pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 {
-    uint64_t now = now_ns(), span, busy = 0, h = atomic_load_explicit(&handoffs, memory_order_relaxed);
-    uint64_t forced = 0;
+    uint64_t now = now_ns(), h = atomic_load_explicit(&handoffs, memory_order_relaxed);
     int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed);
-    char line[2048];
-    size_t len = 0;
+    double span;
 
-    if (last_report_ns == 0) {
-        last_report_ns = now;
+    memset(v, 0, sizeof(*v));
+    v->exact = exact;
+    v->interval_us = pt_gil_probe_interval_us();
+    v->waiters = atomic_load_explicit(&waiters, memory_order_relaxed);
+    v->handoffs_total = h;
+    if (sm->at == 0) {
+        sm->at = now;
         for (i = 0; i < n; i++) {
-            last_snap[i] = snapshot(&threads[i], now);
+            sm->last[i] = snapshot(&threads[i], now);
         }
-        last_handoffs = h;
-        return;
+        sm->handoffs = h;
+        return -1;      /* the baseline: nothing to say yet */
     }
-    span = now - last_report_ns;
-    if (span == 0) {
-        return;
+    span = (double)(now - sm->at);
+    if (span <= 0) {
+        return -1;
     }
-    for (i = 0; i < n && len < sizeof(line) - 80; i++) {
+    v->span_s = span / 1e9;
+    for (i = 0; i < n; i++) {
         pt_gil_thread_t *t = &threads[i];
+        pt_gil_thread_view_t *tv = &v->threads[v->nthreads];
         pt_gil_snap_t s;
-        uint64_t dh, dw;
 
         if (!atomic_load_explicit(&t->used, memory_order_acquire)) {
             continue;
         }
         s = snapshot(t, now);
-        dh = s.hold - last_snap[i].hold;
-        dw = s.wait - last_snap[i].wait;
-        busy += dh;
-        forced += s.forced - last_snap[i].forced;
-        if (dh * 1000 / span >= 1 || dw * 1000 / span >= 1) {
-            len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%.1f%%/%.1f%%", t->name,
-                                    100.0 * (double)dh / (double)span, 100.0 * (double)dw / (double)span);
+        memcpy(tv->name, t->name, sizeof(tv->name));
+        tv->tid = t->tid;
+        tv->hold_pct = 100.0 * (double)(s.hold - sm->last[i].hold) / span;
+        tv->wait_pct = 100.0 * (double)(s.wait - sm->last[i].wait) / span;
+        tv->state = atomic_load_explicit(&t->holding_since, memory_order_relaxed) ? 'H'
+                    : atomic_load_explicit(&t->waiting_since, memory_order_relaxed) ? 'W' : 'R';
+        tv->total = s;
+        v->busy_pct += tv->hold_pct;
+        v->forced_per_s += (double)(s.forced - sm->last[i].forced) * 1e9 / span;
+        v->nthreads++;
+        sm->last[i] = s;
+    }
+    v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
+    if (v->busy_pct > 100) {
+        v->busy_pct = 100;      /* the snapshots are not one instant: a hair over 100 is rounding */
+    }
+    sm->handoffs = h;
+    sm->at = now;
+    return 0;
+}
+
+/* ---- the report: one line per interval, from the loop, without the GIL ---- */
+
+void
+pt_gil_report(void)
+{
+    static pt_gil_sampler_t sampler;
+    static pt_gil_view_t v;
+    char line[2048];
+    size_t len = 0;
+    int i;
+
+    if (pt_gil_sample(&sampler, &v) < 0) {
+        return;
+    }
+    for (i = 0; i < v.nthreads && len < sizeof(line) - 80; i++) {
+        const pt_gil_thread_view_t *t = &v.threads[i];
+
+        if (t->hold_pct >= 0.1 || t->wait_pct >= 0.1) {
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%.1f%%/%.1f%%", t->name, t->hold_pct,
+                                    t->wait_pct);
         }
-        last_snap[i] = s;
     }
     pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us; hold/wait:%s",
-                100.0 * (double)busy / (double)span, atomic_load_explicit(&waiters, memory_order_relaxed),
-                (double)(h - last_handoffs) * 1e9 / (double)span, (double)forced * 1e9 / (double)span,
-                pt_gil_probe_interval_us(), len ? line : " (idle)");
-    last_handoffs = h;
-    last_report_ns = now;
+                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, len ? line : " (idle)");
 }
