@@ -61,6 +61,11 @@ void pt_gil_on_forced(void);
 int pt_gil_probe_start(void);
 void pt_gil_probe_stop(void);
 unsigned long pt_gil_probe_interval_us(void);
+/* sys.setswitchinterval without the GIL: the interpreter reads the field on every wait. */
+void pt_gil_probe_set_interval_us(unsigned long us);
+
+/* ---- gil_monitor.c: the live view on its own thread and loop ---- */
+int pt_gil_monitor_start(const pt_config_t *cfg);
 
 /* ---- str.c: strings interned once at start-up ---- */
 typedef struct {

@@ -127,3 +127,14 @@ pt_gil_probe_interval_us(void)
 
     return rt ? rt->ceval.gil.interval : 0;
 }
+
+void
+pt_gil_probe_set_interval_us(unsigned long us)
+{
+    _PyRuntimeState *rt = dlsym(RTLD_DEFAULT, "_PyRuntime");
+
+    if (rt != NULL) {
+        /* What _PyEval_SetSwitchInterval does: one field, read by take_gil on every wait. */
+        rt->ceval.gil.interval = us;
+    }
+}

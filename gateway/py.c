@@ -372,6 +372,15 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pa->cfg = cfg;
+    if (cfg->gil_monitor != NULL) {
+        int r = pt_gil_monitor_start(cfg);
+
+        if (r < 0) {
+            fprintf(stderr, "ponte: error: --gil-monitor %s: %s\n", cfg->gil_monitor, uv_strerror(r));
+            free(pa);
+            return -1;
+        }
+    }
     if (cfg->gil_report > 0) {
         uint64_t ms = (uint64_t)(cfg->gil_report * 1000);
 

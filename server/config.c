@@ -40,6 +40,7 @@ static const char usage[] =
     "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
+    "      --gil-monitor ADDR     serve the live GIL view (page, /events, /metrics) on ADDR, e.g. 127.0.0.1:8001\n"
     "      --gil-report S         log a GIL summary every S seconds: busy %, waiters, switches/s, forced switches/s,\n"
     "                             hold/wait % per thread (default off)\n"
     "  -V, --version              print the version and exit\n"
@@ -61,6 +62,7 @@ enum {
     OPT_LIFESPAN,
     OPT_ROOT_PATH,
     OPT_GIL_REPORT,
+    OPT_GIL_MONITOR,
 };
 
 static const struct option options[] = {
@@ -82,6 +84,7 @@ static const struct option options[] = {
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
+    { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -265,6 +268,12 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
                 return -1;
             }
+            break;
+        case OPT_GIL_MONITOR:
+            if (!bind_ok(optarg)) {
+                return bad("gil-monitor", optarg, "expected HOST:PORT, [IPv6]:PORT or unix:/path");
+            }
+            cfg->gil_monitor = optarg;
             break;
         case OPT_GIL_REPORT:
             if (parse_seconds("gil-report", optarg, &cfg->gil_report) < 0) {

@@ -2,12 +2,15 @@
 keep the GIL busy with threads waiting and sharing it; I/O-bound ones leave it nearly idle; an idle server is idle.
 The probe must say it is exact (it sees every transition of every thread)."""
 
+import json
 import re
+import socket
+import subprocess
 import threading
 import time
 import unittest
 
-from harness import REPO_APPS, Conn, Server, run_tests
+from harness import PONTE, REPO_APPS, Conn, Server, build_request, run_tests
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us; "
                   r"hold/wait:(.*)")
@@ -85,6 +88,121 @@ class GILView(unittest.TestCase):
             rs = reports(s)
         self.assertTrue(rs)
         self.assertLess(max(r["busy"] for r in rs[1:] or rs), 5, rs)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(port, path, method="GET", timeout=5):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    c = Conn(s)
+    r = c.request(method, path)
+    c.close()
+    return r
+
+
+class Monitor(unittest.TestCase):
+    """--gil-monitor: the page, Server-Sent Events at 10 Hz, Prometheus metrics, the switch interval control;
+    served from its own thread, so it answers while the GIL is held by a long request."""
+
+    def start(self, app, *args, threads=4):
+        port = free_port()
+        s = Server(app, "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", *args, threads=threads,
+                   app_dir=REPO_APPS).start()
+        self.addCleanup(s.__exit__, None, None, None)
+        self.assertIn("GIL monitor on http://127.0.0.1:%d" % port, s.stderr())
+        return s, port
+
+    def test_page(self):
+        s, port = self.start("hello:app")
+        r = get(port, "/")
+        self.assertEqual(r.status, 200)
+        self.assertIn("text/html", r.header("content-type"))
+        self.assertIn(b"new EventSource(\"events\")", r.body)
+        self.assertNotIn(b"http://", r.body.replace(b"http://127", b""))     # self-contained: nothing fetched
+        self.assertEqual(get(port, "/nope").status, 404)
+
+    def test_events_stream_at_10hz(self):
+        s, port = self.start("cpu_bound:app")
+        load_thread = threading.Thread(target=load, args=(s, "/?n=100000", 2, 2))
+        load_thread.start()
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: m\r\n\r\n")
+        data, started = b"", time.time()
+        while time.time() - started < 1.5:
+            data += sock.recv(65536)
+        sock.close()
+        load_thread.join()
+        self.assertIn(b"text/event-stream", data)
+        events = [json.loads(m) for m in re.findall(rb"data: (\{.*?\})\n\n", data)]
+        self.assertGreaterEqual(len(events), 10, len(events))     # 1.5 s at 10 Hz, with margin
+        last = events[-1]
+        for key in ("exact", "busy", "waiting", "switches_per_s", "forced_per_s", "interval_us", "threads"):
+            self.assertIn(key, last)
+        self.assertTrue(last["exact"])
+        names = {t["name"] for e in events for t in e["threads"]}
+        self.assertTrue({"worker-1", "worker-2"} <= names, names)
+        self.assertTrue(any(e["busy"] > 50 for e in events), [e["busy"] for e in events])
+
+    def test_metrics(self):
+        s, port = self.start("cpu_bound:app")
+        load(s, "/?n=50000", 2, 1)
+        time.sleep(0.3)
+        r = get(port, "/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertIn("text/plain", r.header("content-type"))
+        sample = re.compile(r'^[a-z_]+(\{thread="[^"]+"\})? -?[0-9.]+(e[+-]?[0-9]+)?$')
+        names = set()
+        for line in r.body.decode().splitlines():
+            if line.startswith("#"):
+                self.assertRegex(line, r"^# (HELP|TYPE) ponte_gil_[a-z_]+ ")
+                continue
+            self.assertRegex(line, sample)
+            names.add(line.split("{")[0].split(" ")[0])
+        self.assertTrue({"ponte_gil_busy_ratio", "ponte_gil_hold_seconds_total", "ponte_gil_wait_seconds_total",
+                         "ponte_gil_acquisitions_total", "ponte_gil_forced_switches_total",
+                         "ponte_gil_switch_interval_seconds", "ponte_gil_waiters"} <= names, names)
+        self.assertIn(b'ponte_gil_hold_seconds_total{thread="worker-1"}', r.body)
+
+    def test_answers_while_the_gil_is_held(self):
+        # --threads 0: a long CPU-bound request holds the GIL on the loop thread itself.
+        s, port = self.start("cpu_bound:app", threads=0)
+        busy = Conn(s)
+        busy.send(build_request("GET", "/?n=8000000"))
+        time.sleep(0.3)
+        started = time.time()
+        snap = json.loads(get(port, "/snapshot").body)
+        self.assertLess(time.time() - started, 1.0)
+        loop = [t for t in snap["threads"] if t["name"] == "loop"][0]
+        self.assertEqual(loop["state"], "H", snap)
+        self.assertGreater(loop["hold"], 80, snap)
+        self.assertEqual(busy.read_response().status, 200)
+        busy.close()
+
+    def test_switch_interval_control(self):
+        s, port = self.start("hello:app")
+        r = get(port, "/interval?us=1000", method="POST")
+        self.assertEqual(json.loads(r.body), {"interval_us": 1000})
+        time.sleep(0.3)
+        self.assertEqual(json.loads(get(port, "/snapshot").body)["interval_us"], 1000)
+        self.assertEqual(get(port, "/interval?us=5", method="POST").status, 400)
+        self.assertIn("GIL switch interval set to 1000 us", s.stderr())
+
+    def test_monitor_address_in_use(self):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        self.addCleanup(taken.close)
+        r = subprocess.run([PONTE, "--app-dir", REPO_APPS, "-b", "127.0.0.1:0", "--gil-monitor",
+                            "127.0.0.1:%d" % taken.getsockname()[1], "hello:app"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--gil-monitor", r.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,313 @@
+/*
+ * --gil-monitor HOST:PORT: the GIL, live, on its own address, served in C by its own thread and libuv loop, so it
+ * keeps answering while the GIL is saturated or the app's loop is blocked. It never takes the GIL: everything it
+ * shows comes from gil.c's lock-free statistics.
+ *
+ *   GET  /            a self-contained page: one lane per thread, scrolling (gil_monitor.html, compiled in)
+ *   GET  /events      Server-Sent Events: a JSON snapshot every 100 ms
+ *   GET  /metrics     Prometheus text format
+ *   POST /interval?us=N   the switch interval (sys.setswitchinterval), live
+ *
+ * It reuses server/ (connections, parsing, limits) with a C app running on its own loop thread.
+ */
+#include "gateway.h"
+
+#include <stdlib.h>
+
+#include "../server/conn.h"
+#include "../server/listen.h"
+#include "../server/log.h"
+#include "gil_monitor_html.h"
+
+#define TICK_MS 100
+#define MAX_SUBSCRIBERS 64
+
+static struct {
+    pt_config_t cfg;
+    uv_loop_t loop;
+    pt_server_t srv;
+    pt_app_t app;
+    pt_listener_t *listeners;
+    int nlisteners;
+    uv_timer_t tick;
+    uv_thread_t thread;
+    pt_gil_sampler_t sampler;
+    pt_gil_view_t view;         /* the latest snapshot: what /metrics and /events show */
+    bool have_view;
+    pt_request_t *subscribers[MAX_SUBSCRIBERS];
+    int nsubscribers;
+    pt_buf_t json;
+    pt_buf_t event;             /* the SSE frame: "data: <json>\n\n" */
+} M;
+
+static void
+json_string(pt_buf_t *b, const char *s)
+{
+    pt_buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\') {
+            pt_buf_printf(b, "\\%c", c);
+        } else if (c < 0x20) {
+            pt_buf_printf(b, "\\u%04x", c);
+        } else {
+            pt_buf_append(b, s, 1);
+        }
+    }
+    pt_buf_append(b, "\"", 1);
+}
+
+static void
+build_json(void)
+{
+    const pt_gil_view_t *v = &M.view;
+    int i;
+
+    M.json.len = 0;
+    pt_buf_printf(&M.json,
+                  "{\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
+                  "\"interval_us\":%lu,\"span_s\":%.4f,\"threads\":[",
+                  v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
+                  v->interval_us, v->span_s);
+    for (i = 0; i < v->nthreads; i++) {
+        const pt_gil_thread_view_t *t = &v->threads[i];
+
+        pt_buf_printf(&M.json, "%s{\"name\":", i ? "," : "");
+        json_string(&M.json, t->name);
+        pt_buf_printf(&M.json, ",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,\"acquisitions\":%llu}",
+                      t->tid, t->state, t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq);
+    }
+    pt_buf_append(&M.json, "]}", 2);
+}
+
+static void
+respond(pt_request_t *req, const char *status, const char *type, const char *body, size_t len)
+{
+    pt_buf_t out = { 0 };
+    pt_resp_ctx_t ctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_header_t h[] = {
+        { PT_SPAN("Content-Type"), { type, strlen(type) } },
+        { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },
+    };
+
+    pt_resp_head(&req->resp, &ctx, &out, (pt_span_t){ status, strlen(status) }, h, 2, (int64_t)len);
+    pt_resp_body(&req->resp, &out, body, len);
+    pt_resp_end(&req->resp, &out);
+    pt_req_send(req, &out, PT_SEND_END | PT_SEND_DONE);
+    pt_buf_free(&out);
+}
+
+static void
+metrics(pt_request_t *req)
+{
+    const pt_gil_view_t *v = &M.view;
+    pt_buf_t b = { 0 };
+    int i;
+
+    pt_buf_printf(&b, "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
+                      "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
+                      "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
+                      "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
+                      "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
+                      "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %.6f\n"
+                      "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
+                      "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
+                      "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
+                      "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n",
+                  v->busy_pct / 100.0, v->waiters, (double)v->interval_us / 1e6,
+                  (unsigned long long)v->handoffs_total, v->exact ? 1 : 0);
+    pt_buf_printf(&b, "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
+                      "# TYPE ponte_gil_hold_seconds_total counter\n");
+    for (i = 0; i < v->nthreads; i++) {
+        pt_buf_printf(&b, "ponte_gil_hold_seconds_total{thread=\"%s\"} %.6f\n", v->threads[i].name,
+                      (double)v->threads[i].total.hold / 1e9);
+    }
+    pt_buf_printf(&b, "# HELP ponte_gil_wait_seconds_total Time each thread waited for the GIL.\n"
+                      "# TYPE ponte_gil_wait_seconds_total counter\n");
+    for (i = 0; i < v->nthreads; i++) {
+        pt_buf_printf(&b, "ponte_gil_wait_seconds_total{thread=\"%s\"} %.6f\n", v->threads[i].name,
+                      (double)v->threads[i].total.wait / 1e9);
+    }
+    pt_buf_printf(&b, "# HELP ponte_gil_acquisitions_total Times each thread took the GIL.\n"
+                      "# TYPE ponte_gil_acquisitions_total counter\n");
+    for (i = 0; i < v->nthreads; i++) {
+        pt_buf_printf(&b, "ponte_gil_acquisitions_total{thread=\"%s\"} %llu\n", v->threads[i].name,
+                      (unsigned long long)v->threads[i].total.acq);
+    }
+    pt_buf_printf(&b, "# HELP ponte_gil_forced_switches_total Times each thread was made to drop the GIL.\n"
+                      "# TYPE ponte_gil_forced_switches_total counter\n");
+    for (i = 0; i < v->nthreads; i++) {
+        pt_buf_printf(&b, "ponte_gil_forced_switches_total{thread=\"%s\"} %llu\n", v->threads[i].name,
+                      (unsigned long long)v->threads[i].total.forced);
+    }
+    respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
+    pt_buf_free(&b);
+}
+
+static void
+drop_subscriber(int i)
+{
+    pt_request_t *req = M.subscribers[i];
+    pt_buf_t out = { 0 };
+
+    M.subscribers[i] = M.subscribers[--M.nsubscribers];
+    pt_req_send(req, &out, PT_SEND_ABORT | PT_SEND_DONE);
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    int i;
+
+    if (pt_gil_sample(&M.sampler, &M.view) < 0) {
+        return;
+    }
+    M.have_view = true;
+    build_json();
+    M.event.len = 0;
+    pt_buf_append(&M.event, "data: ", 6);
+    pt_buf_append(&M.event, M.json.data, M.json.len);
+    pt_buf_append(&M.event, "\n\n", 2);
+    for (i = M.nsubscribers - 1; i >= 0; i--) {
+        pt_request_t *req = M.subscribers[i];
+        pt_buf_t out = { 0 };
+
+        if (pt_req_must_wait(req)) {
+            continue;           /* a slow viewer skips frames instead of buffering them */
+        }
+        pt_resp_body(&req->resp, &out, M.event.data, M.event.len);     /* one event, one chunk */
+        if (pt_req_send(req, &out, 0) < 0) {
+            pt_buf_free(&out);
+            drop_subscriber(i);
+            continue;
+        }
+        pt_buf_free(&out);
+    }
+}
+
+static void
+subscribe(pt_request_t *req)
+{
+    pt_buf_t out = { 0 };
+    pt_resp_ctx_t ctx = { req->http_minor, false, req->keep_alive };
+    pt_header_t h[] = {
+        { PT_SPAN("Content-Type"), PT_SPAN("text/event-stream") },
+        { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },
+    };
+
+    if (M.nsubscribers == MAX_SUBSCRIBERS) {
+        respond(req, "503 Service Unavailable", "text/plain", "too many viewers\n", 17);
+        return;
+    }
+    pt_resp_head(&req->resp, &ctx, &out, PT_SPAN("200 OK"), h, 2, -1);
+    pt_resp_body(&req->resp, &out, "retry: 1000\n\n", 13);
+    pt_req_send(req, &out, 0);
+    pt_buf_free(&out);
+    M.subscribers[M.nsubscribers++] = req;
+}
+
+static void
+set_interval(pt_request_t *req)
+{
+    const char *q = req->query.base;
+    char buf[96];
+    long us = -1;
+    int n;
+
+    if (req->query.len > 3 && strncmp(q, "us=", 3) == 0) {
+        us = strtol(q + 3, NULL, 10);
+    }
+    if (us < 100 || us > 1000000) {
+        respond(req, "400 Bad Request", "text/plain", "expected ?us= from 100 to 1000000\n", 34);
+        return;
+    }
+    pt_gil_probe_set_interval_us((unsigned long)us);
+    pt_log_info("GIL switch interval set to %ld us from the monitor", us);
+    n = snprintf(buf, sizeof(buf), "{\"interval_us\":%ld}", us);
+    respond(req, "200 OK", "application/json", buf, (size_t)n);
+}
+
+static bool
+path_is(const pt_request_t *req, const char *p)
+{
+    return req->path.len == strlen(p) && memcmp(req->path.base, p, req->path.len) == 0;
+}
+
+static void
+on_request(pt_app_t *app, pt_request_t *req)
+{
+    if (path_is(req, "/") || path_is(req, "/index.html")) {
+        respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html, sizeof(gil_monitor_html) - 1);
+    } else if (path_is(req, "/events")) {
+        subscribe(req);
+    } else if (path_is(req, "/metrics")) {
+        metrics(req);
+    } else if (path_is(req, "/snapshot")) {
+        respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}", M.json.data ? M.json.len : 2);
+    } else if (path_is(req, "/interval")) {
+        set_interval(req);
+    } else {
+        respond(req, "404 Not Found", "text/plain", "not found\n", 10);
+    }
+}
+
+static void
+on_gone(pt_app_t *app, pt_request_t *req)
+{
+    int i;
+
+    for (i = 0; i < M.nsubscribers; i++) {
+        if (M.subscribers[i] == req) {
+            drop_subscriber(i);
+            return;
+        }
+    }
+}
+
+static void
+on_drain(pt_app_t *app, pt_request_t *req)
+{
+}
+
+static void
+monitor_main(void *arg)
+{
+    pt_set_loop_thread();
+    pt_gil_thread_name("gil-monitor");
+    uv_run(&M.loop, UV_RUN_DEFAULT);
+}
+
+int
+pt_gil_monitor_start(const pt_config_t *cfg)
+{
+    int r, i;
+
+    M.cfg = *cfg;
+    M.cfg.binds[0] = cfg->gil_monitor;
+    M.cfg.nbinds = 1;
+    M.cfg.access_log = false;
+    M.cfg.max_body_size = 1024;
+    M.app.on_loop = true;
+    M.app.on_request = on_request;
+    M.app.on_gone = on_gone;
+    M.app.on_drain = on_drain;
+    M.app.description = "gil monitor";
+    r = uv_loop_init(&M.loop);
+    if (r == 0) {
+        r = pt_server_init(&M.srv, &M.loop, &M.cfg, &M.app);
+    }
+    if (r == 0) {
+        r = pt_listen_all(&M.srv, &M.listeners, &M.nlisteners);
+    }
+    if (r < 0) {
+        return r;
+    }
+    uv_timer_init(&M.loop, &M.tick);
+    uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
+    pt_gil_sample(&M.sampler, &M.view);
+    for (i = 0; i < M.nlisteners; i++) {
+        pt_log_info("GIL monitor on %s", M.listeners[i].url);
+    }
+    return uv_thread_create(&M.thread, monitor_main, NULL);
+}
