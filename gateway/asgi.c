@@ -150,6 +150,7 @@ struct pt_asgi_ctx_s {
     PyObject_HEAD
     pt_request_t *req;          /* NULL once the app is finished with it */
     uint64_t seq;
+    uint64_t t0;                /* when the request started (for --gil-trace) */
     PyObject *receive, *send, *on_done;     /* bound to this context */
     PyObject *task;
     PyObject *recv_fut, *send_fut;          /* a receive()/send() waiting */
@@ -583,6 +584,13 @@ ctx_finish(pt_asgi_ctx_t *c)
             flags |= PT_SEND_ABORT;     /* the head is out: only closing tells the client the body is cut */
         }
     }
+    if (pt_gil_tracing()) {
+        char label[64];
+
+        snprintf(label, sizeof(label), "%.*s %.*s", (int)req->method.len, req->method.base, (int)req->target.len,
+                 req->target.base);
+        pt_gil_trace_request(c->t0, label);
+    }
     c->req = NULL;
     req->app_data = NULL;
     pt_req_send(req, &c->out, flags);
@@ -772,6 +780,7 @@ asgi_start(pt_request_t *req)
     }
     c->req = NULL;
     c->seq = req->seq;
+    c->t0 = pt_gil_now();
     c->task = c->recv_fut = c->send_fut = c->headers = NULL;
     c->status = 0;
     c->started = c->head_sent = c->complete = c->body_done = c->disconnected = false;

@@ -50,6 +50,15 @@ typedef struct {
     pt_gil_snap_t last[PT_GIL_MAX_THREADS];
 } pt_gil_sampler_t;
 int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
+/* --gil-trace FILE: Chrome trace-event JSON (Perfetto, chrome://tracing). Open before the app loads; flush from
+ * the loop (no GIL needed); close at exit. */
+int pt_gil_trace_open(const char *path);
+void pt_gil_trace_flush(void);
+void pt_gil_trace_close(void);
+/* A request span on the calling thread's track, from start_ns (pt_gil_now) to now. */
+uint64_t pt_gil_now(void);
+bool pt_gil_tracing(void);
+void pt_gil_trace_request(uint64_t start_ns, const char *label);
 /* Transitions, from the probe (any thread, inside CPython's GIL critical sections). */
 void pt_gil_on_wait(void);
 void pt_gil_on_wait_timeout(void);

@@ -9,7 +9,11 @@
  */
 #include "gateway.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -19,6 +23,23 @@
 
 #define MAX_THREADS PT_GIL_MAX_THREADS
 
+/* --gil-trace: each thread appends its spans to its own ring (single producer); the loop drains them (single
+ * consumer) to the file. A full ring drops spans and counts them, never blocks. */
+#define TRACE_RING 8192
+
+typedef struct {
+    uint64_t ts, dur;           /* ns since the trace started */
+    char kind;                  /* 'H' held, 'W' waited, 'R' request */
+    char label[47];
+} pt_trace_ev_t;
+
+typedef struct {
+    pt_trace_ev_t *ev;
+    _Atomic uint32_t head, tail;
+    _Atomic uint64_t dropped;
+    bool named;                 /* the thread_name metadata event was written */
+} pt_trace_ring_t;
+
 typedef struct {
     _Atomic int used;
     pid_t tid;
@@ -27,6 +48,7 @@ typedef struct {
     _Atomic uint64_t holding_since;         /* 0 when not holding */
     _Atomic uint64_t waiting_since;         /* 0 when not waiting */
     _Atomic uint64_t acquisitions, forced, timeouts;
+    pt_trace_ring_t trace;
 } pt_gil_thread_t;
 
 static pt_gil_thread_t threads[MAX_THREADS];
@@ -37,6 +59,41 @@ static _Atomic(pt_gil_thread_t *) last_taker;
 static _Atomic uint64_t handoffs;
 static _Atomic int waiters;
 static bool exact;          /* the probe sees every transition; else only ponte's own moves are timed */
+static bool tracing;
+static uint64_t trace_t0;
+
+static void
+trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
+{
+    uint32_t head, tail;
+    pt_trace_ev_t *e;
+
+    if (!tracing || start < trace_t0) {
+        return;
+    }
+    if (t->trace.ev == NULL) {
+        t->trace.ev = calloc(TRACE_RING, sizeof(pt_trace_ev_t));     /* once per thread */
+        if (t->trace.ev == NULL) {
+            return;
+        }
+    }
+    head = atomic_load_explicit(&t->trace.head, memory_order_relaxed);
+    tail = atomic_load_explicit(&t->trace.tail, memory_order_acquire);
+    if (head - tail >= TRACE_RING) {
+        atomic_fetch_add_explicit(&t->trace.dropped, 1, memory_order_relaxed);
+        return;
+    }
+    e = &t->trace.ev[head % TRACE_RING];
+    e->ts = start - trace_t0;
+    e->dur = end - start;
+    e->kind = kind;
+    if (label != NULL) {
+        snprintf(e->label, sizeof(e->label), "%s", label);
+    } else {
+        e->label[0] = '\0';
+    }
+    atomic_store_explicit(&t->trace.head, head + 1, memory_order_release);
+}
 
 static uint64_t
 now_ns(void)
@@ -115,6 +172,7 @@ pt_gil_on_taken(void)
     if (since != 0) {
         atomic_fetch_add_explicit(&t->wait_ns, now - since, memory_order_relaxed);
         atomic_fetch_sub_explicit(&waiters, 1, memory_order_relaxed);
+        trace_push(t, 'W', since, now, NULL);
     }
     atomic_store_explicit(&t->holding_since, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
@@ -135,7 +193,135 @@ pt_gil_on_dropped(void)
     }
     since = atomic_exchange_explicit(&t->holding_since, 0, memory_order_relaxed);
     if (since != 0) {
-        atomic_fetch_add_explicit(&t->hold_ns, now_ns() - since, memory_order_relaxed);
+        uint64_t now = now_ns();
+
+        atomic_fetch_add_explicit(&t->hold_ns, now - since, memory_order_relaxed);
+        trace_push(t, 'H', since, now, NULL);
+    }
+}
+
+bool
+pt_gil_tracing(void)
+{
+    return tracing;
+}
+
+uint64_t
+pt_gil_now(void)
+{
+    return now_ns();
+}
+
+void
+pt_gil_trace_request(uint64_t start_ns, const char *label)
+{
+    pt_gil_thread_t *t = me();
+
+    if (t != NULL && tracing) {
+        trace_push(t, 'R', start_ns, now_ns(), label);
+    }
+}
+
+/* ---- the trace file: Chrome trace-event JSON, drained from the rings by the loop ---- */
+
+static FILE *trace_file;
+static bool trace_first = true;
+
+static void
+trace_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+trace_write(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs(trace_first ? "[\n" : ",\n", trace_file);
+    trace_first = false;
+    va_start(ap, fmt);
+    vfprintf(trace_file, fmt, ap);
+    va_end(ap);
+}
+
+int
+pt_gil_trace_open(const char *path)
+{
+    trace_file = fopen(path, "w");
+    if (trace_file == NULL) {
+        return -errno;
+    }
+    trace_t0 = now_ns();
+    tracing = true;
+    trace_write("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"ponte %d\"}}", (int)getpid(),
+                (int)getpid());
+    return 0;
+}
+
+void
+pt_gil_trace_flush(void)
+{
+    int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed), pid = (int)getpid();
+
+    if (trace_file == NULL) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        pt_gil_thread_t *t = &threads[i];
+        uint32_t head, tail;
+
+        if (!atomic_load_explicit(&t->used, memory_order_acquire)) {
+            continue;
+        }
+        if (!t->trace.named) {
+            t->trace.named = true;
+            trace_write("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s\"}}", pid,
+                        (int)t->tid, t->name);
+        }
+        head = atomic_load_explicit(&t->trace.head, memory_order_acquire);
+        tail = atomic_load_explicit(&t->trace.tail, memory_order_relaxed);
+        for (; tail != head; tail++) {
+            const pt_trace_ev_t *e = &t->trace.ev[tail % TRACE_RING];
+            const char *name = e->kind == 'H' ? "holding the GIL" : e->kind == 'W' ? "waiting for the GIL" : "request";
+            const char *cat = e->kind == 'R' ? "request" : "gil";
+            char label[sizeof(e->label) * 2];
+            size_t j, k = 0;
+
+            for (j = 0; e->label[j] && k < sizeof(label) - 2; j++) {
+                if (e->label[j] == '"' || e->label[j] == '\\') {
+                    label[k++] = '\\';
+                }
+                label[k++] = (unsigned char)e->label[j] < 0x20 ? '?' : e->label[j];
+            }
+            label[k] = '\0';
+            trace_write("{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f%s%s%s}",
+                        e->kind == 'R' && label[0] ? label : name, cat, pid, (int)t->tid, (double)e->ts / 1000.0,
+                        (double)e->dur / 1000.0, e->kind == 'R' ? ",\"args\":{\"request\":\"" : "",
+                        e->kind == 'R' ? label : "", e->kind == 'R' ? "\"}" : "");
+        }
+        atomic_store_explicit(&t->trace.tail, tail, memory_order_release);
+    }
+    fflush(trace_file);
+}
+
+void
+pt_gil_trace_close(void)
+{
+    int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed);
+    uint64_t dropped = 0;
+
+    if (trace_file == NULL) {
+        return;
+    }
+    pt_gil_trace_flush();
+    tracing = false;
+    for (i = 0; i < n; i++) {
+        dropped += atomic_load_explicit(&threads[i].trace.dropped, memory_order_relaxed);
+    }
+    fputs(trace_first ? "[]\n" : "\n]\n", trace_file);
+    fclose(trace_file);
+    trace_file = NULL;
+    if (dropped) {
+        pt_log_warning("--gil-trace dropped %llu spans (a ring filled faster than it was written)",
+                       (unsigned long long)dropped);
     }
 }
 

@@ -25,6 +25,7 @@ typedef struct {
     bool asgi;
     char description[64];
     uv_timer_t gil_report;
+    uv_timer_t gil_trace;
     uv_prepare_t release_gil;
 } pt_pyapp_t;
 
@@ -125,6 +126,12 @@ static void
 on_gil_report(uv_timer_t *t)
 {
     pt_gil_report();    /* reads the statistics' atomics: no GIL needed */
+}
+
+static void
+on_gil_trace_flush(uv_timer_t *t)
+{
+    pt_gil_trace_flush();
 }
 
 static int
@@ -359,6 +366,14 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     pt_pyapp_t *pa;
     int asgi;
 
+    if (cfg->gil_trace != NULL) {
+        int r = pt_gil_trace_open(cfg->gil_trace);
+
+        if (r < 0) {
+            fprintf(stderr, "ponte: error: --gil-trace %s: %s\n", cfg->gil_trace, strerror(-r));
+            return -1;
+        }
+    }
     if (start_interpreter(cfg) < 0) {
         return -1;
     }
@@ -372,6 +387,11 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pa->cfg = cfg;
+    if (cfg->gil_trace != NULL) {
+        uv_timer_init(loop, &pa->gil_trace);
+        uv_timer_start(&pa->gil_trace, on_gil_trace_flush, 250, 250);
+        uv_unref((uv_handle_t *)&pa->gil_trace);
+    }
     if (cfg->gil_monitor != NULL) {
         int r = pt_gil_monitor_start(cfg);
 
@@ -464,6 +484,7 @@ pt_app_unload(pt_app_t *app)
 {
     pt_pyapp_t *pa = (pt_pyapp_t *)app;
 
+    pt_gil_trace_close();
     pt_gil_acquire(pa->main_ts);
     pa->loop_holds_gil = true;
     Py_CLEAR(pa->app);

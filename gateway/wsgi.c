@@ -39,6 +39,7 @@ typedef struct pt_ctx_s {
     PyObject *seq;              /* result itself when it is a list or tuple (no iterator needed) */
     Py_ssize_t pos;
     int64_t known_length;       /* total body size when known before the head is written */
+    uint64_t t0;                /* when the app got the request (for --gil-trace) */
     pt_buf_t out;               /* bytes for the client not yet handed to the connection */
     pt_header_t *hspans;
     size_t hcap;
@@ -771,6 +772,13 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         flags |= PT_SEND_ABORT;
         break;
     }
+    if (pt_gil_tracing()) {
+        char label[64];
+
+        snprintf(label, sizeof(label), "%.*s %.*s", (int)req->method.len, req->method.base, (int)req->target.len,
+                 req->target.base);
+        pt_gil_trace_request(ctx->t0, label);
+    }
     /* After PT_SEND_DONE a worker must not touch req again; ctx_put does not. */
     pt_req_send(req, &ctx->out, flags);
     ctx_put(ctx);
@@ -954,6 +962,7 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
         return;
     }
     ctx->req = req;
+    ctx->t0 = pt_gil_now();
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;

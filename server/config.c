@@ -41,6 +41,8 @@ static const char usage[] =
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
     "      --gil-monitor ADDR     serve the live GIL view (page, /events, /metrics) on ADDR, e.g. 127.0.0.1:8001\n"
+    "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
+    "                             (open it in Perfetto or chrome://tracing)\n"
     "      --gil-report S         log a GIL summary every S seconds: busy %, waiters, switches/s, forced switches/s,\n"
     "                             hold/wait % per thread (default off)\n"
     "  -V, --version              print the version and exit\n"
@@ -63,6 +65,7 @@ enum {
     OPT_ROOT_PATH,
     OPT_GIL_REPORT,
     OPT_GIL_MONITOR,
+    OPT_GIL_TRACE,
 };
 
 static const struct option options[] = {
@@ -85,6 +88,7 @@ static const struct option options[] = {
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
+    { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -268,6 +272,9 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
                 return -1;
             }
+            break;
+        case OPT_GIL_TRACE:
+            cfg->gil_trace = optarg;
             break;
         case OPT_GIL_MONITOR:
             if (!bind_ok(optarg)) {

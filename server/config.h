@@ -53,6 +53,7 @@ typedef struct {
     const char *python_executable;      /* sys.executable of the embedded interpreter */
     double gil_report;                  /* seconds between GIL summary lines in the log; 0: none */
     const char *gil_monitor;            /* address of the live GIL view, or NULL */
+    const char *gil_trace;              /* Chrome trace-event JSON file, or NULL */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

@@ -3,9 +3,11 @@ keep the GIL busy with threads waiting and sharing it; I/O-bound ones leave it n
 The probe must say it is exact (it sees every transition of every thread)."""
 
 import json
+import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -104,6 +106,32 @@ def get(port, path, method="GET", timeout=5):
     r = c.request(method, path)
     c.close()
     return r
+
+
+class Trace(unittest.TestCase):
+    def test_chrome_trace(self):
+        path = tempfile.mktemp(prefix="ponte-gil-", suffix=".json")
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        with Server("cpu_bound:app", "--gil-trace", path, "--no-access-log", threads=3, app_dir=REPO_APPS) as s:
+            load(s, "/?n=200000", clients=3, seconds=1.5)
+        with open(path) as f:
+            events = json.load(f)               # a complete JSON array once ponte has exited
+        names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+        self.assertTrue({"loop", "worker-1", "worker-2", "worker-3"} <= set(names.values()), names)
+        spans = [e for e in events if e["ph"] == "X"]
+        for e in spans:
+            self.assertGreaterEqual(e["dur"], 0)
+            self.assertIn(e["tid"], names)
+        holds = [e for e in spans if e["name"] == "holding the GIL"]
+        waits = [e for e in spans if e["name"] == "waiting for the GIL"]
+        requests = [e for e in spans if e["cat"] == "request"]
+        self.assertTrue(holds and waits and requests)
+        self.assertTrue(all(e["name"].startswith("GET /?n=200000") for e in requests), requests[:3])
+        self.assertTrue(all(names[e["tid"]].startswith("worker-") for e in requests))
+        # Only one thread holds the GIL at a time: hold spans, across all threads, never overlap.
+        holds.sort(key=lambda e: e["ts"])
+        for a, b in zip(holds, holds[1:]):
+            self.assertLessEqual(a["ts"] + a["dur"], b["ts"] + 1.0, (a, b))     # 1 us of clock slack
 
 
 class Monitor(unittest.TestCase):
