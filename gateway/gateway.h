@@ -58,6 +58,8 @@ void pt_gil_trace_close(void);
 /* A request span on the calling thread's track, from start_ns (pt_gil_now) to now. */
 uint64_t pt_gil_now(void);
 bool pt_gil_tracing(void);
+/* The calling thread's total GIL wait so far (ns): deltas give a request's wait. */
+uint64_t pt_gil_my_wait_ns(void);
 void pt_gil_trace_request(uint64_t start_ns, const char *label);
 /* Transitions, from the probe (any thread, inside CPython's GIL critical sections). */
 void pt_gil_on_wait(void);

@@ -200,6 +200,14 @@ pt_gil_on_dropped(void)
     }
 }
 
+uint64_t
+pt_gil_my_wait_ns(void)
+{
+    pt_gil_thread_t *t = me();
+
+    return t ? atomic_load_explicit(&t->wait_ns, memory_order_relaxed) : 0;
+}
+
 bool
 pt_gil_tracing(void)
 {

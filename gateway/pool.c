@@ -50,7 +50,12 @@ worker_main(void *arg)
         pool->count--;
         uv_mutex_unlock(&pool->lock);
 
-        pt_gil_acquire(ts);
+        {
+            uint64_t w0 = pt_gil_my_wait_ns();
+
+            pt_gil_acquire(ts);
+            req->gil_wait_start_ns = pt_gil_my_wait_ns() - w0;
+        }
         pool->fn(pool->arg, req);
         ts = pt_gil_release();
     }

@@ -79,7 +79,12 @@ wsgi_on_request(pt_app_t *app, pt_request_t *req)
         pt_pool_submit(pa->pool, req);
         return;
     }
-    loop_take_gil(pa);
+    {
+        uint64_t w0 = pt_gil_my_wait_ns();
+
+        loop_take_gil(pa);
+        req->gil_wait_start_ns = pt_gil_my_wait_ns() - w0;
+    }
     pt_wsgi_handle(pa->wsgi, req);
 }
 

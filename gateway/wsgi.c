@@ -40,6 +40,7 @@ typedef struct pt_ctx_s {
     Py_ssize_t pos;
     int64_t known_length;       /* total body size when known before the head is written */
     uint64_t t0;                /* when the app got the request (for --gil-trace) */
+    uint64_t wait0;             /* this thread's GIL wait total then (for --access-log-gil) */
     pt_buf_t out;               /* bytes for the client not yet handed to the connection */
     pt_header_t *hspans;
     size_t hcap;
@@ -772,6 +773,7 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         flags |= PT_SEND_ABORT;
         break;
     }
+    req->gil_wait_run_ns = pt_gil_my_wait_ns() - ctx->wait0;
     if (pt_gil_tracing()) {
         char label[64];
 
@@ -963,6 +965,7 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
     }
     ctx->req = req;
     ctx->t0 = pt_gil_now();
+    ctx->wait0 = pt_gil_my_wait_ns();
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;

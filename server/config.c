@@ -31,6 +31,7 @@ static const char usage[] =
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
     "      --access-log           log one line per request to stdout (default)\n"
     "      --no-access-log        do not\n"
+    "      --access-log-gil       add the GIL wait of each request: to start the app, and while it ran (seconds)\n"
     "      --log-level LEVEL      debug, info, warning, error or critical (default info)\n"
     "      --max-header-size N    request line and headers, bytes; larger gets 431 (default 32768)\n"
     "      --max-headers N        header lines; more gets 431 (default 100)\n"
@@ -66,6 +67,7 @@ enum {
     OPT_GIL_REPORT,
     OPT_GIL_MONITOR,
     OPT_GIL_TRACE,
+    OPT_ACCESS_LOG_GIL,
 };
 
 static const struct option options[] = {
@@ -75,6 +77,7 @@ static const struct option options[] = {
     { "app-dir", required_argument, NULL, OPT_APP_DIR },
     { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
     { "no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG },
+    { "access-log-gil", no_argument, NULL, OPT_ACCESS_LOG_GIL },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "max-header-size", required_argument, NULL, OPT_MAX_HEADER_SIZE },
     { "max-headers", required_argument, NULL, OPT_MAX_HEADERS },
@@ -219,6 +222,9 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             break;
         case OPT_NO_ACCESS_LOG:
             cfg->access_log = false;
+            break;
+        case OPT_ACCESS_LOG_GIL:
+            cfg->access_log_gil = true;
             break;
         case OPT_LOG_LEVEL: {
             static const char *const names[] = { "debug", "info", "warning", "error", "critical" };

@@ -41,6 +41,7 @@ typedef struct {
     const char *app_dir;
     const char *root_path;              /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
     bool access_log;
+    bool access_log_gil;                /* append the request's GIL wait to access log lines */
     pt_log_level_t log_level;
     size_t max_header_size;             /* request line + header block, bytes -> 431 */
     size_t max_headers;                 /* number of header lines -> 431 */

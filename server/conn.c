@@ -622,6 +622,7 @@ pt_conn_on_headers(pt_conn_t *c)
 
     req->start_ns = uv_hrtime();
     req->seq++;
+    req->gil_wait_start_ns = req->gil_wait_run_ns = 0;
     req->remote_addr = c->remote_addr;
     req->remote_port = c->remote_port;
     req->server_name = c->listener->name;

@@ -5,11 +5,13 @@
 #ifndef PT_LOG_H
 #define PT_LOG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
 
 extern pt_log_level_t pt_log_level;
+extern bool pt_log_gil_wait;    /* --access-log-gil */
 
 void pt_log(pt_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define pt_log_debug(...)   do { if (pt_log_level <= PT_LOG_DEBUG) pt_log(PT_LOG_DEBUG, __VA_ARGS__); } while (0)

@@ -105,6 +105,7 @@ main(int argc, char **argv)
         return r > 0 ? 0 : 2;
     }
     pt_log_level = M.cfg.log_level;
+    pt_log_gil_wait = M.cfg.access_log_gil;
     setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
     signal(SIGPIPE, SIG_IGN);
 

@@ -108,6 +108,24 @@ def get(port, path, method="GET", timeout=5):
     return r
 
 
+class AccessLogWait(unittest.TestCase):
+    def test_gil_wait_per_request(self):
+        with Server("cpu_bound:app", "--access-log-gil", threads=4, app_dir=REPO_APPS) as s:
+            load(s, "/?n=200000", clients=4, seconds=2)
+            c = Conn(s)
+            c.request("GET", "/?n=10")      # alone: hardly any wait
+            c.close()
+            time.sleep(1.3)                 # the access log is flushed every second
+            lines = [l for l in s.stdout().splitlines() if "GET /?n=" in l]
+        waits = [tuple(map(float, re.search(r" gil_wait=([\d.]+)/([\d.]+)$", l).groups())) for l in lines]
+        self.assertEqual(len(waits), len(lines), lines[:3])
+        contended = [w for l, w in zip(lines, waits) if "n=200000" in l]
+        # Four CPU-bound requests share one GIL: each spends a good part of its time waiting for it.
+        self.assertGreater(sum(run for _, run in contended) / len(contended), 0.002, contended[:5])
+        alone = [w for l, w in zip(lines, waits) if "n=10 " in l][0]
+        self.assertLess(alone[0] + alone[1], 0.005, alone)
+
+
 class Trace(unittest.TestCase):
     def test_chrome_trace(self):
         path = tempfile.mktemp(prefix="ponte-gil-", suffix=".json")
