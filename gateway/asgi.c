@@ -64,6 +64,7 @@ static struct {
     struct { int fd, mask; } *ready;
     size_t nready, readycap;
     bool stopped;
+    uint64_t left_select;   /* when run_once last returned to asyncio (loop lag is measured from there) */
     bool serving;           /* run_forever is serving requests (not the start-up lifespan) */
     uv_async_t keepalive;   /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
     PyObject *lifespan;     /* the Lifespan object, when the app takes part */
@@ -1099,6 +1100,9 @@ mod_run_once(PyObject *mod, PyObject *arg)
     if (A.nevents > 0 || A.exit_pending) {
         timeout = 0;            /* work queued while Python ran: do not block before handling it */
     }
+    if (A.left_select != 0) {
+        pt_gil_loop_busy(pt_gil_now() - A.left_select);     /* how long asyncio ran callbacks since */
+    }
     A.nready = 0;
     if (timeout > 0 && !uv_is_closing((uv_handle_t *)&A.select_timer)) {
         uv_timer_start(&A.select_timer, on_select_timer, (uint64_t)ceil(timeout * 1000), 0);
@@ -1133,6 +1137,7 @@ mod_run_once(PyObject *mod, PyObject *arg)
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, t);
     }
+    A.left_select = pt_gil_now();
     return list;
 }
 

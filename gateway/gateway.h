@@ -42,11 +42,15 @@ typedef struct {
     unsigned long interval_us;
     double span_s, busy_pct, switches_per_s, forced_per_s;
     uint64_t handoffs_total;
+    double loop_busy_pct;       /* ASGI: share of the interval the loop ran Python callbacks */
+    double loop_lag_max_ms;     /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */
+    uint64_t loop_busy_total_ns;
     pt_gil_thread_view_t threads[PT_GIL_MAX_THREADS];
 } pt_gil_view_t;
 /* What the GIL did since the sampler's previous call (its own baseline). -1 on the first call (baseline only). */
 typedef struct {
-    uint64_t at, handoffs;
+    uint64_t at, handoffs, loop_busy;
+    bool takes_lag;             /* this sampler reads (and resets) the loop-lag maximum */
     pt_gil_snap_t last[PT_GIL_MAX_THREADS];
 } pt_gil_sampler_t;
 int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
@@ -58,6 +62,8 @@ void pt_gil_trace_close(void);
 /* A request span on the calling thread's track, from start_ns (pt_gil_now) to now. */
 uint64_t pt_gil_now(void);
 bool pt_gil_tracing(void);
+/* ASGI: the loop ran Python for `ns` between two selects (loop lag). */
+void pt_gil_loop_busy(uint64_t ns);
 /* The calling thread's total GIL wait so far (ns): deltas give a request's wait. */
 uint64_t pt_gil_my_wait_ns(void);
 void pt_gil_trace_request(uint64_t start_ns, const char *label);

@@ -60,6 +60,8 @@ static _Atomic uint64_t handoffs;
 static _Atomic int waiters;
 static bool exact;          /* the probe sees every transition; else only ponte's own moves are timed */
 static bool tracing;
+static _Atomic uint64_t loop_busy_ns;       /* ASGI: time the loop spent in Python callbacks between selects */
+static _Atomic uint64_t loop_lag_max_ns;    /* the longest such stretch since the monitor last looked */
 static uint64_t trace_t0;
 
 static void
@@ -197,6 +199,17 @@ pt_gil_on_dropped(void)
 
         atomic_fetch_add_explicit(&t->hold_ns, now - since, memory_order_relaxed);
         trace_push(t, 'H', since, now, NULL);
+    }
+}
+
+void
+pt_gil_loop_busy(uint64_t ns)
+{
+    uint64_t max = atomic_load_explicit(&loop_lag_max_ns, memory_order_relaxed);
+
+    atomic_fetch_add_explicit(&loop_busy_ns, ns, memory_order_relaxed);
+    while (ns > max && !atomic_compare_exchange_weak_explicit(&loop_lag_max_ns, &max, ns, memory_order_relaxed,
+                                                              memory_order_relaxed)) {
     }
 }
 
@@ -461,6 +474,16 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
         sm->last[i] = s;
     }
     v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
+    {
+        uint64_t busy = atomic_load_explicit(&loop_busy_ns, memory_order_relaxed);
+
+        v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span;
+        v->loop_busy_total_ns = busy;
+        sm->loop_busy = busy;
+        if (sm->takes_lag) {
+            v->loop_lag_max_ms = (double)atomic_exchange_explicit(&loop_lag_max_ns, 0, memory_order_relaxed) / 1e6;
+        }
+    }
     if (v->busy_pct > 100) {
         v->busy_pct = 100;      /* the snapshots are not one instant: a hair over 100 is rounding */
     }
@@ -491,6 +514,11 @@ pt_gil_report(void)
                                     t->wait_pct);
         }
     }
-    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us; hold/wait:%s",
-                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, len ? line : " (idle)");
+    char loop[48] = "";
+
+    if (v.loop_busy_total_ns) {
+        snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
+    }
+    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us%s; hold/wait:%s",
+                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, loop, len ? line : " (idle)");
 }

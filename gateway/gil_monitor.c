@@ -67,9 +67,9 @@ build_json(void)
     M.json.len = 0;
     pt_buf_printf(&M.json,
                   "{\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
-                  "\"interval_us\":%lu,\"span_s\":%.4f,\"threads\":[",
+                  "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,\"threads\":[",
                   v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
-                  v->interval_us, v->span_s);
+                  v->interval_us, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms);
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
@@ -114,9 +114,14 @@ metrics(pt_request_t *req)
                       "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
                       "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
                       "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
-                      "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n",
+                      "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n"
+                      "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
+                      "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
+                      "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
+                      "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
                   v->busy_pct / 100.0, v->waiters, (double)v->interval_us / 1e6,
-                  (unsigned long long)v->handoffs_total, v->exact ? 1 : 0);
+                  (unsigned long long)v->handoffs_total, v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9,
+                  v->loop_lag_max_ms / 1e3);
     pt_buf_printf(&b, "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
                       "# TYPE ponte_gil_hold_seconds_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
@@ -303,6 +308,7 @@ pt_gil_monitor_start(const pt_config_t *cfg)
     if (r < 0) {
         return r;
     }
+    M.sampler.takes_lag = true;
     uv_timer_init(&M.loop, &M.tick);
     uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
     pt_gil_sample(&M.sampler, &M.view);

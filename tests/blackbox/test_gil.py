@@ -14,8 +14,8 @@ import unittest
 
 from harness import PONTE, REPO_APPS, Conn, Server, build_request, run_tests
 
-LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us; "
-                  r"hold/wait:(.*)")
+LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us"
+                  r"(?:, asyncio loop busy [\d.]+%)?; hold/wait:(.*)")
 
 
 def load(server, path, clients, seconds):
@@ -206,7 +206,7 @@ class Monitor(unittest.TestCase):
         names = set()
         for line in r.body.decode().splitlines():
             if line.startswith("#"):
-                self.assertRegex(line, r"^# (HELP|TYPE) ponte_gil_[a-z_]+ ")
+                self.assertRegex(line, r"^# (HELP|TYPE) ponte_(gil|asgi)_[a-z_]+ ")
                 continue
             self.assertRegex(line, sample)
             names.add(line.split("{")[0].split(" ")[0])
@@ -229,6 +229,21 @@ class Monitor(unittest.TestCase):
         self.assertGreater(loop["hold"], 80, snap)
         self.assertEqual(busy.read_response().status, 200)
         busy.close()
+
+    def test_asgi_loop_lag(self):
+        port = free_port()
+        s = Server("asgi_testapp:app", "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log",
+                   env={"PONTE_TEST_EVENTS": os.devnull}).start()
+        self.addCleanup(s.__exit__, None, None, None)
+        self.assertEqual(Conn(s).request("GET", "/block?seconds=0.3").body, b"blocked")
+        lags, deadline = [], time.time() + 1.5
+        while time.time() < deadline:
+            lags.append(json.loads(get(port, "/snapshot").body)["loop_lag_ms"])
+            time.sleep(0.05)
+        self.assertGreaterEqual(max(lags), 250, lags)
+        busy = float(re.search(rb"^ponte_asgi_loop_busy_seconds_total ([\d.]+)$", get(port, "/metrics").body,
+                               re.M).group(1))
+        self.assertGreaterEqual(busy, 0.25)
 
     def test_switch_interval_control(self):
         s, port = self.start("hello:app")

@@ -184,6 +184,12 @@ async def bad_header(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-evil", b"a\r\nInjected: 1")]})
 
 
+async def block(scope, receive, send):
+    """A blocking call inside a coroutine: the whole loop stalls (what the loop-lag figure is for)."""
+    time.sleep(float(query(scope).get("seconds", "0.3")))
+    await respond(send, b"blocked", content_type=b"text/plain")
+
+
 async def slow(scope, receive, send):
     await asyncio.sleep(float(query(scope).get("delay", "0.5")))
     await respond(send, b"slept", content_type=b"text/plain")
@@ -205,7 +211,7 @@ ROUTES = {
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
     "/raise-after": raise_after, "/incomplete": incomplete, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
-    "/slow": slow,
+    "/slow": slow, "/block": block,
 }
 
 
