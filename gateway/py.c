@@ -139,6 +139,21 @@ on_gil_trace_flush(uv_timer_t *t)
     pt_gil_trace_flush();
 }
 
+/* Reports start once the app is loaded, so that importing it does not count as the first interval. */
+static void
+start_gil_report(pt_pyapp_t *pa, uv_loop_t *loop)
+{
+    uint64_t ms = (uint64_t)(pa->cfg->gil_report * 1000);
+
+    if (ms == 0) {
+        return;
+    }
+    uv_timer_init(loop, &pa->gil_report);
+    uv_timer_start(&pa->gil_report, on_gil_report, ms, ms);
+    uv_unref((uv_handle_t *)&pa->gil_report);
+    pt_gil_report();    /* the baseline */
+}
+
 static int
 start_interpreter(const pt_config_t *cfg)
 {
@@ -406,14 +421,6 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
             return -1;
         }
     }
-    if (cfg->gil_report > 0) {
-        uint64_t ms = (uint64_t)(cfg->gil_report * 1000);
-
-        uv_timer_init(loop, &pa->gil_report);
-        uv_timer_start(&pa->gil_report, on_gil_report, ms, ms);
-        uv_unref((uv_handle_t *)&pa->gil_report);
-        pt_gil_report();    /* the baseline */
-    }
     pa->app = load_app(cfg->app);
     if (pa->app == NULL) {
         free(pa);
@@ -449,6 +456,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
             free(pa);
             return -1;
         }
+        start_gil_report(pa, loop);
         pa->main_ts = pt_gil_release();
         *out = &pa->base;
         return 0;
@@ -478,6 +486,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
             return -1;
         }
     }
+    start_gil_report(pa, loop);
     /* From here on the loop thread holds the GIL only while it runs the app itself (--threads 0). */
     pa->main_ts = pt_gil_release();
     *out = &pa->base;
