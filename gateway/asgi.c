@@ -568,16 +568,11 @@ ctx_finish(pt_asgi_ctx_t *c)
     }
     if (!c->complete) {
         if (!c->head_sent) {
-            /* When the app failed because the body could not be read, the client's request is what was wrong. */
-            static const int status_for[] = {
-                [PT_BODY_ERR_NONE] = 500, [PT_BODY_ERR_TOO_LARGE] = 413, [PT_BODY_ERR_INVALID] = 400,
-                [PT_BODY_ERR_GONE] = 400, [PT_BODY_ERR_TIMEOUT] = 408,
-            };
             pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
 
             c->out.len = 0;
             memset(&req->resp, 0, sizeof(req->resp));
-            if (pt_resp_error(&req->resp, &rctx, &c->out, status_for[pt_req_body_error(req)]) < 0) {
+            if (pt_resp_error(&req->resp, &rctx, &c->out, pt_req_error_status(req)) < 0) {
                 c->out.len = 0;
             }
             flags |= PT_SEND_END;
@@ -658,28 +653,17 @@ static PyTypeObject ctx_type = {
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Scope */
 
+/* scope["path"]: percent-decoded, as UTF-8. New ref. */
 static PyObject *
 decode_path(pt_span_t path)
 {
     char *buf = PyMem_Malloc(path.len + 1);
-    size_t i, n = 0;
     PyObject *s;
 
     if (buf == NULL) {
         return PyErr_NoMemory();
     }
-    for (i = 0; i < path.len; i++) {
-        if (path.base[i] == '%' && i + 2 < path.len && isxdigit((unsigned char)path.base[i + 1])
-            && isxdigit((unsigned char)path.base[i + 2])) {
-            char hex[3] = { path.base[i + 1], path.base[i + 2], 0 };
-
-            buf[n++] = (char)strtol(hex, NULL, 16);
-            i += 2;
-        } else {
-            buf[n++] = path.base[i];
-        }
-    }
-    s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)n, "replace");
+    s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)pt_percent_decode(path.base, path.len, buf), "replace");
     PyMem_Free(buf);
     return s;
 }

@@ -93,12 +93,13 @@ pt_py_log_exception(const char *what, const pt_request_t *req)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* environ */
 
+/* PATH_INFO: percent-decoded bytes as latin-1 (PEP 3333). New ref. */
 static PyObject *
 decode_path(pt_span_t path)
 {
-    char stack[512] = { 0 };
+    char stack[512];
     char *buf = stack;
-    size_t i, n = 0;
+    size_t n;
     PyObject *s;
 
     if (memchr(path.base, '%', path.len) == NULL) {
@@ -110,19 +111,7 @@ decode_path(pt_span_t path)
             return PyErr_NoMemory();
         }
     }
-    for (i = 0; i < path.len; i++) {
-        char ch = path.base[i];
-
-        if (ch == '%' && i + 2 < path.len && isxdigit((unsigned char)path.base[i + 1])
-            && isxdigit((unsigned char)path.base[i + 2])) {
-            char hex[3] = { path.base[i + 1], path.base[i + 2], 0 };
-
-            buf[n++] = (char)strtol(hex, NULL, 16);
-            i += 2;
-        } else {
-            buf[n++] = ch;
-        }
-    }
+    n = pt_percent_decode(path.base, path.len, buf);
     s = PyUnicode_DecodeLatin1(buf, (Py_ssize_t)n, NULL);
     if (buf != stack) {
         PyMem_Free(buf);
@@ -752,17 +741,8 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         break;
     case WSGI_APP_ERROR:
         if (!ctx->head_sent || ctx->out.len == req->resp.wire_bytes) {
-            /*
-             * Nothing reached the client yet: answer with an error status instead of a cut connection. When the
-             * app failed because the body could not be read, the client's request is what was wrong.
-             */
-            static const int status_for[] = {
-                [PT_BODY_ERR_NONE] = 500, [PT_BODY_ERR_TOO_LARGE] = 413, [PT_BODY_ERR_INVALID] = 400,
-                [PT_BODY_ERR_GONE] = 400, [PT_BODY_ERR_TIMEOUT] = 408,
-            };
-            int status = status_for[pt_req_body_error(req)];
-
-            server_error(ctx, status);
+            /* Nothing reached the client yet: answer with an error status instead of a cut connection. */
+            server_error(ctx, pt_req_error_status(req));
             flags |= PT_SEND_END;
         } else {
             flags |= PT_SEND_ABORT;

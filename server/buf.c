@@ -128,3 +128,27 @@ pt_span_has_token(pt_span_t v, const char *token)
     }
     return false;
 }
+
+static int
+hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+size_t
+pt_percent_decode(const char *src, size_t n, char *dst)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < n; i++) {
+        int hi, lo;
+
+        if (src[i] == '%' && i + 2 < n && (hi = hexval(src[i + 1])) >= 0 && (lo = hexval(src[i + 2])) >= 0) {
+            dst[k++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            dst[k++] = src[i];
+        }
+    }
+    return k;
+}

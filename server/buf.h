@@ -47,6 +47,9 @@ pt_buf_put(pt_buf_t *b, const void *p, size_t n)
 }
 
 bool pt_span_ieq(pt_span_t a, const char *lit);
+/* Decodes %XX escapes of src into dst (room for n bytes); malformed escapes are copied as they are. Returns the
+ * decoded length. */
+size_t pt_percent_decode(const char *src, size_t n, char *dst);
 /* Case-insensitive search for a comma-separated token such as "close" in a header value. */
 bool pt_span_has_token(pt_span_t value, const char *token);
 

@@ -364,6 +364,23 @@ pt_req_body_error(pt_request_t *req)
     return e;
 }
 
+int
+pt_req_error_status(pt_request_t *req)
+{
+    /* When the app failed because the body could not be read, the client's request is what was wrong. */
+    switch (pt_req_body_error(req)) {
+    case PT_BODY_ERR_TOO_LARGE:
+        return 413;
+    case PT_BODY_ERR_INVALID:
+    case PT_BODY_ERR_GONE:
+        return 400;
+    case PT_BODY_ERR_TIMEOUT:
+        return 408;
+    default:
+        return 500;
+    }
+}
+
 void
 pt_req_suspend(pt_request_t *req)
 {

@@ -122,6 +122,8 @@ void pt_req_suspend(pt_request_t *req);
 bool pt_req_body_complete(pt_request_t *req);
 /* Why the body could not be read (PT_BODY_ERR_NONE when it could). */
 pt_body_err_t pt_req_body_error(pt_request_t *req);
+/* The status for an app that failed before responding: 500, unless the body was at fault (413, 400, 408). */
+int pt_req_error_status(pt_request_t *req);
 /* Whether the client is gone. */
 bool pt_req_gone(pt_request_t *req);
 

@@ -19,6 +19,16 @@ TIMEOUT = 10.0
 SANITIZED = os.environ.get("PONTE_SANITIZED") == "1"
 
 
+def wait_for(pred, timeout=10):
+    """Polls pred() until it is true or timeout seconds pass; returns whether it became true."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def rss_of(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -8,16 +8,7 @@ import socket
 import time
 import unittest
 
-from harness import Conn, Server, ServerCase, assert_rss_below, build_request, rss_of, run_tests
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+from harness import Conn, Server, ServerCase, assert_rss_below, build_request, rss_of, run_tests, wait_for
 
 
 class ASGI(ServerCase, unittest.TestCase):

@@ -7,16 +7,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, ServerCase, assert_rss_below, rss_of, run_tests
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+from harness import Conn, Server, ServerCase, assert_rss_below, rss_of, run_tests, wait_for
 
 
 class WSGIBase(ServerCase):

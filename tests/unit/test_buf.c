@@ -42,6 +42,22 @@ test_spans(void)
 }
 
 static void
+test_percent_decode(void)
+{
+    char out[64];
+    size_t n;
+
+    n = pt_percent_decode("/caf%C3%A9%2Fx", 14, out);
+    CHECK(n == 8 && memcmp(out, "/caf\xc3\xa9/x", 8) == 0, "escapes decoded, either case of hex digit");
+    n = pt_percent_decode("100%", 4, out);
+    CHECK(n == 4 && memcmp(out, "100%", 4) == 0, "a trailing %% is kept");
+    n = pt_percent_decode("%zz%4", 5, out);
+    CHECK(n == 5 && memcmp(out, "%zz%4", 5) == 0, "malformed escapes are copied as they are");
+    n = pt_percent_decode("a%00b", 5, out);
+    CHECK(n == 3 && out[1] == '\0', "%%00 becomes a NUL byte (PATH_INFO may hold any byte)");
+}
+
+static void
 test_bind(void)
 {
     char host[256];
@@ -66,6 +82,7 @@ main(void)
 {
     test_buf();
     test_spans();
+    test_percent_decode();
     test_bind();
     return tap_done();
 }
