@@ -19,7 +19,7 @@ void pt_gil_acquire(PyThreadState *ts);
 /* Drops it; returns the state to pass back to pt_gil_acquire. */
 PyThreadState *pt_gil_release(void);
 /* Turns the probe on (GIL held) and checks it sees a release and a take; returns the mode, for the log. */
-const char *pt_gil_start(void);
+const char *pt_gil_start(bool on);
 /* Names the calling thread in the GIL statistics ("loop", "worker-3"). */
 void pt_gil_thread_name(const char *name);
 /* Logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */

@@ -59,6 +59,7 @@ static _Atomic(pt_gil_thread_t *) last_taker;
 static _Atomic uint64_t handoffs;
 static _Atomic int waiters;
 static bool exact;          /* the probe sees every transition; else only ponte's own moves are timed */
+static bool measuring = true;   /* --gil-probe off: nothing at all (to measure what measuring costs) */
 static bool tracing;
 static _Atomic uint64_t loop_busy_ns;       /* ASGI: time the loop spent in Python callbacks between selects */
 static _Atomic uint64_t loop_lag_max_ns;    /* the longest such stretch since the monitor last looked */
@@ -361,11 +362,13 @@ pt_gil_on_forced(void)
 void
 pt_gil_acquire(PyThreadState *ts)
 {
-    if (!exact) {
+    bool timed = !exact && measuring;
+
+    if (timed) {
         pt_gil_on_wait();
     }
     PyEval_RestoreThread(ts);
-    if (!exact) {
+    if (timed) {
         pt_gil_on_taken();
     }
 }
@@ -373,7 +376,7 @@ pt_gil_acquire(PyThreadState *ts)
 PyThreadState *
 pt_gil_release(void)
 {
-    if (!exact) {
+    if (!exact && measuring) {
         pt_gil_on_dropped();
     }
     return PyEval_SaveThread();
@@ -382,13 +385,17 @@ pt_gil_release(void)
 /* ---- start-up: turn the probe on and check that it sees the GIL move ---- */
 
 const char *
-pt_gil_start(void)
+pt_gil_start(bool on)
 {
     pt_gil_thread_t *t;
     uint64_t before;
     PyThreadState *ts;
 
     pt_gil_thread_name("loop");
+    if (!on) {
+        measuring = false;
+        return "off (--gil-probe off)";
+    }
     if (pt_gil_probe_start() < 0) {
         exact = false;
         return "timing ponte's own acquire/release only (the probe could not find the GIL)";

@@ -44,6 +44,7 @@ static const char usage[] =
     "      --gil-monitor ADDR     serve the live GIL view (page, /events, /metrics) on ADDR, e.g. 127.0.0.1:8001\n"
     "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
     "                             (open it in Perfetto or chrome://tracing)\n"
+    "      --gil-probe on|off     measure every GIL move (default on; off exists to measure what that costs)\n"
     "      --gil-report S         log a GIL summary every S seconds: busy %, waiters, switches/s, forced switches/s,\n"
     "                             hold/wait % per thread (default off)\n"
     "  -V, --version              print the version and exit\n"
@@ -68,6 +69,7 @@ enum {
     OPT_GIL_MONITOR,
     OPT_GIL_TRACE,
     OPT_ACCESS_LOG_GIL,
+    OPT_GIL_PROBE,
 };
 
 static const struct option options[] = {
@@ -92,6 +94,7 @@ static const struct option options[] = {
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
+    { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -171,6 +174,7 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
     cfg->threads = 8;
     cfg->app_dir = ".";
     cfg->root_path = "";
+    cfg->gil_probe = true;
     cfg->access_log = true;
     cfg->log_level = PT_LOG_INFO;
     cfg->max_header_size = 32768;
@@ -279,6 +283,13 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
                 return -1;
             }
             break;
+        case OPT_GIL_PROBE:
+            if (strcmp(optarg, "on") == 0 || strcmp(optarg, "off") == 0) {
+                cfg->gil_probe = optarg[1] == 'n';
+            } else {
+                return bad("gil-probe", optarg, "expected on or off");
+            }
+            break;
         case OPT_GIL_TRACE:
             cfg->gil_trace = optarg;
             break;
@@ -332,6 +343,11 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             fprintf(stderr, "ponte: error: unknown option %s (see ponte --help)\n", argv[optind - 1]);
             return -1;
         }
+    }
+    if (!cfg->gil_probe && (cfg->gil_monitor || cfg->gil_trace || cfg->gil_report > 0 || cfg->access_log_gil)) {
+        fprintf(stderr, "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report and "
+                        "--access-log-gil nothing to show\n");
+        return -1;
     }
     if (optind != argc - 1) {
         fprintf(stderr, optind >= argc ? "ponte: error: no APP given (see ponte --help)\n"

@@ -55,6 +55,7 @@ typedef struct {
     double gil_report;                  /* seconds between GIL summary lines in the log; 0: none */
     const char *gil_monitor;            /* address of the live GIL view, or NULL */
     const char *gil_trace;              /* Chrome trace-event JSON file, or NULL */
+    bool gil_probe;                     /* measure the GIL (default); off only to measure what measuring costs */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

@@ -55,6 +55,15 @@ class GILView(unittest.TestCase):
         with Server("hello:app", app_dir=REPO_APPS) as s:
             self.assertIn("GIL probe: exact (every acquire and release, all threads)", s.stderr())
 
+    def test_probe_off(self):
+        with Server("hello:app", "--gil-probe", "off", app_dir=REPO_APPS) as s:
+            self.assertEqual(Conn(s).request("GET", "/").body, b"Hello, world!")
+            self.assertIn("GIL probe: off (--gil-probe off)", s.stderr())
+        r = subprocess.run([PONTE, "--app-dir", REPO_APPS, "--gil-probe", "off", "--gil-report", "1", "hello:app"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("nothing to show", r.stderr)
+
     def test_cpu_bound_threads_contend(self):
         with Server("cpu_bound:app", "--gil-report", "0.5", "--no-access-log", threads=4, app_dir=REPO_APPS) as s:
             served = load(s, "/?n=300000", clients=4, seconds=3)
