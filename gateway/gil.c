@@ -501,16 +501,47 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 
 /* ---- the report: one line per interval, from the loop, without the GIL ---- */
 
+/* The terminal view: a per-thread table redrawn in place, like top, when stderr is a terminal. */
+static void
+report_table(const pt_gil_view_t *v)
+{
+    char buf[8192];
+    size_t len = 0;
+    int i;
+
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+                            "\033[H\033[J" "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
+                            "interval %lu us%s\n\n%-20s %-7s %7s %7s %12s %10s\n",
+                            v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, v->interval_us,
+                            v->exact ? "" : "   (timing ponte's own moves only)", "THREAD", "STATE", "HOLD%", "WAIT%",
+                            "ACQUIRED", "FORCED");
+    for (i = 0; i < v->nthreads && len < sizeof(buf) - 100; i++) {
+        const pt_gil_thread_view_t *t = &v->threads[i];
+
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%-20.20s %-7s %7.1f %7.1f %12llu %10llu\n", t->name,
+                                t->state == 'H' ? "hold" : t->state == 'W' ? "wait" : "run", t->hold_pct, t->wait_pct,
+                                (unsigned long long)t->total.acq, (unsigned long long)t->total.forced);
+    }
+    if (write(STDERR_FILENO, buf, len) < 0) {
+        return;
+    }
+}
+
 void
 pt_gil_report(void)
 {
     static pt_gil_sampler_t sampler;
     static pt_gil_view_t v;
     char line[2048];
+    char loop[48] = "";
     size_t len = 0;
     int i;
 
     if (pt_gil_sample(&sampler, &v) < 0) {
+        return;
+    }
+    if (isatty(STDERR_FILENO)) {
+        report_table(&v);
         return;
     }
     for (i = 0; i < v.nthreads && len < sizeof(line) - 80; i++) {
@@ -521,8 +552,6 @@ pt_gil_report(void)
                                     t->wait_pct);
         }
     }
-    char loop[48] = "";
-
     if (v.loop_busy_total_ns) {
         snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
     }

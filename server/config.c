@@ -45,8 +45,8 @@ static const char usage[] =
     "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
     "                             (open it in Perfetto or chrome://tracing)\n"
     "      --gil-probe on|off     measure every GIL move (default on; off exists to measure what that costs)\n"
-    "      --gil-report S         log a GIL summary every S seconds: busy %, waiters, switches/s, forced switches/s,\n"
-    "                             hold/wait % per thread (default off)\n"
+    "      --gil-report S         every S seconds, the GIL: busy %, waiters, switches/s, forced switches/s and hold/wait %\n"
+    "                             per thread; a live table when stderr is a terminal, a log line otherwise (default off)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 

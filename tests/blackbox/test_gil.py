@@ -23,7 +23,7 @@ def load(server, path, clients, seconds):
     done = []
 
     def run():
-        c = Conn(server)
+        c = Conn(server.connect())
         n, end = 0, time.time() + seconds
         while time.time() < end:
             assert c.request("GET", path).status == 200
@@ -115,6 +115,39 @@ def get(port, path, method="GET", timeout=5):
     r = c.request(method, path)
     c.close()
     return r
+
+
+class TerminalView(unittest.TestCase):
+    def test_table_on_a_terminal(self):
+        """On a terminal, --gil-report draws a per-thread table in place (run under script(1) for a pty)."""
+        out = tempfile.mktemp(prefix="ponte-tty-")
+        self.addCleanup(lambda: os.path.exists(out) and os.unlink(out))
+        port = free_port()
+        cmd = "%s --no-access-log --app-dir %s -b 127.0.0.1:%d -t 2 --gil-report 0.3 cpu_bound:app" % (
+            PONTE, REPO_APPS, port)
+        tty = subprocess.Popen(["script", "-qfec", cmd, out], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(tty.kill)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        server = type("S", (), {"connect": lambda self: socket.create_connection(("127.0.0.1", port), timeout=10)})()
+        load(server, "/?n=300000", clients=2, seconds=1.5)
+        time.sleep(0.5)
+        pid = int(subprocess.run(["pgrep", "-f", "127.0.0.1:%d -t 2" % port], capture_output=True,
+                                 text=True).stdout.split()[0])
+        os.kill(pid, __import__("signal").SIGTERM)
+        tty.wait(15)
+        with open(out, errors="replace") as f:
+            screen = re.sub(r"\x1b\[[HJ]", "", f.read())
+        self.assertIn("THREAD", screen)
+        self.assertRegex(screen, r"worker-1 +(hold|wait|run) +[\d.]+ +[\d.]+ +\d+")
+        busiest = max(float(b) for b in re.findall(r"ponte GIL +busy +([\d.]+)%", screen))
+        self.assertGreater(busiest, 50, screen[-2000:])
 
 
 class AccessLogWait(unittest.TestCase):
