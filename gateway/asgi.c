@@ -342,13 +342,6 @@ ctx_wake_receive(pt_asgi_ctx_t *c)
     }
 }
 
-static bool
-is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
-           || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 /* Validates http.response.start headers into a list of (bytes, bytes). New ref, or NULL with an exception. */
 static PyObject *
 check_headers(PyObject *headers)
@@ -366,7 +359,6 @@ check_headers(PyObject *headers)
     while ((item = PyIter_Next(it)) != NULL) {
         PyObject *seq = PySequence_Fast(item, "each header must be a [name, value] pair of bytes");
         PyObject *name, *value, *pair;
-        Py_ssize_t i;
 
         Py_DECREF(item);
         if (seq == NULL) {
@@ -384,22 +376,16 @@ check_headers(PyObject *headers)
             PyErr_SetString(PyExc_TypeError, "header names and values must be bytes (names non-empty)");
             goto error;
         }
-        for (i = 0; i < PyBytes_GET_SIZE(name); i++) {
-            if (!is_tchar((unsigned char)PyBytes_AS_STRING(name)[i])) {
-                Py_DECREF(seq);
-                PyErr_Format(PyExc_ValueError, "invalid character in header name %R", name);
-                goto error;
-            }
+        if (!pt_header_name_valid(PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name))) {
+            PyErr_Format(PyExc_ValueError, "invalid character in header name %R", name);
+            Py_DECREF(seq);
+            goto error;
         }
-        for (i = 0; i < PyBytes_GET_SIZE(value); i++) {
-            unsigned char ch = (unsigned char)PyBytes_AS_STRING(value)[i];
-
-            if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-                Py_DECREF(seq);
-                PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
-                             name);
-                goto error;
-            }
+        if (!pt_header_value_valid(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value))) {
+            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
+                         name);
+            Py_DECREF(seq);
+            goto error;
         }
         pair = PyTuple_Pack(2, name, value);
         Py_DECREF(seq);

@@ -33,7 +33,6 @@ static struct {
     uv_thread_t thread;
     pt_gil_sampler_t sampler;
     pt_gil_view_t view;         /* the latest snapshot: what /metrics and /events show */
-    bool have_view;
     pt_request_t *subscribers[MAX_SUBSCRIBERS];
     int nsubscribers;
     pt_buf_t json;
@@ -168,7 +167,6 @@ on_tick(uv_timer_t *t)
     if (pt_gil_sample(&M.sampler, &M.view) < 0) {
         return;
     }
-    M.have_view = true;
     build_json();
     M.event.len = 0;
     pt_buf_append(&M.event, "data: ", 6);

@@ -38,7 +38,6 @@ pt_str_init(void)
     S(empty, "");
     S(close, "close");
     S(fileno, "fileno");
-    S(read, "read");
     S(tell, "tell");
     S(GET, "GET");
     S(POST, "POST");

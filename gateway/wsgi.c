@@ -300,13 +300,6 @@ environ_template_new(const pt_config_t *cfg)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* start_response and write() */
 
-static bool
-is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-           || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 /* Latin-1 bytes of a str, or NULL (with ValueError/TypeError set) when it has other characters. Borrowed. */
 static const char *
 latin1_view(PyObject *s, Py_ssize_t *len, const char *what)
@@ -326,7 +319,7 @@ latin1_view(PyObject *s, Py_ssize_t *len, const char *what)
 static int
 check_status(PyObject *status)
 {
-    Py_ssize_t n, i;
+    Py_ssize_t n;
     const char *p = latin1_view(status, &n, "status");
 
     if (p == NULL) {
@@ -337,13 +330,9 @@ check_status(PyObject *status)
         PyErr_Format(PyExc_ValueError, "status must look like '200 OK', got %R", status);
         return -1;
     }
-    for (i = 4; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-
-        if ((c < 0x20 && c != '\t') || c == 0x7f) {
-            PyErr_Format(PyExc_ValueError, "status has a control character: %R", status);
-            return -1;
-        }
+    if (n > 4 && !pt_header_value_valid(p + 4, (size_t)(n - 4))) {
+        PyErr_Format(PyExc_ValueError, "status has a control character: %R", status);
+        return -1;
     }
     return 0;
 }
@@ -351,7 +340,7 @@ check_status(PyObject *status)
 static int
 check_headers(PyObject *headers)
 {
-    Py_ssize_t i, j, n;
+    Py_ssize_t i, n;
 
     if (!PyList_Check(headers)) {
         PyErr_Format(PyExc_TypeError, "headers must be a list of (name, value) tuples, not %.100s",
@@ -380,20 +369,14 @@ check_headers(PyObject *headers)
             PyErr_SetString(PyExc_ValueError, "empty header name");
             return -1;
         }
-        for (j = 0; j < nlen; j++) {
-            if (!is_tchar((unsigned char)name[j])) {
-                PyErr_Format(PyExc_ValueError, "invalid character in header name %R", PyTuple_GET_ITEM(h, 0));
-                return -1;
-            }
+        if (!pt_header_name_valid(name, (size_t)nlen)) {
+            PyErr_Format(PyExc_ValueError, "invalid character in header name %R", PyTuple_GET_ITEM(h, 0));
+            return -1;
         }
-        for (j = 0; j < vlen; j++) {
-            unsigned char c = (unsigned char)value[j];
-
-            if ((c < 0x20 && c != '\t') || c == 0x7f) {
-                PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
-                             PyTuple_GET_ITEM(h, 0));
-                return -1;
-            }
+        if (!pt_header_value_valid(value, (size_t)vlen)) {
+            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
+                         PyTuple_GET_ITEM(h, 0));
+            return -1;
         }
     }
     return 0;

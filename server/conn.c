@@ -398,13 +398,20 @@ on_timer(uv_timer_t *t)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Writing */
 
+/* The client made progress (sent body bytes, took response bytes): push its timeout back. The timer is lazy, so
+ * this is one store; on_timer re-arms from the new deadline. */
+static void
+conn_progress(pt_conn_t *c)
+{
+    c->deadline = uv_now(c->srv->loop) + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+}
+
 static void
 conn_wrote(pt_conn_t *c, size_t n, bool from_worker)
 {
     pt_request_t *req = &c->req;
 
-    c->bytes_sent += n;
-    c->deadline = uv_now(c->srv->loop) + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+    conn_progress(c);
     if (from_worker) {
         uv_mutex_lock(&req->lock);
         req->out_pending -= n;
@@ -666,7 +673,7 @@ pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
     bool streams = c->srv->app->streams_body;
     bool pause = false;
 
-    c->deadline = uv_now(c->srv->loop) + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+    conn_progress(c);
     if (req->body_received + n > c->srv->cfg->max_body_size) {
         c->error_status = 413;
         return -1;
@@ -1029,7 +1036,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     if (nread > 0) {
         if (c->state == PT_CONN_APP || c->state == PT_CONN_BODY) {
-            c->deadline = uv_now(c->srv->loop) + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+            conn_progress(c);
         }
         conn_process(c, buf->base, (size_t)nread);
         conn_flush(c);

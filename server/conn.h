@@ -34,7 +34,6 @@ struct pt_server_s {
     pt_app_t *app;
     llhttp_settings_t parser_settings;
     char *read_buf;         /* one read buffer for the whole loop: connections keep only unparsed leftovers */
-    bool read_buf_busy;
     uv_async_t handoff;     /* worker -> loop messages */
     uv_mutex_t handoff_lock;
     struct pt_msg_s *handoff_head, *handoff_tail;
@@ -102,7 +101,6 @@ struct pt_conn_s {
     /* Output: bytes waiting for the socket (loop-thread apps and server replies). */
     pt_buf_t wbuf;
     size_t inflight;        /* bytes in uv_write requests not yet completed */
-    uint64_t bytes_sent;
 
     char remote_addr[64];
     int remote_port;

@@ -25,6 +25,40 @@ pt_http_date(void)
 }
 
 bool
+pt_header_name_valid(const char *p, size_t n)
+{
+    size_t i;
+
+    if (n == 0) {
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+              || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
+pt_header_value_valid(const char *p, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
 pt_status_bodyless(int status)
 {
     return (status >= 100 && status < 200) || status == 204 || status == 304;

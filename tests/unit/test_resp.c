@@ -58,7 +58,7 @@ test_chunked(void)
     s = cut_date(&b);
     CHECK(strstr(s, "Transfer-Encoding: chunked\r\n") != NULL, "HTTP/1.1 without length is chunked");
     body = strstr(s, "\r\n\r\n") + 4;
-    CHECK(strcmp(body, "5\r\nhello\r\n11\r\n0123456789abcdefX\r\n0\r\n\r\n") == 0, "chunks framed in hex: %s", body);
+    CHECK(strcmp(body, "5\r\nhello\r\n11\r\n0123456789abcdefX\r\n0\r\n\r\n") == 0, "chunks framed in hex");
     CHECK(r.body_bytes == 22, "body_bytes counts payload only");
     free(s);
     pt_buf_free(&b);
@@ -186,6 +186,18 @@ test_simple(void)
 }
 
 static void
+test_header_rules(void)
+{
+    CHECK(pt_header_name_valid("X-Custom_1.a~", 13), "a token is a valid name");
+    CHECK(!pt_header_name_valid("", 0), "an empty name is not");
+    CHECK(!pt_header_name_valid("Bad Name", 8) && !pt_header_name_valid("a:b", 3) && !pt_header_name_valid("a\0", 2),
+          "space, colon, NUL are not token characters");
+    CHECK(pt_header_value_valid("text/plain; q=1\t\xe9", 17), "HTAB and obs-text are allowed in values");
+    CHECK(!pt_header_value_valid("a\r\nInjected: 1", 15) && !pt_header_value_valid("a\nb", 3)
+              && !pt_header_value_valid("a\x7f", 2), "CR, LF, DEL are not");
+}
+
+static void
 test_date(void)
 {
     pt_span_t d = pt_http_date();
@@ -204,6 +216,7 @@ main(void)
     test_app_headers();
     test_short_body_forces_close();
     test_simple();
+    test_header_rules();
     test_date();
     return tap_done();
 }
