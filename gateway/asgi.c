@@ -202,25 +202,25 @@ ctx_dealloc(pt_asgi_ctx_t *c)
 }
 
 /* Resolves a future unless it is already done (cancelled by the app). Steals `value` when given. */
+static bool fut_done(PyObject *fut);
+
 static void
 fut_resolve(PyObject **slot, PyObject *value, PyObject *exc)
 {
-    PyObject *fut = *slot, *done, *r = NULL;
+    PyObject *fut = *slot, *r = NULL;
 
     *slot = NULL;
     if (fut == NULL) {
         Py_XDECREF(value);
         return;
     }
-    done = PyObject_CallMethod(fut, "done", NULL);
-    if (done != NULL && !PyObject_IsTrue(done)) {
+    if (!fut_done(fut)) {
         r = exc ? PyObject_CallMethod(fut, "set_exception", "O", exc)
                 : PyObject_CallMethod(fut, "set_result", "O", value ? value : Py_None);
         if (r == NULL) {
             pt_py_log_exception("cannot resolve an ASGI future", NULL);
         }
     }
-    Py_XDECREF(done);
     Py_XDECREF(r);
     Py_XDECREF(value);
     Py_DECREF(fut);

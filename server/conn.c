@@ -278,18 +278,21 @@ on_shutdown(uv_shutdown_t *sr, int status)
     }
 }
 
-/* Flushes what is queued, then closes: at once, or lingering when the client may still be sending. */
+/*
+ * Flushes what is queued, then closes: at once, or lingering when the client may still be sending. With a request
+ * still in the app it only marks the connection CLOSING; conn_request_finished calls again once the app lets go.
+ */
 static void
 conn_end(pt_conn_t *c, bool linger)
 {
     uv_shutdown_t *sr;
 
-    if (c->closing || c->state == PT_CONN_CLOSING) {
+    if (c->closing || c->shutting) {
         return;
     }
     c->state = PT_CONN_CLOSING;
-    c->linger = linger;
-    if (c->reading && !linger) {
+    c->linger = c->linger || linger;
+    if (c->reading && !c->linger) {
         uv_read_stop(&c->h.stream);
         c->reading = false;
     }
@@ -300,6 +303,7 @@ conn_end(pt_conn_t *c, bool linger)
     if (c->app_busy) {
         return;                 /* conn_request_finished comes back here */
     }
+    c->shutting = true;
     sr = malloc(sizeof(*sr));
     if (sr == NULL) {
         conn_close(c);
@@ -762,7 +766,6 @@ conn_request_finished(pt_conn_t *c)
             && (!c->eof || c->rest.len > 0) && !srv->stopping && req->body_err == PT_BODY_ERR_NONE
             && c->state != PT_CONN_CLOSING;
     if (!reuse) {
-        c->state = PT_CONN_APP;     /* let conn_end run */
         conn_end(c, !c->message_done);
         return;
     }

@@ -71,6 +71,7 @@ struct pt_conn_s {
     bool message_done;      /* the current request's body was fully parsed */
     bool closing;           /* the close path has started */
     bool linger;            /* after the last write: shutdown, drain input briefly, then close */
+    bool shutting;          /* uv_shutdown was issued: the connection is on its way out */
     bool upgrade_pause;     /* llhttp paused with HPE_PAUSED_UPGRADE (resumed differently) */
     bool in_process;        /* inside conn_process: it carries on with the bytes it holds */
     bool suspended;         /* a loop-thread app waits for on_drain */
