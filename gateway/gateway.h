@@ -20,22 +20,35 @@ void pt_gil_acquire(PyThreadState *ts);
 PyThreadState *pt_gil_release(void);
 /* Turns the probe on (GIL held) and checks it sees a release and a take; returns the mode, for the log. */
 const char *pt_gil_start(bool on);
-/* Names the calling thread in the GIL statistics ("loop", "worker-3"). */
-void pt_gil_thread_name(const char *name);
+/* Names the calling thread in the GIL statistics ("loop", "worker-3") and gives its role ("loop", "worker", "app"). */
+void pt_gil_thread_name(const char *name, const char *role);
+/* Wraps threading's thread bootstrap so that threads the app starts appear under their Python names (GIL held). */
+int pt_gil_name_python_threads(void);
 /* Logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */
 void pt_gil_report(void);
 
 #define PT_GIL_MAX_THREADS 512
+#define PT_GIL_PAIR_THREADS 128     /* hand-offs are counted per pair among the first 128 threads */
+#define PT_GIL_HIST_BUCKETS 22      /* 1 µs .. 1 s by powers of two, and longer */
+#define PT_GIL_MAX_PAIRS 1024
 typedef struct {
     uint64_t hold, wait, acq, forced, timeouts;    /* cumulative; nanoseconds for hold and wait */
 } pt_gil_snap_t;
+/* The upper bound of histogram bucket k in seconds; -1 for the last (+Inf). */
+double pt_gil_bucket_le_s(int k);
 typedef struct {
     char name[32];
+    char role[8];
     int tid;
     char state;                 /* 'H' holding, 'W' waiting for the GIL, 'R' running without it */
     double hold_pct, wait_pct;  /* of the sampled interval */
     pt_gil_snap_t total;
+    uint64_t hold_hist[PT_GIL_HIST_BUCKETS], wait_hist[PT_GIL_HIST_BUCKETS];     /* cumulative counts */
 } pt_gil_thread_view_t;
+typedef struct {
+    int from, to;               /* indexes into pt_gil_view_t.threads */
+    uint64_t count;             /* cumulative */
+} pt_gil_pair_t;
 typedef struct {
     bool exact;
     int nthreads, waiters;
@@ -45,6 +58,8 @@ typedef struct {
     double loop_busy_pct;       /* ASGI: share of the interval the loop ran Python callbacks */
     double loop_lag_max_ms;     /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */
     uint64_t loop_busy_total_ns;
+    int npairs;
+    pt_gil_pair_t pairs[PT_GIL_MAX_PAIRS];
     pt_gil_thread_view_t threads[PT_GIL_MAX_THREADS];
 } pt_gil_view_t;
 /* What the GIL did since the sampler's previous call (its own baseline). -1 on the first call (baseline only). */

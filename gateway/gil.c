@@ -10,6 +10,7 @@
 #include "gateway.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,14 +41,21 @@ typedef struct {
     bool named;                 /* the thread_name metadata event was written */
 } pt_trace_ring_t;
 
+#define PAIRS PT_GIL_PAIR_THREADS
+#define BUCKETS PT_GIL_HIST_BUCKETS
+
 typedef struct {
     _Atomic int used;
     pid_t tid;
+    int index;
     char name[32];
+    char role[8];
     _Atomic uint64_t hold_ns, wait_ns;      /* completed holds and waits */
     _Atomic uint64_t holding_since;         /* 0 when not holding */
     _Atomic uint64_t waiting_since;         /* 0 when not waiting */
     _Atomic uint64_t acquisitions, forced, timeouts;
+    _Atomic uint64_t from[PAIRS];           /* hand-offs to this thread, by the index of the thread that had it */
+    _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS];    /* durations, by power of two (see bucket()) */
     pt_trace_ring_t trace;
 } pt_gil_thread_t;
 
@@ -55,6 +63,7 @@ static pt_gil_thread_t threads[MAX_THREADS];
 static _Atomic int nthreads;
 static _Thread_local pt_gil_thread_t *self;
 static _Thread_local char pending_name[32];
+static _Thread_local char pending_role[8];
 static _Atomic(pt_gil_thread_t *) last_taker;
 static _Atomic uint64_t handoffs;
 static _Atomic int waiters;
@@ -107,6 +116,21 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Bucket k holds durations below 2^(k+10) ns (1.02 µs, 2.05 µs, ... 1.07 s); the last one everything longer. */
+static int
+bucket(uint64_t ns)
+{
+    int bits = ns ? 64 - __builtin_clzll(ns) : 0;
+
+    return bits <= 10 ? 0 : bits - 10 >= BUCKETS - 1 ? BUCKETS - 1 : bits - 10;
+}
+
+double
+pt_gil_bucket_le_s(int k)
+{
+    return k >= BUCKETS - 1 ? -1 : (double)(1ull << (k + 10)) / 1e9;
+}
+
 static pt_gil_thread_t *
 me(void)
 {
@@ -118,7 +142,9 @@ me(void)
             return NULL;    /* beyond what we track: the thread goes uncounted */
         }
         self = &threads[i];
+        self->index = i;
         self->tid = (pid_t)syscall(SYS_gettid);
+        snprintf(self->role, sizeof(self->role), "%s", pending_role[0] ? pending_role : "app");
         if (pending_name[0]) {
             memcpy(self->name, pending_name, sizeof(self->name));
         } else if (pthread_getname_np(pthread_self(), self->name, sizeof(self->name)) != 0 || !self->name[0]) {
@@ -130,12 +156,61 @@ me(void)
 }
 
 void
-pt_gil_thread_name(const char *name)
+pt_gil_thread_name(const char *name, const char *role)
 {
     snprintf(pending_name, sizeof(pending_name), "%s", name);
+    snprintf(pending_role, sizeof(pending_role), "%s", role);
     if (self != NULL) {
         memcpy(self->name, pending_name, sizeof(self->name));
+        memcpy(self->role, pending_role, sizeof(self->role));
     }
+}
+
+/* Threads the app starts take the GIL (and get a record) before their Python code runs: threading's bootstrap
+ * is wrapped to pass the thread's name down as soon as it runs, and to the OS (top -H, perf, gdb show it). */
+static PyObject *
+name_python_thread(PyObject *mod, PyObject *name)
+{
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    char os_name[16];
+
+    if (s == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    pt_gil_thread_name(s, "app");
+    snprintf(os_name, sizeof(os_name), "%s", s);
+    pthread_setname_np(pthread_self(), os_name);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef name_def = { "name_thread", name_python_thread, METH_O, "name this thread in ponte's GIL view" };
+
+int
+pt_gil_name_python_threads(void)
+{
+    static const char src[] =
+        "import threading\n"
+        "def _install(name_thread):\n"
+        "    inner = threading.Thread._bootstrap_inner\n"
+        "    def _bootstrap_inner(self):\n"
+        "        name_thread(self.name)\n"
+        "        inner(self)\n"
+        "    threading.Thread._bootstrap_inner = _bootstrap_inner\n";
+    PyObject *ns = PyDict_New(), *fn = PyCFunction_New(&name_def, NULL), *r = NULL;
+
+    if (ns != NULL && fn != NULL && PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        r = PyRun_String(src, Py_file_input, ns, ns);
+        Py_XDECREF(r);
+        r = r ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(ns, "_install"), fn, NULL) : NULL;   /* borrowed */
+    }
+    Py_XDECREF(ns);
+    Py_XDECREF(fn);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 /* ---- transitions (from the probe, or from pt_gil_acquire/release when the probe is blind) ---- */
@@ -174,6 +249,7 @@ pt_gil_on_taken(void)
     since = atomic_exchange_explicit(&t->waiting_since, 0, memory_order_relaxed);
     if (since != 0) {
         atomic_fetch_add_explicit(&t->wait_ns, now - since, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->wait_hist[bucket(now - since)], 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&waiters, 1, memory_order_relaxed);
         trace_push(t, 'W', since, now, NULL);
     }
@@ -182,6 +258,9 @@ pt_gil_on_taken(void)
     prev = atomic_exchange_explicit(&last_taker, t, memory_order_relaxed);
     if (prev != NULL && prev != t) {
         atomic_fetch_add_explicit(&handoffs, 1, memory_order_relaxed);
+        if (prev->index < PAIRS) {
+            atomic_fetch_add_explicit(&t->from[prev->index], 1, memory_order_relaxed);
+        }
     }
 }
 
@@ -199,6 +278,7 @@ pt_gil_on_dropped(void)
         uint64_t now = now_ns();
 
         atomic_fetch_add_explicit(&t->hold_ns, now - since, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->hold_hist[bucket(now - since)], 1, memory_order_relaxed);
         trace_push(t, 'H', since, now, NULL);
     }
 }
@@ -391,7 +471,7 @@ pt_gil_start(bool on)
     uint64_t before;
     PyThreadState *ts;
 
-    pt_gil_thread_name("loop");
+    pt_gil_thread_name("loop", "loop");
     if (!on) {
         measuring = false;
         return "off (--gil-probe off)";
@@ -439,6 +519,7 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 {
     uint64_t now = now_ns(), h = atomic_load_explicit(&handoffs, memory_order_relaxed);
     int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed);
+    int at[PAIRS];              /* record index -> view index, for the hand-off pairs */
     double span;
 
     memset(v, 0, sizeof(*v));
@@ -459,6 +540,9 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
         return -1;
     }
     v->span_s = span / 1e9;
+    for (i = 0; i < PAIRS; i++) {
+        at[i] = -1;
+    }
     for (i = 0; i < n; i++) {
         pt_gil_thread_t *t = &threads[i];
         pt_gil_thread_view_t *tv = &v->threads[v->nthreads];
@@ -469,7 +553,16 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
         }
         s = snapshot(t, now);
         memcpy(tv->name, t->name, sizeof(tv->name));
+        memcpy(tv->role, t->role, sizeof(tv->role));
+        tv->name[sizeof(tv->name) - 1] = tv->role[sizeof(tv->role) - 1] = '\0';
         tv->tid = t->tid;
+        for (int k = 0; k < BUCKETS; k++) {
+            tv->hold_hist[k] = atomic_load_explicit(&t->hold_hist[k], memory_order_relaxed);
+            tv->wait_hist[k] = atomic_load_explicit(&t->wait_hist[k], memory_order_relaxed);
+        }
+        if (i < PAIRS) {
+            at[i] = v->nthreads;
+        }
         tv->hold_pct = 100.0 * (double)(s.hold - sm->last[i].hold) / span;
         tv->wait_pct = 100.0 * (double)(s.wait - sm->last[i].wait) / span;
         tv->state = atomic_load_explicit(&t->holding_since, memory_order_relaxed) ? 'H'
@@ -479,6 +572,15 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
         v->forced_per_s += (double)(s.forced - sm->last[i].forced) * 1e9 / span;
         v->nthreads++;
         sm->last[i] = s;
+    }
+    for (i = 0; i < n && i < PAIRS; i++) {
+        for (int j = 0; j < n && j < PAIRS && at[i] >= 0; j++) {
+            uint64_t c = atomic_load_explicit(&threads[i].from[j], memory_order_relaxed);
+
+            if (c && at[j] >= 0 && v->npairs < PT_GIL_MAX_PAIRS) {
+                v->pairs[v->npairs++] = (pt_gil_pair_t){ at[j], at[i], c };
+            }
+        }
     }
     v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
     {

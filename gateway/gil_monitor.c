@@ -58,10 +58,21 @@ json_string(pt_buf_t *b, const char *s)
 }
 
 static void
+json_counts(pt_buf_t *b, const uint64_t *c, int n)
+{
+    int k;
+
+    for (k = 0; k < n; k++) {
+        pt_buf_printf(b, "%s%llu", k ? "," : "[", (unsigned long long)c[k]);
+    }
+    pt_buf_append(b, "]", 1);
+}
+
+static void
 build_json(void)
 {
     const pt_gil_view_t *v = &M.view;
-    int i;
+    int i, k;
 
     M.json.len = 0;
     pt_buf_printf(&M.json,
@@ -74,8 +85,23 @@ build_json(void)
 
         pt_buf_printf(&M.json, "%s{\"name\":", i ? "," : "");
         json_string(&M.json, t->name);
-        pt_buf_printf(&M.json, ",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,\"acquisitions\":%llu}",
-                      t->tid, t->state, t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq);
+        pt_buf_printf(&M.json, ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
+                      "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":", t->role, t->tid, t->state, t->hold_pct,
+                      t->wait_pct, (unsigned long long)t->total.acq, (unsigned long long)t->total.forced);
+        json_counts(&M.json, t->hold_hist, PT_GIL_HIST_BUCKETS);
+        pt_buf_printf(&M.json, ",\"wait_hist\":");
+        json_counts(&M.json, t->wait_hist, PT_GIL_HIST_BUCKETS);
+        pt_buf_append(&M.json, "}", 1);
+    }
+    /* Cumulative hand-offs per pair of threads, [from, to, count] with indexes into "threads". */
+    pt_buf_printf(&M.json, "],\"handoffs\":[");
+    for (i = 0; i < v->npairs; i++) {
+        pt_buf_printf(&M.json, "%s[%d,%d,%llu]", i ? "," : "", v->pairs[i].from, v->pairs[i].to,
+                      (unsigned long long)v->pairs[i].count);
+    }
+    pt_buf_printf(&M.json, "],\"bucket_le_us\":[");
+    for (k = 0; k < PT_GIL_HIST_BUCKETS - 1; k++) {
+        pt_buf_printf(&M.json, "%s%.3f", k ? "," : "", pt_gil_bucket_le_s(k) * 1e6);
     }
     pt_buf_append(&M.json, "]}", 2);
 }
@@ -97,6 +123,56 @@ respond(pt_request_t *req, const char *status, const char *type, const char *bod
     pt_buf_free(&out);
 }
 
+/* Thread names as Prometheus label values (a Python thread may be called anything). */
+static char L[PT_GIL_MAX_THREADS][2 * 32 + 1];
+
+static void
+escape_labels(void)
+{
+    int i;
+
+    for (i = 0; i < M.view.nthreads; i++) {
+        const char *s = M.view.threads[i].name;
+        size_t k = 0;
+
+        for (; *s && k < sizeof(L[i]) - 2; s++) {
+            if (*s == '"' || *s == '\\' || *s == '\n') {
+                L[i][k++] = '\\';
+            }
+            L[i][k++] = *s == '\n' ? 'n' : *s;
+        }
+        L[i][k] = '\0';
+    }
+}
+
+/* A Prometheus histogram per thread. The sum is the thread's total, which includes a hold or wait in progress. */
+static void
+histogram(pt_buf_t *b, const char *name, const char *help, int hold)
+{
+    const pt_gil_view_t *v = &M.view;
+    int i, k;
+
+    pt_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (i = 0; i < v->nthreads; i++) {
+        const pt_gil_thread_view_t *t = &v->threads[i];
+        const uint64_t *c = hold ? t->hold_hist : t->wait_hist;
+        uint64_t cum = 0;
+
+        for (k = 0; k < PT_GIL_HIST_BUCKETS; k++) {
+            cum += c[k];
+            if (k < PT_GIL_HIST_BUCKETS - 1) {
+                pt_buf_printf(b, "%s_bucket{thread=\"%s\",le=\"%g\"} %llu\n", name, L[i], pt_gil_bucket_le_s(k),
+                              (unsigned long long)cum);
+            } else {
+                pt_buf_printf(b, "%s_bucket{thread=\"%s\",le=\"+Inf\"} %llu\n", name, L[i],
+                              (unsigned long long)cum);
+            }
+        }
+        pt_buf_printf(b, "%s_sum{thread=\"%s\"} %.6f\n%s_count{thread=\"%s\"} %llu\n", name, L[i],
+                      (double)(hold ? t->total.hold : t->total.wait) / 1e9, name, L[i], (unsigned long long)cum);
+    }
+}
+
 static void
 metrics(pt_request_t *req)
 {
@@ -104,6 +180,7 @@ metrics(pt_request_t *req)
     pt_buf_t b = { 0 };
     int i;
 
+    escape_labels();
     pt_buf_printf(&b, "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
                       "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
                       "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
@@ -124,26 +201,35 @@ metrics(pt_request_t *req)
     pt_buf_printf(&b, "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
                       "# TYPE ponte_gil_hold_seconds_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_hold_seconds_total{thread=\"%s\"} %.6f\n", v->threads[i].name,
+        pt_buf_printf(&b, "ponte_gil_hold_seconds_total{thread=\"%s\"} %.6f\n", L[i],
                       (double)v->threads[i].total.hold / 1e9);
     }
     pt_buf_printf(&b, "# HELP ponte_gil_wait_seconds_total Time each thread waited for the GIL.\n"
                       "# TYPE ponte_gil_wait_seconds_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_wait_seconds_total{thread=\"%s\"} %.6f\n", v->threads[i].name,
+        pt_buf_printf(&b, "ponte_gil_wait_seconds_total{thread=\"%s\"} %.6f\n", L[i],
                       (double)v->threads[i].total.wait / 1e9);
     }
     pt_buf_printf(&b, "# HELP ponte_gil_acquisitions_total Times each thread took the GIL.\n"
                       "# TYPE ponte_gil_acquisitions_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_acquisitions_total{thread=\"%s\"} %llu\n", v->threads[i].name,
+        pt_buf_printf(&b, "ponte_gil_acquisitions_total{thread=\"%s\"} %llu\n", L[i],
                       (unsigned long long)v->threads[i].total.acq);
     }
     pt_buf_printf(&b, "# HELP ponte_gil_forced_switches_total Times each thread was made to drop the GIL.\n"
                       "# TYPE ponte_gil_forced_switches_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_forced_switches_total{thread=\"%s\"} %llu\n", v->threads[i].name,
+        pt_buf_printf(&b, "ponte_gil_forced_switches_total{thread=\"%s\"} %llu\n", L[i],
                       (unsigned long long)v->threads[i].total.forced);
+    }
+    histogram(&b, "ponte_gil_hold_duration_seconds", "How long each hold of the GIL lasted.", 1);
+    histogram(&b, "ponte_gil_wait_duration_seconds", "How long each wait for the GIL lasted.", 0);
+    pt_buf_printf(&b, "# HELP ponte_gil_handoffs_between_total Times the GIL passed from one thread to another.\n"
+                      "# TYPE ponte_gil_handoffs_between_total counter\n");
+    for (i = 0; i < v->npairs; i++) {
+        pt_buf_printf(&b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n",
+                      L[v->pairs[i].from], L[v->pairs[i].to],
+                      (unsigned long long)v->pairs[i].count);
     }
     respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
     pt_buf_free(&b);
@@ -277,7 +363,7 @@ static void
 monitor_main(void *arg)
 {
     pt_set_loop_thread();
-    pt_gil_thread_name("gil-monitor");
+    pt_gil_thread_name("gil-monitor", "monitor");
     uv_run(&M.loop, UV_RUN_DEFAULT);
 }
 

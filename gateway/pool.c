@@ -30,7 +30,8 @@ worker_main(void *arg)
     char name[32];
 
     snprintf(name, sizeof(name), "worker-%d", __atomic_add_fetch(&pool->started, 1, __ATOMIC_RELAXED));
-    pt_gil_thread_name(name);
+    pt_gil_thread_name(name, "worker");
+    pthread_setname_np(pthread_self(), name);      /* for top -H, perf and gdb */
 
     for (;;) {
         pt_request_t *req;

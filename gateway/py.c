@@ -398,7 +398,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
-    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0) {
+    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0 || (cfg->gil_probe && pt_gil_name_python_threads() < 0)) {
         startup_error("cannot prepare the interpreter%s%s", "", "");
         return -1;
     }

@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import PONTE, REPO_APPS, Conn, Server, build_request, run_tests
+from harness import APPS, PONTE, REPO_APPS, Conn, Server, build_request, run_tests
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us"
                   r"(?:, asyncio loop busy [\d.]+%)?; hold/wait:(.*)")
@@ -198,10 +198,10 @@ class Monitor(unittest.TestCase):
     """--gil-monitor: the page, Server-Sent Events at 10 Hz, Prometheus metrics, the switch interval control;
     served from its own thread, so it answers while the GIL is held by a long request."""
 
-    def start(self, app, *args, threads=4):
+    def start(self, app, *args, threads=4, app_dir=REPO_APPS):
         port = free_port()
         s = Server(app, "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", *args, threads=threads,
-                   app_dir=REPO_APPS).start()
+                   app_dir=app_dir).start()
         self.addCleanup(s.__exit__, None, None, None)
         self.assertIn("GIL monitor on http://127.0.0.1:%d" % port, s.stderr())
         return s, port
@@ -244,7 +244,7 @@ class Monitor(unittest.TestCase):
         r = get(port, "/metrics")
         self.assertEqual(r.status, 200)
         self.assertIn("text/plain", r.header("content-type"))
-        sample = re.compile(r'^[a-z_]+(\{thread="[^"]+"\})? -?[0-9.]+(e[+-]?[0-9]+)?$')
+        sample = re.compile(r'^[a-z_]+(\{[a-z]+="(?:[^"\\]|\\.)*"(,[a-z]+="(?:[^"\\]|\\.)*")*\})? -?[0-9.]+(e[+-]?[0-9]+)?$')
         names = set()
         for line in r.body.decode().splitlines():
             if line.startswith("#"):
@@ -256,6 +256,60 @@ class Monitor(unittest.TestCase):
                          "ponte_gil_acquisitions_total", "ponte_gil_forced_switches_total",
                          "ponte_gil_switch_interval_seconds", "ponte_gil_waiters"} <= names, names)
         self.assertIn(b'ponte_gil_hold_seconds_total{thread="worker-1"}', r.body)
+        # Histograms: cumulative buckets per thread, ending in +Inf == _count.
+        text = r.body.decode()
+        for kind in ("hold", "wait"):
+            metric = "ponte_gil_%s_duration_seconds" % kind
+            buckets = [(le, int(n)) for le, n in re.findall(r'^%s_bucket\{thread="worker-1",le="([^"]+)"\} (\d+)$'
+                                                          % metric, text, re.M)]
+            self.assertEqual(len(buckets), 22, metric)
+            self.assertEqual(buckets[-1][0], "+Inf")
+            counts = [n for _, n in buckets]
+            self.assertEqual(counts, sorted(counts), metric)
+            count = int(re.search(r'^%s_count\{thread="worker-1"\} (\d+)$' % metric, text, re.M).group(1))
+            self.assertEqual(counts[-1], count)
+            self.assertGreater(count, 0, metric)
+        self.assertRegex(text, r'(?m)^ponte_gil_handoffs_between_total\{from="worker-\d",to="worker-\d"\} [1-9]')
+
+    def test_handoffs_and_histograms(self):
+        """Three CPU-bound workers at a 5 ms switch interval: the GIL passes between every pair of them, waits are
+        long (several intervals), and most holds end near the interval, when the holder is forced to drop."""
+        s, port = self.start("cpu_bound:app", threads=3)
+        load(s, "/?n=300000", 3, 2)
+        time.sleep(0.3)
+        snap = json.loads(get(port, "/snapshot").body)
+        names = [t["name"] for t in snap["threads"]]
+        workers = {i for i, n in enumerate(names) if n.startswith("worker-")}
+        self.assertEqual(len(workers), 3, names)
+        pairs = {(f, t): c for f, t, c in snap["handoffs"]}
+        for a in workers:
+            for b in workers - {a}:
+                self.assertGreater(pairs.get((a, b), 0), 0, (names[a], names[b], snap["handoffs"]))
+        les = snap["bucket_le_us"]
+        self.assertEqual(len(les), 21)
+        self.assertAlmostEqual(les[0], 1.024)
+        for i in workers:
+            t = snap["threads"][i]
+            self.assertEqual(t["role"], "worker")
+            holds, waits = t["hold_hist"], t["wait_hist"]
+            self.assertEqual(len(holds), 22)
+            # Holds between 2 ms and 8.4 ms (the 5 ms interval, give or take) outnumber all longer ones.
+            near = sum(holds[k] for k in range(len(les)) if 2000 < les[k] <= 8400)
+            self.assertGreater(near, sum(holds[k] for k in range(len(les)) if les[k] > 8400), t)
+            self.assertGreater(sum(h for k, h in enumerate(waits) if k < len(les) and les[k] > 2000), 0, t)
+
+    def test_python_thread_names(self):
+        """A thread the app starts appears under its Python name, with the role "app"."""
+        s, port = self.start("testapp:application", threads=2, app_dir=APPS)
+        self.assertEqual(Conn(s).request("GET", "/spawn?name=cruncher&seconds=1").body, b"started")
+        time.sleep(0.5)
+        snap = json.loads(get(port, "/snapshot").body)
+        app = [t for t in snap["threads"] if t["name"] == "cruncher"]
+        self.assertEqual(len(app), 1, [t["name"] for t in snap["threads"]])
+        self.assertEqual(app[0]["role"], "app")
+        self.assertGreater(app[0]["hold"], 50, app)
+        with open("/proc/%d/task/%d/comm" % (s.proc.pid, app[0]["tid"])) as f:
+            self.assertEqual(f.read().strip(), "cruncher")      # top -H and perf see the name too
 
     def test_answers_while_the_gil_is_held(self):
         # --threads 0: a long CPU-bound request holds the GIL on the loop thread itself.

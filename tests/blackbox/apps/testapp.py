@@ -186,8 +186,24 @@ def pid(environ, start_response):
     return [str(os.getpid()).encode()]
 
 
+def spawn(environ, start_response):
+    """Starts a Python thread that burns CPU for ?seconds= under the name ?name=, and answers at once."""
+    q = query(environ)
+    seconds = float(q.get("seconds", "1"))
+
+    def burn():
+        end = time.time() + seconds
+        while time.time() < end:
+            sum(range(1000))
+
+    threading.Thread(target=burn, name=q.get("name", "burner"), daemon=True).start()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"started"]
+
+
 ROUTES = {
     "/echo": echo,
+    "/spawn": spawn,
     "/lines": lines,
     "/stream": stream,
     "/tracked": tracked,

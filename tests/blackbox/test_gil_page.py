@@ -1,0 +1,69 @@
+"""The live GIL page in a real browser: Debian's headless Chromium loads --gil-monitor's page while CPU-bound
+requests run on three workers; a lane per worker must appear and keep updating, the figures and the hand-off table
+must fill in, and the switch-interval control must reach the interpreter."""
+
+import json
+import os
+import threading
+import unittest
+
+from browser import CHROMIUM, Browser
+from harness import REPO_APPS, Server, run_tests
+from test_gil import free_port, get, load
+
+
+@unittest.skipUnless(os.path.exists(CHROMIUM) or os.environ.get("CI") == "true",
+                     "needs Debian's chromium (installed by .ci/deps on CI)")
+class LivePage(unittest.TestCase):
+    def test_lanes_appear_and_update(self):
+        port = free_port()
+        with Server("cpu_bound:app", "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", threads=3,
+                    app_dir=REPO_APPS) as s:
+            stop = threading.Event()
+
+            def traffic():
+                while not stop.is_set():
+                    load(s, "/?n=200000", 3, 1)
+
+            loader = threading.Thread(target=traffic)
+            loader.start()
+            try:
+                with Browser() as b:
+                    page = b.open("http://127.0.0.1:%d/" % port)
+                    lanes = "[...document.querySelectorAll('.lane')].map(l => [l.dataset.thread, l.dataset.role," \
+                            " Number(l.dataset.updates)])"
+                    b.wait_for(page, "document.querySelectorAll('.lane[data-role=worker]').length >= 3")
+                    first = {n: (r, u) for n, r, u in b.evaluate(page, lanes)}
+                    self.assertTrue({"worker-1", "worker-2", "worker-3"} <= set(first), first)
+                    self.assertEqual(first["worker-1"][0], "worker")
+                    # 10 Hz: a second later every worker lane has drawn several more columns.
+                    b.wait_for(page, "Number(document.querySelector('.lane[data-thread=\"worker-3\"]')"
+                                     ".dataset.updates) >= %d" % (first["worker-3"][1] + 8), timeout=5)
+                    later = {n: u for n, _, u in b.evaluate(page, lanes)}
+                    for w in ("worker-1", "worker-2", "worker-3"):
+                        self.assertGreaterEqual(later[w] - first[w][1], 8, (w, first, later))
+                    busy = b.evaluate(page, "document.getElementById('busy').textContent")
+                    self.assertRegex(busy, r"^\d+\.\d%$")
+                    self.assertGreater(float(busy[:-1]), 50)
+                    self.assertEqual(b.evaluate(page, "document.getElementById('mode').textContent"), "exact")
+                    rows = b.wait_for(page, "[...document.querySelectorAll('#pairs tr')].map(r => r.textContent)"
+                                            ".filter(t => t.includes('worker-'))")
+                    self.assertTrue(rows, "no hand-off between workers shown")
+                    # The switch-interval control, as a person would use it.
+                    b.evaluate(page, "document.getElementById('interval').value = 2000;"
+                                     "document.getElementById('set').click()")
+                    b.wait_for(page, "true")
+                    snap = None
+                    for _ in range(30):
+                        snap = json.loads(get(port, "/snapshot").body)
+                        if snap["interval_us"] == 2000:
+                            break
+                        threading.Event().wait(0.1)
+                    self.assertEqual(snap["interval_us"], 2000)
+            finally:
+                stop.set()
+                loader.join(30)
+
+
+if __name__ == "__main__":
+    run_tests()
