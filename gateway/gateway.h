@@ -146,6 +146,8 @@ void pt_pool_stop(pt_pool_t *pool);
 int pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts);
 
 /* ---- py.c ---- */
+/* Runs Python source in a fresh namespace (GIL held); returns the namespace, or NULL with an exception set. */
+PyObject *pt_py_exec(const char *src);
 /* Logs "what" plus the current Python exception's traceback, and clears it. */
 void pt_py_log_exception(const char *what, const pt_request_t *req);
 

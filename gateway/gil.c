@@ -197,12 +197,10 @@ pt_gil_name_python_threads(void)
         "        name_thread(self.name)\n"
         "        inner(self)\n"
         "    threading.Thread._bootstrap_inner = _bootstrap_inner\n";
-    PyObject *ns = PyDict_New(), *fn = PyCFunction_New(&name_def, NULL), *r = NULL;
+    PyObject *ns = pt_py_exec(src), *fn = PyCFunction_New(&name_def, NULL), *r = NULL;
 
-    if (ns != NULL && fn != NULL && PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) == 0) {
-        r = PyRun_String(src, Py_file_input, ns, ns);
-        Py_XDECREF(r);
-        r = r ? PyObject_CallFunctionObjArgs(PyDict_GetItemString(ns, "_install"), fn, NULL) : NULL;   /* borrowed */
+    if (ns != NULL && fn != NULL) {
+        r = PyObject_CallFunctionObjArgs(PyDict_GetItemString(ns, "_install"), fn, NULL);   /* borrowed */
     }
     Py_XDECREF(ns);
     Py_XDECREF(fn);

@@ -185,6 +185,35 @@ start_interpreter(const pt_config_t *cfg)
     return 0;
 }
 
+/* --timeout: on SIGUSR2 (from the worker's own check, or from the master when its loop is blocked), every thread's
+ * Python stack goes to stderr. faulthandler writes it from the signal handler without needing the GIL, which the
+ * stuck thread may hold. */
+static int
+dump_stacks_on_sigusr2(void)
+{
+    PyObject *ns = pt_py_exec("import faulthandler, signal, sys\n"
+                              "faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)\n");
+
+    Py_XDECREF(ns);
+    return ns ? 0 : -1;
+}
+
+PyObject *
+pt_py_exec(const char *src)
+{
+    PyObject *ns = PyDict_New(), *r = NULL;
+
+    if (ns != NULL && PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        r = PyRun_String(src, Py_file_input, ns, ns);
+    }
+    if (r == NULL) {
+        Py_XDECREF(ns);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return ns;
+}
+
 static int
 prepend_sys_path(const char *dir)
 {
@@ -398,7 +427,8 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         return -1;
     }
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
-    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0 || (cfg->gil_probe && pt_gil_name_python_threads() < 0)) {
+    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0 || (cfg->gil_probe && pt_gil_name_python_threads() < 0)
+        || (cfg->timeout > 0 && dump_stacks_on_sigusr2() < 0)) {
         startup_error("cannot prepare the interpreter%s%s", "", "");
         return -1;
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #ifndef PT_VERSION
@@ -41,6 +42,19 @@ static const char usage[] =
     "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
+    "      --fd N                 accept on the inherited listening socket N (systemd socket activation); repeatable\n"
+    "\n"
+    "processes:\n"
+    "  -p, --processes N          run N worker processes under a master, each with its own interpreter and GIL;\n"
+    "                             the master binds the sockets and replaces workers that die; SIGHUP reloads the\n"
+    "                             app with no downtime (default 0: one process, no master)\n"
+    "      --reuse-port           give each worker its own SO_REUSEPORT socket instead of sharing one\n"
+    "      --max-requests N       replace a worker after N requests (default 0: never)\n"
+    "      --max-requests-jitter N  add a random 0..N to --max-requests per worker (default 0)\n"
+    "      --timeout S            replace a worker whose request has been in the app for S seconds, logging where\n"
+    "                             it was stuck (default 0: never)\n"
+    "\n"
+    "the GIL:\n"
     "      --gil-monitor ADDR     serve the live GIL view (page, /events, /metrics) on ADDR, e.g. 127.0.0.1:8001\n"
     "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
     "                             (open it in Perfetto or chrome://tracing)\n"
@@ -70,6 +84,12 @@ enum {
     OPT_GIL_TRACE,
     OPT_ACCESS_LOG_GIL,
     OPT_GIL_PROBE,
+    OPT_FD,
+    OPT_REUSE_PORT,
+    OPT_MAX_REQUESTS,
+    OPT_MAX_REQUESTS_JITTER,
+    OPT_TIMEOUT,
+    OPT_WORKER,
 };
 
 static const struct option options[] = {
@@ -95,6 +115,13 @@ static const struct option options[] = {
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
     { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
+    { "fd", required_argument, NULL, OPT_FD },
+    { "processes", required_argument, NULL, 'p' },
+    { "reuse-port", no_argument, NULL, OPT_REUSE_PORT },
+    { "max-requests", required_argument, NULL, OPT_MAX_REQUESTS },
+    { "max-requests-jitter", required_argument, NULL, OPT_MAX_REQUESTS_JITTER },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "worker", required_argument, NULL, OPT_WORKER },     /* internal: "SLOT:LISTENERS", set by the master */
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -188,7 +215,7 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, ":b:i:t:Vh", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":b:i:t:p:Vh", options, NULL)) != -1) {
         switch (opt) {
         case 'b':
             if (cfg->nbinds == PT_MAX_BINDS) {
@@ -218,6 +245,62 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             }
             cfg->threads = (int)v;
             break;
+        case 'p':
+            if (parse_u64("processes", optarg, 0, 256, &v) < 0) {
+                return -1;
+            }
+            cfg->processes = (int)v;
+            break;
+        case OPT_FD: {
+            struct stat st;
+
+            if (parse_u64("fd", optarg, 0, 65535, &v) < 0) {
+                return -1;
+            }
+            if (cfg->worker_slot) {
+                break;          /* a worker has the master's copy of every socket at 3.. (--worker comes first) */
+            }
+            if (cfg->nfds == PT_MAX_BINDS) {
+                return bad("fd", optarg, "too many sockets");
+            }
+            if (fstat((int)v, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+                return bad("fd", optarg, "not an open socket");
+            }
+            cfg->fds[cfg->nfds++] = (int)v;
+            break;
+        }
+        case OPT_REUSE_PORT:
+            cfg->reuse_port = true;
+            break;
+        case OPT_MAX_REQUESTS:
+            if (parse_u64("max-requests", optarg, 0, UINT64_MAX / 2, &cfg->max_requests) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_MAX_REQUESTS_JITTER:
+            if (parse_u64("max-requests-jitter", optarg, 0, 1 << 30, &cfg->max_requests_jitter) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_TIMEOUT:
+            if (parse_seconds("timeout", optarg, &cfg->timeout) < 0) {
+                return -1;
+            }
+            break;
+        case OPT_WORKER: {
+            int slot, nl, i;
+
+            if (sscanf(optarg, "%d:%d", &slot, &nl) != 2 || slot < 1 || nl < 1 || nl > PT_MAX_BINDS) {
+                return bad("worker", optarg, "internal option, set by the master");
+            }
+            cfg->worker_slot = slot;
+            for (i = 0; i < nl; i++) {
+                cfg->fds[i] = 3 + i;    /* the master passes the listening sockets first, then the control line */
+            }
+            cfg->nfds = nl;
+            cfg->control_fd = 3 + nl;
+            break;
+        }
         case OPT_APP_DIR:
             cfg->app_dir = optarg;
             break;
@@ -355,8 +438,20 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         return -1;
     }
     cfg->app = argv[optind];
-    if (cfg->nbinds == 0) {
+    if ((cfg->max_requests || cfg->timeout > 0 || cfg->reuse_port) && cfg->processes == 0 && !cfg->worker_slot) {
+        fprintf(stderr, "ponte: error: --max-requests, --timeout and --reuse-port need --processes (a master to "
+                        "replace the worker)\n");
+        return -1;
+    }
+    if (cfg->worker_slot) {
+        cfg->nbinds = 0;        /* a worker accepts on the master's sockets */
+        cfg->processes = 0;
+    } else if (cfg->nbinds == 0 && cfg->nfds == 0) {
         cfg->binds[cfg->nbinds++] = default_bind;
+    }
+    if (cfg->reuse_port && cfg->nfds > 0 && !cfg->worker_slot) {
+        fprintf(stderr, "ponte: error: --reuse-port makes its own sockets; it cannot share an --fd\n");
+        return -1;
     }
     cfg->python_executable = PT_PYTHON_EXECUTABLE;
     return 0;

@@ -35,6 +35,15 @@ typedef struct {
     const char *app;                    /* "pkg.module:callable" or "path/file.py:callable" */
     const char *binds[PT_MAX_BINDS];
     int nbinds;
+    int fds[PT_MAX_BINDS];              /* --fd: inherited listening sockets (systemd socket activation) */
+    int nfds;
+    int processes;                      /* --processes: worker processes under a master; 0 runs one process */
+    bool reuse_port;                    /* each worker slot gets its own SO_REUSEPORT socket per address */
+    uint64_t max_requests;              /* a worker process is replaced after this many requests; 0 never */
+    uint64_t max_requests_jitter;       /* plus a random 0..jitter, so that workers do not all restart at once */
+    double timeout;                     /* a request in the app longer than this replaces its worker; 0 never */
+    int worker_slot;                    /* set by the master for its workers: 1..N; 0 in a master or lone process */
+    int control_fd;                     /* a worker's line to its master (ready, beat, retire) */
     pt_interface_t interface;
     pt_lifespan_t lifespan;             /* ASGI lifespan events */
     int threads;                        /* WSGI pool size; 0 runs the app on the loop thread */

@@ -320,6 +320,9 @@ conn_end(pt_conn_t *c, bool linger)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Timer: one per connection, its meaning set by the state. Deadlines move often; the timer is re-armed lazily. */
 
+/* How long a just-used keep-alive connection is given, on shutdown, to send the request that may be on its way. */
+#define SHUTDOWN_LINGER_MS 1000
+
 static void on_timer(uv_timer_t *t);
 
 void
@@ -621,6 +624,7 @@ conn_dispatch(pt_conn_t *c)
     c->app_busy = true;
     c->state = PT_CONN_APP;
     srv->nbusy++;
+    srv->requests++;
     pt_conn_set_deadline(c, srv->cfg->client_timeout);
     srv->app->on_request(srv->app, &c->req);
 }
@@ -762,9 +766,11 @@ conn_request_finished(pt_conn_t *c)
         return;
     }
     /* After a half-close (EOF) the requests already received are still answered, then the connection closes. */
-    reuse = req->keep_alive && c->resp_done && !req->resp.must_close && c->message_done
-            && (!c->eof || c->rest.len > 0) && !srv->stopping && req->body_err == PT_BODY_ERR_NONE
-            && c->state != PT_CONN_CLOSING;
+    /* Stopping: a response that went out promising keep-alive (its head was written before the stop) keeps the
+     * connection for a moment, so that the request its client sends next is answered with "Connection: close"
+     * instead of being lost. */
+    reuse = (req->keep_alive || srv->stopping) && c->resp_done && !req->resp.must_close && c->message_done
+            && (!c->eof || c->rest.len > 0) && req->body_err == PT_BODY_ERR_NONE && c->state != PT_CONN_CLOSING;
     if (!reuse) {
         conn_end(c, !c->message_done);
         return;
@@ -775,6 +781,7 @@ conn_request_finished(pt_conn_t *c)
     c->scan_cr = c->scan_seen = c->scan_done = false;
     c->scan_m = 0;
     c->state = PT_CONN_IDLE;
+    c->idle_since = uv_now(c->srv->loop);
     if (req->body.cap > PT_BODY_HIGH) {
         pt_buf_free(&req->body);
     }
@@ -782,7 +789,7 @@ conn_request_finished(pt_conn_t *c)
     if (c->head.cap > 16 * 1024) {
         pt_buf_free(&c->head);
     }
-    pt_conn_set_deadline(c, srv->cfg->keep_alive_timeout);
+    pt_conn_set_deadline(c, srv->stopping ? SHUTDOWN_LINGER_MS / 1000.0 : srv->cfg->keep_alive_timeout);
     c->paused = false;
     if (c->upgrade_pause) {
         llhttp_resume_after_upgrade(&c->parser);
@@ -1132,6 +1139,7 @@ pt_conn_start(pt_server_t *srv, pt_listener_t *ls, pt_conn_t *c)
     srv->nconns++;
     pt_http_reset(c);
     c->state = PT_CONN_IDLE;
+    c->idle_since = uv_now(c->srv->loop);
 
     if (ls->is_unix) {
         strcpy(c->remote_addr, "unix");
@@ -1188,12 +1196,20 @@ void
 pt_server_shutdown(pt_server_t *srv)
 {
     pt_conn_t *c, *next;
+    uint64_t now = uv_now(srv->loop);
 
     srv->stopping = true;
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
         if (c->state == PT_CONN_IDLE && !c->app_busy) {
-            conn_close(c);
+            /* Closing a connection the client is about to reuse loses its next request (RFC 9112 §9.6): wrk and
+             * most clients do not retry. A quiet one closes now; a busy one gets its next answer with
+             * "Connection: close" (new requests see srv->stopping), or closes when it stays quiet. */
+            if (now - c->idle_since >= SHUTDOWN_LINGER_MS) {
+                conn_close(c);
+            } else {
+                pt_conn_set_deadline(c, (double)(SHUTDOWN_LINGER_MS - (now - c->idle_since)) / 1000.0);
+            }
         } else {
             /* Answer the request in progress with "Connection: close". */
             c->req.keep_alive = false;
@@ -1202,6 +1218,20 @@ pt_server_shutdown(pt_server_t *srv)
     if (srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
     }
+}
+
+pt_request_t *
+pt_server_oldest_request(pt_server_t *srv)
+{
+    pt_conn_t *c;
+    pt_request_t *oldest = NULL;
+
+    for (c = srv->conns; c != NULL; c = c->next) {
+        if (c->app_busy && (oldest == NULL || c->req.start_ns < oldest->start_ns)) {
+            oldest = &c->req;
+        }
+    }
+    return oldest;
 }
 
 void

@@ -40,6 +40,7 @@ struct pt_server_s {
     struct pt_conn_s *conns;   /* every open connection, for shutdown */
     size_t nconns;
     size_t nbusy;           /* connections with a request in the app */
+    uint64_t requests;      /* requests handed to the app so far */
     bool stopping;
     uv_idle_t drain_idle;   /* runs on_drain for suspended loop-thread apps whose output drained */
     struct pt_conn_s *drain_head;
@@ -78,6 +79,7 @@ struct pt_conn_s {
     bool drain_scheduled;
     struct pt_conn_s *drain_next;
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
+    uint64_t idle_since;    /* loop time (ms) the connection last became idle */
     uint64_t timer_due;     /* loop time the timer is armed for */
     size_t idle_bytes;      /* blank lines received between requests */
     /* Head scan (see head_scan in conn.c): a CR must be followed by LF anywhere in a request head. */
@@ -120,8 +122,11 @@ pt_conn_t *pt_conn_new(pt_server_t *srv);
 void pt_conn_discard(pt_conn_t *c, bool stream_initialised);
 /* (Re)arms the connection's timer `seconds` from now, for the current state. */
 void pt_conn_set_deadline(pt_conn_t *c, double seconds);
-/* Graceful shutdown: idle connections close now, busy ones after their current response. */
+/* Graceful shutdown: connections idle for a while close now; busy ones, and idle ones that were just used (their
+ * client may be sending the next request this instant), answer one more request with "Connection: close". */
 void pt_server_shutdown(pt_server_t *srv);
+/* The request that has been in the app longest, or NULL (for --timeout). */
+pt_request_t *pt_server_oldest_request(pt_server_t *srv);
 /* Closes every connection at once (graceful timeout expired). */
 void pt_server_abort_all(pt_server_t *srv);
 

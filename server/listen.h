@@ -18,13 +18,21 @@ struct pt_listener_s {
     } h;
     pt_server_t *srv;
     bool is_unix;
+    bool owned;             /* a unix socket file this process created (and removes at exit) */
     char name[256];         /* SERVER_NAME: the bound host, or the socket path */
     int port;               /* the bound port (the real one when 0 was asked) */
     char url[300];          /* for the "listening on" line */
 };
 
-/* Binds and listens on every --bind. Returns 0, or a negative libuv error after logging which address failed. */
+/* Listens on every --bind and --fd. Returns 0, or a negative libuv error after logging which address failed. */
 int pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count);
+/* A listening socket for one --bind (non-blocking, close-on-exec): the master makes these for its workers.
+ * Returns 0 and the fd, or a negative libuv error after logging it. */
+int pt_listen_socket(const char *spec, int backlog, bool reuse_port, int *fd);
+/* Fills in a listener's name, port and url from a socket (0, or a negative libuv error). */
+int pt_listen_describe(int fd, pt_listener_t *ls);
+/* Accepts on an already listening socket (an --fd, or one inherited from the master). */
+int pt_listen_fd(pt_server_t *srv, pt_listener_t *ls, int fd);
 /* Stops accepting (graceful shutdown). */
 void pt_listen_close_all(pt_listener_t *ls, int count);
 /* Parses "host:port", "[v6]:port" or "unix:/path" (exposed for the unit tests). Returns 0 or -EINVAL. */

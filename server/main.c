@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "listen.h"
 #include "log.h"
+#include "master.h"
 
 typedef struct {
     pt_config_t cfg;
@@ -109,8 +110,14 @@ main(int argc, char **argv)
     setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
     signal(SIGPIPE, SIG_IGN);
 
+    if (M.cfg.processes > 0) {
+        return pt_master_run(&M.cfg, argc, argv);
+    }
     M.loop = uv_default_loop();
     pt_set_loop_thread();
+    if (M.cfg.worker_slot && pt_worker_init(&M.cfg, M.loop) < 0) {
+        return 1;
+    }
 
     if (pt_app_load(&M.cfg, M.loop, &M.app) < 0) {
         return 1;
@@ -139,6 +146,9 @@ main(int argc, char **argv)
         pt_log_info("listening on %s", M.listeners[i].url);
     }
     pt_log_info("serving %s (%s)", M.cfg.app, M.app->description);
+    if (M.cfg.worker_slot) {
+        pt_worker_ready(&M.srv);
+    }
 
     if (M.app->run != NULL) {
         M.app->run(M.app, M.loop);
@@ -161,7 +171,7 @@ main(int argc, char **argv)
     pt_app_unload(M.app);
     uv_run(M.loop, UV_RUN_DEFAULT);     /* run the close callbacks */
     for (i = 0; i < M.nlisteners; i++) {
-        if (M.listeners[i].is_unix) {
+        if (M.listeners[i].owned) {
             remove(M.listeners[i].name);
         }
     }

@@ -69,9 +69,9 @@ struct pt_request_s {
     const char *url_scheme;
 
     uint64_t start_ns;
-    uint64_t seq;
+    uint64_t seq;               /* counts the connection's requests: tells a request from its successor */
     /* GIL wait of the thread running the app: to start it, and while it ran (ns; --access-log-gil). */
-    uint64_t gil_wait_start_ns, gil_wait_run_ns;           /* counts the connection's requests: tells a request from its successor */
+    uint64_t gil_wait_start_ns, gil_wait_run_ns;
 
     /* The response, written by whoever runs the app and read by the loop once the app is done. */
     pt_resp_t resp;

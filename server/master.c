@@ -1,0 +1,487 @@
+/*
+ * --processes N: the master. It binds the sockets, starts N workers and supervises them; it never imports the app.
+ *
+ * A worker is this same executable run again with "--worker SLOT:NSOCKETS" in front of the user's arguments, so each
+ * one starts a fresh interpreter (its own GIL) and imports the app anew: that is what makes SIGHUP a real code
+ * reload. It finds the listening sockets at fds 3.. and, after them, a control line (a socketpair) on which it
+ * tells the master "ready" once it accepts, "beat" every second under --timeout, and "retire <why>" when it wants a
+ * successor (--max-requests reached, a request stuck past --timeout).
+ *
+ * Replacing a worker always starts the successor first and stops the predecessor (SIGTERM: finish what is in
+ * flight) only once the successor is ready. The sockets stay open in the master the whole time, so the kernel keeps
+ * queueing connections and none is refused: that is the zero-downtime reload.
+ *
+ * Shared socket or SO_REUSEPORT: by default all workers accept on the same socket (the kernel wakes one waiting
+ * worker per connection); --reuse-port gives each slot its own socket on the same port and the kernel spreads
+ * connections by a hash of the client address. The master keeps a slot's socket across generations, so a reload
+ * does not drop the connections queued on it either. docs/deploy.md compares the two.
+ */
+#include "master.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "listen.h"
+#include "log.h"
+
+#define MAX_SLOTS 256
+#define MAX_WORKERS (2 * MAX_SLOTS)     /* during a reload each slot may have a predecessor and a successor */
+#define TICK_MS 200
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 30000
+#define STUCK_KILL_MS 1000              /* after SIGUSR2 (dump the Python stacks), how long until SIGKILL */
+
+typedef struct {
+    uv_process_t proc;
+    uv_pipe_t ctl;
+    int slot;
+    int handles_open;
+    bool used, exited, ready, stopping, has_successor;
+    uint64_t started_ms, beat_ms, kill_at_ms;
+    char line[256];
+    size_t linelen;
+} pt_worker_t;
+
+static struct {
+    const pt_config_t *cfg;
+    uv_loop_t *loop;
+    char exe[PATH_MAX];
+    char **args;                        /* the worker's argv: exe, --worker, SLOT:N, then the user's arguments */
+    char slot_arg[32];
+    int nsock;
+    int *socks;                         /* nsock per slot with --reuse-port (slot-major), else nsock shared */
+    pt_worker_t w[MAX_WORKERS];
+    uint64_t backoff_ms[MAX_SLOTS + 1], respawn_at[MAX_SLOTS + 1];
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t tick;
+    bool stopping, ever_ready, done;
+    int signals, exit_code;
+} M;
+
+static void spawn(int slot);
+
+static int
+alive(void)
+{
+    int i, n = 0;
+
+    for (i = 0; i < MAX_WORKERS; i++) {
+        n += M.w[i].used && !M.w[i].exited;
+    }
+    return n;
+}
+
+/* The worker serving a slot now (not being stopped), other than `except`. */
+static pt_worker_t *
+serving(int slot, const pt_worker_t *except)
+{
+    int i;
+
+    for (i = 0; i < MAX_WORKERS; i++) {
+        pt_worker_t *w = &M.w[i];
+
+        if (w != except && w->used && !w->exited && !w->stopping && w->slot == slot) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static void
+stop_worker(pt_worker_t *w, int sig)
+{
+    if (!w->exited) {
+        w->stopping = true;
+        kill(w->proc.pid, sig);
+    }
+}
+
+static void
+master_done(void)
+{
+    int i;
+
+    if (M.done) {
+        return;
+    }
+    M.done = true;
+    uv_close((uv_handle_t *)&M.sigterm, NULL);
+    uv_close((uv_handle_t *)&M.sigint, NULL);
+    uv_close((uv_handle_t *)&M.sighup, NULL);
+    uv_close((uv_handle_t *)&M.tick, NULL);
+    for (i = 0; i < M.nsock * (M.cfg->reuse_port ? M.cfg->processes : 1); i++) {
+        close(M.socks[i]);
+    }
+}
+
+static void
+on_worker_closed(uv_handle_t *h)
+{
+    pt_worker_t *w = h->data;
+
+    if (--w->handles_open == 0) {
+        memset(w, 0, sizeof(*w));      /* the record is free again */
+        if (M.stopping && alive() == 0) {
+            master_done();
+        }
+    }
+}
+
+static void
+on_worker_exit(uv_process_t *p, int64_t status, int sig)
+{
+    pt_worker_t *w = p->data;
+    uint64_t now = uv_now(M.loop);
+    pt_worker_t *pred;
+
+    w->exited = true;
+    if (sig) {
+        pt_log_warning("worker %d (pid %d) was killed by signal %d (%s)", w->slot, p->pid, sig, strsignal(sig));
+    } else if (status != 0 || !w->stopping) {
+        pt_log_warning("worker %d (pid %d) exited with status %d%s", w->slot, p->pid, (int)status,
+                       w->ready ? "" : " before it was ready");
+    } else {
+        pt_log_info("worker %d (pid %d) stopped", w->slot, p->pid);
+    }
+    uv_close((uv_handle_t *)&w->proc, on_worker_closed);
+    if (!uv_is_closing((uv_handle_t *)&w->ctl)) {
+        uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
+    }
+    if (M.stopping) {
+        return;
+    }
+    if (!w->ready && !M.ever_ready) {
+        /* The app does not even start: say so once and stop, as a lone process would, instead of looping. */
+        pt_log_error("worker %d failed to boot; stopping (see its error above)", w->slot);
+        M.exit_code = 1;
+        M.stopping = true;
+        for (int i = 0; i < MAX_WORKERS; i++) {
+            if (M.w[i].used) {
+                stop_worker(&M.w[i], SIGTERM);
+            }
+        }
+        return;
+    }
+    pred = serving(w->slot, w);
+    if (pred != NULL) {
+        if (!w->ready && pred->has_successor) {
+            /* A successor died on the way up (a reload of broken code): the predecessor goes on serving. */
+            pred->has_successor = false;
+            pt_log_error("reload of worker %d failed: worker %d (pid %d) keeps serving the previous code", w->slot,
+                         pred->slot, pred->proc.pid);
+        }
+        return;
+    }
+    /* Nobody serves this slot any more: replace at once, unless workers keep dying young (then back off). */
+    if (w->ready && now - w->started_ms > 2000) {
+        M.backoff_ms[w->slot] = 0;
+    } else {
+        M.backoff_ms[w->slot] = M.backoff_ms[w->slot] ? M.backoff_ms[w->slot] * 2 : BACKOFF_MIN_MS;
+        if (M.backoff_ms[w->slot] > BACKOFF_MAX_MS) {
+            M.backoff_ms[w->slot] = BACKOFF_MAX_MS;
+        }
+        pt_log_warning("worker %d keeps exiting young: next start in %.1fs", w->slot,
+                       (double)M.backoff_ms[w->slot] / 1000);
+    }
+    M.respawn_at[w->slot] = now + M.backoff_ms[w->slot] + 1;
+}
+
+static void
+on_ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    pt_worker_t *w = h->data;
+
+    buf->base = w->line + w->linelen;
+    buf->len = sizeof(w->line) - w->linelen - 1;
+}
+
+static void
+on_line(pt_worker_t *w, const char *line)
+{
+    uint64_t now = uv_now(M.loop);
+    int i;
+
+    if (strcmp(line, "ready") == 0) {
+        w->ready = true;
+        w->beat_ms = now;
+        M.ever_ready = true;
+        pt_log_info("worker %d (pid %d) ready", w->slot, w->proc.pid);
+        /* The predecessor of this slot, if any, can go now: the successor accepts. */
+        for (i = 0; i < MAX_WORKERS; i++) {
+            pt_worker_t *o = &M.w[i];
+
+            if (o != w && o->used && !o->exited && !o->stopping && o->slot == w->slot && o->has_successor) {
+                stop_worker(o, SIGTERM);
+            }
+        }
+    } else if (strcmp(line, "beat") == 0) {
+        w->beat_ms = now;
+    } else if (strncmp(line, "retire ", 7) == 0) {
+        pt_log_info("worker %d (pid %d) asks to be replaced (%s)", w->slot, w->proc.pid, line + 7);
+        if (!w->has_successor && !w->stopping && !M.stopping) {
+            w->has_successor = true;
+            spawn(w->slot);
+        }
+    } else {
+        pt_log_warning("worker %d (pid %d) said something unexpected: '%s'", w->slot, w->proc.pid, line);
+    }
+}
+
+static void
+on_ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    pt_worker_t *w = s->data;
+    char *nl;
+
+    if (n < 0) {
+        uv_close((uv_handle_t *)s, on_worker_closed);   /* EOF: the worker exited or closed its end */
+        return;
+    }
+    w->linelen += (size_t)n;
+    w->line[w->linelen] = '\0';
+    while ((nl = strchr(w->line, '\n')) != NULL) {
+        *nl = '\0';
+        on_line(w, w->line);
+        w->linelen -= (size_t)(nl + 1 - w->line);
+        memmove(w->line, nl + 1, w->linelen + 1);
+    }
+    if (w->linelen == sizeof(w->line) - 1) {
+        w->linelen = 0;                 /* a line this long is not ours: drop it */
+    }
+}
+
+static void
+spawn(int slot)
+{
+    uv_stdio_container_t stdio[3 + PT_MAX_BINDS + 1];
+    uv_process_options_t opt;
+    pt_worker_t *w = NULL;
+    int i, r, *socks = M.socks + (M.cfg->reuse_port ? (slot - 1) * M.nsock : 0);
+
+    for (i = 0; i < MAX_WORKERS && w == NULL; i++) {
+        if (!M.w[i].used) {
+            w = &M.w[i];
+        }
+    }
+    if (w == NULL) {
+        pt_log_error("cannot start worker %d: too many workers", slot);
+        return;
+    }
+    memset(w, 0, sizeof(*w));
+    w->slot = slot;
+    uv_pipe_init(M.loop, &w->ctl, 0);
+    w->ctl.data = w;
+    w->proc.data = w;
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = 1;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    for (i = 0; i < M.nsock; i++) {
+        stdio[3 + i].flags = UV_INHERIT_FD;
+        stdio[3 + i].data.fd = socks[i];
+    }
+    stdio[3 + M.nsock].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3 + M.nsock].data.stream = (uv_stream_t *)&w->ctl;
+    snprintf(M.slot_arg, sizeof(M.slot_arg), "%d:%d", slot, M.nsock);
+    memset(&opt, 0, sizeof(opt));
+    opt.file = M.exe;
+    opt.args = M.args;
+    opt.exit_cb = on_worker_exit;
+    opt.stdio = stdio;
+    opt.stdio_count = 3 + M.nsock + 1;
+    /* Its own session: a terminal's Ctrl-C reaches the master only, which stops the workers in order. */
+    opt.flags = UV_PROCESS_DETACHED;
+    r = uv_spawn(M.loop, &w->proc, &opt);
+    if (r < 0) {
+        pt_log_error("cannot start worker %d: %s", slot, uv_strerror(r));
+        w->used = w->exited = true;     /* freed when the control pipe has closed */
+        w->handles_open = 1;
+        uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
+        M.respawn_at[slot] = uv_now(M.loop) + BACKOFF_MAX_MS;
+        return;
+    }
+    w->used = true;
+    w->handles_open = 2;
+    w->started_ms = uv_now(M.loop);
+    uv_read_start((uv_stream_t *)&w->ctl, on_ctl_alloc, on_ctl_read);
+    pt_log_info("worker %d started (pid %d)", slot, w->proc.pid);
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    uint64_t now = uv_now(M.loop);
+    int i;
+
+    for (i = 1; i <= M.cfg->processes && !M.stopping; i++) {
+        if (M.respawn_at[i] && now >= M.respawn_at[i]) {
+            M.respawn_at[i] = 0;
+            if (serving(i, NULL) == NULL) {
+                spawn(i);
+            }
+        }
+    }
+    for (i = 0; i < MAX_WORKERS; i++) {
+        pt_worker_t *w = &M.w[i];
+
+        if (!w->used || w->exited) {
+            continue;
+        }
+        if (w->kill_at_ms && now >= w->kill_at_ms) {
+            pt_log_warning("worker %d (pid %d) did not stop: killing it", w->slot, w->proc.pid);
+            kill(w->proc.pid, SIGKILL);
+            w->kill_at_ms = 0;
+        } else if (w->stopping && !w->kill_at_ms) {
+            w->kill_at_ms = now + (uint64_t)(M.cfg->graceful_timeout * 1000) + 5000;
+        } else if (M.cfg->timeout > 0 && w->ready && !w->stopping
+                   && now - w->beat_ms > (uint64_t)(M.cfg->timeout * 1000) + 1000) {
+            /* No heartbeat: the worker's loop is blocked, by a request that never returns to it. */
+            pt_log_error("worker %d (pid %d) has not answered for %.0fs (--timeout %gs): a request is blocking it; "
+                         "its Python stacks follow, then it is replaced", w->slot, w->proc.pid,
+                         (double)(now - w->beat_ms) / 1000, M.cfg->timeout);
+            stop_worker(w, SIGUSR2);
+            w->kill_at_ms = now + STUCK_KILL_MS;
+        }
+    }
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+    int i;
+
+    if (signum == SIGHUP) {
+        if (M.stopping) {
+            return;
+        }
+        pt_log_info("SIGHUP: reloading: starting %d new worker(s) with fresh code", M.cfg->processes);
+        for (i = 1; i <= M.cfg->processes; i++) {
+            pt_worker_t *w = serving(i, NULL);
+
+            if (w != NULL && !w->has_successor) {
+                w->has_successor = true;
+                spawn(i);
+            } else if (w == NULL) {
+                M.respawn_at[i] = 0;
+                spawn(i);
+            }
+        }
+        return;
+    }
+    if (++M.signals > 1) {
+        pt_log_warning("second %s: stopping the workers now", strsignal(signum));
+    } else {
+        pt_log_info("%s: stopping %d worker(s) gracefully (up to %gs)", strsignal(signum), alive(),
+                    M.cfg->graceful_timeout);
+    }
+    M.stopping = true;
+    for (i = 0; i < MAX_WORKERS; i++) {
+        if (M.w[i].used && !M.w[i].exited) {
+            stop_worker(&M.w[i], SIGTERM);       /* a worker's second SIGTERM aborts its requests */
+        }
+    }
+    if (alive() == 0) {
+        master_done();
+    }
+}
+
+/* The worker's argv: the user's arguments with "--worker SLOT:N" in front (parsed first, see config.c). */
+static int
+make_args(int argc, char **argv)
+{
+    int i;
+
+    M.args = calloc((size_t)argc + 3, sizeof(char *));
+    if (M.args == NULL) {
+        return UV_ENOMEM;
+    }
+    M.args[0] = M.exe;
+    M.args[1] = "--worker";
+    M.args[2] = M.slot_arg;
+    for (i = 1; i < argc; i++) {
+        M.args[i + 2] = argv[i];
+    }
+    return 0;
+}
+
+int
+pt_master_run(const pt_config_t *cfg, int argc, char **argv)
+{
+    size_t len = sizeof(M.exe);
+    int i, j, copies = cfg->reuse_port ? cfg->processes : 1;
+
+    M.cfg = cfg;
+    M.loop = uv_default_loop();
+    M.nsock = cfg->nbinds + cfg->nfds;
+    if (cfg->processes > MAX_SLOTS || uv_exepath(M.exe, &len) < 0 || make_args(argc, argv) < 0) {
+        pt_log_error("cannot start the master");
+        return 1;
+    }
+    M.socks = calloc((size_t)(M.nsock * copies), sizeof(int));
+    if (M.socks == NULL) {
+        return 1;
+    }
+    for (j = 0; j < copies; j++) {
+        for (i = 0; i < M.nsock; i++) {
+            int *fd = &M.socks[j * M.nsock + i];
+
+            if (i >= cfg->nbinds) {
+                *fd = cfg->fds[i - cfg->nbinds];
+            } else if (j > 0) {
+                /* Another SO_REUSEPORT socket on the port the first one got (port 0 picks one); a unix socket
+                 * cannot be bound twice, so its slots share it. */
+                pt_listener_t first = { 0 };
+                char spec[300];
+
+                pt_listen_describe(M.socks[i], &first);
+                if (first.is_unix) {
+                    *fd = dup(M.socks[i]);
+                } else {
+                    snprintf(spec, sizeof(spec), strchr(first.name, ':') ? "[%s]:%d" : "%s:%d", first.name,
+                             first.port);
+                    if (pt_listen_socket(spec, cfg->backlog, true, fd) < 0) {
+                        return 1;
+                    }
+                }
+            } else if (pt_listen_socket(cfg->binds[i], cfg->backlog, cfg->reuse_port, fd) < 0) {
+                return 1;
+            }
+            if (j == 0) {
+                pt_listener_t desc = { 0 };
+
+                pt_listen_describe(*fd, &desc);
+                pt_log_info("master listening on %s%s", desc.url,
+                            cfg->reuse_port ? " (SO_REUSEPORT: one socket per worker)" : "");
+            }
+        }
+    }
+    uv_signal_init(M.loop, &M.sigterm);
+    uv_signal_init(M.loop, &M.sigint);
+    uv_signal_init(M.loop, &M.sighup);
+    uv_signal_start(&M.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&M.sigint, on_signal, SIGINT);
+    uv_signal_start(&M.sighup, on_signal, SIGHUP);
+    uv_timer_init(M.loop, &M.tick);
+    uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
+    pt_log_info("master (pid %d) starting %d worker process(es) for %s", (int)getpid(), cfg->processes, cfg->app);
+    for (i = 1; i <= cfg->processes; i++) {
+        spawn(i);
+    }
+    uv_run(M.loop, UV_RUN_DEFAULT);
+    for (i = 0; i < cfg->nbinds; i++) {
+        if (strncmp(cfg->binds[i], "unix:", 5) == 0) {
+            remove(cfg->binds[i] + 5);
+        }
+    }
+    uv_loop_close(M.loop);
+    free(M.socks);
+    free(M.args);
+    pt_log_info("master stopped");
+    pt_log_flush();
+    return M.exit_code;
+}

@@ -1,0 +1,21 @@
+/*
+ * Processes: the master (master.c) that binds, starts and supervises --processes N workers, and a worker's side of
+ * the control line to it (worker.c).
+ */
+#ifndef PT_MASTER_H
+#define PT_MASTER_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "conn.h"
+
+/* Runs the master until it is stopped; returns the exit status. */
+int pt_master_run(const pt_config_t *cfg, int argc, char **argv);
+
+/* In a worker: dies with the master, and opens the control line (call before loading the app). */
+int pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop);
+/* In a worker, once it accepts: says "ready" and starts the heartbeat, --max-requests and --timeout checks. */
+void pt_worker_ready(pt_server_t *srv);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * A worker process's side of the control line to its master (see master.c): "ready" once it accepts, "beat" every
+ * second under --timeout (a loop blocked by a request stops beating, and the master notices), and "retire <why>"
+ * when it wants a successor: --max-requests reached, or a request in the app longer than --timeout while the loop
+ * still runs (a worker thread stuck in the app). The worker keeps serving until the master stops it, which it does
+ * once the successor is ready.
+ */
+#include "master.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static struct {
+    const pt_config_t *cfg;
+    pt_server_t *srv;
+    uv_pipe_t ctl;
+    uv_timer_t timer;
+    uint64_t limit;             /* --max-requests plus this worker's jitter; 0: none */
+    bool retired, stuck;
+} W;
+
+static void
+say(const char *fmt, const char *arg)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line), fmt, arg);
+    uv_buf_t buf = uv_buf_init(line, (unsigned)n);
+
+    /* A few bytes on a socketpair with an empty buffer: this does not block, and a master gone is no error here
+     * (PR_SET_PDEATHSIG stops us then). */
+    uv_try_write((uv_stream_t *)&W.ctl, &buf, 1);
+}
+
+static void
+check_stuck(void)
+{
+    pt_request_t *req = pt_server_oldest_request(W.srv);
+    double age;
+
+    if (req == NULL || W.stuck) {
+        return;
+    }
+    age = (double)(uv_hrtime() - req->start_ns) / 1e9;
+    if (age < W.cfg->timeout) {
+        return;
+    }
+    W.stuck = true;
+    pt_log_error("%s:%d \"%.*s %.*s\" has been in the app for %.1fs (--timeout %gs): this worker will be replaced; "
+                 "where each thread is:", req->remote_addr, req->remote_port, (int)req->method.len, req->method.base,
+                 (int)req->target.len, req->target.base, age, W.cfg->timeout);
+    pt_log_flush();
+    raise(SIGUSR2);             /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
+    say("retire %s\n", "timeout");
+}
+
+static void
+on_timer(uv_timer_t *t)
+{
+    if (W.cfg->timeout > 0) {
+        say("%sbeat\n", "");
+        check_stuck();
+    }
+    if (W.limit && !W.retired && W.srv->requests >= W.limit) {
+        char why[64];
+
+        W.retired = true;
+        snprintf(why, sizeof(why), "--max-requests: %llu served", (unsigned long long)W.srv->requests);
+        say("retire %s\n", why);
+    }
+}
+
+int
+pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop)
+{
+    W.cfg = cfg;
+    /* Die with the master, whatever kills it. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) {
+        pt_log_error("worker %d: the master is gone", cfg->worker_slot);
+        return -1;
+    }
+    if (uv_pipe_init(loop, &W.ctl, 0) < 0 || uv_pipe_open(&W.ctl, cfg->control_fd) < 0) {
+        pt_log_error("worker %d: no control line to the master (fd %d)", cfg->worker_slot, cfg->control_fd);
+        return -1;
+    }
+    uv_unref((uv_handle_t *)&W.ctl);
+    if (cfg->max_requests) {
+        srand((unsigned)getpid() ^ (unsigned)time(NULL));
+        W.limit = cfg->max_requests + (cfg->max_requests_jitter ? (uint64_t)rand() % (cfg->max_requests_jitter + 1) : 0);
+    }
+    uv_timer_init(loop, &W.timer);
+    return 0;
+}
+
+void
+pt_worker_ready(pt_server_t *srv)
+{
+    W.srv = srv;
+    say("%sready\n", "");
+    if (W.cfg->timeout > 0 || W.limit) {
+        uint64_t ms = W.cfg->timeout > 0 ? 1000 : 200;
+
+        uv_timer_start(&W.timer, on_timer, ms, ms);
+        uv_unref((uv_handle_t *)&W.timer);
+    }
+}
