@@ -102,7 +102,7 @@ int pt_gil_monitor_start(const pt_config_t *cfg);
 /* ---- str.c: strings interned once at start-up ---- */
 typedef struct {
     PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH,
-        *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *HTTP_1_0, *HTTP_1_1,
+        *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *https, *HTTP_1_0, *HTTP_1_1,
         *empty, *close, *fileno, *tell, *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH;
 } pt_strings_t;
 extern pt_strings_t pt_str;

@@ -33,6 +33,8 @@ pt_str_init(void)
     S(REMOTE_ADDR, "REMOTE_ADDR");
     S(REMOTE_PORT, "REMOTE_PORT");
     S(wsgi_input, "wsgi.input");
+    S(wsgi_url_scheme, "wsgi.url_scheme");
+    S(https, "https");
     S(HTTP_1_0, "HTTP/1.0");
     S(HTTP_1_1, "HTTP/1.1");
     S(empty, "");

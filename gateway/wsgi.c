@@ -255,7 +255,9 @@ build_environ(pt_wsgi_t *w, pt_ctx_t *ctx, pt_request_t *req)
         || PyDict_SetItem(env, pt_str.wsgi_input, ctx->input) < 0
         || server_strings(w, req, &name, &port) < 0
         || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0
-        || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0) {
+        || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
+        || (req->url_scheme[4] == 's'       /* "https", from a trusted proxy */
+            && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
         Py_DECREF(env);
         return NULL;
     }
@@ -287,7 +289,7 @@ environ_template_new(const pt_config_t *cfg)
         || set_new(d, PyUnicode_InternFromString("wsgi.url_scheme"), PyUnicode_InternFromString("http")) < 0
         || PyDict_SetItemString(d, "wsgi.errors", errors) < 0
         || PyDict_SetItemString(d, "wsgi.multithread", cfg->threads > 0 ? Py_True : Py_False) < 0
-        || PyDict_SetItemString(d, "wsgi.multiprocess", Py_False) < 0
+        || PyDict_SetItemString(d, "wsgi.multiprocess", cfg->worker_slot ? Py_True : Py_False) < 0
         || PyDict_SetItemString(d, "wsgi.run_once", Py_False) < 0
         || PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0
         || PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&pt_file_wrapper_type) < 0) {

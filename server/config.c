@@ -42,6 +42,9 @@ static const char usage[] =
     "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
+    "      --unix-mode MODE       permissions of a unix:/path socket, in octal, e.g. 660 (default: from the umask)\n"
+    "      --forwarded-allow-ips LIST  trust X-Forwarded-For, X-Forwarded-Proto and Forwarded from these\n"
+    "                             proxies: addresses, networks (10.0.0.0/8), unix, or * (default: none)\n"
     "      --fd N                 accept on the inherited listening socket N (systemd socket activation); repeatable\n"
     "\n"
     "processes:\n"
@@ -90,6 +93,8 @@ enum {
     OPT_MAX_REQUESTS_JITTER,
     OPT_TIMEOUT,
     OPT_WORKER,
+    OPT_FORWARDED_ALLOW_IPS,
+    OPT_UNIX_MODE,
 };
 
 static const struct option options[] = {
@@ -116,6 +121,8 @@ static const struct option options[] = {
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
     { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
     { "fd", required_argument, NULL, OPT_FD },
+    { "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
+    { "forwarded-allow-ips", required_argument, NULL, OPT_FORWARDED_ALLOW_IPS },
     { "processes", required_argument, NULL, 'p' },
     { "reuse-port", no_argument, NULL, OPT_REUSE_PORT },
     { "max-requests", required_argument, NULL, OPT_MAX_REQUESTS },
@@ -212,6 +219,7 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
     cfg->client_timeout = 60;
     cfg->graceful_timeout = 30;
     cfg->backlog = 1024;
+    cfg->unix_mode = -1;
 
     opterr = 0;
     optind = 1;
@@ -267,6 +275,24 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
                 return bad("fd", optarg, "not an open socket");
             }
             cfg->fds[cfg->nfds++] = (int)v;
+            break;
+        }
+        case OPT_FORWARDED_ALLOW_IPS: {
+            char why[160];
+
+            if (pt_trust_parse(optarg, &cfg->forwarded_allow, why, sizeof(why)) < 0) {
+                return bad("forwarded-allow-ips", optarg, why);
+            }
+            break;
+        }
+        case OPT_UNIX_MODE: {
+            char *end;
+            long mode = strtol(optarg, &end, 8);
+
+            if (*optarg == '\0' || *end != '\0' || mode < 0 || mode > 0777) {
+                return bad("unix-mode", optarg, "expected an octal mode such as 660");
+            }
+            cfg->unix_mode = (int)mode;
             break;
         }
         case OPT_REUSE_PORT:

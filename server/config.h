@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "forwarded.h"
+
 #define PT_MAX_BINDS 16
 
 typedef enum {
@@ -35,6 +37,7 @@ typedef struct {
     const char *app;                    /* "pkg.module:callable" or "path/file.py:callable" */
     const char *binds[PT_MAX_BINDS];
     int nbinds;
+    int unix_mode;                      /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
     int fds[PT_MAX_BINDS];              /* --fd: inherited listening sockets (systemd socket activation) */
     int nfds;
     int processes;                      /* --processes: worker processes under a master; 0 runs one process */
@@ -42,6 +45,7 @@ typedef struct {
     uint64_t max_requests;              /* a worker process is replaced after this many requests; 0 never */
     uint64_t max_requests_jitter;       /* plus a random 0..jitter, so that workers do not all restart at once */
     double timeout;                     /* a request in the app longer than this replaces its worker; 0 never */
+    pt_trust_t forwarded_allow;         /* proxies whose X-Forwarded-* / Forwarded headers are believed */
     int worker_slot;                    /* set by the master for its workers: 1..N; 0 in a master or lone process */
     int control_fd;                     /* a worker's line to its master (ready, beat, retire) */
     pt_interface_t interface;

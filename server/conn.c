@@ -643,6 +643,15 @@ pt_conn_on_headers(pt_conn_t *c)
     req->server_name = c->listener->name;
     req->server_port = c->listener->port;
     req->url_scheme = "http";
+    if (srv->cfg->forwarded_allow.n > 0 || srv->cfg->forwarded_allow.any) {
+        memcpy(c->client_addr, c->remote_addr, sizeof(c->client_addr));
+        if (pt_forwarded_apply(&srv->cfg->forwarded_allow, req->headers, req->nheaders, c->client_addr,
+                               sizeof(c->client_addr), &req->url_scheme)
+            && strcmp(c->client_addr, c->remote_addr) != 0) {
+            req->remote_addr = c->client_addr;
+            req->remote_port = 0;       /* the proxy's port would mislead; the client's is not known */
+        }
+    }
     memset(&req->resp, 0, sizeof(req->resp));
     req->app_data = NULL;
     req->body.len = 0;

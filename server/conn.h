@@ -106,6 +106,7 @@ struct pt_conn_s {
     size_t inflight;        /* bytes in uv_write requests not yet completed */
 
     char remote_addr[64];
+    char client_addr[64];   /* the client behind a trusted proxy (--forwarded-allow-ips) */
     int remote_port;
 };
 

@@ -93,7 +93,7 @@ on_connection(uv_stream_t *server, int status)
 }
 
 int
-pt_listen_socket(const char *spec, int backlog, bool reuse_port, int *out)
+pt_listen_socket(const char *spec, const pt_config_t *cfg, bool reuse_port, int *out)
 {
     char host[256];
     int port, fd = -1, one = 1, r;
@@ -138,7 +138,11 @@ pt_listen_socket(const char *spec, int backlog, bool reuse_port, int *out)
             r = -errno;
         }
     }
-    if (r == 0 && (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, backlog) < 0)) {
+    if (r == 0 && (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, cfg->backlog) < 0)) {
+        r = -errno;
+    }
+    /* Who may connect to a unix socket is its file mode (connecting needs write permission). */
+    if (r == 0 && is_unix && cfg->unix_mode >= 0 && chmod(host, (mode_t)cfg->unix_mode) < 0) {
         r = -errno;
     }
     if (r < 0) {
@@ -226,7 +230,7 @@ pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count)
         int fd = -1;
 
         if (i < cfg->nbinds) {
-            r = pt_listen_socket(cfg->binds[i], cfg->backlog, false, &fd);
+            r = pt_listen_socket(cfg->binds[i], cfg, false, &fd);
             ls[i].owned = r == 0 && strncmp(cfg->binds[i], "unix:", 5) == 0;
         } else {
             fd = cfg->fds[i - cfg->nbinds];

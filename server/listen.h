@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "config.h"
 #include "conn.h"
 
 struct pt_listener_s {
@@ -28,7 +29,7 @@ struct pt_listener_s {
 int pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count);
 /* A listening socket for one --bind (non-blocking, close-on-exec): the master makes these for its workers.
  * Returns 0 and the fd, or a negative libuv error after logging it. */
-int pt_listen_socket(const char *spec, int backlog, bool reuse_port, int *fd);
+int pt_listen_socket(const char *spec, const pt_config_t *cfg, bool reuse_port, int *fd);
 /* Fills in a listener's name, port and url from a socket (0, or a negative libuv error). */
 int pt_listen_describe(int fd, pt_listener_t *ls);
 /* Accepts on an already listening socket (an --fd, or one inherited from the master). */

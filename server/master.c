@@ -444,11 +444,11 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
                 } else {
                     snprintf(spec, sizeof(spec), strchr(first.name, ':') ? "[%s]:%d" : "%s:%d", first.name,
                              first.port);
-                    if (pt_listen_socket(spec, cfg->backlog, true, fd) < 0) {
+                    if (pt_listen_socket(spec, cfg, true, fd) < 0) {
                         return 1;
                     }
                 }
-            } else if (pt_listen_socket(cfg->binds[i], cfg->backlog, cfg->reuse_port, fd) < 0) {
+            } else if (pt_listen_socket(cfg->binds[i], cfg, cfg->reuse_port, fd) < 0) {
                 return 1;
             }
             if (j == 0) {

@@ -252,9 +252,10 @@ class Processes(unittest.TestCase):
 
     def test_unix_socket(self):
         path = tempfile.mktemp(prefix="ponte-", suffix=".sock")
-        s = Server("testapp:application", "--processes", "2", bind="unix:" + path).start()
+        s = Server("testapp:application", "--processes", "2", "--unix-mode", "660", bind="unix:" + path).start()
         with s:
             self.assertTrue(wait_for(lambda: ready_count(s) >= 2, 30))
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
             self.assertEqual(Conn(s).request("GET", "/status?code=204").status, 204)
         self.assertFalse(os.path.exists(path))
 
