@@ -51,6 +51,8 @@ static const char usage[] =
     "  -p, --processes N          run N worker processes under a master, each with its own interpreter and GIL;\n"
     "                             the master binds the sockets and replaces workers that die; SIGHUP reloads the\n"
     "                             app with no downtime (default 0: one process, no master)\n"
+    "      --reload               development: reload when a .py file under --app-dir changes (implies a master\n"
+    "                             with one worker unless --processes says more)\n"
     "      --reuse-port           give each worker its own SO_REUSEPORT socket instead of sharing one\n"
     "      --max-requests N       replace a worker after N requests (default 0: never)\n"
     "      --max-requests-jitter N  add a random 0..N to --max-requests per worker (default 0)\n"
@@ -95,6 +97,7 @@ enum {
     OPT_WORKER,
     OPT_FORWARDED_ALLOW_IPS,
     OPT_UNIX_MODE,
+    OPT_RELOAD,
 };
 
 static const struct option options[] = {
@@ -125,6 +128,7 @@ static const struct option options[] = {
     { "forwarded-allow-ips", required_argument, NULL, OPT_FORWARDED_ALLOW_IPS },
     { "processes", required_argument, NULL, 'p' },
     { "reuse-port", no_argument, NULL, OPT_REUSE_PORT },
+    { "reload", no_argument, NULL, OPT_RELOAD },
     { "max-requests", required_argument, NULL, OPT_MAX_REQUESTS },
     { "max-requests-jitter", required_argument, NULL, OPT_MAX_REQUESTS_JITTER },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -295,6 +299,9 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             cfg->unix_mode = (int)mode;
             break;
         }
+        case OPT_RELOAD:
+            cfg->reload = true;
+            break;
         case OPT_REUSE_PORT:
             cfg->reuse_port = true;
             break;
@@ -464,6 +471,9 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         return -1;
     }
     cfg->app = argv[optind];
+    if (cfg->reload && cfg->processes == 0 && !cfg->worker_slot) {
+        cfg->processes = 1;
+    }
     if ((cfg->max_requests || cfg->timeout > 0 || cfg->reuse_port) && cfg->processes == 0 && !cfg->worker_slot) {
         fprintf(stderr, "ponte: error: --max-requests, --timeout and --reuse-port need --processes (a master to "
                         "replace the worker)\n");

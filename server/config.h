@@ -41,6 +41,7 @@ typedef struct {
     int fds[PT_MAX_BINDS];              /* --fd: inherited listening sockets (systemd socket activation) */
     int nfds;
     int processes;                      /* --processes: worker processes under a master; 0 runs one process */
+    bool reload;                        /* development: reload the workers when a .py file under --app-dir changes */
     bool reuse_port;                    /* each worker slot gets its own SO_REUSEPORT socket per address */
     uint64_t max_requests;              /* a worker process is replaced after this many requests; 0 never */
     uint64_t max_requests_jitter;       /* plus a random 0..jitter, so that workers do not all restart at once */

@@ -62,7 +62,22 @@ static struct {
     int signals, exit_code;
 } M;
 
+/* --reload's watches (see watch_tree). */
+#define WATCH_MAX 1024
+#define WATCH_SETTLE_MS 300
+
+static uv_fs_event_t *watches[WATCH_MAX];
+static int nwatches;
+static uv_timer_t settle;
+static char changed[256];
+
 static void spawn(int slot);
+
+static void
+free_handle(uv_handle_t *h)
+{
+    free(h);
+}
 
 static int
 alive(void)
@@ -113,6 +128,12 @@ master_done(void)
     uv_close((uv_handle_t *)&M.sigint, NULL);
     uv_close((uv_handle_t *)&M.sighup, NULL);
     uv_close((uv_handle_t *)&M.tick, NULL);
+    if (M.cfg->reload) {
+        uv_close((uv_handle_t *)&settle, NULL);
+        for (i = 0; i < nwatches; i++) {
+            uv_close((uv_handle_t *)watches[i], free_handle);
+        }
+    }
     for (i = 0; i < M.nsock * (M.cfg->reuse_port ? M.cfg->processes : 1); i++) {
         close(M.socks[i]);
     }
@@ -350,27 +371,101 @@ on_tick(uv_timer_t *t)
     }
 }
 
+/* Starts a successor for every slot; each predecessor stops once its successor is ready (on_line). */
+static void
+reload(const char *why)
+{
+    int i;
+
+    if (M.stopping) {
+        return;
+    }
+    pt_log_info("%s: reloading: starting %d new worker(s) with fresh code", why, M.cfg->processes);
+    for (i = 1; i <= M.cfg->processes; i++) {
+        pt_worker_t *w = serving(i, NULL);
+
+        if (w != NULL && !w->has_successor) {
+            w->has_successor = true;
+            spawn(i);
+        } else if (w == NULL) {
+            M.respawn_at[i] = 0;
+            spawn(i);
+        }
+    }
+}
+
+/* --reload: inotify (uv_fs_event) on the app directory and the directories under it; a changed .py file reloads,
+ * once the burst of events an editor makes has settled. */
+
+static void
+on_settled(uv_timer_t *t)
+{
+    char why[300];
+
+    snprintf(why, sizeof(why), "%s changed", changed);
+    reload(why);
+}
+
+static void
+on_fs_event(uv_fs_event_t *h, const char *name, int events, int status)
+{
+    size_t n = name ? strlen(name) : 0;
+
+    if (status < 0 || n < 3 || strcmp(name + n - 3, ".py") != 0) {
+        return;
+    }
+    snprintf(changed, sizeof(changed), "%s", name);
+    uv_timer_start(&settle, on_settled, WATCH_SETTLE_MS, 0);
+}
+
+static void
+watch_tree(const char *dir, int depth)
+{
+    uv_fs_t req;
+    uv_dirent_t ent;
+    uv_fs_event_t *h;
+
+    if (nwatches == WATCH_MAX || depth > 8) {
+        return;
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || uv_fs_event_init(M.loop, h) < 0 || uv_fs_event_start(h, on_fs_event, dir, 0) < 0) {
+        pt_log_warning("--reload: cannot watch %s", dir);
+        free(h);
+        return;
+    }
+    watches[nwatches++] = h;
+    if (uv_fs_scandir(NULL, &req, dir, 0, NULL) < 0) {
+        return;
+    }
+    while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
+        char sub[PATH_MAX];
+
+        if (ent.type == UV_DIRENT_DIR && ent.name[0] != '.' && strcmp(ent.name, "__pycache__") != 0
+            && strcmp(ent.name, "node_modules") != 0) {
+            snprintf(sub, sizeof(sub), "%s/%s", dir, ent.name);
+            watch_tree(sub, depth + 1);
+        }
+    }
+    uv_fs_req_cleanup(&req);
+}
+
+static void
+start_watching(void)
+{
+    uv_timer_init(M.loop, &settle);
+    watch_tree(M.cfg->app_dir, 0);
+    pt_log_info("--reload: watching %d director%s under %s for .py changes", nwatches, nwatches == 1 ? "y" : "ies",
+                M.cfg->app_dir);
+}
+
 static void
 on_signal(uv_signal_t *s, int signum)
 {
     int i;
 
     if (signum == SIGHUP) {
-        if (M.stopping) {
-            return;
-        }
-        pt_log_info("SIGHUP: reloading: starting %d new worker(s) with fresh code", M.cfg->processes);
-        for (i = 1; i <= M.cfg->processes; i++) {
-            pt_worker_t *w = serving(i, NULL);
-
-            if (w != NULL && !w->has_successor) {
-                w->has_successor = true;
-                spawn(i);
-            } else if (w == NULL) {
-                M.respawn_at[i] = 0;
-                spawn(i);
-            }
-        }
+        reload("SIGHUP");
         return;
     }
     if (++M.signals > 1) {
@@ -468,6 +563,9 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
     uv_signal_start(&M.sighup, on_signal, SIGHUP);
     uv_timer_init(M.loop, &M.tick);
     uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
+    if (cfg->reload) {
+        start_watching();
+    }
     pt_log_info("master (pid %d) starting %d worker process(es) for %s", (int)getpid(), cfg->processes, cfg->app);
     for (i = 1; i <= cfg->processes; i++) {
         spawn(i);

@@ -164,6 +164,32 @@ class Processes(unittest.TestCase):
                 self.assertEqual(version, b"2")
                 self.assertIn(int(pid), new)
 
+    def test_reload_on_file_change(self):
+        """--reload (development): saving a .py file under --app-dir, even in a package below it, reloads."""
+        app_dir = tempfile.mkdtemp(prefix="ponte-dev-")
+        os.mkdir(os.path.join(app_dir, "pkg"))
+        open(os.path.join(app_dir, "pkg", "__init__.py"), "w").close()
+
+        def write(text):
+            with open(os.path.join(app_dir, "pkg", "answer.py"), "w") as f:
+                f.write("TEXT = %r\n" % text)
+
+        write("first")
+        with open(os.path.join(app_dir, "devapp.py"), "w") as f:
+            f.write("from pkg import answer\n"
+                    "def app(environ, start_response):\n"
+                    "    start_response('200 OK', [])\n"
+                    "    return [answer.TEXT.encode()]\n")
+        s = Server("devapp:app", "--reload", app_dir=app_dir).start()
+        with s:
+            self.assertTrue(wait_for(lambda: ready_count(s) >= 1, 30))
+            self.assertIn("--reload: watching 2 directories", s.stderr())
+            self.assertEqual(Conn(s).request("GET", "/").body, b"first")
+            write("second")
+            self.assertTrue(wait_for(lambda: ready_count(s) >= 2, 30), s.stderr())
+            self.assertIn("answer.py changed: reloading", s.stderr())
+            self.assertTrue(wait_for(lambda: Conn(s).request("GET", "/").body == b"second", 10))
+
     def test_reload_of_broken_code_keeps_the_old_workers(self):
         app_dir = tempfile.mkdtemp(prefix="ponte-reload-")
         module = os.path.join(app_dir, "breakable.py")
