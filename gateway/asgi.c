@@ -16,7 +16,6 @@
 #include "gateway.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <stdlib.h>
 
 #include "../server/log.h"
@@ -1044,9 +1043,15 @@ mod_poll_stop(PyObject *mod, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/*
+ * asyncio's select timeout. Its timer may fall due at the top of the very libuv iteration it was meant to bound
+ * (libuv runs expired timers before polling); uv_stop then makes that iteration's poll non-blocking, where a
+ * do-nothing callback would let the poll sleep until the next unrelated timer (the log flush, up to a second).
+ */
 static void
 on_select_timer(uv_timer_t *t)
 {
+    uv_stop(t->loop);
 }
 
 static PyObject *
@@ -1075,7 +1080,9 @@ mod_run_once(PyObject *mod, PyObject *arg)
     }
     A.nready = 0;
     if (timeout > 0 && !uv_is_closing((uv_handle_t *)&A.select_timer)) {
-        uv_timer_start(&A.select_timer, on_select_timer, (uint64_t)ceil(timeout * 1000), 0);
+        uv_update_time(A.uvloop);      /* Python ran since libuv last looked at the clock: start from now */
+        /* libuv counts whole milliseconds: round down (asyncio asks again for what is left), but never to 0. */
+        uv_timer_start(&A.select_timer, on_select_timer, timeout >= 0.001 ? (uint64_t)(timeout * 1000) : 1, 0);
     }
     ts = pt_gil_release();
     alive = uv_run(A.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);

@@ -4,6 +4,7 @@ WSGI (keep-alive, pipelining, chunked, limits)."""
 
 import json
 import os
+import selectors
 import socket
 import time
 import unittest
@@ -89,6 +90,33 @@ class ASGI(ServerCase, unittest.TestCase):
         for c in conns:
             self.assertEqual(c.read_response().body, b"slept")
         self.assertLess(time.time() - started, 3)
+
+    def test_short_timers_do_not_wait_for_other_timers(self):
+        """64 connections, each sending its next request as soon as the last is answered (as wrk does), to an app
+        that sleeps 10 ms: no request waits anywhere near a second. (A select() timeout that fell due at the top of
+        a libuv iteration once let the loop sleep until the next unrelated timer, the one-second log flush.)"""
+        req = build_request("GET", "/slow?delay=0.01")
+        sel = selectors.DefaultSelector()
+        conns = []
+        for _ in range(64):
+            c = self.server.connect()
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ, [b"", time.time()])
+            c.sendall(req)
+            conns.append(c)
+        self.addCleanup(lambda: [c.close() for c in conns])
+        worst, answered, end = 0.0, 0, time.time() + 2
+        while time.time() < end:
+            for key, _ in sel.select(1.0):
+                state = key.data
+                state[0] += key.fileobj.recv(65536)
+                if state[0].endswith(b"slept"):
+                    worst = max(worst, time.time() - state[1])
+                    answered += 1
+                    state[0], state[1] = b"", time.time()
+                    key.fileobj.sendall(req)
+        self.assertGreater(answered, 640)
+        self.assertLess(worst, 0.4, "a 10 ms request took %.3f s" % worst)
 
     def test_asyncio_features(self):
         doc = json.loads(self.conn().request("GET", "/asyncio?id=abc").body)
