@@ -13,6 +13,7 @@
 #include "gateway.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "../server/conn.h"
 #include "../server/listen.h"
@@ -75,8 +76,9 @@ build_json(void)
     int i, k;
 
     M.json.len = 0;
+    pt_buf_printf(&M.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), M.cfg.worker_slot);
     pt_buf_printf(&M.json,
-                  "{\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
+                  "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
                   "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,\"threads\":[",
                   v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
                   v->interval_us, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms);
@@ -374,6 +376,25 @@ pt_gil_monitor_start(const pt_config_t *cfg)
 
     M.cfg = *cfg;
     M.cfg.binds[0] = cfg->gil_monitor;
+    if (cfg->worker_slot > 1) {
+        /* Under --processes each worker has its own GIL and its own monitor: worker N on the given port + N - 1
+         * (a unix socket path gets ".N"). */
+        static char spec[300];
+        char host[256];
+        int port;
+        bool is_unix;
+
+        if (pt_bind_parse(cfg->gil_monitor, host, sizeof(host), &port, &is_unix) == 0) {
+            if (is_unix) {
+                snprintf(spec, sizeof(spec), "unix:%s.%d", host, cfg->worker_slot);
+            } else {
+                snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                         port ? port + cfg->worker_slot - 1 : 0);
+            }
+            M.cfg.binds[0] = spec;
+        }
+    }
+    M.cfg.nfds = 0;
     M.cfg.nbinds = 1;
     M.cfg.access_log = false;
     M.cfg.max_body_size = 1024;
@@ -397,7 +418,11 @@ pt_gil_monitor_start(const pt_config_t *cfg)
     uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
     pt_gil_sample(&M.sampler, &M.view);
     for (i = 0; i < M.nlisteners; i++) {
-        pt_log_info("GIL monitor on %s", M.listeners[i].url);
+        if (cfg->worker_slot) {
+            pt_log_info("GIL monitor of worker %d on %s", cfg->worker_slot, M.listeners[i].url);
+        } else {
+            pt_log_info("GIL monitor on %s", M.listeners[i].url);
+        }
     }
     return uv_thread_create(&M.thread, monitor_main, NULL);
 }

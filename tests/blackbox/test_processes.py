@@ -3,6 +3,7 @@ replaced; SIGHUP reloads fresh code with no failed request under load; --max-req
 a worker stuck in a request (worker thread or blocked loop) and logs where it was stuck; a worker that cannot boot
 stops the master; SIGTERM is graceful across workers; unix sockets, --fd and --reuse-port work."""
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import time
 import unittest
 
 from harness import APPS, PONTE, REPO_APPS, Conn, Server, run_tests, wait_for
+from test_gil import free_port, get
 
 
 def workers_of(master_pid):
@@ -25,10 +27,21 @@ def ready_count(server):
     return len(re.findall(r"worker \d+ \(pid \d+\) ready", server.stderr()))
 
 
-def start(app, *args, processes=2, app_dir=APPS, **kw):
-    s = Server(app, "--processes", str(processes), *args, app_dir=app_dir, **kw).start()
-    assert wait_for(lambda: ready_count(s) >= processes, 30), s.stderr()
-    return s
+class Master(Server):
+    """ponte --processes N; started (by `with` or start()) once all N workers are ready."""
+
+    def __init__(self, app, *args, processes=2, app_dir=APPS, **kw):
+        super().__init__(app, "--processes", str(processes), *args, app_dir=app_dir, **kw)
+        self.processes = processes
+
+    def start(self):
+        super().start()
+        assert wait_for(lambda: ready_count(self) >= self.processes, 30), self.stderr()
+        return self
+
+
+def start(app, *args, **kw):
+    return Master(app, *args, **kw)
 
 
 def pid_over_new_connection(server, path="/pid"):
@@ -180,7 +193,7 @@ class Processes(unittest.TestCase):
                     "def app(environ, start_response):\n"
                     "    start_response('200 OK', [])\n"
                     "    return [answer.TEXT.encode()]\n")
-        s = Server("devapp:app", "--reload", app_dir=app_dir).start()
+        s = Server("devapp:app", "--reload", app_dir=app_dir)
         with s:
             self.assertTrue(wait_for(lambda: ready_count(s) >= 1, 30))
             self.assertIn("--reload: watching 2 directories", s.stderr())
@@ -255,7 +268,7 @@ class Processes(unittest.TestCase):
         self.assertIn("this module fails to import", r.stderr)
 
     def test_sigterm_is_graceful_across_workers(self):
-        s = start("testapp:application")
+        s = start("testapp:application").start()
         workers = workers_of(s.proc.pid)
         c = Conn(s)
         c.send(b"GET /slow?delay=0.8 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -270,7 +283,7 @@ class Processes(unittest.TestCase):
         s.__exit__(None, None, None)
 
     def test_master_killed_takes_the_workers_with_it(self):
-        s = start("testapp:application")
+        s = start("testapp:application").start()
         workers = workers_of(s.proc.pid)
         s.proc.kill()
         s.proc.wait()
@@ -278,7 +291,7 @@ class Processes(unittest.TestCase):
 
     def test_unix_socket(self):
         path = tempfile.mktemp(prefix="ponte-", suffix=".sock")
-        s = Server("testapp:application", "--processes", "2", "--unix-mode", "660", bind="unix:" + path).start()
+        s = Server("testapp:application", "--processes", "2", "--unix-mode", "660", bind="unix:" + path)
         with s:
             self.assertTrue(wait_for(lambda: ready_count(s) >= 2, 30))
             self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
@@ -318,6 +331,24 @@ class Processes(unittest.TestCase):
             self.assertIn("SO_REUSEPORT", s.stderr())
             pids = {pid_over_new_connection(s) for _ in range(40)}
             self.assertEqual(pids, set(workers_of(s.proc.pid)))
+
+    def test_gil_monitor_per_worker(self):
+        """Each worker has its own GIL, so its own monitor: worker N on the given port + N - 1."""
+        port = free_port()
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port + 1), timeout=0.2).close()
+                port = free_port()          # the next port is taken: pick again
+            except OSError:
+                break
+        with start("testapp:application", "--gil-monitor", "127.0.0.1:%d" % port) as s:
+            snaps = []
+            for k in range(2):      # the first snapshot is taken 100 ms after start
+                self.assertTrue(wait_for(lambda: "pid" in json.loads(get(port + k, "/snapshot").body), 5))
+                snaps.append(json.loads(get(port + k, "/snapshot").body))
+            self.assertEqual(sorted(x["pid"] for x in snaps), workers_of(s.proc.pid))
+            self.assertEqual(sorted(x["worker"] for x in snaps), [1, 2])
+            self.assertIn("GIL monitor of worker 2 on http://127.0.0.1:%d" % (port + 1), s.stderr())
 
     def test_options_that_need_processes(self):
         for opt in (["--max-requests", "5"], ["--timeout", "3"], ["--reuse-port"]):
