@@ -18,6 +18,7 @@
 #include "../server/conn.h"
 #include "../server/listen.h"
 #include "../server/log.h"
+#include "../server/master.h"
 #include "gil_monitor_html.h"
 
 #define TICK_MS 100
@@ -116,9 +117,11 @@ respond(pt_request_t *req, const char *status, const char *type, const char *bod
     pt_header_t h[] = {
         { PT_SPAN("Content-Type"), { type, strlen(type) } },
         { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },
+        /* A master's page (another port) reads each worker's monitor: read-only figures, open to any page. */
+        { PT_SPAN("Access-Control-Allow-Origin"), PT_SPAN("*") },
     };
 
-    pt_resp_head(&req->resp, &ctx, &out, (pt_span_t){ status, strlen(status) }, h, 2, (int64_t)len);
+    pt_resp_head(&req->resp, &ctx, &out, (pt_span_t){ status, strlen(status) }, h, 3, (int64_t)len);
     pt_resp_body(&req->resp, &out, body, len);
     pt_resp_end(&req->resp, &out);
     pt_req_send(req, &out, PT_SEND_END | PT_SEND_DONE);
@@ -285,13 +288,14 @@ subscribe(pt_request_t *req)
     pt_header_t h[] = {
         { PT_SPAN("Content-Type"), PT_SPAN("text/event-stream") },
         { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },
+        { PT_SPAN("Access-Control-Allow-Origin"), PT_SPAN("*") },
     };
 
     if (M.nsubscribers == MAX_SUBSCRIBERS) {
         respond(req, "503 Service Unavailable", "text/plain", "too many viewers\n", 17);
         return;
     }
-    pt_resp_head(&req->resp, &ctx, &out, PT_SPAN("200 OK"), h, 2, -1);
+    pt_resp_head(&req->resp, &ctx, &out, PT_SPAN("200 OK"), h, 3, -1);
     pt_resp_body(&req->resp, &out, "retry: 1000\n\n", 13);
     pt_req_send(req, &out, 0);
     pt_buf_free(&out);
@@ -325,10 +329,22 @@ path_is(const pt_request_t *req, const char *p)
     return req->path.len == strlen(p) && memcmp(req->path.base, p, req->path.len) == 0;
 }
 
+static pt_worker_list_t *workers;      /* set in a master (--processes): the page lists the workers' monitors */
+
 static void
 on_request(pt_app_t *app, pt_request_t *req)
 {
-    if (path_is(req, "/") || path_is(req, "/index.html")) {
+    if (workers != NULL && path_is(req, "/workers")) {
+        char json[sizeof(workers->json)];
+
+        uv_mutex_lock(&workers->lock);
+        memcpy(json, workers->json, sizeof(json));
+        uv_mutex_unlock(&workers->lock);
+        respond(req, "200 OK", "application/json", json, strlen(json));
+    } else if (workers != NULL && !path_is(req, "/") && !path_is(req, "/index.html")) {
+        respond(req, "404 Not Found", "text/plain", "the master has no GIL: see /workers for each worker's monitor\n",
+                63);
+    } else if (path_is(req, "/") || path_is(req, "/index.html")) {
         respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html, sizeof(gil_monitor_html) - 1);
     } else if (path_is(req, "/events")) {
         subscribe(req);
@@ -369,33 +385,13 @@ monitor_main(void *arg)
     uv_run(&M.loop, UV_RUN_DEFAULT);
 }
 
-int
-pt_gil_monitor_start(const pt_config_t *cfg)
+static int
+serve(void)
 {
-    int r, i;
+    int r = uv_loop_init(&M.loop);
 
-    M.cfg = *cfg;
-    M.cfg.binds[0] = cfg->gil_monitor;
-    if (cfg->worker_slot > 1) {
-        /* Under --processes each worker has its own GIL and its own monitor: worker N on the given port + N - 1
-         * (a unix socket path gets ".N"). */
-        static char spec[300];
-        char host[256];
-        int port;
-        bool is_unix;
-
-        if (pt_bind_parse(cfg->gil_monitor, host, sizeof(host), &port, &is_unix) == 0) {
-            if (is_unix) {
-                snprintf(spec, sizeof(spec), "unix:%s.%d", host, cfg->worker_slot);
-            } else {
-                snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
-                         port ? port + cfg->worker_slot - 1 : 0);
-            }
-            M.cfg.binds[0] = spec;
-        }
-    }
-    M.cfg.nfds = 0;
     M.cfg.nbinds = 1;
+    M.cfg.nfds = 0;
     M.cfg.access_log = false;
     M.cfg.max_body_size = 1024;
     M.app.on_loop = true;
@@ -403,13 +399,56 @@ pt_gil_monitor_start(const pt_config_t *cfg)
     M.app.on_gone = on_gone;
     M.app.on_drain = on_drain;
     M.app.description = "gil monitor";
-    r = uv_loop_init(&M.loop);
     if (r == 0) {
         r = pt_server_init(&M.srv, &M.loop, &M.cfg, &M.app);
     }
     if (r == 0) {
         r = pt_listen_all(&M.srv, &M.listeners, &M.nlisteners);
     }
+    return r;
+}
+
+int
+pt_gil_master_monitor_start(const pt_config_t *cfg, pt_worker_list_t *list)
+{
+    int r;
+
+    M.cfg = *cfg;
+    M.cfg.binds[0] = cfg->gil_monitor;
+    workers = list;
+    r = serve();
+    if (r < 0) {
+        return r;
+    }
+    pt_log_info("GIL monitor (every worker's GIL) on %s", M.listeners[0].url);
+    return uv_thread_create(&M.thread, monitor_main, NULL);
+}
+
+int
+pt_gil_monitor_start(const pt_config_t *cfg)
+{
+    int r, i;
+
+    M.cfg = *cfg;
+    M.cfg.binds[0] = cfg->gil_monitor;
+    if (cfg->worker_slot) {
+        /* Under --processes the master serves the page on the monitor address; each worker's own monitor listens
+         * on an ephemeral port of the same host and says where on the control line. */
+        static char spec[300];
+        char host[256];
+        int port;
+        bool is_unix;
+
+        if (pt_bind_parse(cfg->gil_monitor, host, sizeof(host), &port, &is_unix) == 0) {
+            if (is_unix) {
+                snprintf(spec, sizeof(spec), "unix:%s.%d.%d", host, cfg->worker_slot, (int)getpid());
+            } else {
+                snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:0" : "%s:0", host);
+            }
+            M.cfg.binds[0] = spec;
+        }
+    }
+    r = serve();
     if (r < 0) {
         return r;
     }
@@ -420,6 +459,7 @@ pt_gil_monitor_start(const pt_config_t *cfg)
     for (i = 0; i < M.nlisteners; i++) {
         if (cfg->worker_slot) {
             pt_log_info("GIL monitor of worker %d on %s", cfg->worker_slot, M.listeners[i].url);
+            pt_worker_report_monitor(M.listeners[i].url);
         } else {
             pt_log_info("GIL monitor on %s", M.listeners[i].url);
         }

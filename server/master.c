@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "listen.h"
 #include "log.h"
 
@@ -42,6 +43,7 @@ typedef struct {
     int handles_open;
     bool used, exited, ready, stopping, has_successor;
     uint64_t started_ms, beat_ms, kill_at_ms;
+    char monitor[128];                  /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
     char line[256];
     size_t linelen;
 } pt_worker_t;
@@ -56,6 +58,7 @@ static struct {
     int *socks;                         /* nsock per slot with --reuse-port (slot-major), else nsock shared */
     pt_worker_t w[MAX_WORKERS];
     uint64_t backoff_ms[MAX_SLOTS + 1], respawn_at[MAX_SLOTS + 1];
+    pt_worker_list_t monitors;          /* for the GIL page (--gil-monitor), rebuilt whenever a worker changes */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     bool stopping, ever_ready, done;
@@ -72,6 +75,7 @@ static uv_timer_t settle;
 static char changed[256];
 
 static void spawn(int slot);
+static void publish_monitors(void);
 
 static void
 free_handle(uv_handle_t *h)
@@ -112,6 +116,7 @@ stop_worker(pt_worker_t *w, int sig)
     if (!w->exited) {
         w->stopping = true;
         kill(w->proc.pid, sig);
+        publish_monitors();
     }
 }
 
@@ -160,6 +165,8 @@ on_worker_exit(uv_process_t *p, int64_t status, int sig)
     pt_worker_t *pred;
 
     w->exited = true;
+    w->monitor[0] = '\0';
+    publish_monitors();
     if (sig) {
         pt_log_warning("worker %d (pid %d) was killed by signal %d (%s)", w->slot, p->pid, sig, strsignal(sig));
     } else if (status != 0 || !w->stopping) {
@@ -231,6 +238,7 @@ on_line(pt_worker_t *w, const char *line)
         w->beat_ms = now;
         M.ever_ready = true;
         pt_log_info("worker %d (pid %d) ready", w->slot, w->proc.pid);
+        publish_monitors();
         /* The predecessor of this slot, if any, can go now: the successor accepts. */
         for (i = 0; i < MAX_WORKERS; i++) {
             pt_worker_t *o = &M.w[i];
@@ -239,6 +247,9 @@ on_line(pt_worker_t *w, const char *line)
                 stop_worker(o, SIGTERM);
             }
         }
+    } else if (strncmp(line, "monitor http://", 15) == 0) {
+        snprintf(w->monitor, sizeof(w->monitor), "%s", line + 15);
+        publish_monitors();
     } else if (strcmp(line, "beat") == 0) {
         w->beat_ms = now;
     } else if (strncmp(line, "retire ", 7) == 0) {
@@ -485,6 +496,33 @@ on_signal(uv_signal_t *s, int signum)
     }
 }
 
+/* The live workers' GIL monitors as Prometheus HTTP service discovery JSON: the page reads it to find them, and
+ * Prometheus can scrape every worker's /metrics from it (http_sd_configs). */
+static void
+publish_monitors(void)
+{
+    char *j = M.monitors.json;
+    size_t n = 0, cap = sizeof(M.monitors.json);
+    int i;
+
+    if (M.cfg->gil_monitor == NULL) {
+        return;
+    }
+    uv_mutex_lock(&M.monitors.lock);
+    n += (size_t)snprintf(j + n, cap - n, "[");
+    for (i = 0; i < MAX_WORKERS && n < cap - 200; i++) {
+        const pt_worker_t *w = &M.w[i];
+
+        if (w->used && !w->exited && w->monitor[0]) {
+            n += (size_t)snprintf(j + n, cap - n, "%s{\"targets\":[\"%s\"],\"labels\":{\"worker\":\"%d\",\"pid\":\"%d\","
+                                  "\"state\":\"%s\"}}", n > 1 ? "," : "", w->monitor, w->slot, w->proc.pid,
+                                  w->stopping ? "stopping" : w->ready ? "ready" : "starting");
+        }
+    }
+    snprintf(j + n, cap - n, "]");
+    uv_mutex_unlock(&M.monitors.lock);
+}
+
 /* The worker's argv: the user's arguments with "--worker SLOT:N" in front (parsed first, see config.c). */
 static int
 make_args(int argc, char **argv)
@@ -565,6 +603,14 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
     uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
     if (cfg->reload) {
         start_watching();
+    }
+    if (cfg->gil_monitor != NULL) {
+        uv_mutex_init(&M.monitors.lock);
+        publish_monitors();
+        if (pt_gil_master_monitor_start(cfg, &M.monitors) < 0) {
+            pt_log_error("cannot serve --gil-monitor on %s", cfg->gil_monitor);
+            return 1;
+        }
     }
     pt_log_info("master (pid %d) starting %d worker process(es) for %s", (int)getpid(), cfg->processes, cfg->app);
     for (i = 1; i <= cfg->processes; i++) {

@@ -15,6 +15,8 @@ int pt_master_run(const pt_config_t *cfg, int argc, char **argv);
 
 /* In a worker: dies with the master, and opens the control line (call before loading the app). */
 int pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop);
+/* In a worker: tells the master where this worker's GIL monitor listens (for the master's combined page). */
+void pt_worker_report_monitor(const char *url);
 /* In a worker, once it accepts: says "ready" and starts the heartbeat, --max-requests and --timeout checks. */
 void pt_worker_ready(pt_server_t *srv);
 

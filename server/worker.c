@@ -76,6 +76,12 @@ on_timer(uv_timer_t *t)
     }
 }
 
+void
+pt_worker_report_monitor(const char *url)
+{
+    say("monitor %s\n", url);
+}
+
 int
 pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop)
 {

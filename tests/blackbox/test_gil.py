@@ -211,8 +211,9 @@ class Monitor(unittest.TestCase):
         r = get(port, "/")
         self.assertEqual(r.status, 200)
         self.assertIn("text/html", r.header("content-type"))
-        self.assertIn(b"new EventSource(\"events\")", r.body)
-        self.assertNotIn(b"http://", r.body.replace(b"http://127", b""))     # self-contained: nothing fetched
+        self.assertIn(b"new EventSource(base + \"events\")", r.body)
+        self.assertNotRegex(r.body, rb"""(src|href)=["']?https?://""")     # self-contained: nothing fetched
+        self.assertEqual(get(port, "/workers").status, 404)   # a lone process: the page shows its own GIL
         self.assertEqual(get(port, "/nope").status, 404)
 
     def test_events_stream_at_10hz(self):

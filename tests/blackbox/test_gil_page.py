@@ -4,12 +4,14 @@ must fill in, and the switch-interval control must reach the interpreter."""
 
 import json
 import os
+import re
 import threading
 import unittest
 
 from browser import CHROMIUM, Browser
 from harness import REPO_APPS, Server, run_tests
 from test_gil import free_port, get, load
+from test_processes import Master, workers_of
 
 
 @unittest.skipUnless(os.path.exists(CHROMIUM) or os.environ.get("CI") == "true",
@@ -60,6 +62,37 @@ class LivePage(unittest.TestCase):
                             break
                         threading.Event().wait(0.1)
                     self.assertEqual(snap["interval_us"], 2000)
+            finally:
+                stop.set()
+                loader.join(30)
+
+
+    def test_processes_side_by_side(self):
+        """--processes 2 with --gil-monitor: the master's page shows each worker's GIL in its own group."""
+        port = free_port()
+        with Master("cpu_bound:app", "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", threads=2,
+                    app_dir=REPO_APPS) as s:
+            stop = threading.Event()
+
+            def traffic():
+                while not stop.is_set():
+                    load(s, "/?n=100000", 4, 1)
+
+            loader = threading.Thread(target=traffic)
+            loader.start()
+            try:
+                with Browser() as b:
+                    page = b.open("http://127.0.0.1:%d/" % port)
+                    groups = b.wait_for(page, "(() => { const g = new Set([...document.querySelectorAll("
+                                              "'.lane[data-role=worker]')].filter(l => Number(l.dataset.updates) > 5)"
+                                              ".map(l => l.dataset.process)); return g.size >= 2 ? [...g] : null; })()")
+                    self.assertTrue(groups, b.evaluate(page, "document.getElementById('lanes').innerText"))
+                    self.assertEqual(sorted(int(g) for g in groups), workers_of(s.proc.pid))
+                    heads = b.evaluate(page, "[...document.querySelectorAll('.group-head')].map(h => h.textContent)")
+                    self.assertEqual(len(heads), 2, heads)
+                    self.assertTrue(all(re.search(r"worker [12] · pid \d+ +GIL busy [\d.]+%", h) for h in heads),
+                                    heads)
+                    self.assertIn("2 worker processes", b.evaluate(page, "document.getElementById('procs').textContent"))
             finally:
                 stop.set()
                 loader.join(30)

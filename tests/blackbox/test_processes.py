@@ -332,23 +332,32 @@ class Processes(unittest.TestCase):
             pids = {pid_over_new_connection(s) for _ in range(40)}
             self.assertEqual(pids, set(workers_of(s.proc.pid)))
 
-    def test_gil_monitor_per_worker(self):
-        """Each worker has its own GIL, so its own monitor: worker N on the given port + N - 1."""
+    def test_gil_monitor_shows_every_worker(self):
+        """--gil-monitor under --processes: the master serves the page and /workers (Prometheus http_sd JSON) listing
+        each worker's own monitor; each of those reports its own GIL."""
         port = free_port()
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port + 1), timeout=0.2).close()
-                port = free_port()          # the next port is taken: pick again
-            except OSError:
-                break
         with start("testapp:application", "--gil-monitor", "127.0.0.1:%d" % port) as s:
-            snaps = []
-            for k in range(2):      # the first snapshot is taken 100 ms after start
-                self.assertTrue(wait_for(lambda: "pid" in json.loads(get(port + k, "/snapshot").body), 5))
-                snaps.append(json.loads(get(port + k, "/snapshot").body))
-            self.assertEqual(sorted(x["pid"] for x in snaps), workers_of(s.proc.pid))
-            self.assertEqual(sorted(x["worker"] for x in snaps), [1, 2])
-            self.assertIn("GIL monitor of worker 2 on http://127.0.0.1:%d" % (port + 1), s.stderr())
+            self.assertIn("GIL monitor (every worker's GIL) on http://127.0.0.1:%d" % port, s.stderr())
+
+            def listed():
+                return [g for g in json.loads(get(port, "/workers").body) if g["labels"]["state"] == "ready"]
+
+            self.assertTrue(wait_for(lambda: len(listed()) == 2, 10), get(port, "/workers").body)
+            groups = listed()
+            pids = workers_of(s.proc.pid)
+            self.assertEqual(sorted(int(g["labels"]["pid"]) for g in groups), pids)
+            self.assertEqual(sorted(g["labels"]["worker"] for g in groups), ["1", "2"])
+            for g in groups:
+                host, wport = g["targets"][0].rsplit(":", 1)
+                self.assertEqual(host, "127.0.0.1")
+                self.assertTrue(wait_for(lambda: "pid" in json.loads(get(int(wport), "/snapshot").body), 5))
+                snap = json.loads(get(int(wport), "/snapshot").body)
+                self.assertEqual(str(snap["pid"]), g["labels"]["pid"])
+                self.assertIn("ponte_gil_busy_ratio", get(int(wport), "/metrics").body.decode())
+            page = get(port, "/")
+            self.assertEqual(page.status, 200)
+            self.assertIn(b"fetch(\"workers\")", page.body)
+            self.assertEqual(get(port, "/snapshot").status, 404)      # the master has no GIL of its own
 
     def test_options_that_need_processes(self):
         for opt in (["--max-requests", "5"], ["--timeout", "3"], ["--reuse-port"]):
