@@ -23,17 +23,11 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "blackbox"))
+from harness import free_port  # noqa: E402 (tests/blackbox is on the path above)
+
 PONTE = os.path.join(REPO, "build-rel", "ponte")
 APPS = os.path.join(HERE, "apps")
 REPO_APPS = os.path.join(REPO, "apps")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Ponte:

@@ -19,6 +19,15 @@ TIMEOUT = 10.0
 SANITIZED = os.environ.get("PONTE_SANITIZED") == "1"
 
 
+def free_port():
+    """A loopback port nobody listens on right now (for addresses a test passes to ponte itself)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def wait_for(pred, timeout=10):
     """Polls pred() until it is true or timeout seconds pass; returns whether it became true."""
     deadline = time.time() + timeout

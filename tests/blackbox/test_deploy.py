@@ -13,8 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import APPS, HERE, Conn, Server, run_tests, wait_for
-from test_gil import free_port
+from harness import APPS, HERE, Conn, Server, free_port, run_tests, wait_for
 from test_processes import workers_of
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))

@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import APPS, PONTE, REPO_APPS, Conn, Server, build_request, run_tests
+from harness import APPS, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us"
                   r"(?:, asyncio loop busy [\d.]+%)?; hold/wait:(.*)")
@@ -99,14 +99,6 @@ class GILView(unittest.TestCase):
             rs = reports(s)
         self.assertTrue(rs)
         self.assertLess(max(r["busy"] for r in rs[1:] or rs), 5, rs)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def get(port, path, method="GET", timeout=5):

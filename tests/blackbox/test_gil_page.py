@@ -9,8 +9,8 @@ import threading
 import unittest
 
 from browser import CHROMIUM, Browser
-from harness import REPO_APPS, Server, run_tests
-from test_gil import free_port, get, load
+from harness import REPO_APPS, Server, free_port, run_tests
+from test_gil import get, load
 from test_processes import Master, workers_of
 
 

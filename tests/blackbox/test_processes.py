@@ -14,8 +14,8 @@ import threading
 import time
 import unittest
 
-from harness import APPS, PONTE, REPO_APPS, Conn, Server, run_tests, wait_for
-from test_gil import free_port, get
+from harness import APPS, PONTE, REPO_APPS, Conn, Server, free_port, run_tests, wait_for
+from test_gil import get
 
 
 def workers_of(master_pid):
