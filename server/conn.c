@@ -410,7 +410,8 @@ on_timer(uv_timer_t *t)
 static void
 conn_progress(pt_conn_t *c)
 {
-    c->deadline = uv_now(c->srv->loop) + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+    c->progress = uv_now(c->srv->loop);
+    c->deadline = c->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000);
 }
 
 static void
@@ -625,6 +626,7 @@ conn_dispatch(pt_conn_t *c)
     c->state = PT_CONN_APP;
     srv->nbusy++;
     srv->requests++;
+    c->progress = uv_now(srv->loop);
     pt_conn_set_deadline(c, srv->cfg->client_timeout);
     srv->app->on_request(srv->app, &c->req);
 }
@@ -1230,17 +1232,21 @@ pt_server_shutdown(pt_server_t *srv)
 }
 
 pt_request_t *
-pt_server_oldest_request(pt_server_t *srv)
+pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms)
 {
-    pt_conn_t *c;
-    pt_request_t *oldest = NULL;
+    uint64_t now = uv_now(srv->loop);
+    pt_conn_t *c, *worst = NULL;
 
     for (c = srv->conns; c != NULL; c = c->next) {
-        if (c->app_busy && (oldest == NULL || c->req.start_ns < oldest->start_ns)) {
-            oldest = &c->req;
+        if (c->app_busy && now - c->progress >= ms && (worst == NULL || c->progress < worst->progress)) {
+            worst = c;
         }
     }
-    return oldest;
+    if (worst == NULL) {
+        return NULL;
+    }
+    *stuck_ms = now - worst->progress;
+    return &worst->req;
 }
 
 void

@@ -80,6 +80,7 @@ struct pt_conn_s {
     struct pt_conn_s *drain_next;
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t idle_since;    /* loop time (ms) the connection last became idle */
+    uint64_t progress;      /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
     uint64_t timer_due;     /* loop time the timer is armed for */
     size_t idle_bytes;      /* blank lines received between requests */
     /* Head scan (see head_scan in conn.c): a CR must be followed by LF anywhere in a request head. */
@@ -126,8 +127,9 @@ void pt_conn_set_deadline(pt_conn_t *c, double seconds);
 /* Graceful shutdown: connections idle for a while close now; busy ones, and idle ones that were just used (their
  * client may be sending the next request this instant), answer one more request with "Connection: close". */
 void pt_server_shutdown(pt_server_t *srv);
-/* The request that has been in the app longest, or NULL (for --timeout). */
-pt_request_t *pt_server_oldest_request(pt_server_t *srv);
+/* --timeout: a request in the app that has moved no bytes either way for `ms` (the longest such), or NULL. A
+ * response streaming slowly, or a body still arriving, is progress; an app computing or blocked is not. */
+pt_request_t *pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms);
 /* Closes every connection at once (graceful timeout expired). */
 void pt_server_abort_all(pt_server_t *srv);
 

@@ -1,8 +1,8 @@
 /*
  * A worker process's side of the control line to its master (see master.c): "ready" once it accepts, "beat" every
  * second under --timeout (a loop blocked by a request stops beating, and the master notices), and "retire <why>"
- * when it wants a successor: --max-requests reached, or a request in the app longer than --timeout while the loop
- * still runs (a worker thread stuck in the app). The worker keeps serving until the master stops it, which it does
+ * when it wants a successor: --max-requests reached, or a request in the app that has moved no bytes for --timeout
+ * while the loop still runs (a worker thread stuck in the app; a response that streams slowly is not stuck). The worker keeps serving until the master stops it, which it does
  * once the successor is ready.
  */
 #include "master.h"
@@ -41,20 +41,20 @@ say(const char *fmt, const char *arg)
 static void
 check_stuck(void)
 {
-    pt_request_t *req = pt_server_oldest_request(W.srv);
-    double age;
+    uint64_t stuck_ms;
+    pt_request_t *req;
 
-    if (req == NULL || W.stuck) {
+    if (W.stuck) {
         return;
     }
-    age = (double)(uv_hrtime() - req->start_ns) / 1e9;
-    if (age < W.cfg->timeout) {
+    req = pt_server_stuck_request(W.srv, (uint64_t)(W.cfg->timeout * 1000), &stuck_ms);
+    if (req == NULL) {
         return;
     }
     W.stuck = true;
-    pt_log_error("%s:%d \"%.*s %.*s\" has been in the app for %.1fs (--timeout %gs): this worker will be replaced; "
-                 "where each thread is:", req->remote_addr, req->remote_port, (int)req->method.len, req->method.base,
-                 (int)req->target.len, req->target.base, age, W.cfg->timeout);
+    pt_log_error("%s:%d \"%.*s %.*s\" has been in the app for %.1fs with no bytes moving (--timeout %gs): this worker "
+                 "will be replaced; where each thread is:", req->remote_addr, req->remote_port, (int)req->method.len,
+                 req->method.base, (int)req->target.len, req->target.base, (double)stuck_ms / 1000, W.cfg->timeout);
     pt_log_flush();
     raise(SIGUSR2);             /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
     say("retire %s\n", "timeout");

@@ -237,7 +237,8 @@ class Processes(unittest.TestCase):
             stuck.send(b"GET /slow?delay=8 HTTP/1.1\r\nHost: t\r\n\r\n")
             self.assertTrue(wait_for(lambda: ready_count(s) >= 2, 20), s.stderr())
             log = s.stderr()
-            self.assertRegex(log, r'"GET /slow\?delay=8" has been in the app for [\d.]+s \(--timeout 1s\)')
+            self.assertRegex(log, r'"GET /slow\?delay=8" has been in the app for [\d.]+s with no bytes moving '
+                                  r'\(--timeout 1s\)')
             self.assertIn("testapp.py", log)            # faulthandler's stack of the stuck thread
             self.assertIn("in slow", log)
             # The successor is ready: the stuck worker is stopped, and its stuck request abandoned after
@@ -245,6 +246,18 @@ class Processes(unittest.TestCase):
             self.assertTrue(wait_for(lambda: first not in workers_of(s.proc.pid), 20), s.stderr())
             self.assertNotEqual(pid_over_new_connection(s), first)
             stuck.close()
+
+    def test_timeout_spares_a_slow_stream(self):
+        """A response streaming a chunk every 0.4 s for 3 s outlives --timeout 1 without being called stuck."""
+        with start("testapp:application", "--timeout", "1", processes=1, threads=2) as s:
+            first = workers_of(s.proc.pid)[0]
+            c = Conn(s)
+            r = c.request("GET", "/stream?n=8&size=10&delay=0.4")
+            c.close()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(len(r.body), 80)
+            self.assertNotIn("no bytes moving", s.stderr())
+            self.assertEqual(workers_of(s.proc.pid), [first])
 
     def test_timeout_replaces_a_worker_whose_loop_is_blocked(self):
         # --threads 0: the request runs on the loop thread, which stops beating; the master notices.
