@@ -181,6 +181,14 @@ on_handle_close(uv_handle_t *h)
         }
         *pp = c->drain_next;
     }
+    if (c->flush_scheduled) {
+        pt_conn_t **pp = &srv->flush_head;
+
+        while (*pp != c) {
+            pp = &(*pp)->flush_next;
+        }
+        *pp = c->flush_next;
+    }
     conn_free(c);
     if (srv->stopping && srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
@@ -828,6 +836,45 @@ conn_request_finished(pt_conn_t *c)
     }
 }
 
+/*
+ * An asyncio task's send() lands here while Python runs; writing each piece at once costs a syscall per send (a
+ * streamed response of 16 chunks: 16 writes). Instead the connection is queued and written once when the loop
+ * turns (a prepare handle runs just before libuv polls, which is when asyncio's select() yields): every chunk sent
+ * meanwhile goes out in that one write, as uvloop's transports do. Back-pressure still applies: pt_req_must_wait
+ * counts the queued bytes, and suspending flushes at once.
+ */
+static void
+on_flush_prepare(uv_prepare_t *p)
+{
+    pt_server_t *srv = p->data;
+    pt_conn_t *c = srv->flush_head;
+
+    srv->flush_head = NULL;
+    uv_prepare_stop(p);
+    while (c != NULL) {
+        pt_conn_t *next = c->flush_next;
+
+        c->flush_scheduled = false;
+        c->flush_next = NULL;
+        conn_flush(c);
+        c = next;
+    }
+}
+
+static void
+conn_flush_soon(pt_conn_t *c)
+{
+    pt_server_t *srv = c->srv;
+
+    if (c->flush_scheduled || c->closing) {
+        return;
+    }
+    c->flush_scheduled = true;
+    c->flush_next = srv->flush_head;
+    srv->flush_head = c;
+    uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
+}
+
 /* The app's output for the current request, on the loop thread: from a worker message or a loop-thread app. */
 void
 pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode)
@@ -839,7 +886,7 @@ pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_
         if (len > 0 && !c->closing) {
             pt_buf_append(&c->wbuf, data, len);
             if (!c->in_process && !(flags & PT_SEND_DONE)) {
-                conn_flush(c);  /* an asyncio task sending on its own: out now (pipelined batches wait) */
+                conn_flush_soon(c);     /* an asyncio task sending on its own (pipelined batches wait anyway) */
             }
         }
     } else if (len == 0 || c->closing) {
@@ -1189,6 +1236,8 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     }
     uv_idle_init(loop, &srv->drain_idle);
     srv->drain_idle.data = srv;
+    uv_prepare_init(loop, &srv->flush_prepare);
+    srv->flush_prepare.data = srv;
     return pt_handoff_init(srv);
 }
 
@@ -1198,6 +1247,9 @@ pt_server_close(pt_server_t *srv)
     pt_handoff_close(srv);
     if (!uv_is_closing((uv_handle_t *)&srv->drain_idle)) {
         uv_close((uv_handle_t *)&srv->drain_idle, NULL);
+    }
+    if (!uv_is_closing((uv_handle_t *)&srv->flush_prepare)) {
+        uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
     }
     free(srv->read_buf);
     srv->read_buf = NULL;

@@ -44,6 +44,8 @@ struct pt_server_s {
     bool stopping;
     uv_idle_t drain_idle;   /* runs on_drain for suspended loop-thread apps whose output drained */
     struct pt_conn_s *drain_head;
+    uv_prepare_t flush_prepare;     /* writes what asyncio tasks sent, one write per connection per loop turn */
+    struct pt_conn_s *flush_head;
     void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last busy connection finished */
 };
 
@@ -78,6 +80,8 @@ struct pt_conn_s {
     bool suspended;         /* a loop-thread app waits for on_drain */
     bool drain_scheduled;
     struct pt_conn_s *drain_next;
+    bool flush_scheduled;           /* output from an asyncio task, written once Python yields to the loop */
+    struct pt_conn_s *flush_next;
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t idle_since;    /* loop time (ms) the connection last became idle */
     uint64_t progress;      /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
