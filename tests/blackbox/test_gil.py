@@ -291,6 +291,28 @@ class Monitor(unittest.TestCase):
             self.assertGreater(near, sum(holds[k] for k in range(len(les)) if les[k] > 8400), t)
             self.assertGreater(sum(h for k, h in enumerate(waits) if k < len(les) and les[k] > 2000), 0, t)
 
+    def test_fair_shares_at_a_short_switch_interval(self):
+        """Four CPU-bound workers at a 1 ms switch interval: the interpreter forces hand-offs often enough that each
+        worker's share of the GIL is close to a quarter (each within 0.5x to 1.5x of the mean)."""
+        s, port = self.start("cpu_bound:app", threads=4)
+        self.assertEqual(get(port, "/interval?us=1000", method="POST").status, 200)
+
+        def holds():
+            text = get(port, "/metrics").body.decode()
+            return {name: float(v) for name, v in
+                    re.findall(r'^ponte_gil_hold_seconds_total\{thread="(worker-\d)"\} ([\d.]+)$', text, re.M)}
+
+        time.sleep(0.3)
+        before = holds()
+        load(s, "/?n=400000", 4, 3)
+        after = holds()
+        shares = {w: after[w] - before.get(w, 0.0) for w in after}
+        self.assertEqual(len(shares), 4, shares)
+        mean = sum(shares.values()) / 4
+        self.assertGreater(mean, 0.2, shares)
+        for w, held in shares.items():
+            self.assertTrue(0.5 * mean <= held <= 1.5 * mean, (w, shares))
+
     def test_python_thread_names(self):
         """A thread the app starts appears under its Python name, with the role "app"."""
         s, port = self.start("testapp:application", threads=2, app_dir=APPS)
