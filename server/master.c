@@ -43,8 +43,8 @@ typedef struct {
     int handles_open;
     bool used, exited, ready, stopping, has_successor;
     uint64_t started_ms, beat_ms, kill_at_ms;
-    char monitor[128];                  /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
-    char line[256];
+    char monitor[300];                  /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
+    char line[PT_CONTROL_LINE_MAX + 1];
     size_t linelen;
 } pt_worker_t;
 
@@ -510,7 +510,8 @@ publish_monitors(void)
     }
     uv_mutex_lock(&M.monitors.lock);
     n += (size_t)snprintf(j + n, cap - n, "[");
-    for (i = 0; i < MAX_WORKERS && n < cap - 200; i++) {
+    /* An entry is under 512 bytes (a monitor address is under 300): stop while one more surely fits. */
+    for (i = 0; i < MAX_WORKERS && n < cap - 512; i++) {
         const pt_worker_t *w = &M.w[i];
 
         if (w->used && !w->exited && w->monitor[0]) {

@@ -10,6 +10,9 @@
 #include "config.h"
 #include "conn.h"
 
+/* The longest line a worker sends its master on the control line, newline included. */
+#define PT_CONTROL_LINE_MAX 512
+
 /* Runs the master until it is stopped; returns the exit status. */
 int pt_master_run(const pt_config_t *cfg, int argc, char **argv);
 

@@ -2,12 +2,13 @@
  * A worker process's side of the control line to its master (see master.c): "ready" once it accepts, "beat" every
  * second under --timeout (a loop blocked by a request stops beating, and the master notices), and "retire <why>"
  * when it wants a successor: --max-requests reached, or a request in the app that has moved no bytes for --timeout
- * while the loop still runs (a worker thread stuck in the app; a response that streams slowly is not stuck). The worker keeps serving until the master stops it, which it does
- * once the successor is ready.
+ * while the loop still runs (a worker thread stuck in the app; a response that streams slowly is not stuck). The
+ * worker keeps serving until the master stops it, which it does once the successor is ready.
  */
 #include "master.h"
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,13 +27,25 @@ static struct {
     bool retired, stuck;
 } W;
 
-static void
-say(const char *fmt, const char *arg)
-{
-    char line[256];
-    int n = snprintf(line, sizeof(line), fmt, arg);
-    uv_buf_t buf = uv_buf_init(line, (unsigned)n);
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* One line to the master. */
+static void
+say(const char *fmt, ...)
+{
+    char line[PT_CONTROL_LINE_MAX];
+    va_list ap;
+    int n;
+    uv_buf_t buf;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        pt_log_warning("worker %d: a line for the master did not fit: %.60s...", W.cfg->worker_slot, line);
+        return;
+    }
+    buf = uv_buf_init(line, (unsigned)n);
     /* A few bytes on a socketpair with an empty buffer: this does not block, and a master gone is no error here
      * (PR_SET_PDEATHSIG stops us then). */
     uv_try_write((uv_stream_t *)&W.ctl, &buf, 1);
@@ -57,22 +70,19 @@ check_stuck(void)
                  req->method.base, (int)req->target.len, req->target.base, (double)stuck_ms / 1000, W.cfg->timeout);
     pt_log_flush();
     raise(SIGUSR2);             /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
-    say("retire %s\n", "timeout");
+    say("retire timeout\n");
 }
 
 static void
 on_timer(uv_timer_t *t)
 {
     if (W.cfg->timeout > 0) {
-        say("%sbeat\n", "");
+        say("beat\n");
         check_stuck();
     }
     if (W.limit && !W.retired && W.srv->requests >= W.limit) {
-        char why[64];
-
         W.retired = true;
-        snprintf(why, sizeof(why), "--max-requests: %llu served", (unsigned long long)W.srv->requests);
-        say("retire %s\n", why);
+        say("retire --max-requests: %llu served\n", (unsigned long long)W.srv->requests);
     }
 }
 
@@ -108,7 +118,7 @@ void
 pt_worker_ready(pt_server_t *srv)
 {
     W.srv = srv;
-    say("%sready\n", "");
+    say("ready\n");
     if (W.cfg->timeout > 0 || W.limit) {
         uint64_t ms = W.cfg->timeout > 0 ? 1000 : 200;
 
