@@ -2,6 +2,7 @@
 requests run on three workers; a lane per worker must appear and keep updating, the figures and the hand-off table
 must fill in, and the switch-interval control must reach the interpreter."""
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,24 @@ from test_gil import get, load
 from test_processes import Master, workers_of
 
 
+@contextlib.contextmanager
+def traffic(server, path, clients):
+    """CPU-bound requests from `clients` connections until the block ends."""
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            load(server, path, clients, 1)
+
+    loader = threading.Thread(target=run)
+    loader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        loader.join(30)
+
+
 @unittest.skipUnless(os.path.exists(CHROMIUM) or os.environ.get("CI") == "true",
                      "needs Debian's chromium (installed by .ci/deps on CI)")
 class LivePage(unittest.TestCase):
@@ -21,15 +40,7 @@ class LivePage(unittest.TestCase):
         port = free_port()
         with Server("cpu_bound:app", "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", threads=3,
                     app_dir=REPO_APPS) as s:
-            stop = threading.Event()
-
-            def traffic():
-                while not stop.is_set():
-                    load(s, "/?n=200000", 3, 1)
-
-            loader = threading.Thread(target=traffic)
-            loader.start()
-            try:
+            with traffic(s, "/?n=200000", 3):
                 with Browser() as b:
                     page = b.open("http://127.0.0.1:%d/" % port)
                     lanes = "[...document.querySelectorAll('.lane')].map(l => [l.dataset.thread, l.dataset.role," \
@@ -62,9 +73,6 @@ class LivePage(unittest.TestCase):
                             break
                         threading.Event().wait(0.1)
                     self.assertEqual(snap["interval_us"], 2000)
-            finally:
-                stop.set()
-                loader.join(30)
 
 
     def test_processes_side_by_side(self):
@@ -72,15 +80,7 @@ class LivePage(unittest.TestCase):
         port = free_port()
         with Master("cpu_bound:app", "--gil-monitor", "127.0.0.1:%d" % port, "--no-access-log", threads=2,
                     app_dir=REPO_APPS) as s:
-            stop = threading.Event()
-
-            def traffic():
-                while not stop.is_set():
-                    load(s, "/?n=100000", 4, 1)
-
-            loader = threading.Thread(target=traffic)
-            loader.start()
-            try:
+            with traffic(s, "/?n=100000", 4):
                 with Browser() as b:
                     page = b.open("http://127.0.0.1:%d/" % port)
                     groups = b.wait_for(page, "(() => { const g = new Set([...document.querySelectorAll("
@@ -93,9 +93,6 @@ class LivePage(unittest.TestCase):
                     self.assertTrue(all(re.search(r"worker [12] · pid \d+ +GIL busy [\d.]+%", h) for h in heads),
                                     heads)
                     self.assertIn("2 worker processes", b.evaluate(page, "document.getElementById('procs').textContent"))
-            finally:
-                stop.set()
-                loader.join(30)
 
 
 if __name__ == "__main__":
