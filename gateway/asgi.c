@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ static struct {
     PyObject *app;
     PyObject *loop;         /* the asyncio event loop */
     PyObject *create_task, *create_future;
+    PyObject *task_type;    /* asyncio.Task, called directly unless the app set a task factory */
+    PyObject *kw_loop;      /* ("loop",): the keyword names for Task(coro, loop=...) */
     PyObject *scope_template_asgi;  /* {"version": "3.0", "spec_version": "2.4"} */
     PyObject *disconnect_event;
     PyObject *client_disconnected;  /* ponte.ClientDisconnected(OSError) */
@@ -78,6 +81,71 @@ static struct {
     void (*exit_done)(void *arg);
     void *exit_arg;
 } A;
+
+/*
+ * Strings every request uses, made once: dict keys built from C strings would be allocated and hashed anew each
+ * time. Header names that most requests carry are shared the same way (bytes are immutable).
+ */
+static struct {
+    PyObject *type, *body, *more_body, *status, *headers, *state;
+    PyObject *asgi, *http_version, *method, *scheme, *path, *raw_path, *query_string, *root_path, *client, *server;
+    PyObject *http, *http_request, *v1_0, *v1_1, *https, *root_path_value, *empty_bytes;
+    PyObject *get, *post, *head;
+} K;
+
+static const char *const COMMON_HEADERS[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length",
+    "content-type", "cookie", "referer", "origin", "authorization", "cache-control", "upgrade-insecure-requests",
+    "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-request-id", "if-none-match", "if-modified-since",
+    "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
+    "dnt", "pragma", "te", "transfer-encoding", "expect", "range",
+};
+#define NCOMMON (sizeof(COMMON_HEADERS) / sizeof(COMMON_HEADERS[0]))
+static PyObject *common_header_names[NCOMMON];
+
+static int
+keys_init(void)
+{
+    size_t i;
+
+#define INTERN(field, text) if ((K.field = PyUnicode_InternFromString(text)) == NULL) return -1
+    INTERN(type, "type");
+    INTERN(body, "body");
+    INTERN(more_body, "more_body");
+    INTERN(status, "status");
+    INTERN(headers, "headers");
+    INTERN(state, "state");
+    INTERN(asgi, "asgi");
+    INTERN(http_version, "http_version");
+    INTERN(method, "method");
+    INTERN(scheme, "scheme");
+    INTERN(path, "path");
+    INTERN(raw_path, "raw_path");
+    INTERN(query_string, "query_string");
+    INTERN(root_path, "root_path");
+    INTERN(client, "client");
+    INTERN(server, "server");
+    INTERN(http, "http");
+    INTERN(http_request, "http.request");
+    INTERN(v1_0, "1.0");
+    INTERN(v1_1, "1.1");
+    INTERN(https, "https");
+    INTERN(get, "GET");
+    INTERN(post, "POST");
+    INTERN(head, "HEAD");
+#undef INTERN
+    K.root_path_value = PyUnicode_FromString(A.cfg->root_path);
+    K.empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (K.root_path_value == NULL || K.empty_bytes == NULL) {
+        return -1;
+    }
+    for (i = 0; i < NCOMMON; i++) {
+        if ((common_header_names[i] = PyBytes_FromString(COMMON_HEADERS[i])) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* An already-completed awaitable: `await` returns its value at once. */
@@ -157,8 +225,8 @@ struct pt_asgi_ctx_s {
     pt_request_t *req;          /* NULL once the app is finished with it */
     uint64_t seq;
     uint64_t t0;                /* when the request started (for --gil-trace) */
-    PyObject *receive, *send, *on_done;     /* bound to this context */
-    PyObject *task;
+    PyObject *receive, *send;               /* bound to this context */
+    PyObject *task;                         /* the Task running the app: kept alive while the request is open */
     PyObject *recv_fut, *send_fut;          /* a receive()/send() waiting */
     PyObject *headers;                      /* list of (name, value) bytes from http.response.start */
     int status;
@@ -175,7 +243,6 @@ ctx_traverse(pt_asgi_ctx_t *c, visitproc visit, void *arg)
 {
     Py_VISIT(c->receive);
     Py_VISIT(c->send);
-    Py_VISIT(c->on_done);
     Py_VISIT(c->task);
     Py_VISIT(c->recv_fut);
     Py_VISIT(c->send_fut);
@@ -188,7 +255,6 @@ ctx_clear(pt_asgi_ctx_t *c)
 {
     Py_CLEAR(c->receive);
     Py_CLEAR(c->send);
-    Py_CLEAR(c->on_done);
     Py_CLEAR(c->task);
     Py_CLEAR(c->recv_fut);
     Py_CLEAR(c->send_fut);
@@ -248,11 +314,26 @@ disconnect_error(void)
     return PyObject_CallFunction(A.client_disconnected, "s", "client disconnected");
 }
 
+/* {"type": "http.request", "body": body, "more_body": more}. Steals `body`. New ref. */
+static PyObject *
+receive_event(PyObject *body, bool more)
+{
+    PyObject *ev = body ? PyDict_New() : NULL;
+
+    if (ev == NULL || PyDict_SetItem(ev, K.type, K.http_request) < 0 || PyDict_SetItem(ev, K.body, body) < 0
+        || PyDict_SetItem(ev, K.more_body, more ? Py_True : Py_False) < 0) {
+        Py_XDECREF(ev);
+        ev = NULL;
+    }
+    Py_XDECREF(body);
+    return ev;
+}
+
 /* The next receive() event, or NULL without an exception when it has to wait. New ref. */
 static PyObject *
 next_receive_event(pt_asgi_ctx_t *c)
 {
-    PyObject *body, *ev;
+    PyObject *body;
     Py_ssize_t len = 0;
     ssize_t r = 0;
 
@@ -262,7 +343,7 @@ next_receive_event(pt_asgi_ctx_t *c)
     if (!c->body_done && pt_req_body_complete(c->req)) {
         /* Nothing (more) to read, the common case for GET: no buffer to allocate. */
         c->body_done = true;
-        return Py_BuildValue("{s:s,s:y,s:O}", "type", "http.request", "body", "", "more_body", Py_False);
+        return receive_event(Py_NewRef(K.empty_bytes), false);
     }
     if (c->body_done) {
         if (c->req->client_eof) {
@@ -298,9 +379,7 @@ next_receive_event(pt_asgi_ctx_t *c)
     if (!c->body_done && r == 0) {
         c->body_done = pt_req_body_complete(c->req);
     }
-    ev = Py_BuildValue("{s:s,s:N,s:O}", "type", "http.request", "body", body, "more_body",
-                       c->body_done ? Py_False : Py_True);
-    return ev;
+    return receive_event(body, !c->body_done);
 }
 
 static PyObject *
@@ -456,7 +535,10 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
         PyErr_Format(PyExc_TypeError, "send() takes a dict event, not %.100s", Py_TYPE(event)->tp_name);
         return NULL;
     }
-    type = PyDict_GetItemString(event, "type");     /* borrowed */
+    type = PyDict_GetItemWithError(event, K.type);      /* borrowed */
+    if (type == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
     if (type == NULL || !PyUnicode_Check(type)) {
         PyErr_SetString(PyExc_ValueError, "ASGI event without a 'type'");
         return NULL;
@@ -471,7 +553,8 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
         return NULL;
     }
     if (PyUnicode_CompareWithASCIIString(type, "http.response.start") == 0) {
-        PyObject *status = PyDict_GetItemString(event, "status"), *headers = PyDict_GetItemString(event, "headers");
+        PyObject *status = PyDict_GetItemWithError(event, K.status);
+        PyObject *headers = status ? PyDict_GetItemWithError(event, K.headers) : NULL;
         long code;
 
         if (c->started) {
@@ -487,6 +570,9 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
             PyErr_Format(PyExc_ValueError, "invalid status %ld", code);
             return NULL;
         }
+        if (headers == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
         c->headers = headers ? check_headers(headers) : PyList_New(0);
         if (c->headers == NULL) {
             return NULL;
@@ -496,8 +582,13 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
         return ready_new(Py_NewRef(Py_None));
     }
     if (PyUnicode_CompareWithASCIIString(type, "http.response.body") == 0) {
-        PyObject *body = PyDict_GetItemString(event, "body"), *more = PyDict_GetItemString(event, "more_body");
-        bool more_body = more != NULL && PyObject_IsTrue(more);
+        PyObject *body = PyDict_GetItemWithError(event, K.body);
+        PyObject *more = body || !PyErr_Occurred() ? PyDict_GetItemWithError(event, K.more_body) : NULL;
+        int more_body = more == NULL ? 0 : PyObject_IsTrue(more);
+
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
         Py_buffer view = { 0 };
 
         if (!c->started) {
@@ -547,12 +638,16 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
     return NULL;
 }
 
-/* Answers what the app left unanswered (500, or a cut connection once the head is out) and gives the request back. */
+/*
+ * Answers what the app left unanswered (500, or a cut connection once the head is out), gives the request back and
+ * drops the request's reference to this context. The caller holds its own.
+ */
 static void
 ctx_finish(pt_asgi_ctx_t *c)
 {
     pt_request_t *req = c->req;
     unsigned flags = PT_SEND_DONE;
+    bool owned;
 
     if (req == NULL) {
         return;
@@ -579,56 +674,283 @@ ctx_finish(pt_asgi_ctx_t *c)
         pt_gil_trace_request(c->t0, label);
     }
     c->req = NULL;
+    owned = req->app_data == c;
     req->app_data = NULL;
     pt_req_send(req, &c->out, flags);
     fut_resolve(&c->recv_fut, NULL, NULL);
     fut_resolve(&c->send_fut, NULL, NULL);
+    /* Break the context <-> receive/send cycle now rather than leave it to the garbage collector. */
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->receive);
+    Py_CLEAR(c->send);
+    if (owned) {
+        Py_DECREF(c);
+    }
 }
 
-/* The app's coroutine ended (task done callback): log how, then finish the request. */
-static PyObject *
-ctx_on_done(pt_asgi_ctx_t *c, PyObject *task)
+/* The app's coroutine ended: say how if it went wrong, then finish the request. `exc` is NULL when it returned. */
+static void
+ctx_ended(pt_asgi_ctx_t *c, PyObject *exc)
 {
     pt_request_t *req = c->req;
-    PyObject *exc = NULL, *r;
 
     if (req == NULL) {
-        Py_RETURN_NONE;
+        return;
     }
-    r = PyObject_CallMethod(task, "cancelled", NULL);
-    if (r != NULL && PyObject_IsTrue(r)) {
-        pt_log_warning("ASGI app task for \"%.*s %.*s\" was cancelled", (int)req->method.len, req->method.base,
-                       (int)req->target.len, req->target.base);
-    } else if (r != NULL) {
-        exc = PyObject_CallMethod(task, "exception", NULL);
-        if (exc != NULL && exc != Py_None) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            pt_py_log_exception("error in ASGI app", req);
-        } else if (exc == NULL) {
-            pt_py_log_exception("cannot read the ASGI task's result", req);
-        } else if (!c->complete) {
+    if (exc == NULL) {
+        if (!c->complete) {
             pt_log_error("ASGI app returned without %s for \"%.*s %.*s\"",
                          c->started ? "completing its response" : "sending a response", (int)req->method.len,
                          req->method.base, (int)req->target.len, req->target.base);
         }
+    } else if (PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        pt_py_log_exception("error in ASGI app", req);
     } else {
-        pt_py_log_exception("cannot read the ASGI task's state", req);
+        /* CancelledError, or KeyboardInterrupt/SystemExit passing through: the Task sees it after this. */
+        pt_log_warning("ASGI app task for \"%.*s %.*s\" %s (%s)", (int)req->method.len, req->method.base,
+                       (int)req->target.len, req->target.base,
+                       c->complete ? "ended" : "ended before its response was complete", Py_TYPE(exc)->tp_name);
     }
-    Py_XDECREF(r);
-    Py_XDECREF(exc);
     ctx_finish(c);
-    /* Break the ctx <-> receive/send cycle now rather than leave it to the garbage collector. The caller holds
-     * its own reference to this bound method, so clearing ours is safe. */
-    Py_CLEAR(c->task);
-    Py_CLEAR(c->receive);
-    Py_CLEAR(c->send);
-    Py_CLEAR(c->on_done);
-    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/*
+ * The app's coroutine as its Task runs it. This wrapper passes every step through, and finishes the request the
+ * moment the coroutine ends, inside the step that ended it. asyncio's done callback would cost a Handle and one
+ * more loop turn per request. An exception from the app is logged and answered with 500 here, and the Task ends
+ * normally (nobody awaits it, so asyncio would only complain that its exception was never retrieved). A
+ * CancelledError, KeyboardInterrupt or SystemExit is passed on to the Task as it came.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *coro;             /* the app's coroutine */
+    pt_asgi_ctx_t *ctx;
+} pt_run_t;
+
+static int
+run_traverse(pt_run_t *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->coro);
+    Py_VISIT(r->ctx);
+    return 0;
+}
+
+static int
+run_clear(pt_run_t *r)
+{
+    Py_CLEAR(r->coro);
+    Py_CLEAR(r->ctx);
+    return 0;
+}
+
+static void
+run_dealloc(pt_run_t *r)
+{
+    PyObject_GC_UnTrack(r);
+    run_clear(r);
+    PyObject_GC_Del(r);
+}
+
+/* After a step of the app's coroutine: PYGEN_NEXT passes through; an end finishes the request. */
+static PySendResult
+run_after(pt_run_t *r, PySendResult status, PyObject **result)
+{
+    PyObject *type, *exc, *tb;
+
+    if (status == PYGEN_NEXT) {
+        return status;
+    }
+    if (status == PYGEN_RETURN) {
+        Py_DECREF(*result);             /* an ASGI app's return value means nothing */
+        *result = Py_NewRef(Py_None);
+        ctx_ended(r->ctx, NULL);
+        return PYGEN_RETURN;
+    }
+    *result = NULL;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (exc == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        ctx_ended(r->ctx, NULL);
+        return PYGEN_ERROR;     /* unreachable in practice: an error without an exception */
+    }
+    if (tb != NULL) {
+        PyException_SetTraceback(exc, tb);
+    }
+    if (PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+        ctx_ended(r->ctx, exc);
+        Py_XDECREF(type);
+        Py_DECREF(exc);
+        Py_XDECREF(tb);
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    ctx_ended(r->ctx, exc);
+    PyErr_Restore(type, exc, tb);
+    return PYGEN_ERROR;
+}
+
+static PySendResult
+run_am_send(pt_run_t *r, PyObject *arg, PyObject **result)
+{
+    return run_after(r, PyIter_Send(r->coro, arg, result), result);
+}
+
+/* The PySendResult protocol back to the iterator one: a value, or NULL with StopIteration or an error set. */
+static PyObject *
+run_result(PySendResult status, PyObject *result)
+{
+    if (status == PYGEN_NEXT) {
+        return result;
+    }
+    if (status == PYGEN_RETURN) {
+        if (result == Py_None) {
+            PyErr_SetNone(PyExc_StopIteration);
+        } else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, result);
+
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+run_send(pt_run_t *r, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult status = run_am_send(r, arg, &result);
+
+    return run_result(status, result);
+}
+
+static PyObject *
+run_next(pt_run_t *r)
+{
+    return run_send(r, Py_None);
+}
+
+static PyObject *
+run_throw(pt_run_t *r, PyObject *args)
+{
+    PyObject *meth = PyObject_GetAttrString(r->coro, "throw");
+    PyObject *result = meth ? PyObject_Call(meth, args, NULL) : NULL;
+    PySendResult status = PYGEN_NEXT;
+
+    Py_XDECREF(meth);
+    if (result == NULL) {
+        status = PYGEN_ERROR;
+        if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            PyObject *type, *exc, *tb;
+
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+            result = exc ? PyObject_GetAttrString(exc, "value") : NULL;
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+            if (result == NULL) {
+                PyErr_Clear();
+                result = Py_NewRef(Py_None);
+            }
+            status = PYGEN_RETURN;
+        }
+    }
+    status = run_after(r, status, &result);
+    return run_result(status, result);
+}
+
+static PyObject *
+run_close(pt_run_t *r, PyObject *unused)
+{
+    PyObject *res = PyObject_CallMethod(r->coro, "close", NULL);
+
+    if (r->ctx->req != NULL) {
+        pt_request_t *req = r->ctx->req;
+
+        pt_log_warning("ASGI app coroutine for \"%.*s %.*s\" was closed before it ended", (int)req->method.len,
+                       req->method.base, (int)req->target.len, req->target.base);
+        ctx_finish(r->ctx);
+    }
+    return res;
+}
+
+static PyObject *
+run_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+/* Introspection (Task.get_stack, reprs, debuggers) sees the app's coroutine. */
+static PyObject *
+run_getattr_coro(pt_run_t *r, void *name)
+{
+    return PyObject_GetAttrString(r->coro, (const char *)name);
+}
+
+static PyMethodDef run_methods[] = {
+    { "send", (PyCFunction)run_send, METH_O, "send(value): run the app until it next waits" },
+    { "throw", (PyCFunction)run_throw, METH_VARARGS, "throw(exc): raise exc where the app waits" },
+    { "close", (PyCFunction)run_close, METH_NOARGS, "close(): close the app's coroutine" },
+    { NULL },
+};
+
+static PyGetSetDef run_getset[] = {
+    { "__name__", (getter)run_getattr_coro, NULL, NULL, "__name__" },
+    { "__qualname__", (getter)run_getattr_coro, NULL, NULL, "__qualname__" },
+    { "cr_code", (getter)run_getattr_coro, NULL, NULL, "cr_code" },
+    { "cr_frame", (getter)run_getattr_coro, NULL, NULL, "cr_frame" },
+    { "cr_await", (getter)run_getattr_coro, NULL, NULL, "cr_await" },
+    { "cr_running", (getter)run_getattr_coro, NULL, NULL, "cr_running" },
+    { NULL },
+};
+
+static PyAsyncMethods run_async = { .am_await = run_await, .am_send = (sendfunc)run_am_send };
+
+static PyTypeObject run_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ponte.ASGIAppRun",
+    .tp_basicsize = sizeof(pt_run_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The ASGI app's coroutine, finishing its request the moment it ends.",
+    .tp_dealloc = (destructor)run_dealloc,
+    .tp_traverse = (traverseproc)run_traverse,
+    .tp_clear = (inquiry)run_clear,
+    .tp_as_async = &run_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)run_next,
+    .tp_methods = run_methods,
+    .tp_getset = run_getset,
+};
+
+/* A Task for the wrapped coroutine: asyncio.Task directly (loop.create_task is a Python frame on top), unless the
+ * app has set a task factory. */
+static PyObject *
+run_task(PyObject *run)
+{
+    PyObject *factory = PyObject_GetAttrString(A.loop, "_task_factory");
+
+    if (factory == Py_None) {
+        PyObject *args[2] = { run, A.loop };
+
+        Py_DECREF(factory);
+        return PyObject_Vectorcall(A.task_type, args, 1, A.kw_loop);
+    }
+    Py_XDECREF(factory);
+    PyErr_Clear();
+    return PyObject_CallOneArg(A.create_task, run);
 }
 
 static PyMethodDef receive_def = { "receive", (PyCFunction)ctx_receive, METH_NOARGS, "ASGI receive()" };
 static PyMethodDef send_def = { "send", (PyCFunction)ctx_send, METH_O, "ASGI send(event)" };
-static PyMethodDef done_def = { "_done", (PyCFunction)ctx_on_done, METH_O, "task done callback" };
 
 static PyTypeObject ctx_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -659,28 +981,46 @@ decode_path(pt_span_t path)
     return s;
 }
 
+/* A header name as ASGI wants it: lower-case bytes, shared when it is a common one. New ref. */
+static PyObject *
+header_name(pt_span_t n)
+{
+    PyObject *name;
+    size_t i;
+
+    for (i = 0; i < NCOMMON; i++) {
+        PyObject *k = common_header_names[i];
+
+        if ((size_t)PyBytes_GET_SIZE(k) == n.len && strncasecmp(PyBytes_AS_STRING(k), n.base, n.len) == 0) {
+            return Py_NewRef(k);
+        }
+    }
+    name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n.len);
+    if (name != NULL) {
+        for (i = 0; i < n.len; i++) {
+            PyBytes_AS_STRING(name)[i] = (char)tolower((unsigned char)n.base[i]);
+        }
+    }
+    return name;
+}
+
 static PyObject *
 build_headers(const pt_request_t *req)
 {
     PyObject *list = PyList_New((Py_ssize_t)req->nheaders);
-    size_t i, j;
+    size_t i;
 
     if (list == NULL) {
         return NULL;
     }
     for (i = 0; i < req->nheaders; i++) {
         const pt_header_t *h = &req->headers[i];
-        PyObject *name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->name.len);
-        PyObject *pair;
+        PyObject *name = header_name(h->name);
+        PyObject *value = name ? PyBytes_FromStringAndSize(h->value.base, (Py_ssize_t)h->value.len) : NULL;
+        PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
 
-        if (name == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        for (j = 0; j < h->name.len; j++) {
-            PyBytes_AS_STRING(name)[j] = (char)tolower((unsigned char)h->name.base[j]);
-        }
-        pair = Py_BuildValue("(Ny#)", name, h->value.base, (Py_ssize_t)h->value.len);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
         if (pair == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -691,36 +1031,53 @@ build_headers(const pt_request_t *req)
 }
 
 static PyObject *
+method_str(pt_span_t m)
+{
+    if (m.len == 3 && memcmp(m.base, "GET", 3) == 0) {
+        return Py_NewRef(K.get);
+    }
+    if (m.len == 4 && memcmp(m.base, "POST", 4) == 0) {
+        return Py_NewRef(K.post);
+    }
+    if (m.len == 4 && memcmp(m.base, "HEAD", 4) == 0) {
+        return Py_NewRef(K.head);
+    }
+    return PyUnicode_DecodeLatin1(m.base, (Py_ssize_t)m.len, NULL);
+}
+
+/* scope[key] = value, stealing value. */
+static int
+scope_set(PyObject *scope, PyObject *key, PyObject *value)
+{
+    int r = value ? PyDict_SetItem(scope, key, value) : -1;
+
+    Py_XDECREF(value);
+    return r;
+}
+
+static PyObject *
 build_scope(const pt_request_t *req)
 {
-    PyObject *path = decode_path(req->path);
-    PyObject *headers = build_headers(req);
-    PyObject *scope = NULL;
+    PyObject *scope = _PyDict_NewPresized(A.state ? 13 : 12);
 
-    if (path != NULL && headers != NULL) {
-        scope = Py_BuildValue("{s:s,s:O,s:s,s:s#,s:s,s:O,s:y#,s:y#,s:s,s:O,s:(si),s:(si)}",
-                              "type", "http",
-                              "asgi", A.scope_template_asgi,
-                              "http_version", req->http_minor ? "1.1" : "1.0",
-                              "method", req->method.base, (Py_ssize_t)req->method.len,
-                              "scheme", req->url_scheme,
-                              "path", path,
-                              "raw_path", req->path.base, (Py_ssize_t)req->path.len,
-                              "query_string", req->query.base, (Py_ssize_t)req->query.len,
-                              "root_path", A.cfg->root_path,
-                              "headers", headers,
-                              "client", req->remote_addr, req->remote_port,
-                              "server", req->server_name, req->server_port);
-    }
-    Py_XDECREF(path);
-    Py_XDECREF(headers);
-    if (scope != NULL && A.state != NULL) {
-        PyObject *state = PyDict_Copy(A.state);
-
-        if (state == NULL || PyDict_SetItemString(scope, "state", state) < 0) {
-            Py_CLEAR(scope);
-        }
-        Py_XDECREF(state);
+    if (scope == NULL
+        || PyDict_SetItem(scope, K.type, K.http) < 0
+        || PyDict_SetItem(scope, K.asgi, A.scope_template_asgi) < 0
+        || PyDict_SetItem(scope, K.http_version, req->http_minor ? K.v1_1 : K.v1_0) < 0
+        || scope_set(scope, K.method, method_str(req->method)) < 0
+        || scope_set(scope, K.scheme, strcmp(req->url_scheme, "https") == 0 ? Py_NewRef(K.https)
+                                                                          : Py_NewRef(K.http)) < 0
+        || scope_set(scope, K.path, decode_path(req->path)) < 0
+        || scope_set(scope, K.raw_path, PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len)) < 0
+        || scope_set(scope, K.query_string,
+                     PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len)) < 0
+        || PyDict_SetItem(scope, K.root_path, K.root_path_value) < 0
+        || scope_set(scope, K.headers, build_headers(req)) < 0
+        || scope_set(scope, K.client, Py_BuildValue("(si)", req->remote_addr, req->remote_port)) < 0
+        || scope_set(scope, K.server, Py_BuildValue("(si)", req->server_name, req->server_port)) < 0
+        || (A.state != NULL && scope_set(scope, K.state, PyDict_Copy(A.state)) < 0)) {
+        Py_XDECREF(scope);
+        return NULL;
     }
     return scope;
 }
@@ -749,7 +1106,8 @@ static void
 asgi_start(pt_request_t *req)
 {
     pt_asgi_ctx_t *c = PyObject_GC_New(pt_asgi_ctx_t, &ctx_type);
-    PyObject *scope = NULL, *coro = NULL, *r;
+    pt_run_t *run = NULL;
+    PyObject *scope = NULL, *coro = NULL;
 
     if (c == NULL) {
         goto fail;
@@ -765,13 +1123,15 @@ asgi_start(pt_request_t *req)
     c->hcap = 0;
     c->receive = PyCFunction_New(&receive_def, (PyObject *)c);
     c->send = PyCFunction_New(&send_def, (PyObject *)c);
-    c->on_done = PyCFunction_New(&done_def, (PyObject *)c);
     PyObject_GC_Track(c);
-    if (c->receive == NULL || c->send == NULL || c->on_done == NULL) {
+    if (c->receive == NULL || c->send == NULL) {
         goto fail;
     }
+    /* The request owns a reference until ctx_finish: that keeps the context, and through c->task the Task,
+     * alive while the app waits on a future that only this context knows (a receive() waiting for the body),
+     * where the garbage collector would otherwise find them an unreachable cycle. */
     c->req = req;
-    req->app_data = c;
+    req->app_data = Py_NewRef(c);
     scope = build_scope(req);
     if (scope == NULL) {
         goto fail;
@@ -783,26 +1143,32 @@ asgi_start(pt_request_t *req)
         coro = instance ? PyObject_CallFunctionObjArgs(instance, c->receive, c->send, NULL) : NULL;
         Py_XDECREF(instance);
     } else {
-        coro = PyObject_CallFunctionObjArgs(A.app, scope, c->receive, c->send, NULL);
+        PyObject *args[3] = { scope, c->receive, c->send };
+
+        coro = PyObject_Vectorcall(A.app, args, 3, NULL);
     }
     if (coro == NULL) {
         goto fail;
     }
-    c->task = PyObject_CallOneArg(A.create_task, coro);
+    run = PyObject_GC_New(pt_run_t, &run_type);
+    if (run == NULL) {
+        goto fail;
+    }
+    run->coro = coro;           /* steals */
+    coro = NULL;
+    run->ctx = (pt_asgi_ctx_t *)Py_NewRef(c);
+    PyObject_GC_Track(run);
+    c->task = run_task((PyObject *)run);
     if (c->task == NULL) {
         goto fail;
     }
-    r = PyObject_CallMethod(c->task, "add_done_callback", "O", c->on_done);
-    if (r == NULL) {
-        goto fail;
-    }
-    Py_DECREF(r);
-    Py_DECREF(coro);
+    Py_DECREF(run);
     Py_DECREF(scope);
-    Py_DECREF(c);       /* the task's done callback holds it now */
+    Py_DECREF(c);
     return;
 fail:
     pt_py_log_exception("cannot start the ASGI app", req);
+    Py_XDECREF(run);
     Py_XDECREF(coro);
     Py_XDECREF(scope);
     if (c != NULL) {
@@ -1248,11 +1614,14 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
 {
     PyObject *mod, *modules, *code, *ns = NULL, *selector_cls, *selector = NULL, *asyncio = NULL, *r;
 
-    if (PyType_Ready(&ready_type) < 0 || PyType_Ready(&ctx_type) < 0) {
+    if (PyType_Ready(&ready_type) < 0 || PyType_Ready(&ctx_type) < 0 || PyType_Ready(&run_type) < 0) {
         return -1;
     }
     A.app = Py_NewRef(app);
     A.cfg = cfg;
+    if (keys_init() < 0) {
+        return -1;
+    }
     A.uvloop = loop;
     A.main_ts = main_ts;
     A.select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -1313,7 +1682,9 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
     Py_DECREF(r);
     A.create_task = PyObject_GetAttrString(A.loop, "create_task");
     A.create_future = PyObject_GetAttrString(A.loop, "create_future");
-    if (A.create_task == NULL || A.create_future == NULL) {
+    A.task_type = PyObject_GetAttrString(asyncio, "Task");
+    A.kw_loop = Py_BuildValue("(s)", "loop");
+    if (A.create_task == NULL || A.create_future == NULL || A.task_type == NULL || A.kw_loop == NULL) {
         goto error;
     }
     if (cfg->lifespan != PT_LIFESPAN_OFF && run_startup(ns, cfg) < 0) {

@@ -199,6 +199,28 @@ class ASGI(ServerCase, unittest.TestCase):
         c.send(b"hello")
         self.assertEqual(json.loads(c.read_response().body), {"timed_out": True, "body": "hello"})
 
+    def test_waiting_request_survives_garbage_collection(self):
+        # The request's task waits on a future only ponte knows of (receive() before the body arrives): a
+        # garbage collection meanwhile must not free it ("Task was destroyed but it is pending", no answer ever).
+        c = self.conn()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.2)
+        self.assertEqual(self.conn().request("GET", "/collect").body, b"collected")
+        c.send(b"hello")
+        self.assertEqual(json.loads(c.read_response().body)["body"], "hello")
+        self.assertNotIn("Task was destroyed", self.server.stderr())
+
+    def test_app_runs_in_a_task(self):
+        doc = json.loads(self.conn().request("GET", "/in-task").body)
+        self.assertEqual(doc["task"], "Task")
+        self.assertTrue(doc["timed_out"])
+
+    def test_app_task_cancelled_is_500(self):
+        c = self.conn()
+        self.assertEqual(c.request("GET", "/cancel-self").status, 500)
+        self.assertTrue(self.log_has("ended before its response was complete (CancelledError)"), self.server.stderr())
+        self.assertEqual(c.request("GET", "/echo").status, 200)
+
     def test_limits_apply(self):
         c = self.conn()
         c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20000000\r\n\r\n")

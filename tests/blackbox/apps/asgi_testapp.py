@@ -206,8 +206,33 @@ async def cancel_receive(scope, receive, send):
     await respond(send, {"timed_out": timed_out, "body": body.decode()})
 
 
+async def collect(scope, receive, send):
+    """A full garbage collection while another request's task waits on its receive()."""
+    import gc
+    gc.collect()
+    await respond(send, b"collected", content_type=b"text/plain")
+
+
+async def cancel_self(scope, receive, send):
+    """The app's own task cancelled: the task ends cancelled, the client gets a 500."""
+    asyncio.current_task().cancel()
+    await asyncio.sleep(1)
+
+
+async def in_task(scope, receive, send):
+    """The app runs in a real asyncio Task: current_task() and asyncio.timeout() (which needs it) work."""
+    task = asyncio.current_task()
+    out = {"task": type(task).__name__, "name": task.get_name()}
+    try:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(1)
+    except TimeoutError:
+        out["timed_out"] = True
+    await respond(send, out)
+
+
 ROUTES = {
-    "/cancel-receive": cancel_receive,
+    "/cancel-receive": cancel_receive, "/collect": collect, "/cancel-self": cancel_self, "/in-task": in_task,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
     "/raise-after": raise_after, "/incomplete": incomplete, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
