@@ -56,6 +56,7 @@ static struct {
     PyObject *create_task, *create_future;
     PyObject *task_type;    /* asyncio.Task, called directly unless the app set a task factory */
     PyObject *kw_loop;      /* ("loop",): the keyword names for Task(coro, loop=...) */
+    PyObject *task_factory; /* loop.get_task_factory(), read once per batch of new requests */
     PyObject *scope_template_asgi;  /* {"version": "3.0", "spec_version": "2.4"} */
     PyObject *disconnect_event;
     PyObject *client_disconnected;  /* ponte.ClientDisconnected(OSError) */
@@ -931,21 +932,19 @@ static PyTypeObject run_type = {
     .tp_getset = run_getset,
 };
 
-/* A Task for the wrapped coroutine: asyncio.Task directly (loop.create_task is a Python frame on top), unless the
- * app has set a task factory. */
+/*
+ * A Task for the wrapped coroutine: asyncio.Task called directly (loop.create_task adds a Python frame), unless
+ * the app has set a task factory. A.task_factory is read (get_task_factory(), public API) once per batch of new
+ * requests: only Python code can change it, and none runs within a batch but the apps' constructors.
+ */
 static PyObject *
 run_task(PyObject *run)
 {
-    PyObject *factory = PyObject_GetAttrString(A.loop, "_task_factory");
-
-    if (factory == Py_None) {
+    if (A.task_factory == Py_None) {
         PyObject *args[2] = { run, A.loop };
 
-        Py_DECREF(factory);
         return PyObject_Vectorcall(A.task_type, args, 1, A.kw_loop);
     }
-    Py_XDECREF(factory);
-    PyErr_Clear();
     return PyObject_CallOneArg(A.create_task, run);
 }
 
@@ -1187,6 +1186,16 @@ process_events(void)
 {
     size_t i;
 
+    for (i = 0; i < A.nevents && A.events[i].kind != EV_START; i++) {
+    }
+    if (i < A.nevents) {
+        PyObject *f = PyObject_CallMethod(A.loop, "get_task_factory", NULL);
+
+        Py_XSETREF(A.task_factory, f != NULL ? f : Py_NewRef(Py_None));
+        if (f == NULL) {
+            pt_py_log_exception("cannot read the asyncio task factory", NULL);
+        }
+    }
     /* Handlers may queue more (a send failing closes a connection): take the batch first. */
     for (i = 0; i < A.nevents; i++) {
         pt_event_t ev = A.events[i];

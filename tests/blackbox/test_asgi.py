@@ -215,6 +215,13 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(doc["task"], "Task")
         self.assertTrue(doc["timed_out"])
 
+    def test_app_task_factory_is_used(self):
+        c = self.conn()
+        before = json.loads(c.request("GET", "/task-factory?set=1").body)["calls"]
+        after = json.loads(c.request("GET", "/task-factory?set=0").body)["calls"]
+        self.assertEqual(after, before + 1)     # the second request's task came from the factory
+        self.assertEqual(json.loads(c.request("GET", "/task-factory").body)["calls"], after)
+
     def test_app_task_cancelled_is_500(self):
         c = self.conn()
         self.assertEqual(c.request("GET", "/cancel-self").status, 500)

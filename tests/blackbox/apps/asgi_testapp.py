@@ -231,7 +231,24 @@ async def in_task(scope, receive, send):
     await respond(send, out)
 
 
+factory_calls = []
+
+
+async def task_factory(scope, receive, send):
+    """?set=1 installs a task factory (the next requests' tasks come from it), ?set=0 removes it."""
+    loop = asyncio.get_running_loop()
+    if query(scope).get("set") == "1":
+        def factory(loop, coro, **kwargs):
+            factory_calls.append(type(coro).__name__)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        loop.set_task_factory(factory)
+    elif query(scope).get("set") == "0":
+        loop.set_task_factory(None)
+    await respond(send, {"calls": len(factory_calls), "task": type(asyncio.current_task()).__name__})
+
+
 ROUTES = {
+    "/task-factory": task_factory,
     "/cancel-receive": cancel_receive, "/collect": collect, "/cancel-self": cancel_self, "/in-task": in_task,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
