@@ -891,63 +891,56 @@ conn_flush_soon(pt_conn_t *c)
     uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
 }
 
-/* The app's output for the current request, on the loop thread: from a worker message or a loop-thread app. */
-void
-pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode)
+/*
+ * A worker's bytes still inside its messages: written now as far as the socket takes them, the rest copied into
+ * one buffer and queued. Several messages go in one writev: a worker streaming small chunks would otherwise cost a
+ * write, and a wake-up of the reader, per chunk.
+ */
+static void
+conn_output_borrowed(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, size_t len)
+{
+    size_t done = 0, off = 0;
+    unsigned i;
+    char *copy;
+
+    if (c->inflight == 0 && !c->closing) {
+        int r = uv_try_write(&c->h.stream, bufs, nbufs);
+
+        if (r > 0) {
+            done = (size_t)r;
+            conn_wrote(c, done, true);
+        } else if (r != UV_EAGAIN) {
+            conn_wrote(c, len, true);
+            conn_close(c);
+            return;
+        }
+    }
+    if (done == len) {
+        return;
+    }
+    copy = malloc(len - done);
+    if (copy == NULL) {
+        conn_wrote(c, len - done, true);
+        conn_close(c);
+        return;
+    }
+    for (i = 0; i < nbufs; i++) {
+        size_t n = bufs[i].len, skip = done > n ? n : done;
+
+        memcpy(copy + off, bufs[i].base + skip, n - skip);
+        off += n - skip;
+        done -= skip;
+    }
+    conn_write_owned(c, copy, off, true);
+}
+
+/* What the end of the app's output means for the connection: PT_SEND_END, ABORT, DONE. */
+static void
+conn_output_flags(pt_conn_t *c, unsigned flags)
 {
     pt_request_t *req = &c->req;
     pt_server_t *srv = c->srv;
 
-    if (mode == PT_OUT_LOOP) {
-        if (len > 0 && !c->closing) {
-            pt_buf_append(&c->wbuf, data, len);
-            if (!c->in_process && !(flags & PT_SEND_DONE)) {
-                conn_flush_soon(c);     /* an asyncio task sending on its own (pipelined batches wait anyway) */
-            }
-        }
-    } else if (len == 0 || c->closing) {
-        if (len > 0) {
-            conn_wrote(c, len, true);   /* never written: release a worker waiting on it */
-        }
-        if (mode == PT_OUT_OWNED) {
-            free(data);
-        }
-    } else {
-        conn_flush(c);      /* server bytes such as "100 Continue" go first */
-        if (mode == PT_OUT_BORROWED) {
-            size_t done = 0;
-
-            if (c->inflight == 0 && !c->closing) {
-                uv_buf_t b = uv_buf_init(data, (unsigned)len);
-                int r = uv_try_write(&c->h.stream, &b, 1);
-
-                if (r > 0) {
-                    done = (size_t)r;
-                    conn_wrote(c, done, true);
-                } else if (r != UV_EAGAIN) {
-                    conn_wrote(c, len, true);
-                    conn_close(c);
-                    len = done = 0;
-                }
-            }
-            if (done < len) {
-                char *copy = malloc(len - done);
-
-                if (copy == NULL) {
-                    conn_wrote(c, len - done, true);
-                    conn_close(c);
-                } else {
-                    memcpy(copy, data + done, len - done);
-                    conn_write_owned(c, copy, len - done, true);
-                }
-            }
-        } else if (!c->closing) {
-            conn_write_owned(c, data, len, true);
-        } else {
-            conn_wrote(c, len, true);
-            free(data);
-        }
-    }
     if (flags & PT_SEND_END) {
         c->resp_done = true;
         if (srv->cfg->access_log) {
@@ -967,6 +960,59 @@ pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_
         }
         conn_request_finished(c);
     }
+}
+
+/* The app's output for the current request, on the loop thread: from a worker message or a loop-thread app. */
+void
+pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode)
+{
+    if (mode == PT_OUT_LOOP) {
+        if (len > 0 && !c->closing) {
+            pt_buf_append(&c->wbuf, data, len);
+            if (!c->in_process && !(flags & PT_SEND_DONE)) {
+                conn_flush_soon(c);     /* an asyncio task sending on its own (pipelined batches wait anyway) */
+            }
+        }
+    } else if (len == 0 || c->closing) {
+        if (len > 0) {
+            conn_wrote(c, len, true);   /* never written: release a worker waiting on it */
+        }
+        if (mode == PT_OUT_OWNED) {
+            free(data);
+        }
+    } else {
+        conn_flush(c);      /* server bytes such as "100 Continue" go first */
+        if (mode == PT_OUT_BORROWED) {
+            uv_buf_t b = uv_buf_init(data, (unsigned)len);
+
+            conn_output_borrowed(c, &b, 1, len);
+        } else if (!c->closing) {
+            conn_write_owned(c, data, len, true);
+        } else {
+            conn_wrote(c, len, true);
+            free(data);
+        }
+    }
+    conn_output_flags(c, flags);
+}
+
+/* Several pieces of a worker's output, in order, still inside its messages (PT_OUT_BORROWED); `flags` ends them. */
+void
+pt_conn_app_outputv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags)
+{
+    size_t len = 0;
+    unsigned i;
+
+    for (i = 0; i < nbufs; i++) {
+        len += bufs[i].len;
+    }
+    if (c->closing) {
+        conn_wrote(c, len, true);   /* never written: release a worker waiting on it */
+    } else {
+        conn_flush(c);
+        conn_output_borrowed(c, bufs, nbufs, len);
+    }
+    conn_output_flags(c, flags);
 }
 
 void

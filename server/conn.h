@@ -150,6 +150,7 @@ typedef enum {
 
 /* Called on the loop thread with the app's output (request.c, or a loop-thread app through pt_req_send). */
 void pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode);
+void pt_conn_app_outputv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags);
 /* A loop-thread app stops producing until on_drain. */
 void pt_conn_suspend(pt_conn_t *c);
 void pt_conn_resume_reading(pt_conn_t *c);

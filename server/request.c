@@ -51,6 +51,46 @@ pt_on_loop_thread(void)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Hand-off */
 
+/* Up to this many consecutive output messages of one request go to the socket in one writev. */
+#define GATHER_MAX 64
+
+static bool
+is_inline_output(const pt_msg_t *m)
+{
+    return m != NULL && m->kind == MSG_OUTPUT && m->data == m->inline_data && m->len > 0;
+}
+
+/*
+ * A worker streaming small chunks posts one message each; the loop usually finds several of them waiting. The run
+ * of them starting at `m` (same request, data inside the messages, only the last with flags) is written at once.
+ * Frees the run; returns the message after it.
+ */
+static pt_msg_t *
+output_run(pt_conn_t *c, pt_msg_t *m)
+{
+    uv_buf_t bufs[GATHER_MAX];
+    pt_msg_t *run = m, *after;
+    unsigned n = 0, flags = 0;
+
+    for (;;) {
+        bufs[n++] = uv_buf_init(m->data, (unsigned)m->len);
+        flags = m->flags;
+        after = m->next;
+        if (flags != 0 || n == GATHER_MAX || !is_inline_output(after) || after->req != run->req) {
+            break;
+        }
+        m = after;
+    }
+    pt_conn_app_outputv(c, bufs, n, flags);
+    while (run != after) {
+        pt_msg_t *x = run->next;
+
+        free(run);
+        run = x;
+    }
+    return after;
+}
+
 static void
 on_handoff(uv_async_t *a)
 {
@@ -66,6 +106,10 @@ on_handoff(uv_async_t *a)
         pt_conn_t *c = m->req->conn;
 
         next = m->next;
+        if (is_inline_output(m) && m->flags == 0 && is_inline_output(next) && next->req == m->req) {
+            next = output_run(c, m);
+            continue;
+        }
         switch (m->kind) {
         case MSG_OUTPUT:
             /* Small outputs live inside the message (freed below): the connection copies what it cannot write now. */

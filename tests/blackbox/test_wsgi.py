@@ -3,11 +3,16 @@ close() always called. Every app here runs under wsgiref.validate.validator."""
 
 import json
 import os
+import socket
+import sys
 import tempfile
 import time
 import unittest
 
-from harness import Conn, Server, ServerCase, assert_rss_below, rss_of, run_tests, wait_for
+from harness import APPS, Conn, Server, ServerCase, assert_rss_below, rss_of, run_tests, wait_for
+
+sys.path.insert(0, APPS)
+from testapp import numbered_chunk  # noqa: E402  (the app's own chunks, to compare with)
 
 
 class WSGIBase(ServerCase):
@@ -152,6 +157,48 @@ class WSGIBase(ServerCase):
 
     def server_rss(self):
         return rss_of(self.server.proc.pid)
+
+
+def read_chunked_response(sock):
+    """The body of one chunked response, read and decoded in linear time (the harness's reader is per chunk)."""
+    data = bytearray()
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        piece = sock.recv(1 << 20)
+        if not piece:
+            raise EOFError("connection closed after %d bytes" % len(data))
+        data += piece
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    body, pos = [], 0
+    while True:
+        eol = rest.index(b"\r\n", pos)
+        size = int(rest[pos:eol], 16)
+        if size == 0:
+            return head, b"".join(body)
+        body.append(rest[eol + 2:eol + 2 + size])
+        pos = eol + 2 + size + 2
+
+
+class WSGIGatheredOutput(unittest.TestCase):
+    def test_chunks_arrive_whole_and_in_order(self):
+        """A worker yielding 6 MB in chunks of up to 16 KB, to a reader that first lets the socket fill up: every
+        byte arrives, in order. With the server on one CPU the loop finds many chunks waiting at once and writes
+        them with one writev; what the socket does not take, often from the middle of a chunk, is queued."""
+        with Server("testapp:application", threads=2, env={"PONTE_TEST_EVENTS": os.devnull}) as s:
+            for task in os.listdir("/proc/%d/task" % s.proc.pid):
+                os.sched_setaffinity(int(task), {min(os.sched_getaffinity(0))})
+            expected = b"".join(numbered_chunk(i, 16000) for i in range(800))
+            for _ in range(3):
+                sock = socket.create_connection((s.host, s.port))
+                sock.sendall(b"GET /numbered?chunks=800&size=16000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                time.sleep(0.3)     # not reading: the socket buffers fill, and writes come up short
+                head, body = read_chunked_response(sock)
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+                self.assertEqual(len(body), len(expected))
+                self.assertTrue(body == expected, "the body differs from byte %d" % next(
+                    (i for i, (a, b) in enumerate(zip(body, expected)) if a != b), -1))
+                sock.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")   # the connection is still in step
+                self.assertTrue(sock.recv(100).startswith(b"HTTP/1.1 200 "))
+                sock.close()
 
 
 class WSGIRootPath(unittest.TestCase):

@@ -146,6 +146,18 @@ def status(environ, start_response):
     return [] if code in (204, 304) else [b"status %d" % code]
 
 
+def numbered_chunk(i, size):
+    return b"<%d:%s>" % (i, b"x" * (i * 7919 % size))
+
+
+def numbered(environ, start_response):
+    """?chunks=N&size=S: chunks of varying sizes below S, each naming its number (order and completeness show)."""
+    q = query(environ)
+    n, size = int(q.get("chunks", "1000")), int(q.get("size", "97"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return (numbered_chunk(i, size) for i in range(n))
+
+
 def big(environ, start_response):
     size = int(query(environ).get("size", "1048576"))
     start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
@@ -212,6 +224,7 @@ ROUTES = {
     "/file": file_route,
     "/status": status,
     "/big": big,
+    "/numbered": numbered,
     "/upload": upload_size,
     "/ignore": ignore_body,
     "/pid": pid,
