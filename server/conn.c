@@ -210,6 +210,14 @@ on_handle_close(uv_handle_t *h)
         }
         *pp = c->flush_next;
     }
+    if (c->wake_scheduled) {
+        pt_conn_t **pp = &srv->wake_head;
+
+        while (*pp != c) {
+            pp = &(*pp)->wake_next;
+        }
+        *pp = c->wake_next;
+    }
     conn_free(c);
     if (srv->stopping && srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
@@ -714,6 +722,48 @@ pt_conn_on_headers(pt_conn_t *c)
     return 0;
 }
 
+/*
+ * Body bytes for a worker waiting on them: signal it once this loop iteration has read what the sockets had, not
+ * per read. A worker signalled at once preempts the loop on a shared CPU after every 64 KiB read, so each piece
+ * of an upload cost two context switches and a fight over the request's lock.
+ */
+static void
+on_wake_check(uv_check_t *h)
+{
+    pt_server_t *srv = h->data;
+    pt_conn_t *c = srv->wake_head;
+
+    srv->wake_head = NULL;
+    uv_check_stop(h);
+    while (c != NULL) {
+        pt_conn_t *next = c->wake_next;
+        pt_request_t *req = &c->req;
+
+        c->wake_scheduled = false;
+        c->wake_next = NULL;
+        uv_mutex_lock(&req->lock);
+        if (req->waiting) {
+            uv_cond_signal(&req->cond);
+        }
+        uv_mutex_unlock(&req->lock);
+        c = next;
+    }
+}
+
+static void
+conn_wake_soon(pt_conn_t *c)
+{
+    pt_server_t *srv = c->srv;
+
+    if (c->wake_scheduled) {
+        return;
+    }
+    c->wake_scheduled = true;
+    c->wake_next = srv->wake_head;
+    srv->wake_head = c;
+    uv_check_start(&srv->wake_check, on_wake_check);
+}
+
 int
 pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
 {
@@ -761,7 +811,7 @@ pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
             req->body_read_paused = pause = true;
         }
         if (req->waiting) {
-            uv_cond_signal(&req->cond);
+            conn_wake_soon(c);
         }
         uv_mutex_unlock(&req->lock);
         if (pause && c->reading) {
@@ -1300,6 +1350,8 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     srv->drain_idle.data = srv;
     uv_prepare_init(loop, &srv->flush_prepare);
     srv->flush_prepare.data = srv;
+    uv_check_init(loop, &srv->wake_check);
+    srv->wake_check.data = srv;
     return pt_handoff_init(srv);
 }
 
@@ -1312,6 +1364,9 @@ pt_server_close(pt_server_t *srv)
     }
     if (!uv_is_closing((uv_handle_t *)&srv->flush_prepare)) {
         uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
+    }
+    if (!uv_is_closing((uv_handle_t *)&srv->wake_check)) {
+        uv_close((uv_handle_t *)&srv->wake_check, NULL);
     }
     free(srv->read_buf);
     srv->read_buf = NULL;

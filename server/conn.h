@@ -46,6 +46,8 @@ struct pt_server_s {
     struct pt_conn_s *drain_head;
     uv_prepare_t flush_prepare;     /* writes what asyncio tasks sent, one write per connection per loop turn */
     struct pt_conn_s *flush_head;
+    uv_check_t wake_check;  /* wakes workers waiting for body bytes once the loop has read what there was */
+    struct pt_conn_s *wake_head;
     void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last busy connection finished */
 };
 
@@ -82,6 +84,8 @@ struct pt_conn_s {
     struct pt_conn_s *drain_next;
     bool flush_scheduled;           /* output from an asyncio task, written once Python yields to the loop */
     struct pt_conn_s *flush_next;
+    bool wake_scheduled;            /* body bytes for a waiting worker, signalled after this loop iteration's reads */
+    struct pt_conn_s *wake_next;
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t idle_since;    /* loop time (ms) the connection last became idle */
     uint64_t progress;      /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
