@@ -215,6 +215,18 @@ class WSGIRootPath(unittest.TestCase):
 class WSGIWorkers(WSGIBase, unittest.TestCase):
     threads = 4
 
+    def test_body_arriving_in_pieces_reaches_a_waiting_app(self):
+        """The app waits on wsgi.input before the body is there, and answers each line before the client sends the
+        next: every piece must wake it (a worker waits on a condition variable, signalled once the loop has read
+        what arrived), or this deadlocks. (A loop-thread app gets its body whole, so this is for workers.)"""
+        c = self.conn()
+        c.send(b"POST /answer-lines HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n\r\n")
+        for line in (b"one\n", b"two\n", b"three\n"):
+            time.sleep(0.1)
+            c.send(line)
+            self.assertIn(b"got " + line, c.read_until(b"got " + line))
+        c.read_until(b"0\r\n\r\n")
+
 
 class WSGILoopThread(WSGIBase, unittest.TestCase):
     threads = 0

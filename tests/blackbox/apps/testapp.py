@@ -146,6 +146,20 @@ def status(environ, start_response):
     return [] if code in (204, 304) else [b"status %d" % code]
 
 
+def answer_lines(environ, start_response):
+    """Answers each line of the body as it arrives: a client can wait for the answer before sending the next."""
+    inp = environ["wsgi.input"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def answers():
+        while True:
+            line = inp.readline()
+            if not line:
+                return
+            yield b"got " + line
+    return answers()
+
+
 def numbered_chunk(i, size):
     return b"<%d:%s>" % (i, b"x" * (i * 7919 % size))
 
@@ -225,6 +239,7 @@ ROUTES = {
     "/status": status,
     "/big": big,
     "/numbered": numbered,
+    "/answer-lines": answer_lines,
     "/upload": upload_size,
     "/ignore": ignore_body,
     "/pid": pid,
