@@ -139,6 +139,7 @@ typedef struct pt_pool_s pt_pool_t;
 typedef void (*pt_pool_fn)(void *arg, pt_request_t *req);
 int pt_pool_start(pt_pool_t **pool, int nthreads, pt_pool_fn fn, void *arg);
 void pt_pool_submit(pt_pool_t *pool, pt_request_t *req);
+void pt_pool_wake(pt_pool_t *pool);
 void pt_pool_stop(pt_pool_t *pool);
 
 /* ---- asgi.c ---- */

@@ -13,6 +13,7 @@ struct pt_pool_s {
     pt_request_t **queue;       /* ring of pending requests */
     size_t cap, head, count;
     size_t idle;                /* workers waiting on cond */
+    size_t to_wake;             /* requests queued since the last pt_pool_wake */
     bool stopping;
     int nthreads;
     int started;                /* numbers the workers for the GIL statistics */
@@ -127,7 +128,20 @@ pt_pool_submit(pt_pool_t *pool, pt_request_t *req)
     }
     pool->queue[(pool->head + pool->count) % pool->cap] = req;
     pool->count++;
-    if (pool->idle > 0) {
+    pool->to_wake++;
+    uv_mutex_unlock(&pool->lock);
+}
+
+/* Loop thread, once per loop iteration: wakes a worker for each request queued since (as many as are idle). */
+void
+pt_pool_wake(pt_pool_t *pool)
+{
+    size_t n;
+
+    uv_mutex_lock(&pool->lock);
+    n = pool->to_wake < pool->idle ? pool->to_wake : pool->idle;
+    pool->to_wake = 0;
+    while (n-- > 0) {
         uv_cond_signal(&pool->cond);
     }
     uv_mutex_unlock(&pool->lock);

@@ -27,6 +27,7 @@ typedef struct {
     uv_timer_t gil_report;
     uv_timer_t gil_trace;
     uv_prepare_t release_gil;
+    uv_prepare_t wake_workers; /* wakes workers for the requests queued this loop turn, before libuv polls */
 } pt_pyapp_t;
 
 const char *
@@ -71,12 +72,24 @@ run_on_worker(void *arg, pt_request_t *req)
 }
 
 static void
+on_wake_workers(uv_prepare_t *h)
+{
+    pt_pyapp_t *pa = h->data;
+
+    uv_prepare_stop(h);
+    if (pa->pool != NULL) {
+        pt_pool_wake(pa->pool);
+    }
+}
+
+static void
 wsgi_on_request(pt_app_t *app, pt_request_t *req)
 {
     pt_pyapp_t *pa = (pt_pyapp_t *)app;
 
     if (pa->pool != NULL) {
         pt_pool_submit(pa->pool, req);
+        uv_prepare_start(&pa->wake_workers, on_wake_workers);
         return;
     }
     {
@@ -121,6 +134,9 @@ wsgi_stop(pt_app_t *app)
     }
     if (pa->release_gil.loop != NULL && !uv_is_closing((uv_handle_t *)&pa->release_gil)) {
         uv_close((uv_handle_t *)&pa->release_gil, NULL);
+    }
+    if (pa->wake_workers.loop != NULL && !uv_is_closing((uv_handle_t *)&pa->wake_workers)) {
+        uv_close((uv_handle_t *)&pa->wake_workers, NULL);
     }
 }
 
@@ -503,6 +519,8 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     pa->base.on_drain = wsgi_on_drain;
     pa->base.on_gone = wsgi_on_gone;
 
+    uv_prepare_init(loop, &pa->wake_workers);
+    pa->wake_workers.data = pa;
     uv_prepare_init(loop, &pa->release_gil);
     pa->release_gil.data = pa;
     uv_prepare_start(&pa->release_gil, on_before_poll);

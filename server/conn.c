@@ -723,18 +723,18 @@ pt_conn_on_headers(pt_conn_t *c)
 }
 
 /*
- * Body bytes for a worker waiting on them: signal it once this loop iteration has read what the sockets had, not
- * per read. A worker signalled at once preempts the loop on a shared CPU after every 64 KiB read, so each piece
+ * Body bytes for a worker waiting on them: signal it once the loop has read what the sockets had (from a prepare
+ * handle, which runs before libuv polls again), not per read. A worker signalled at once preempts the loop on a shared CPU after every 64 KiB read, so each piece
  * of an upload cost two context switches and a fight over the request's lock.
  */
 static void
-on_wake_check(uv_check_t *h)
+on_wake_prepare(uv_prepare_t *h)
 {
     pt_server_t *srv = h->data;
     pt_conn_t *c = srv->wake_head;
 
     srv->wake_head = NULL;
-    uv_check_stop(h);
+    uv_prepare_stop(h);
     while (c != NULL) {
         pt_conn_t *next = c->wake_next;
         pt_request_t *req = &c->req;
@@ -761,7 +761,7 @@ conn_wake_soon(pt_conn_t *c)
     c->wake_scheduled = true;
     c->wake_next = srv->wake_head;
     srv->wake_head = c;
-    uv_check_start(&srv->wake_check, on_wake_check);
+    uv_prepare_start(&srv->wake_prepare, on_wake_prepare);
 }
 
 int
@@ -1350,8 +1350,8 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     srv->drain_idle.data = srv;
     uv_prepare_init(loop, &srv->flush_prepare);
     srv->flush_prepare.data = srv;
-    uv_check_init(loop, &srv->wake_check);
-    srv->wake_check.data = srv;
+    uv_prepare_init(loop, &srv->wake_prepare);
+    srv->wake_prepare.data = srv;
     return pt_handoff_init(srv);
 }
 
@@ -1365,8 +1365,8 @@ pt_server_close(pt_server_t *srv)
     if (!uv_is_closing((uv_handle_t *)&srv->flush_prepare)) {
         uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
     }
-    if (!uv_is_closing((uv_handle_t *)&srv->wake_check)) {
-        uv_close((uv_handle_t *)&srv->wake_check, NULL);
+    if (!uv_is_closing((uv_handle_t *)&srv->wake_prepare)) {
+        uv_close((uv_handle_t *)&srv->wake_prepare, NULL);
     }
     free(srv->read_buf);
     srv->read_buf = NULL;

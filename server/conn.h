@@ -46,7 +46,7 @@ struct pt_server_s {
     struct pt_conn_s *drain_head;
     uv_prepare_t flush_prepare;     /* writes what asyncio tasks sent, one write per connection per loop turn */
     struct pt_conn_s *flush_head;
-    uv_check_t wake_check;  /* wakes workers waiting for body bytes once the loop has read what there was */
+    uv_prepare_t wake_prepare;  /* wakes workers waiting for body bytes once the loop has read what there was */
     struct pt_conn_s *wake_head;
     void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last busy connection finished */
 };
