@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,71 @@ conn_release_buffers(pt_conn_t *c)
     }
 }
 
+/* ------------------------------------------------------------------------------------------------------------ */
+/* To-do lists: connections the loop handles once, before it next blocks (pt_conn_todo_t). */
+
+static pt_conn_link_t *
+todo_link(const pt_conn_todo_t *t, pt_conn_t *c)
+{
+    return (pt_conn_link_t *)((char *)c + t->link);
+}
+
+/* Adds c unless it is on the list already. True if it was added. */
+static bool
+todo_add(pt_conn_todo_t *t, pt_conn_t *c)
+{
+    pt_conn_link_t *l = todo_link(t, c);
+
+    if (l->on) {
+        return false;
+    }
+    l->on = true;
+    l->next = t->head;
+    t->head = c;
+    return true;
+}
+
+/* Takes the whole list to walk with todo_next: what is added meanwhile waits for the next turn. */
+static pt_conn_t *
+todo_take(pt_conn_todo_t *t)
+{
+    pt_conn_t *c = t->head;
+
+    t->head = NULL;
+    return c;
+}
+
+/* The next connection of a list from todo_take, off the list. */
+static pt_conn_t *
+todo_next(const pt_conn_todo_t *t, pt_conn_t **taken)
+{
+    pt_conn_t *c = *taken;
+
+    if (c != NULL) {
+        pt_conn_link_t *l = todo_link(t, c);
+
+        *taken = l->next;
+        l->on = false;
+        l->next = NULL;
+    }
+    return c;
+}
+
+/* A connection being freed leaves the list (never while a taken list is walked: frees happen in close callbacks). */
+static void
+todo_remove(pt_conn_todo_t *t, pt_conn_t *c)
+{
+    pt_conn_t **pp = &t->head;
+
+    if (!todo_link(t, c)->on) {
+        return;
+    }
+    while (*pp != c) {
+        pp = &todo_link(t, *pp)->next;
+    }
+    *pp = todo_link(t, c)->next;
+}
+
 static void
 conn_free(pt_conn_t *c)
 {
@@ -194,30 +260,9 @@ on_handle_close(uv_handle_t *h)
         c->next->prev = c->prev;
     }
     srv->nconns--;
-    if (c->drain_scheduled) {
-        pt_conn_t **pp = &srv->drain_head;
-
-        while (*pp != c) {
-            pp = &(*pp)->drain_next;
-        }
-        *pp = c->drain_next;
-    }
-    if (c->flush_scheduled) {
-        pt_conn_t **pp = &srv->flush_head;
-
-        while (*pp != c) {
-            pp = &(*pp)->flush_next;
-        }
-        *pp = c->flush_next;
-    }
-    if (c->wake_scheduled) {
-        pt_conn_t **pp = &srv->wake_head;
-
-        while (*pp != c) {
-            pp = &(*pp)->wake_next;
-        }
-        *pp = c->wake_next;
-    }
+    todo_remove(&srv->drain, c);
+    todo_remove(&srv->flush, c);
+    todo_remove(&srv->wake, c);
     conn_free(c);
     if (srv->stopping && srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
@@ -599,21 +644,15 @@ static void
 on_drain_idle(uv_idle_t *idle)
 {
     pt_server_t *srv = idle->data;
-    pt_conn_t *c = srv->drain_head;
+    pt_conn_t *taken = todo_take(&srv->drain), *c;
 
-    srv->drain_head = NULL;
     uv_idle_stop(idle);
-    while (c != NULL) {
-        pt_conn_t *next = c->drain_next;
-
-        c->drain_scheduled = false;
-        c->drain_next = NULL;
+    while ((c = todo_next(&srv->drain, &taken)) != NULL) {
         if (c->app_busy && c->suspended && !c->closing && pt_conn_out_queued(c) <= PT_OUT_LOW) {
             c->suspended = false;
             srv->app->on_drain(srv->app, &c->req);
             conn_flush(c);
         }
-        c = next;
     }
 }
 
@@ -622,13 +661,12 @@ conn_maybe_resume(pt_conn_t *c)
 {
     pt_server_t *srv = c->srv;
 
-    if (!c->suspended || c->drain_scheduled || c->closing || pt_conn_out_queued(c) > PT_OUT_LOW) {
+    if (!c->suspended || c->closing || pt_conn_out_queued(c) > PT_OUT_LOW) {
         return;
     }
-    c->drain_scheduled = true;
-    c->drain_next = srv->drain_head;
-    srv->drain_head = c;
-    uv_idle_start(&srv->drain_idle, on_drain_idle);
+    if (todo_add(&srv->drain, c)) {
+        uv_idle_start(&srv->drain_idle, on_drain_idle);
+    }
 }
 
 static void
@@ -731,37 +769,24 @@ static void
 on_wake_prepare(uv_prepare_t *h)
 {
     pt_server_t *srv = h->data;
-    pt_conn_t *c = srv->wake_head;
+    pt_conn_t *taken = todo_take(&srv->wake), *c;
 
-    srv->wake_head = NULL;
     uv_prepare_stop(h);
-    while (c != NULL) {
-        pt_conn_t *next = c->wake_next;
-        pt_request_t *req = &c->req;
-
-        c->wake_scheduled = false;
-        c->wake_next = NULL;
-        uv_mutex_lock(&req->lock);
-        if (req->waiting) {
-            uv_cond_signal(&req->cond);
+    while ((c = todo_next(&srv->wake, &taken)) != NULL) {
+        uv_mutex_lock(&c->req.lock);
+        if (c->req.waiting) {
+            uv_cond_signal(&c->req.cond);
         }
-        uv_mutex_unlock(&req->lock);
-        c = next;
+        uv_mutex_unlock(&c->req.lock);
     }
 }
 
 static void
 conn_wake_soon(pt_conn_t *c)
 {
-    pt_server_t *srv = c->srv;
-
-    if (c->wake_scheduled) {
-        return;
+    if (todo_add(&c->srv->wake, c)) {
+        uv_prepare_start(&c->srv->wake_prepare, on_wake_prepare);
     }
-    c->wake_scheduled = true;
-    c->wake_next = srv->wake_head;
-    srv->wake_head = c;
-    uv_prepare_start(&srv->wake_prepare, on_wake_prepare);
 }
 
 int
@@ -913,32 +938,20 @@ static void
 on_flush_prepare(uv_prepare_t *p)
 {
     pt_server_t *srv = p->data;
-    pt_conn_t *c = srv->flush_head;
+    pt_conn_t *taken = todo_take(&srv->flush), *c;
 
-    srv->flush_head = NULL;
     uv_prepare_stop(p);
-    while (c != NULL) {
-        pt_conn_t *next = c->flush_next;
-
-        c->flush_scheduled = false;
-        c->flush_next = NULL;
+    while ((c = todo_next(&srv->flush, &taken)) != NULL) {
         conn_flush(c);
-        c = next;
     }
 }
 
 static void
 conn_flush_soon(pt_conn_t *c)
 {
-    pt_server_t *srv = c->srv;
-
-    if (c->flush_scheduled || c->closing) {
-        return;
+    if (!c->closing && todo_add(&c->srv->flush, c)) {
+        uv_prepare_start(&c->srv->flush_prepare, on_flush_prepare);
     }
-    c->flush_scheduled = true;
-    c->flush_next = srv->flush_head;
-    srv->flush_head = c;
-    uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
 }
 
 /*
@@ -1346,6 +1359,9 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     if (srv->read_buf == NULL) {
         return UV_ENOMEM;
     }
+    srv->drain.link = offsetof(pt_conn_t, drain_link);
+    srv->flush.link = offsetof(pt_conn_t, flush_link);
+    srv->wake.link = offsetof(pt_conn_t, wake_link);
     uv_idle_init(loop, &srv->drain_idle);
     srv->drain_idle.data = srv;
     uv_prepare_init(loop, &srv->flush_prepare);

@@ -18,6 +18,18 @@
 typedef struct pt_server_s pt_server_t;
 typedef struct pt_listener_s pt_listener_t;
 
+/* A connection's place on one of the server's to-do lists (see pt_conn_todo_t). */
+typedef struct {
+    bool on;
+    struct pt_conn_s *next;
+} pt_conn_link_t;
+
+/* Connections the loop handles once, from an idle or prepare handle, before it next blocks. */
+typedef struct {
+    struct pt_conn_s *head;
+    size_t link;            /* offsetof(pt_conn_t, <the list's pt_conn_link_t>) */
+} pt_conn_todo_t;
+
 /* What the connection is doing; decides what its one timer means. */
 typedef enum {
     PT_CONN_IDLE,           /* between requests: keep-alive timeout, or header timeout on a fresh connection */
@@ -43,11 +55,11 @@ struct pt_server_s {
     uint64_t requests;      /* requests handed to the app so far */
     bool stopping;
     uv_idle_t drain_idle;   /* runs on_drain for suspended loop-thread apps whose output drained */
-    struct pt_conn_s *drain_head;
+    pt_conn_todo_t drain;
     uv_prepare_t flush_prepare;     /* writes what asyncio tasks sent, one write per connection per loop turn */
-    struct pt_conn_s *flush_head;
+    pt_conn_todo_t flush;
     uv_prepare_t wake_prepare;  /* wakes workers waiting for body bytes once the loop has read what there was */
-    struct pt_conn_s *wake_head;
+    pt_conn_todo_t wake;
     void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last busy connection finished */
 };
 
@@ -80,12 +92,9 @@ struct pt_conn_s {
     bool upgrade_pause;     /* llhttp paused with HPE_PAUSED_UPGRADE (resumed differently) */
     bool in_process;        /* inside conn_process: it carries on with the bytes it holds */
     bool suspended;         /* a loop-thread app waits for on_drain */
-    bool drain_scheduled;
-    struct pt_conn_s *drain_next;
-    bool flush_scheduled;           /* output from an asyncio task, written once Python yields to the loop */
-    struct pt_conn_s *flush_next;
-    bool wake_scheduled;            /* body bytes for a waiting worker, signalled after this loop iteration's reads */
-    struct pt_conn_s *wake_next;
+    pt_conn_link_t drain_link;      /* on srv->drain: its output drained, on_drain is due */
+    pt_conn_link_t flush_link;      /* on srv->flush: output from an asyncio task, written once Python yields */
+    pt_conn_link_t wake_link;       /* on srv->wake: body bytes for a waiting worker, signalled before the poll */
     uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
     uint64_t idle_since;    /* loop time (ms) the connection last became idle */
     uint64_t progress;      /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
