@@ -762,8 +762,9 @@ pt_conn_on_headers(pt_conn_t *c)
 
 /*
  * Body bytes for a worker waiting on them: signal it once the loop has read what the sockets had (from a prepare
- * handle, which runs before libuv polls again), not per read. A worker signalled at once preempts the loop on a shared CPU after every 64 KiB read, so each piece
- * of an upload cost two context switches and a fight over the request's lock.
+ * handle, which runs before libuv polls again), not per read. A worker signalled at once preempts the loop on a
+ * shared CPU after every 64 KiB read, so each piece of an upload cost two context switches and a fight over the
+ * request's lock.
  */
 static void
 on_wake_prepare(uv_prepare_t *h)
@@ -1045,11 +1046,7 @@ pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_
         }
     } else {
         conn_flush(c);      /* server bytes such as "100 Continue" go first */
-        if (mode == PT_OUT_BORROWED) {
-            uv_buf_t b = uv_buf_init(data, (unsigned)len);
-
-            conn_output_borrowed(c, &b, 1, len);
-        } else if (!c->closing) {
+        if (!c->closing) {
             conn_write_owned(c, data, len, true);
         } else {
             conn_wrote(c, len, true);
@@ -1059,7 +1056,7 @@ pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_
     conn_output_flags(c, flags);
 }
 
-/* Several pieces of a worker's output, in order, still inside its messages (PT_OUT_BORROWED); `flags` ends them. */
+/* Pieces of a worker's output, in order, still inside its messages (the caller frees them); `flags` ends them. */
 void
 pt_conn_app_outputv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags)
 {

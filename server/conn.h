@@ -157,12 +157,12 @@ void pt_handoff_close(pt_server_t *srv);
 /* Where the bytes given to pt_conn_app_output come from, and who owns them. */
 typedef enum {
     PT_OUT_LOOP,        /* a loop-thread app: borrowed, batched into the connection's buffer */
-    PT_OUT_OWNED,       /* a worker's buffer, now the connection's to free; counted in req->out_pending */
-    PT_OUT_BORROWED,    /* a worker's bytes inside its message: written now or copied; counted too */
+    PT_OUT_OWNED,       /* a worker's buffer (or NULL), now the connection's to free; counted in req->out_pending */
 } pt_out_mode_t;
 
 /* Called on the loop thread with the app's output (request.c, or a loop-thread app through pt_req_send). */
 void pt_conn_app_output(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t mode);
+/* A worker's output still inside its messages (small ones), in one writev; counted in req->out_pending too. */
 void pt_conn_app_outputv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags);
 /* A loop-thread app stops producing until on_drain. */
 void pt_conn_suspend(pt_conn_t *c);

@@ -61,9 +61,9 @@ is_inline_output(const pt_msg_t *m)
 }
 
 /*
- * A worker streaming small chunks posts one message each; the loop usually finds several of them waiting. The run
- * of them starting at `m` (same request, data inside the messages, only the last with flags) is written at once.
- * Frees the run; returns the message after it.
+ * Output whose bytes live inside the messages, starting at `m`: it and the messages right after it for the same
+ * request (only the last may carry flags) are written at once. A worker streaming small chunks posts one message
+ * each, and the loop usually finds several waiting. Frees the run; returns the message after it.
  */
 static pt_msg_t *
 output_run(pt_conn_t *c, pt_msg_t *m)
@@ -106,15 +106,14 @@ on_handoff(uv_async_t *a)
         pt_conn_t *c = m->req->conn;
 
         next = m->next;
-        if (is_inline_output(m) && m->flags == 0 && is_inline_output(next) && next->req == m->req) {
+        if (is_inline_output(m)) {
             next = output_run(c, m);
             continue;
         }
         switch (m->kind) {
         case MSG_OUTPUT:
-            /* Small outputs live inside the message (freed below): the connection copies what it cannot write now. */
-            pt_conn_app_output(c, m->data, m->len, m->flags,
-                               m->data == m->inline_data || m->data == NULL ? PT_OUT_BORROWED : PT_OUT_OWNED);
+            /* A large output's buffer (taken from the worker), or none: flags alone. */
+            pt_conn_app_output(c, m->data, m->len, m->flags, PT_OUT_OWNED);
             break;
         case MSG_CONTINUE:
             pt_conn_send_continue(c);
