@@ -8,7 +8,9 @@
 #include <uv.h>
 
 #include "config.h"
-#include "conn.h"
+#include "server.h"
+
+typedef struct pt_listener_s pt_listener_t;
 
 struct pt_listener_s {
     union {

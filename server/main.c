@@ -11,7 +11,7 @@
 
 #include "app.h"
 #include "config.h"
-#include "conn.h"
+#include "server.h"
 #include "listen.h"
 #include "log.h"
 #include "master.h"

@@ -8,7 +8,7 @@
 #include <uv.h>
 
 #include "config.h"
-#include "conn.h"
+#include "server.h"
 
 /* The longest line a worker sends its master on the control line, newline included. */
 #define PT_CONTROL_LINE_MAX 512

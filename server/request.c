@@ -1,38 +1,24 @@
 /*
  * The request's channels across threads. A worker running the app reads body bytes and hands response bytes to
- * the loop through these functions; a loop-thread app (--threads 0) uses the same calls, which then act directly.
+ * the loop through these functions; a loop-thread app (--threads 0, ASGI) uses the same calls, which then act
+ * directly. The loop's side of the same channels is the last section, so that req->lock is taken in this file only.
  *
- * Worker -> loop: messages on one list, one uv_async_t (coalescing), drained whole per wake-up.
+ * Worker -> loop: messages (handoff.c).
  * Loop -> worker: fields of the request under req->lock, and req->cond when the worker waits.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
-#include <string.h>
-#include <unistd.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "conn.h"
+#include "handoff.h"
 #include "log.h"
-
-typedef enum {
-    MSG_OUTPUT,             /* response bytes and/or END/DONE/ABORT */
-    MSG_CONTINUE,           /* send "100 Continue" */
-    MSG_RESUME_READ,        /* the body buffer drained: read the socket again */
-} pt_msg_kind_t;
-
-typedef struct pt_msg_s {
-    struct pt_msg_s *next;
-    pt_request_t *req;
-    pt_msg_kind_t kind;
-    unsigned flags;
-    char *data;             /* inline[] for small outputs, else a buffer taken from the worker */
-    size_t len;
-    char inline_data[];
-} pt_msg_t;
-
-/* Outputs up to this size travel inside the message (one allocation, the worker keeps its warm buffer). */
-#define MSG_INLINE_MAX (16 * 1024)
+#include "out.h"
 
 static _Thread_local bool on_loop_thread;
 
@@ -46,140 +32,6 @@ bool
 pt_on_loop_thread(void)
 {
     return on_loop_thread;
-}
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* Hand-off */
-
-/* Up to this many consecutive output messages of one request go to the socket in one writev. */
-#define GATHER_MAX 64
-
-static bool
-is_inline_output(const pt_msg_t *m)
-{
-    return m != NULL && m->kind == MSG_OUTPUT && m->data == m->inline_data && m->len > 0;
-}
-
-/*
- * Output whose bytes live inside the messages, starting at `m`: it and the messages right after it for the same
- * request (only the last may carry flags) are written at once. A worker streaming small chunks posts one message
- * each, and the loop usually finds several waiting. Frees the run; returns the message after it.
- */
-static pt_msg_t *
-output_run(pt_conn_t *c, pt_msg_t *m)
-{
-    uv_buf_t bufs[GATHER_MAX];
-    pt_msg_t *run = m, *after;
-    unsigned n = 0, flags = 0;
-
-    for (;;) {
-        bufs[n++] = uv_buf_init(m->data, (unsigned)m->len);
-        flags = m->flags;
-        after = m->next;
-        if (flags != 0 || n == GATHER_MAX || !is_inline_output(after) || after->req != run->req) {
-            break;
-        }
-        m = after;
-    }
-    pt_conn_app_outputv(c, bufs, n, flags);
-    while (run != after) {
-        pt_msg_t *x = run->next;
-
-        free(run);
-        run = x;
-    }
-    return after;
-}
-
-static void
-on_handoff(uv_async_t *a)
-{
-    pt_server_t *srv = a->data;
-    pt_msg_t *m, *next;
-
-    uv_mutex_lock(&srv->handoff_lock);
-    m = srv->handoff_head;
-    srv->handoff_head = srv->handoff_tail = NULL;
-    uv_mutex_unlock(&srv->handoff_lock);
-
-    for (; m != NULL; m = next) {
-        pt_conn_t *c = m->req->conn;
-
-        next = m->next;
-        if (is_inline_output(m)) {
-            next = output_run(c, m);
-            continue;
-        }
-        switch (m->kind) {
-        case MSG_OUTPUT:
-            /* A large output's buffer (taken from the worker), or none: flags alone. */
-            pt_conn_app_output(c, m->data, m->len, m->flags, PT_OUT_OWNED);
-            break;
-        case MSG_CONTINUE:
-            pt_conn_send_continue(c);
-            break;
-        case MSG_RESUME_READ:
-            pt_conn_resume_reading(c);
-            break;
-        }
-        free(m);
-    }
-}
-
-int
-pt_handoff_init(pt_server_t *srv)
-{
-    int r = uv_mutex_init(&srv->handoff_lock);
-
-    if (r < 0) {
-        return r;
-    }
-    r = uv_async_init(srv->loop, &srv->handoff, on_handoff);
-    if (r < 0) {
-        uv_mutex_destroy(&srv->handoff_lock);
-        return r;
-    }
-    srv->handoff.data = srv;
-    return 0;
-}
-
-void
-pt_handoff_close(pt_server_t *srv)
-{
-    if (!uv_is_closing((uv_handle_t *)&srv->handoff)) {
-        uv_close((uv_handle_t *)&srv->handoff, NULL);
-    }
-}
-
-static void
-handoff_post(pt_request_t *req, pt_msg_t *m)
-{
-    pt_server_t *srv = req->conn->srv;
-
-    m->req = req;
-    m->next = NULL;
-    uv_mutex_lock(&srv->handoff_lock);
-    if (srv->handoff_tail) {
-        srv->handoff_tail->next = m;
-    } else {
-        srv->handoff_head = m;
-    }
-    srv->handoff_tail = m;
-    uv_mutex_unlock(&srv->handoff_lock);
-    uv_async_send(&srv->handoff);
-}
-
-static int
-post_simple(pt_request_t *req, pt_msg_kind_t kind)
-{
-    pt_msg_t *m = calloc(1, sizeof(*m));
-
-    if (m == NULL) {
-        return -ENOMEM;
-    }
-    m->kind = kind;
-    handoff_post(req, m);
-    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -268,7 +120,7 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
         }
         if (!req->continue_sent) {
             req->continue_sent = true;
-            pt_conn_send_continue(c);
+            pt_out_continue(c);
         }
         return -EAGAIN;     /* on_body says when there is more */
     }
@@ -278,7 +130,7 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
             r = (ssize_t)copy_out(req, dst, n, delim);
             if (req->body_read_paused && req->body.len - req->body_rpos < PT_BODY_LOW) {
                 req->body_read_paused = false;
-                post_simple(req, MSG_RESUME_READ);
+                pt_handoff_post(req, PT_MSG_RESUME_READ);
             }
             break;
         }
@@ -292,7 +144,7 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
         }
         if (!req->continue_sent) {
             req->continue_sent = true;
-            post_simple(req, MSG_CONTINUE);
+            pt_handoff_post(req, PT_MSG_CONTINUE);
         }
         if (!block) {
             r = -EAGAIN;
@@ -312,12 +164,11 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
 int
 pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags)
 {
-    pt_msg_t *m;
     bool gone;
 
     if (pt_on_loop_thread()) {
-        gone = req->gone || req->conn->closing;
-        pt_conn_app_output(req->conn, out->data, out->len, flags, PT_OUT_LOOP);
+        gone = req->gone || req->conn->state == PT_CONN_CLOSED;
+        pt_out_app(req->conn, out->data, out->len, flags, PT_OUT_LOOP);
         out->len = 0;
         return gone ? -EPIPE : 0;
     }
@@ -333,26 +184,7 @@ pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags)
             return -EPIPE;
         }
     }
-    m = malloc(sizeof(*m) + (out->len <= MSG_INLINE_MAX ? out->len : 0));
-    if (m == NULL) {
-        /* The request cannot be let go of safely without a message: there is no recovering from this. */
-        pt_log_error("out of memory handing a response to the loop");
-        abort();
-    }
-    m->kind = MSG_OUTPUT;
-    m->flags = flags;
-    if (out->len <= MSG_INLINE_MAX) {
-        m->len = out->len;
-        m->data = NULL;
-        if (out->len > 0) {
-            memcpy(m->inline_data, out->data, out->len);
-            m->data = m->inline_data;
-        }
-        out->len = 0;
-    } else {
-        m->data = pt_buf_steal(out, &m->len);
-    }
-    handoff_post(req, m);
+    pt_handoff_output(req, out, flags);
     return gone ? -EPIPE : 0;
 }
 
@@ -362,7 +194,7 @@ pt_req_must_wait(pt_request_t *req)
     bool wait;
 
     if (pt_on_loop_thread()) {
-        return pt_conn_out_queued(req->conn) > PT_OUT_HIGH;
+        return pt_out_queued(req->conn) > PT_OUT_HIGH;
     }
     uv_mutex_lock(&req->lock);
     wait = req->out_pending > PT_OUT_HIGH && !req->gone;
@@ -427,7 +259,7 @@ pt_req_error_status(pt_request_t *req)
 void
 pt_req_suspend(pt_request_t *req)
 {
-    pt_conn_suspend(req->conn);
+    pt_out_suspend(req->conn);
 }
 
 bool
@@ -436,7 +268,7 @@ pt_req_gone(pt_request_t *req)
     bool gone;
 
     if (pt_on_loop_thread()) {
-        return req->gone || req->conn->closing;
+        return req->gone || req->conn->state == PT_CONN_CLOSED;
     }
     uv_mutex_lock(&req->lock);
     gone = req->gone;
@@ -496,4 +328,251 @@ pt_req_sendfile(pt_request_t *req, int fd, off_t offset, size_t count)
         return -errno;
     }
     return (ssize_t)sent;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* The loop's side */
+
+/* Whether a worker may be reading the body (the app streams it): then the loop's updates take the lock. */
+static bool
+shared_with_worker(const pt_request_t *req)
+{
+    return req->conn->srv->app->streams_body;
+}
+
+int
+pt_req_init(pt_request_t *req, pt_conn_t *conn)
+{
+    int r = uv_mutex_init(&req->lock);
+
+    if (r < 0) {
+        return r;
+    }
+    r = uv_cond_init(&req->cond);
+    if (r < 0) {
+        uv_mutex_destroy(&req->lock);
+        return r;
+    }
+    req->conn = conn;
+    req->body_fd = -1;
+    return 0;
+}
+
+static void
+body_unspool(pt_request_t *req)
+{
+    if (req->body_fd >= 0) {
+        close(req->body_fd);
+        req->body_fd = -1;
+    }
+    req->body_file_len = req->body_file_pos = 0;
+}
+
+void
+pt_req_destroy(pt_request_t *req)
+{
+    body_unspool(req);
+    uv_mutex_destroy(&req->lock);
+    uv_cond_destroy(&req->cond);
+    pt_buf_free(&req->body);
+}
+
+void
+pt_req_begin(pt_request_t *req, bool client_eof)
+{
+    req->start_ns = uv_hrtime();
+    req->seq++;
+    req->gil_wait_start_ns = req->gil_wait_run_ns = 0;
+    memset(&req->resp, 0, sizeof(req->resp));
+    req->app_data = NULL;
+    req->body.len = 0;
+    req->body_rpos = 0;
+    req->body_received = 0;
+    req->body_eof = !req->chunked && req->content_length <= 0;
+    req->body_err = PT_BODY_ERR_NONE;
+    req->body_read_paused = false;
+    req->continue_sent = !req->expect_continue || req->body_eof;
+    req->waiting = false;
+    req->out_pending = 0;
+    req->gone = false;
+    req->client_eof = client_eof;
+}
+
+void
+pt_req_release(pt_request_t *req)
+{
+    body_unspool(req);
+    pt_buf_free(&req->body);
+}
+
+/* Moves a loop-thread app's body out of memory into an unlinked temporary file. Returns 0 or -errno. */
+static int
+body_spool(pt_request_t *req)
+{
+    const char *dir = getenv("TMPDIR");
+    int fd;
+
+    if (dir == NULL || *dir == '\0') {
+        dir = "/tmp";
+    }
+    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/ponte-body-XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0) {
+            return -errno;
+        }
+        unlink(path);
+    }
+    req->body_fd = fd;
+    req->body_file_len = req->body_file_pos = 0;
+    return 0;
+}
+
+static int
+body_spool_write(pt_request_t *req, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(req->body_fd, p, n);
+
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        req->body_file_len += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* A loop-thread app that gets its whole body at once: past PT_BODY_SPOOL the body goes to a file. 0 or -errno. */
+static int
+body_spool_push(pt_request_t *req, const char *p, size_t n)
+{
+    int r = req->body_fd >= 0 ? 0 : body_spool(req);
+
+    if (r == 0 && req->body.len > req->body_rpos) {
+        r = body_spool_write(req, req->body.data + req->body_rpos, req->body.len - req->body_rpos);
+        req->body.len = req->body_rpos = 0;
+    }
+    if (r == 0) {
+        r = body_spool_write(req, p, n);
+    }
+    return r;
+}
+
+int
+pt_req_body_push(pt_request_t *req, const char *p, size_t n)
+{
+    bool shared = shared_with_worker(req);
+    int ask = 0;
+
+    if (shared) {
+        uv_mutex_lock(&req->lock);
+    }
+    req->body_received += n;
+    if (req->body_rpos > 0 && req->body_rpos == req->body.len) {
+        req->body.len = req->body_rpos = 0;
+    } else if (req->body_rpos > req->body.len / 2) {
+        pt_buf_consume(&req->body, req->body_rpos);
+        req->body_rpos = 0;
+    }
+    if (!shared && (req->body_fd >= 0 || req->body.len + n > PT_BODY_SPOOL)) {
+        return body_spool_push(req, p, n);
+    }
+    if (!req->gone && pt_buf_append(&req->body, p, n) < 0) {
+        req->body_err = PT_BODY_ERR_GONE;
+    }
+    if (shared) {
+        if (req->body.len - req->body_rpos > PT_BODY_HIGH) {
+            req->body_read_paused = true;
+            ask |= PT_PUSH_PAUSE;
+        }
+        if (req->waiting) {
+            ask |= PT_PUSH_WAKE;
+        }
+        uv_mutex_unlock(&req->lock);
+    }
+    return ask;
+}
+
+void
+pt_req_body_end(pt_request_t *req)
+{
+    if (!shared_with_worker(req)) {
+        req->body_eof = true;
+        return;
+    }
+    uv_mutex_lock(&req->lock);
+    req->body_eof = true;
+    if (req->waiting) {
+        uv_cond_signal(&req->cond);
+    }
+    uv_mutex_unlock(&req->lock);
+}
+
+void
+pt_req_body_fail(pt_request_t *req, pt_body_err_t why)
+{
+    uv_mutex_lock(&req->lock);
+    if (req->body_err == PT_BODY_ERR_NONE) {
+        req->body_err = why;
+    }
+    if (req->waiting) {
+        uv_cond_signal(&req->cond);
+    }
+    uv_mutex_unlock(&req->lock);
+}
+
+void
+pt_req_client_gone(pt_request_t *req, pt_body_err_t why)
+{
+    uv_mutex_lock(&req->lock);
+    req->gone = true;
+    if (!req->body_eof && req->body_err == PT_BODY_ERR_NONE) {
+        req->body_err = why;
+    }
+    if (req->waiting) {
+        uv_cond_signal(&req->cond);
+    }
+    uv_mutex_unlock(&req->lock);
+}
+
+void
+pt_req_wake(pt_request_t *req)
+{
+    uv_mutex_lock(&req->lock);
+    if (req->waiting) {
+        uv_cond_signal(&req->cond);
+    }
+    uv_mutex_unlock(&req->lock);
+}
+
+void
+pt_req_wrote(pt_request_t *req, size_t n)
+{
+    uv_mutex_lock(&req->lock);
+    req->out_pending -= n;
+    if (req->waiting && req->out_pending <= PT_OUT_LOW) {
+        uv_cond_signal(&req->cond);
+    }
+    uv_mutex_unlock(&req->lock);
+}
+
+bool
+pt_req_waits_on_client(pt_request_t *req, bool app_on_loop)
+{
+    bool waits;
+
+    /* Waiting for body bytes: a worker blocks on req->cond; a loop-thread app (ASGI) awaits a future instead. */
+    uv_mutex_lock(&req->lock);
+    waits = ((req->waiting || app_on_loop) && !req->body_eof && req->body_rpos == req->body.len)
+            || req->out_pending > 0;
+    uv_mutex_unlock(&req->lock);
+    return waits;
 }

@@ -5,6 +5,7 @@
  * Threads: the loop thread owns the connection. When the app runs on a worker thread, the worker may touch a request
  * only through the pt_req_* functions below, which lock `lock` for the few fields both sides share. Those functions
  * never block unless their name says wait/block; the caller releases the GIL before any call that may block.
+ * request.c is the one file that takes `lock`: the loop's side of both channels is there too (the last section).
  */
 #ifndef PT_REQUEST_H
 #define PT_REQUEST_H
@@ -132,5 +133,35 @@ bool pt_req_gone(pt_request_t *req);
  * blocks. Returns the bytes sent or a negative errno.
  */
 ssize_t pt_req_sendfile(pt_request_t *req, int fd, off_t offset, size_t count);
+
+/* ---- The loop's side of the channels (conn.c, out.c): loop thread only ---- */
+
+/* Once per connection: the lock and condition variable. 0 or a negative libuv error. */
+int pt_req_init(pt_request_t *req, pt_conn_t *conn);
+void pt_req_destroy(pt_request_t *req);
+/* A new request's head is parsed: everything the previous request on the connection left is reset. */
+void pt_req_begin(pt_request_t *req, bool client_eof);
+/* Between requests: the spooled body and the body buffer are given back. */
+void pt_req_release(pt_request_t *req);
+
+/* What pt_req_body_push asks of the connection. */
+enum {
+    PT_PUSH_PAUSE = 1,      /* stop reading the socket: the app has PT_BODY_HIGH bytes unread */
+    PT_PUSH_WAKE = 2,       /* a worker waits for these bytes: wake it before the loop next polls */
+};
+/* Body bytes arrived. Returns PT_PUSH_* flags, or a negative errno when they could not be kept (spool failed). */
+int pt_req_body_push(pt_request_t *req, const char *p, size_t n);
+/* The whole body has arrived. */
+void pt_req_body_end(pt_request_t *req);
+/* The body cannot be completed (malformed, too large, the client left): a reader gets -EPIPE. */
+void pt_req_body_fail(pt_request_t *req, pt_body_err_t why);
+/* The client is gone: output is dropped from now on, and a body not yet complete fails with `why`. */
+void pt_req_client_gone(pt_request_t *req, pt_body_err_t why);
+/* Wakes a worker waiting on the request, if any (body bytes arrived since it began waiting). */
+void pt_req_wake(pt_request_t *req);
+/* n of a worker's response bytes reached the socket, or never will: a worker waiting for the drain may go on. */
+void pt_req_wrote(pt_request_t *req, size_t n);
+/* Whether the app waits on the client: for body bytes it has not sent, or for it to read the response. */
+bool pt_req_waits_on_client(pt_request_t *req, bool app_on_loop);
 
 #endif

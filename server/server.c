@@ -1,0 +1,128 @@
+/*
+ * The server: the state one loop's connections share, and what is done to all of them at once.
+ */
+#include "server.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "handoff.h"
+
+int
+pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->app = app;
+    pt_http_settings_init(&srv->parser_settings);
+    srv->read_buf = malloc(PT_READ_BUF_SIZE);
+    if (srv->read_buf == NULL) {
+        return UV_ENOMEM;
+    }
+    srv->drain.link = offsetof(pt_conn_t, drain_link);
+    srv->flush.link = offsetof(pt_conn_t, flush_link);
+    srv->wake.link = offsetof(pt_conn_t, wake_link);
+    uv_idle_init(loop, &srv->drain_idle);
+    srv->drain_idle.data = srv;
+    uv_prepare_init(loop, &srv->flush_prepare);
+    srv->flush_prepare.data = srv;
+    uv_prepare_init(loop, &srv->wake_prepare);
+    srv->wake_prepare.data = srv;
+    return pt_handoff_init(srv);
+}
+
+static void
+close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+void
+pt_server_close(pt_server_t *srv)
+{
+    pt_handoff_close(srv);
+    close_handle((uv_handle_t *)&srv->drain_idle);
+    close_handle((uv_handle_t *)&srv->flush_prepare);
+    close_handle((uv_handle_t *)&srv->wake_prepare);
+    free(srv->read_buf);
+    srv->read_buf = NULL;
+}
+
+void
+pt_server_add_conn(pt_server_t *srv, pt_conn_t *c)
+{
+    c->prev = NULL;
+    c->next = srv->conns;
+    if (srv->conns) {
+        srv->conns->prev = c;
+    }
+    srv->conns = c;
+    srv->nconns++;
+}
+
+void
+pt_server_remove_conn(pt_server_t *srv, pt_conn_t *c)
+{
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        srv->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    srv->nconns--;
+    pt_todo_remove(&srv->drain, c);
+    pt_todo_remove(&srv->flush, c);
+    pt_todo_remove(&srv->wake, c);
+}
+
+void
+pt_server_shutdown(pt_server_t *srv)
+{
+    pt_conn_t *c, *next;
+    uint64_t now = uv_now(srv->loop);
+
+    srv->stopping = true;
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        pt_conn_stop(c, now);
+    }
+    if (srv->nconns == 0 && srv->on_idle) {
+        srv->on_idle(srv);
+    }
+}
+
+pt_request_t *
+pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms)
+{
+    uint64_t now = uv_now(srv->loop);
+    pt_conn_t *c, *worst = NULL;
+
+    for (c = srv->conns; c != NULL; c = c->next) {
+        if (c->app_busy && now - c->progress >= ms && (worst == NULL || c->progress < worst->progress)) {
+            worst = c;
+        }
+    }
+    if (worst == NULL) {
+        return NULL;
+    }
+    *stuck_ms = now - worst->progress;
+    return &worst->req;
+}
+
+void
+pt_server_abort_all(pt_server_t *srv)
+{
+    pt_conn_t *c, *next;
+
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        pt_conn_close(c);
+    }
+}
