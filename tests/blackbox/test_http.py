@@ -77,6 +77,19 @@ class HTTPBase(ServerCase):
         # The connection is still usable after a chunked body.
         self.assertEqual(c.request("GET", "/echo").status, 200)
 
+    def test_trailers_are_not_headers(self):
+        # Many trailer lines after a chunked body: they are counted against the limits and dropped, never added to
+        # the request's headers (whose tables they would grow, and move, under the app's feet).
+        trailers = b"".join(b"X-Trailer-%d: %s\r\n" % (i, b"v" * 40) for i in range(40))
+        c = self.conn()
+        c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Head: kept\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
+        doc = json.loads(c.read_response().body)
+        self.assertEqual(doc["body"], "hello")
+        self.assertEqual(doc["environ"]["HTTP_X_HEAD"], "kept")
+        self.assertFalse([k for k in doc["environ"] if k.startswith("HTTP_X_TRAILER")])
+        self.assertEqual(c.request("GET", "/echo").status, 200)
+
     def test_chunked_response(self):
         r = self.conn().request("GET", "/stream?n=4&size=3")
         self.assertEqual(r.header("transfer-encoding"), "chunked")
