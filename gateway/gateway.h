@@ -97,18 +97,28 @@ unsigned long pt_gil_probe_interval_us(void);
 void pt_gil_probe_set_interval_us(unsigned long us);
 
 /* ---- gil_monitor.c: the live view on its own thread and loop ---- */
-int pt_gil_monitor_start(const pt_config_t *cfg);
+/* Starts serving --gil-monitor; *url says where. 0 or a negative libuv error. */
+int pt_gil_monitor_start(const pt_config_t *cfg, const char **url);
 
-/* ---- str.c: strings interned once at start-up ---- */
+/* ---- str.c: strings made once at start-up, for WSGI and ASGI alike ---- */
 typedef struct {
-    PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH,
-        *SERVER_NAME, *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *https, *HTTP_1_0, *HTTP_1_1,
-        *empty, *close, *fileno, *tell, *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH;
+    /* WSGI environ keys and values */
+    PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH, *SERVER_NAME,
+        *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *HTTP_1_0,
+        *HTTP_1_1;
+    /* ASGI scope and event keys and values */
+    PyObject *type, *body, *more_body, *status, *headers, *state, *asgi, *http_version, *method, *scheme, *path,
+        *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1;
+    /* methods, attribute names, constants */
+    PyObject *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH, *close, *fileno, *tell, *https, *empty,
+        *empty_bytes;
 } pt_strings_t;
 extern pt_strings_t pt_str;
 int pt_str_init(void);
 /* The environ key for a request header name ("HTTP_USER_AGENT", "CONTENT_TYPE"), interned and cached. New ref. */
 PyObject *pt_str_header_key(pt_span_t name);
+/* A header name as ASGI wants it: lower-case bytes, shared when it is a common one. New ref. */
+PyObject *pt_str_header_name_lower(pt_span_t name);
 /* The method as a str, shared for the common ones. New ref. */
 PyObject *pt_str_method(pt_span_t method);
 
@@ -119,6 +129,21 @@ int pt_wsgi_init(pt_wsgi_t **w, PyObject *app, const pt_config_t *cfg);
 void pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req);
 void pt_wsgi_drain(pt_wsgi_t *w, pt_request_t *req);
 void pt_wsgi_gone(pt_wsgi_t *w, pt_request_t *req);
+
+/* ---- wsgi_environ.c: the environ of a request ---- */
+typedef struct {
+    const pt_config_t *cfg;
+    PyObject *template;         /* what every environ shares */
+    PyObject *server_names[8];  /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
+    const char *server_name_keys[8];
+    int server_ports[8];
+    PyObject *server_port_strs[8];
+    char last_remote[64];       /* REMOTE_ADDR of the previous request, usually the same few clients */
+    PyObject *last_remote_str;
+} pt_environ_t;
+int pt_environ_init(pt_environ_t *e, const pt_config_t *cfg);
+/* The environ of req, with `input` as wsgi.input. New ref, or NULL with an exception set. */
+PyObject *pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input);
 
 /* ---- wsgi_input.c: wsgi.input ---- */
 extern PyTypeObject pt_input_type;
@@ -142,11 +167,27 @@ void pt_pool_submit(pt_pool_t *pool, pt_request_t *req);
 void pt_pool_wake(pt_pool_t *pool);
 void pt_pool_stop(pt_pool_t *pool);
 
-/* ---- asgi.c ---- */
-/* Creates the asyncio loop on libuv and fills in base for ASGI. -1 with an exception set on failure. */
+/* ---- wsgi_app.c: the WSGI app as the server's pt_app_t ---- */
+/* Fills in base for WSGI: the pool, or the loop thread (which then takes the GIL from *main_ts). 0; -1 with an
+ * exception set; -2 after printing why. */
+int pt_wsgi_app_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts);
+
+/* ---- asgi.c (see asgi.h for the rest of ASGI) ---- */
+/* Creates the asyncio loop on libuv and fills in base for ASGI. -1 with an exception set on failure; -2 when the
+ * lifespan startup failed (already reported). */
 int pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts);
 
-/* ---- py.c ---- */
+/* ---- py.c: the interpreter ---- */
+/* Starts the interpreter as cfg->python_executable, signals left to the server. 0, or -1 after printing why. */
+int pt_py_start(const pt_config_t *cfg);
+/* Interned strings, --app-dir on sys.path, Python thread names, the SIGUSR2 stack dump. 0, or -1 after printing. */
+int pt_py_prepare(const pt_config_t *cfg);
+/* The callable named by "module:attr" or "file.py:attr". New ref, or NULL after printing why. */
+PyObject *pt_py_load_app(const char *spec);
+/* Whether app is ASGI (a coroutine function, or an object whose __call__ is one): 1, 0, or -1 on error. */
+int pt_py_looks_like_asgi(PyObject *app);
+/* "ponte: error: " + fmt (with a and b), and the Python traceback when an exception is set. */
+void pt_py_startup_error(const char *fmt, const char *a, const char *b);
 /* Runs Python source in a fresh namespace (GIL held); returns the namespace, or NULL with an exception set. */
 PyObject *pt_py_exec(const char *src);
 /* Logs "what" plus the current Python exception's traceback, and clears it. */

@@ -1,38 +1,34 @@
 /*
- * --gil-monitor HOST:PORT: the GIL, live, on its own address, served in C by its own thread and libuv loop, so it
- * keeps answering while the GIL is saturated or the app's loop is blocked. It never takes the GIL: everything it
- * shows comes from gil.c's lock-free statistics.
+ * --gil-monitor HOST:PORT: the GIL, live, on its own address, served in C by a side server (its own thread and
+ * libuv loop), so it keeps answering while the GIL is saturated or the app's loop is blocked. It never takes the
+ * GIL: everything it shows comes from gil.c's lock-free statistics.
  *
  *   GET  /            a self-contained page: one lane per thread, scrolling (gil_monitor.html, compiled in)
  *   GET  /events      Server-Sent Events: a JSON snapshot every 100 ms
+ *   GET  /snapshot    the latest snapshot
  *   GET  /metrics     Prometheus text format
  *   POST /interval?us=N   the switch interval (sys.setswitchinterval), live
  *
- * It reuses server/ (connections, parsing, limits) with a C app running on its own loop thread.
+ * Under --processes the master serves the page (server/master_monitor.c) and each worker's monitor listens on an
+ * ephemeral port, which the worker reports to the master.
  */
 #include "gateway.h"
 
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../server/conn.h"
 #include "../server/listen.h"
 #include "../server/log.h"
-#include "../server/master.h"
+#include "../server/side_server.h"
 #include "gil_monitor_html.h"
 
 #define TICK_MS 100
 #define MAX_SUBSCRIBERS 64
 
 static struct {
-    pt_config_t cfg;
-    uv_loop_t loop;
-    pt_server_t srv;
-    pt_app_t app;
-    pt_listener_t *listeners;
-    int nlisteners;
+    pt_side_server_t side;
+    int worker_slot;
     uv_timer_t tick;
-    uv_thread_t thread;
     pt_gil_sampler_t sampler;
     pt_gil_view_t view;         /* the latest snapshot: what /metrics and /events show */
     pt_request_t *subscribers[MAX_SUBSCRIBERS];
@@ -77,7 +73,7 @@ build_json(void)
     int i, k;
 
     M.json.len = 0;
-    pt_buf_printf(&M.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), M.cfg.worker_slot);
+    pt_buf_printf(&M.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), M.worker_slot);
     pt_buf_printf(&M.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
                   "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,\"threads\":[",
@@ -107,25 +103,6 @@ build_json(void)
         pt_buf_printf(&M.json, "%s%.3f", k ? "," : "", pt_gil_bucket_le_s(k) * 1e6);
     }
     pt_buf_append(&M.json, "]}", 2);
-}
-
-static void
-respond(pt_request_t *req, const char *status, const char *type, const char *body, size_t len)
-{
-    pt_buf_t out = { 0 };
-    pt_resp_ctx_t ctx = { req->http_minor, req->is_head, req->keep_alive };
-    pt_header_t h[] = {
-        { PT_SPAN("Content-Type"), { type, strlen(type) } },
-        { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },
-        /* A master's page (another port) reads each worker's monitor: read-only figures, open to any page. */
-        { PT_SPAN("Access-Control-Allow-Origin"), PT_SPAN("*") },
-    };
-
-    pt_resp_head(&req->resp, &ctx, &out, (pt_span_t){ status, strlen(status) }, h, 3, (int64_t)len);
-    pt_resp_body(&req->resp, &out, body, len);
-    pt_resp_end(&req->resp, &out);
-    pt_req_send(req, &out, PT_SEND_END | PT_SEND_DONE);
-    pt_buf_free(&out);
 }
 
 /* Thread names as Prometheus label values (a Python thread may be called anything). */
@@ -236,7 +213,7 @@ metrics(pt_request_t *req)
                       L[v->pairs[i].from], L[v->pairs[i].to],
                       (unsigned long long)v->pairs[i].count);
     }
-    respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
+    pt_side_server_respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
     pt_buf_free(&b);
 }
 
@@ -292,7 +269,7 @@ subscribe(pt_request_t *req)
     };
 
     if (M.nsubscribers == MAX_SUBSCRIBERS) {
-        respond(req, "503 Service Unavailable", "text/plain", "too many viewers\n", 17);
+        pt_side_server_respond(req, "503 Service Unavailable", "text/plain", "too many viewers\n", 17);
         return;
     }
     pt_resp_head(&req->resp, &ctx, &out, PT_SPAN("200 OK"), h, 3, -1);
@@ -314,48 +291,30 @@ set_interval(pt_request_t *req)
         us = strtol(q + 3, NULL, 10);
     }
     if (us < 100 || us > 1000000) {
-        respond(req, "400 Bad Request", "text/plain", "expected ?us= from 100 to 1000000\n", 34);
+        pt_side_server_respond(req, "400 Bad Request", "text/plain", "expected ?us= from 100 to 1000000\n", 34);
         return;
     }
     pt_gil_probe_set_interval_us((unsigned long)us);
     pt_log_info("GIL switch interval set to %ld us from the monitor", us);
     n = snprintf(buf, sizeof(buf), "{\"interval_us\":%ld}", us);
-    respond(req, "200 OK", "application/json", buf, (size_t)n);
+    pt_side_server_respond(req, "200 OK", "application/json", buf, (size_t)n);
 }
-
-static bool
-path_is(const pt_request_t *req, const char *p)
-{
-    return req->path.len == strlen(p) && memcmp(req->path.base, p, req->path.len) == 0;
-}
-
-static pt_worker_list_t *workers;      /* set in a master (--processes): the page lists the workers' monitors */
 
 static void
 on_request(pt_app_t *app, pt_request_t *req)
 {
-    if (workers != NULL && path_is(req, "/workers")) {
-        char json[sizeof(workers->json)];
-
-        uv_mutex_lock(&workers->lock);
-        memcpy(json, workers->json, sizeof(json));
-        uv_mutex_unlock(&workers->lock);
-        respond(req, "200 OK", "application/json", json, strlen(json));
-    } else if (workers != NULL && !path_is(req, "/") && !path_is(req, "/index.html")) {
-        respond(req, "404 Not Found", "text/plain", "the master has no GIL: see /workers for each worker's monitor\n",
-                63);
-    } else if (path_is(req, "/") || path_is(req, "/index.html")) {
-        respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html, sizeof(gil_monitor_html) - 1);
-    } else if (path_is(req, "/events")) {
+    if (pt_side_server_path_is(req, "/") || pt_side_server_path_is(req, "/index.html")) {
+        pt_side_server_respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html, sizeof(gil_monitor_html) - 1);
+    } else if (pt_side_server_path_is(req, "/events")) {
         subscribe(req);
-    } else if (path_is(req, "/metrics")) {
+    } else if (pt_side_server_path_is(req, "/metrics")) {
         metrics(req);
-    } else if (path_is(req, "/snapshot")) {
-        respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}", M.json.data ? M.json.len : 2);
-    } else if (path_is(req, "/interval")) {
+    } else if (pt_side_server_path_is(req, "/snapshot")) {
+        pt_side_server_respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}", M.json.data ? M.json.len : 2);
+    } else if (pt_side_server_path_is(req, "/interval")) {
         set_interval(req);
     } else {
-        respond(req, "404 Not Found", "text/plain", "not found\n", 10);
+        pt_side_server_respond(req, "404 Not Found", "text/plain", "not found\n", 10);
     }
 }
 
@@ -373,96 +332,59 @@ on_gone(pt_app_t *app, pt_request_t *req)
 }
 
 static void
-on_drain(pt_app_t *app, pt_request_t *req)
+name_thread(void)
 {
-}
-
-static void
-monitor_main(void *arg)
-{
-    pt_set_loop_thread();
     pt_gil_thread_name("gil-monitor", "monitor");
-    uv_run(&M.loop, UV_RUN_DEFAULT);
 }
 
-static int
-serve(void)
+const char *
+pt_gil_page(size_t *len)
 {
-    int r = uv_loop_init(&M.loop);
+    *len = sizeof(gil_monitor_html) - 1;
+    return gil_monitor_html;
+}
 
-    M.cfg.nbinds = 1;
-    M.cfg.nfds = 0;
-    M.cfg.access_log = false;
-    M.cfg.max_body_size = 1024;
-    M.app.on_loop = true;
-    M.app.on_request = on_request;
-    M.app.on_gone = on_gone;
-    M.app.on_drain = on_drain;
-    M.app.description = "gil monitor";
-    if (r == 0) {
-        r = pt_server_init(&M.srv, &M.loop, &M.cfg, &M.app);
+/* Under --processes a worker's monitor listens on an ephemeral port of the monitor's host (or a socket path of
+ * its own), since the master serves the page on the monitor address. */
+static const char *
+worker_bind(const pt_config_t *cfg)
+{
+    static char spec[300];
+    char host[256];
+    int port;
+    bool is_unix;
+
+    if (pt_bind_parse(cfg->gil_monitor, host, sizeof(host), &port, &is_unix) != 0) {
+        return cfg->gil_monitor;
     }
-    if (r == 0) {
-        r = pt_listen_all(&M.srv, &M.listeners, &M.nlisteners);
+    if (is_unix) {
+        snprintf(spec, sizeof(spec), "unix:%s.%d.%d", host, cfg->worker_slot, (int)getpid());
+    } else {
+        snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:0" : "%s:0", host);
     }
-    return r;
+    return spec;
 }
 
 int
-pt_gil_master_monitor_start(const pt_config_t *cfg, pt_worker_list_t *list)
+pt_gil_monitor_start(const pt_config_t *cfg, const char **url)
 {
+    pt_app_t app = { .on_request = on_request, .on_gone = on_gone, .description = "gil monitor" };
     int r;
 
-    M.cfg = *cfg;
-    M.cfg.binds[0] = cfg->gil_monitor;
-    workers = list;
-    r = serve();
-    if (r < 0) {
-        return r;
-    }
-    pt_log_info("GIL monitor (every worker's GIL) on %s", M.listeners[0].url);
-    return uv_thread_create(&M.thread, monitor_main, NULL);
-}
-
-int
-pt_gil_monitor_start(const pt_config_t *cfg)
-{
-    int r, i;
-
-    M.cfg = *cfg;
-    M.cfg.binds[0] = cfg->gil_monitor;
-    if (cfg->worker_slot) {
-        /* Under --processes the master serves the page on the monitor address; each worker's own monitor listens
-         * on an ephemeral port of the same host and says where on the control line. */
-        static char spec[300];
-        char host[256];
-        int port;
-        bool is_unix;
-
-        if (pt_bind_parse(cfg->gil_monitor, host, sizeof(host), &port, &is_unix) == 0) {
-            if (is_unix) {
-                snprintf(spec, sizeof(spec), "unix:%s.%d.%d", host, cfg->worker_slot, (int)getpid());
-            } else {
-                snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:0" : "%s:0", host);
-            }
-            M.cfg.binds[0] = spec;
-        }
-    }
-    r = serve();
+    M.worker_slot = cfg->worker_slot;
+    r = pt_side_server_listen(&M.side, cfg, cfg->worker_slot ? worker_bind(cfg) : cfg->gil_monitor, &app);
     if (r < 0) {
         return r;
     }
     M.sampler.takes_lag = true;
-    uv_timer_init(&M.loop, &M.tick);
+    uv_timer_init(&M.side.loop, &M.tick);
     uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
     pt_gil_sample(&M.sampler, &M.view);
-    for (i = 0; i < M.nlisteners; i++) {
-        if (cfg->worker_slot) {
-            pt_log_info("GIL monitor of worker %d on %s", cfg->worker_slot, M.listeners[i].url);
-            pt_worker_report_monitor(M.listeners[i].url);
-        } else {
-            pt_log_info("GIL monitor on %s", M.listeners[i].url);
-        }
+    *url = pt_side_server_url(&M.side);
+    if (cfg->worker_slot) {
+        pt_log_info("GIL monitor of worker %d on %s", cfg->worker_slot, *url);
+    } else {
+        pt_log_info("GIL monitor on %s", *url);
     }
-    return uv_thread_create(&M.thread, monitor_main, NULL);
+    return pt_side_server_run(&M.side, name_thread);
 }

@@ -1,9 +1,12 @@
 /*
- * Strings interned once at start-up, so that the hot path builds environs from shared keys instead of new strings.
+ * Strings made once at start-up, so that the hot path builds environs, scopes and events from shared keys instead
+ * of new strings: a dict key built from a C string would be allocated and hashed anew each time. One home for all
+ * of them, WSGI's and ASGI's.
  */
 #include "gateway.h"
 
 #include <ctype.h>
+#include <strings.h>
 
 pt_strings_t pt_str;
 
@@ -16,6 +19,17 @@ typedef struct {
 } pt_key_entry_t;
 
 static pt_key_entry_t key_cache[HEADER_CACHE];
+
+/* Header names most requests carry, shared as ASGI's lower-case bytes (bytes are immutable). */
+static const char *const COMMON_HEADERS[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length",
+    "content-type", "cookie", "referer", "origin", "authorization", "cache-control", "upgrade-insecure-requests",
+    "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-request-id", "if-none-match", "if-modified-since",
+    "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
+    "dnt", "pragma", "te", "transfer-encoding", "expect", "range"
+};
+#define NCOMMON (sizeof(COMMON_HEADERS) / sizeof(COMMON_HEADERS[0]))
+static PyObject *common_header_names[NCOMMON];
 
 int
 pt_str_init(void)
@@ -48,7 +62,36 @@ pt_str_init(void)
     S(DELETE, "DELETE");
     S(OPTIONS, "OPTIONS");
     S(PATCH, "PATCH");
+    S(type, "type");
+    S(body, "body");
+    S(more_body, "more_body");
+    S(status, "status");
+    S(headers, "headers");
+    S(state, "state");
+    S(asgi, "asgi");
+    S(http_version, "http_version");
+    S(method, "method");
+    S(scheme, "scheme");
+    S(path, "path");
+    S(raw_path, "raw_path");
+    S(query_string, "query_string");
+    S(root_path, "root_path");
+    S(client, "client");
+    S(server, "server");
+    S(http, "http");
+    S(http_request, "http.request");
+    S(v1_0, "1.0");
+    S(v1_1, "1.1");
 #undef S
+    pt_str.empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (pt_str.empty_bytes == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < NCOMMON; i++) {
+        if ((common_header_names[i] = PyBytes_FromString(COMMON_HEADERS[i])) == NULL) {
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -148,4 +191,26 @@ pt_str_header_key(pt_span_t name)
         }
     }
     return build_key(name);
+}
+
+PyObject *
+pt_str_header_name_lower(pt_span_t n)
+{
+    PyObject *name;
+    size_t i;
+
+    for (i = 0; i < NCOMMON; i++) {
+        PyObject *k = common_header_names[i];
+
+        if ((size_t)PyBytes_GET_SIZE(k) == n.len && strncasecmp(PyBytes_AS_STRING(k), n.base, n.len) == 0) {
+            return Py_NewRef(k);
+        }
+    }
+    name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n.len);
+    if (name != NULL) {
+        for (i = 0; i < n.len; i++) {
+            PyBytes_AS_STRING(name)[i] = (char)tolower((unsigned char)n.base[i]);
+        }
+    }
+    return name;
 }

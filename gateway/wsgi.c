@@ -49,255 +49,12 @@ typedef struct pt_ctx_s {
 
 struct pt_wsgi_s {
     PyObject *app;
-    PyObject *environ_template;
     const pt_config_t *cfg;
     pt_ctx_t *free_ctx;
-    PyObject *server_names[8];  /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
-    const char *server_name_keys[8];
-    int server_ports[8];
-    PyObject *server_port_strs[8];
-    char last_remote[64];       /* REMOTE_ADDR of the previous request, usually the same few clients */
-    PyObject *last_remote_str;
+    pt_environ_t environ;
 };
 
 static PyTypeObject ctx_type;
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* Errors */
-
-void
-pt_py_log_exception(const char *what, const pt_request_t *req)
-{
-    PyObject *type, *value, *tb;
-
-    if (req != NULL) {
-        pt_log_error("%s for \"%.*s %.*s HTTP/1.%d\" from %s:%d", what, (int)req->method.len, req->method.base,
-                     (int)req->target.len, req->target.base, req->http_minor, req->remote_addr, req->remote_port);
-    } else {
-        pt_log_error("%s", what);
-    }
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL) {
-        return;
-    }
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    PyErr_Display(type, value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-}
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* environ */
-
-/* PATH_INFO: percent-decoded bytes as latin-1 (PEP 3333). New ref. */
-static PyObject *
-decode_path(pt_span_t path)
-{
-    char stack[512];
-    char *buf = stack;
-    size_t n;
-    PyObject *s;
-
-    if (memchr(path.base, '%', path.len) == NULL) {
-        return PyUnicode_DecodeLatin1(path.base, (Py_ssize_t)path.len, NULL);
-    }
-    if (path.len > sizeof(stack)) {
-        buf = PyMem_Malloc(path.len);
-        if (buf == NULL) {
-            return PyErr_NoMemory();
-        }
-    }
-    n = pt_percent_decode(path.base, path.len, buf);
-    s = PyUnicode_DecodeLatin1(buf, (Py_ssize_t)n, NULL);
-    if (buf != stack) {
-        PyMem_Free(buf);
-    }
-    return s;
-}
-
-/* PATH_INFO: the decoded path, less --root-path (which is SCRIPT_NAME) when it starts with it. New ref. */
-static PyObject *
-path_info(pt_wsgi_t *w, const pt_request_t *req)
-{
-    size_t rlen = strlen(w->cfg->root_path);
-    pt_span_t p = req->path;
-
-    if (p.len == 1 && p.base[0] == '*') {
-        return Py_NewRef(pt_str.empty);
-    }
-    if (rlen > 0 && p.len >= rlen && memcmp(p.base, w->cfg->root_path, rlen) == 0
-        && (p.len == rlen || p.base[rlen] == '/')) {
-        p.base += rlen;
-        p.len -= rlen;
-    }
-    return decode_path(p);
-}
-
-static int
-set_new(PyObject *d, PyObject *key, PyObject *value)
-{
-    int r;
-
-    if (value == NULL) {
-        return -1;
-    }
-    r = PyDict_SetItem(d, key, value);
-    Py_DECREF(value);
-    return r;
-}
-
-/* SERVER_NAME and SERVER_PORT, built once per listener. Borrowed references. */
-static int
-server_strings(pt_wsgi_t *w, const pt_request_t *req, PyObject **name, PyObject **port)
-{
-    int i;
-
-    for (i = 0; i < 8 && w->server_name_keys[i] != NULL; i++) {
-        if (w->server_name_keys[i] == req->server_name && w->server_ports[i] == req->server_port) {
-            *name = w->server_names[i];
-            *port = w->server_port_strs[i];
-            return 0;
-        }
-    }
-    if (i == 8) {
-        i = 7;
-        Py_CLEAR(w->server_names[i]);
-        Py_CLEAR(w->server_port_strs[i]);
-    }
-    w->server_names[i] = PyUnicode_DecodeLatin1(req->server_name, (Py_ssize_t)strlen(req->server_name), NULL);
-    w->server_port_strs[i] = PyUnicode_FromFormat("%d", req->server_port);
-    if (w->server_names[i] == NULL || w->server_port_strs[i] == NULL) {
-        Py_CLEAR(w->server_names[i]);
-        Py_CLEAR(w->server_port_strs[i]);
-        return -1;
-    }
-    w->server_name_keys[i] = req->server_name;
-    w->server_ports[i] = req->server_port;
-    *name = w->server_names[i];
-    *port = w->server_port_strs[i];
-    return 0;
-}
-
-static int
-add_header(PyObject *env, const pt_header_t *h)
-{
-    PyObject *key, *value, *old;
-    int r;
-
-    if (memchr(h->name.base, '_', h->name.len) != NULL) {
-        /* "X_Foo" and "X-Foo" would both become HTTP_X_FOO: a proxy may have vetted one and passed the other. */
-        pt_log_debug("dropping header with an underscore: %.*s", (int)h->name.len, h->name.base);
-        return 0;
-    }
-    key = pt_str_header_key(h->name);
-    if (key == NULL) {
-        return -1;
-    }
-    value = PyUnicode_DecodeLatin1(h->value.base, (Py_ssize_t)h->value.len, NULL);
-    if (value == NULL) {
-        Py_DECREF(key);
-        return -1;
-    }
-    old = PyDict_GetItemWithError(env, key);   /* borrowed */
-    if (old != NULL) {
-        /* Repeated header lines join with ", " (RFC 9110 5.3). */
-        PyObject *joined = PyUnicode_FromFormat("%U, %U", old, value);
-
-        Py_SETREF(value, joined);
-    } else if (PyErr_Occurred()) {
-        Py_CLEAR(value);
-    }
-    r = value ? PyDict_SetItem(env, key, value) : -1;
-    Py_DECREF(key);
-    Py_XDECREF(value);
-    return r;
-}
-
-/* REMOTE_ADDR as a str, reusing the previous one when the client address repeats. New ref. */
-static PyObject *
-remote_addr(pt_wsgi_t *w, const char *addr)
-{
-    if (w->last_remote_str == NULL || strcmp(w->last_remote, addr) != 0) {
-        PyObject *s = PyUnicode_FromString(addr);
-
-        if (s == NULL) {
-            return NULL;
-        }
-        Py_XSETREF(w->last_remote_str, s);
-        snprintf(w->last_remote, sizeof(w->last_remote), "%s", addr);
-    }
-    return Py_NewRef(w->last_remote_str);
-}
-
-static PyObject *
-build_environ(pt_wsgi_t *w, pt_ctx_t *ctx, pt_request_t *req)
-{
-    PyObject *env = PyDict_Copy(w->environ_template);
-    PyObject *name, *port;
-    size_t i;
-
-    if (env == NULL) {
-        return NULL;
-    }
-    if (set_new(env, pt_str.REQUEST_METHOD, pt_str_method(req->method)) < 0
-        || set_new(env, pt_str.PATH_INFO, path_info(w, req)) < 0
-        || set_new(env, pt_str.QUERY_STRING,
-                   req->query.len ? PyUnicode_DecodeLatin1(req->query.base, (Py_ssize_t)req->query.len, NULL)
-                                  : Py_NewRef(pt_str.empty))
-               < 0
-        || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
-        || set_new(env, pt_str.REMOTE_ADDR, remote_addr(w, req->remote_addr)) < 0
-        || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
-        || PyDict_SetItem(env, pt_str.wsgi_input, ctx->input) < 0
-        || server_strings(w, req, &name, &port) < 0
-        || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0
-        || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
-        || (req->url_scheme[4] == 's'       /* "https", from a trusted proxy */
-            && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
-        Py_DECREF(env);
-        return NULL;
-    }
-    for (i = 0; i < req->nheaders; i++) {
-        if (add_header(env, &req->headers[i]) < 0) {
-            Py_DECREF(env);
-            return NULL;
-        }
-    }
-    return env;
-}
-
-static PyObject *
-environ_template_new(const pt_config_t *cfg)
-{
-    PyObject *d = PyDict_New();
-    PyObject *errors = PySys_GetObject("stderr");   /* borrowed */
-
-    if (d == NULL) {
-        return NULL;
-    }
-    if (errors == NULL) {
-        errors = Py_None;
-    }
-    if (set_new(d, pt_str.SCRIPT_NAME, PyUnicode_DecodeLatin1(cfg->root_path, (Py_ssize_t)strlen(cfg->root_path),
-                                                          NULL)) < 0
-        || set_new(d, PyUnicode_InternFromString("SERVER_SOFTWARE"), PyUnicode_FromString("ponte/" PT_VERSION)) < 0
-        || set_new(d, PyUnicode_InternFromString("wsgi.version"), Py_BuildValue("(ii)", 1, 0)) < 0
-        || set_new(d, PyUnicode_InternFromString("wsgi.url_scheme"), PyUnicode_InternFromString("http")) < 0
-        || PyDict_SetItemString(d, "wsgi.errors", errors) < 0
-        || PyDict_SetItemString(d, "wsgi.multithread", cfg->threads > 0 ? Py_True : Py_False) < 0
-        || PyDict_SetItemString(d, "wsgi.multiprocess", cfg->worker_slot ? Py_True : Py_False) < 0
-        || PyDict_SetItemString(d, "wsgi.run_once", Py_False) < 0
-        || PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0
-        || PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&pt_file_wrapper_type) < 0) {
-        Py_DECREF(d);
-        return NULL;
-    }
-    return d;
-}
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* start_response and write() */
@@ -937,7 +694,7 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
     req->app_data = ctx;
     pt_input_attach(ctx->input, req);
 
-    env = build_environ(w, ctx, req);
+    env = pt_environ_new(&w->environ, req, ctx->input);
     if (env == NULL) {
         finish(ctx, WSGI_APP_ERROR);
         return;
@@ -1011,8 +768,7 @@ pt_wsgi_init(pt_wsgi_t **out, PyObject *app, const pt_config_t *cfg)
     }
     w->app = Py_NewRef(app);
     w->cfg = cfg;
-    w->environ_template = environ_template_new(cfg);
-    if (w->environ_template == NULL) {
+    if (pt_environ_init(&w->environ, cfg) < 0) {
         Py_DECREF(w->app);
         PyMem_Free(w);
         return -1;

@@ -40,6 +40,7 @@ struct pt_app_s {
     /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */
     void (*stop)(pt_app_t *app);
     const char *description;    /* for the start-up log: "wsgi, 8 worker threads" */
+    const char *monitor_url;    /* where this process's --gil-monitor listens, or NULL */
     void *data;
 };
 
@@ -53,16 +54,7 @@ void pt_app_unload(pt_app_t *app);
 /* A version string for --version, e.g. "CPython 3.11.2". */
 const char *pt_app_runtime_version(void);
 
-/*
- * --gil-monitor under --processes: the master serves the GIL page on the monitor address, and the page shows every
- * worker's GIL side by side, each streamed from that worker's own monitor (on an ephemeral port it reports on the
- * control line). The master keeps `workers` (JSON, in Prometheus http_sd form) current under `lock`; the page
- * fetches it. Implemented in gateway/gil_monitor.c without touching Python. Returns 0 or a negative libuv error.
- */
-typedef struct {
-    uv_mutex_t lock;
-    char json[16384];
-} pt_worker_list_t;
-int pt_gil_master_monitor_start(const pt_config_t *cfg, pt_worker_list_t *workers);
+/* The live GIL page (gateway/gil_monitor.html, compiled in), which a master serves under --processes. */
+const char *pt_gil_page(size_t *len);
 
 #endif

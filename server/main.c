@@ -145,6 +145,9 @@ main(int argc, char **argv)
     if (pt_app_load(&M.cfg, M.loop, &M.app) < 0) {
         return 1;
     }
+    if (M.cfg.worker_slot && M.app->monitor_url != NULL) {
+        pt_worker_report_monitor(M.app->monitor_url);
+    }
     r = pt_server_init(&M.srv, M.loop, &M.cfg, M.app);
     if (r < 0) {
         pt_log_error("cannot start: %s", uv_strerror(r));

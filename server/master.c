@@ -608,7 +608,7 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
     if (cfg->gil_monitor != NULL) {
         uv_mutex_init(&M.monitors.lock);
         publish_monitors();
-        if (pt_gil_master_monitor_start(cfg, &M.monitors) < 0) {
+        if (pt_master_monitor_start(cfg, &M.monitors) < 0) {
             pt_log_error("cannot serve --gil-monitor on %s", cfg->gil_monitor);
             return 1;
         }

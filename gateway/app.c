@@ -1,0 +1,164 @@
+/*
+ * The app as the server sees it (server/app.h): load it into a fresh interpreter, wire it to the server as WSGI
+ * (wsgi_app.c) or ASGI (asgi.c), and unload it at exit. Also the GIL's report and trace timers on the loop.
+ */
+#include "gateway.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../server/log.h"
+
+typedef struct {
+    pt_app_t base;
+    const pt_config_t *cfg;
+    PyObject *app;
+    PyThreadState *main_ts;     /* the loop thread's state while it does not hold the GIL */
+    char description[64];
+    uv_timer_t gil_report;
+    uv_timer_t gil_trace;
+} pt_pyapp_t;
+
+static void
+on_gil_report(uv_timer_t *t)
+{
+    pt_gil_report();    /* reads the statistics' atomics: no GIL needed */
+}
+
+static void
+on_gil_trace_flush(uv_timer_t *t)
+{
+    pt_gil_trace_flush();
+}
+
+/* The report and the trace flush start once the app is loaded, so that importing it is not the first interval. */
+static void
+start_gil_timers(pt_pyapp_t *pa, uv_loop_t *loop)
+{
+    uint64_t ms = (uint64_t)(pa->cfg->gil_report * 1000);
+
+    if (pa->cfg->gil_trace != NULL) {
+        uv_timer_init(loop, &pa->gil_trace);
+        uv_timer_start(&pa->gil_trace, on_gil_trace_flush, 250, 250);
+        uv_unref((uv_handle_t *)&pa->gil_trace);
+    }
+    if (ms > 0) {
+        uv_timer_init(loop, &pa->gil_report);
+        uv_timer_start(&pa->gil_report, on_gil_report, ms, ms);
+        uv_unref((uv_handle_t *)&pa->gil_report);
+        pt_gil_report();    /* the baseline */
+    }
+}
+
+static void
+stop_nothing(pt_app_t *app)
+{
+    /* ASGI: no worker threads; the loop stops with the server. */
+}
+
+static void
+describe(pt_pyapp_t *pa, bool asgi)
+{
+    const pt_config_t *cfg = pa->cfg;
+
+    if (cfg->interface == PT_IFACE_ASGI2) {
+        snprintf(pa->description, sizeof(pa->description), "asgi2, asyncio on the loop thread");
+    } else if (asgi) {
+        snprintf(pa->description, sizeof(pa->description), "asgi, asyncio on the loop thread");
+    } else if (cfg->threads > 0) {
+        snprintf(pa->description, sizeof(pa->description), "wsgi, %d worker threads", cfg->threads);
+    } else {
+        snprintf(pa->description, sizeof(pa->description), "wsgi, on the loop thread");
+    }
+    pa->base.description = pa->description;
+}
+
+/* Wires the loaded app to the server as ASGI or WSGI. 0, or -1 after saying why. */
+static int
+setup_interface(pt_pyapp_t *pa, uv_loop_t *loop)
+{
+    const pt_config_t *cfg = pa->cfg;
+    int asgi = cfg->interface == PT_IFACE_ASGI || cfg->interface == PT_IFACE_ASGI2 ? 1
+               : cfg->interface == PT_IFACE_WSGI                              ? 0
+                                                                               : pt_py_looks_like_asgi(pa->app);
+    int r;
+
+    if (asgi < 0) {
+        pt_py_startup_error("cannot inspect '%s'%s", cfg->app, "");
+        return -1;
+    }
+    describe(pa, asgi == 1);
+    if (asgi == 1) {
+        r = pt_asgi_setup(&pa->base, pa->app, cfg, loop, &pa->main_ts);
+        if (r == -1) {
+            pt_py_startup_error("cannot set up the asyncio loop for '%s'%s", cfg->app, "");
+        } else if (r < 0) {
+            fprintf(stderr, "ponte: error: the ASGI app '%s' failed to start (lifespan)\n", cfg->app);
+        }
+        return r < 0 ? -1 : 0;
+    }
+    r = pt_wsgi_app_setup(&pa->base, pa->app, cfg, loop, &pa->main_ts);
+    if (r == -1) {
+        pt_py_startup_error("cannot set up WSGI for '%s'%s", cfg->app, "");
+    }
+    return r < 0 ? -1 : 0;
+}
+
+int
+pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
+{
+    pt_pyapp_t *pa = NULL;
+    int r;
+
+    if (cfg->gil_trace != NULL && (r = pt_gil_trace_open(cfg->gil_trace)) < 0) {
+        fprintf(stderr, "ponte: error: --gil-trace %s: %s\n", cfg->gil_trace, strerror(-r));
+        return -1;
+    }
+    if (pt_py_start(cfg) < 0) {
+        goto fail;
+    }
+    pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
+    pa = calloc(1, sizeof(*pa));
+    if (pa == NULL || pt_py_prepare(cfg) < 0) {
+        goto fail;
+    }
+    pa->cfg = cfg;
+    pa->base.data = pa;
+    pa->base.stop = stop_nothing;
+    if (cfg->gil_monitor != NULL && (r = pt_gil_monitor_start(cfg, &pa->base.monitor_url)) < 0) {
+        fprintf(stderr, "ponte: error: --gil-monitor %s: %s\n", cfg->gil_monitor, uv_strerror(r));
+        goto fail;
+    }
+    pa->app = pt_py_load_app(cfg->app);
+    if (pa->app == NULL || setup_interface(pa, loop) < 0) {
+        goto fail;
+    }
+    start_gil_timers(pa, loop);
+    /* From here on the loop thread holds the GIL only while it runs Python itself (--threads 0, ASGI). */
+    pa->main_ts = pt_gil_release();
+    *out = &pa->base;
+    return 0;
+fail:
+    /* Nothing of ours is on the loop yet (the timers start last); the process exits after this. */
+    if (pa != NULL) {
+        Py_XDECREF(pa->app);
+        free(pa);
+    }
+    pt_gil_trace_close();
+    return -1;
+}
+
+void
+pt_app_unload(pt_app_t *app)
+{
+    pt_pyapp_t *pa = (pt_pyapp_t *)app;
+
+    pt_gil_trace_close();
+    pt_gil_acquire(pa->main_ts);
+    Py_CLEAR(pa->app);
+    /* Runs atexit handlers and finalises modules, as `python app.py` would on exit. */
+    if (Py_FinalizeEx() < 0) {
+        pt_log_warning("errors while finalising Python");
+    }
+    free(pa);
+}

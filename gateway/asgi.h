@@ -1,0 +1,76 @@
+/*
+ * ASGI 3.0 on an asyncio event loop driven by ponte's libuv loop, in the loop thread: what the files of ASGI share.
+ *
+ *   asgi.c         set-up, lifespan, and the server's events (queued without the GIL, handled with it)
+ *   asgi_loop.c    the loop bridge: the _ponte module asyncio's LibuvSelector calls (asgi_selector.py)
+ *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
+ *   asgi_scope.c   the connection scope of a request
+ *   asgi_http.c    one HTTP request: receive() and send()
+ *
+ * Everything here runs on the loop thread with the GIL held, unless it says otherwise.
+ */
+#ifndef PT_ASGI_H
+#define PT_ASGI_H
+
+#include "gateway.h"
+
+/* ---- asgi.c ---- */
+/* The app and the asyncio loop, set up once by pt_asgi_setup. */
+typedef struct {
+    PyObject *app;
+    const pt_config_t *cfg;
+    PyObject *loop;                 /* the asyncio event loop */
+    PyObject *create_task, *create_future;
+    PyObject *task_type;            /* asyncio.Task, called directly unless the app set a task factory */
+    PyObject *kw_loop;              /* ("loop",): the keyword names for Task(coro, loop=...) */
+    PyObject *task_factory;         /* loop.get_task_factory(), read once per batch of new requests */
+    PyObject *disconnect_event;     /* {"type": "http.disconnect"} */
+    PyObject *client_disconnected;  /* ponte.ClientDisconnected(OSError) */
+    PyObject *state;                /* lifespan state, shallow-copied into each request scope, or NULL */
+} pt_asgi_t;
+extern pt_asgi_t pt_asgi;
+
+/* Whether the server queued events (or the exit) while Python ran: asyncio's select must not block then. */
+bool pt_asgi_events_pending(void);
+/* Turns what the server reported during a libuv iteration into asyncio work (new tasks, resolved futures). */
+void pt_asgi_handle_events(void);
+
+/* ---- asgi_loop.c ---- */
+/* Creates the _ponte module and the select timer. 0, or -1 with an exception set. */
+int pt_asgi_loop_init(uv_loop_t *loop);
+/* Runs asyncio's run_forever until the server has closed everything (pt_app_t.run). */
+int pt_asgi_loop_run(PyThreadState **main_ts);
+
+/* ---- asgi_run.c ---- */
+int pt_asgi_run_init(void);
+/* An awaitable that is already complete: `await` returns value at once. Steals value (NULL passes through). */
+PyObject *pt_asgi_ready(PyObject *value);
+/*
+ * A Task running the app's coroutine `coro` (stolen) for `owner`. The moment the coroutine ends, inside the step
+ * that ended it, ended(owner, exc) is called (exc NULL when it returned); closed(owner) when the coroutine is closed
+ * before it ended. New ref, or NULL with an exception set.
+ */
+typedef struct {
+    void (*ended)(PyObject *owner, PyObject *exc);
+    void (*closed)(PyObject *owner);
+} pt_asgi_run_hooks_t;
+PyObject *pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
+/* Resolves the future in *slot (and clears the slot) unless it is already done. Steals `value` when given. */
+void pt_asgi_fut_resolve(PyObject **slot, PyObject *value, PyObject *exc);
+bool pt_asgi_fut_done(PyObject *fut);
+
+/* ---- asgi_scope.c ---- */
+int pt_asgi_scope_init(const pt_config_t *cfg);
+/* The scope of an HTTP request (type "http"). New ref. */
+PyObject *pt_asgi_scope_http(const pt_request_t *req);
+
+/* ---- asgi_http.c ---- */
+int pt_asgi_http_init(void);
+/* The server's events for an HTTP request, in order: it starts, body bytes arrive, its output drained, the client
+ * went away. */
+void pt_asgi_http_start(pt_request_t *req);
+void pt_asgi_http_body(pt_request_t *req);
+void pt_asgi_http_drain(pt_request_t *req);
+void pt_asgi_http_gone(pt_request_t *req);
+
+#endif

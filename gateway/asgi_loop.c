@@ -1,0 +1,340 @@
+/*
+ * The loop bridge: asyncio.SelectorEventLoop(LibuvSelector()) runs on the loop thread (asgi_selector.py). Whenever
+ * asyncio would block it calls select(), which is run_once() here: drop the GIL, run one libuv iteration (HTTP
+ * sockets, timers, and uv_poll handles for the descriptors asyncio watches), take the GIL back, then have asgi.c
+ * turn what libuv reported into asyncio work (start a task per new request, resolve the futures of receive() and
+ * send() calls that had to wait).
+ */
+#include "asgi.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../server/log.h"
+
+typedef struct {
+    uv_poll_t h;
+    int fd;
+    int events;             /* selectors.EVENT_READ | EVENT_WRITE */
+} pt_poll_t;
+
+/* A descriptor libuv found ready in this iteration, with selectors' mask. */
+typedef struct {
+    int fd, mask;
+} pt_ready_fd_t;
+
+static struct {
+    uv_loop_t *uvloop;
+    uv_poll_t select_timer; /* a timerfd: asyncio's select timeout, to the microsecond */
+    int select_tfd;
+    bool select_armed;
+    pt_poll_t **polls;      /* by file descriptor */
+    size_t npolls;
+    pt_ready_fd_t *ready;
+    size_t nready, readycap;
+    bool serving;           /* run_forever is serving requests (not the start-up lifespan) */
+    bool stopped;
+    uint64_t left_select;   /* when run_once last returned to asyncio (loop lag is measured from there) */
+    uv_async_t keepalive;   /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
+} L;
+
+static void
+on_poll(uv_poll_t *h, int status, int events)
+{
+    pt_poll_t *p = h->data;
+    int mask = 0;
+    size_t i;
+
+    if (status < 0) {
+        mask = p->events;       /* let asyncio find the error on its next read or write */
+    } else {
+        mask = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
+    }
+    for (i = 0; i < L.nready; i++) {
+        if (L.ready[i].fd == p->fd) {
+            L.ready[i].mask |= mask;
+            return;
+        }
+    }
+    if (L.nready == L.readycap) {
+        size_t cap = L.readycap ? L.readycap * 2 : 32;
+        void *r = realloc(L.ready, cap * sizeof(*L.ready));
+
+        if (r == NULL) {
+            return;             /* level-triggered: it is reported again next time */
+        }
+        L.ready = r;
+        L.readycap = cap;
+    }
+    L.ready[L.nready].fd = p->fd;
+    L.ready[L.nready].mask = mask;
+    L.nready++;
+}
+
+static void
+on_poll_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static PyObject *
+mod_poll_start(PyObject *mod, PyObject *args)
+{
+    int fd, events, r;
+    pt_poll_t *p;
+
+    if (!PyArg_ParseTuple(args, "ii:poll_start", &fd, &events)) {
+        return NULL;
+    }
+    if ((size_t)fd >= L.npolls) {
+        size_t n = (size_t)fd + 64;
+        pt_poll_t **np = realloc(L.polls, n * sizeof(*np));
+
+        if (np == NULL) {
+            return PyErr_NoMemory();
+        }
+        memset(np + L.npolls, 0, (n - L.npolls) * sizeof(*np));
+        L.polls = np;
+        L.npolls = n;
+    }
+    p = L.polls[fd];
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL) {
+            return PyErr_NoMemory();
+        }
+        r = uv_poll_init(L.uvloop, &p->h, fd);
+        if (r < 0) {
+            free(p);
+            PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
+            return NULL;
+        }
+        p->h.data = p;
+        p->fd = fd;
+        /* asyncio's descriptors alone must not keep libuv running once the server has stopped. */
+        uv_unref((uv_handle_t *)&p->h);
+        L.polls[fd] = p;
+    }
+    p->events = events;
+    r = uv_poll_start(&p->h, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), on_poll);
+    if (r < 0) {
+        PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_poll_stop(PyObject *mod, PyObject *arg)
+{
+    int fd = _PyLong_AsInt(arg);
+    size_t i;
+
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd >= 0 && (size_t)fd < L.npolls && L.polls[fd] != NULL) {
+        pt_poll_t *p = L.polls[fd];
+
+        L.polls[fd] = NULL;
+        if (!uv_is_closing((uv_handle_t *)&p->h)) {
+            uv_close((uv_handle_t *)&p->h, on_poll_close);
+        }
+        for (i = 0; i < L.nready; i++) {
+            if (L.ready[i].fd == fd) {
+                L.ready[i] = L.ready[--L.nready];
+                break;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/*
+ * asyncio's select timeout, on a timerfd rather than a libuv timer. libuv counts whole milliseconds, so a 10 ms
+ * asyncio.sleep woke 0 to 2 ms late, and every sleeper due within that window woke in one batch: with 64 clients
+ * sleeping 10 ms each, that lateness was a fifth of the throughput. The timerfd fires at the microsecond asyncio
+ * asked for, so each sleeper wakes on its own turn.
+ *
+ * The timer may fall due at the top of the very libuv iteration it was meant to bound; uv_stop then makes that
+ * iteration's poll non-blocking, where a do-nothing callback would let the poll sleep until the next unrelated
+ * timer (the log flush, up to a second).
+ */
+static void
+on_select_timer(uv_poll_t *p, int status, int events)
+{
+    uint64_t expirations;
+
+    (void)status;
+    (void)events;
+    while (read(L.select_tfd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
+    }
+    if (L.select_armed) {
+        L.select_armed = false;
+        uv_stop(p->loop);
+    }
+}
+
+/* Arm the timerfd for `timeout` seconds from now (absolute, so time spent until the poll does not add up). */
+static void
+select_timer_arm(double timeout)
+{
+    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+    struct timespec now;
+    long long ns;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);          /* asyncio's loop.time() is this clock too */
+    ns = (long long)now.tv_nsec + (long long)(timeout * 1e9);
+    its.it_value.tv_sec = now.tv_sec + (time_t)(ns / 1000000000LL);
+    its.it_value.tv_nsec = (long)(ns % 1000000000LL);
+    if (timerfd_settime(L.select_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+        L.select_armed = true;
+    }
+}
+
+static void
+select_timer_disarm(void)
+{
+    struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+
+    if (L.select_armed && timerfd_settime(L.select_tfd, 0, &off, NULL) == 0) {
+        L.select_armed = false;
+    }
+}
+
+static PyObject *
+mod_run_once(PyObject *mod, PyObject *arg)
+{
+    double timeout = -1;
+    PyThreadState *ts;
+    PyObject *list;
+    int alive;
+    size_t i;
+
+    if (arg != Py_None) {
+        timeout = PyFloat_AsDouble(arg);
+        if (timeout == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (timeout < 0) {
+            timeout = 0;
+        }
+    }
+    if (pt_asgi_events_pending()) {
+        timeout = 0;            /* work queued while Python ran: do not block before handling it */
+    }
+    if (L.left_select != 0) {
+        pt_gil_loop_busy(pt_gil_now() - L.left_select);     /* how long asyncio ran callbacks since */
+    }
+    L.nready = 0;
+    if (timeout > 0) {
+        select_timer_arm(timeout);
+    } else if (timeout < 0) {
+        select_timer_disarm();      /* no asyncio timer left: a stale deadline would only wake the loop for nothing */
+    }
+    ts = pt_gil_release();
+    alive = uv_run(L.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    pt_gil_acquire(ts);
+    pt_asgi_handle_events();
+    if (!alive && L.serving && !L.stopped) {
+        /* The server has shut down (every handle closed): end asyncio's run_forever too. */
+        PyObject *r = PyObject_CallMethod(pt_asgi.loop, "stop", NULL);
+
+        Py_XDECREF(r);
+        L.stopped = true;
+    }
+    list = PyList_New((Py_ssize_t)L.nready);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < L.nready; i++) {
+        PyObject *t = Py_BuildValue("(ii)", L.ready[i].fd, L.ready[i].mask);
+
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    L.left_select = pt_gil_now();
+    return list;
+}
+
+static PyObject *
+mod_log(PyObject *mod, PyObject *args)
+{
+    int level;
+    const char *msg;
+
+    if (!PyArg_ParseTuple(args, "is:log", &level, &msg)) {
+        return NULL;
+    }
+    if (level < PT_LOG_DEBUG || level > PT_LOG_CRITICAL) {
+        level = PT_LOG_INFO;
+    }
+    pt_log((pt_log_level_t)level, "%s", msg);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mod_methods[] = {
+    { "log", mod_log, METH_VARARGS, "log(level, message): 0 debug, 1 info, 2 warning, 3 error" },
+    { "poll_start", mod_poll_start, METH_VARARGS, "poll_start(fd, events): watch fd in libuv" },
+    { "poll_stop", mod_poll_stop, METH_O, "poll_stop(fd)" },
+    { "run_once", mod_run_once, METH_O, "run_once(timeout) -> [(fd, events)]: one libuv iteration" },
+    { NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef mod_def = {
+    PyModuleDef_HEAD_INIT, "_ponte", "ponte's libuv loop, for asyncio's selector.", -1, mod_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Start-up and the run hook */
+
+int
+pt_asgi_loop_init(uv_loop_t *loop)
+{
+    PyObject *mod, *modules;
+
+    L.uvloop = loop;
+    L.select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (L.select_tfd < 0 || uv_poll_init(loop, &L.select_timer, L.select_tfd) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    /* Always watched, but unreferenced: it must not keep uv_run alive once the server has closed everything. */
+    uv_poll_start(&L.select_timer, UV_READABLE, on_select_timer);
+    uv_unref((uv_handle_t *)&L.select_timer);
+    uv_async_init(loop, &L.keepalive, NULL);
+    mod = PyModule_Create(&mod_def);
+    modules = PyImport_GetModuleDict();     /* borrowed */
+    if (mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
+        || PyModule_AddObjectRef(mod, "ClientDisconnected", pt_asgi.client_disconnected) < 0) {
+        Py_XDECREF(mod);
+        return -1;
+    }
+    Py_DECREF(mod);
+    return 0;
+}
+
+int
+pt_asgi_loop_run(PyThreadState **main_ts)
+{
+    PyObject *r;
+
+    pt_gil_acquire(*main_ts);
+    L.serving = true;
+    r = PyObject_CallMethod(pt_asgi.loop, "run_forever", NULL);
+    if (r == NULL) {
+        pt_py_log_exception("the asyncio loop stopped with an error", NULL);
+    }
+    Py_XDECREF(r);
+    *main_ts = pt_gil_release();
+    /* Close callbacks of what the walk closed still have to run. */
+    uv_run(L.uvloop, UV_RUN_NOWAIT);
+    return 0;
+}

@@ -1,0 +1,93 @@
+/*
+ * ASGI connection scopes (spec 2.4): built per request from the request's spans, with interned keys (str.c).
+ */
+#include "asgi.h"
+
+static PyObject *scope_asgi;        /* {"version": "3.0", "spec_version": "2.4"} */
+static PyObject *root_path_value;   /* --root-path as a str */
+
+int
+pt_asgi_scope_init(const pt_config_t *cfg)
+{
+    scope_asgi = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
+    root_path_value = PyUnicode_FromString(cfg->root_path);
+    return scope_asgi != NULL && root_path_value != NULL ? 0 : -1;
+}
+
+/* scope["path"]: percent-decoded, as UTF-8. New ref. */
+static PyObject *
+decode_path(pt_span_t path)
+{
+    char *buf = PyMem_Malloc(path.len + 1);
+    PyObject *s;
+
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    s = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)pt_percent_decode(path.base, path.len, buf), "replace");
+    PyMem_Free(buf);
+    return s;
+}
+
+static PyObject *
+build_headers(const pt_request_t *req)
+{
+    PyObject *list = PyList_New((Py_ssize_t)req->nheaders);
+    size_t i;
+
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < req->nheaders; i++) {
+        const pt_header_t *h = &req->headers[i];
+        PyObject *name = pt_str_header_name_lower(h->name);
+        PyObject *value = name ? PyBytes_FromStringAndSize(h->value.base, (Py_ssize_t)h->value.len) : NULL;
+        PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
+
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);     /* steals */
+    }
+    return list;
+}
+
+/* scope[key] = value, stealing value. */
+static int
+scope_set(PyObject *scope, PyObject *key, PyObject *value)
+{
+    int r = value ? PyDict_SetItem(scope, key, value) : -1;
+
+    Py_XDECREF(value);
+    return r;
+}
+
+PyObject *
+pt_asgi_scope_http(const pt_request_t *req)
+{
+    PyObject *scope = _PyDict_NewPresized(pt_asgi.state ? 13 : 12);
+
+    if (scope == NULL
+        || PyDict_SetItem(scope, pt_str.type, pt_str.http) < 0
+        || PyDict_SetItem(scope, pt_str.asgi, scope_asgi) < 0
+        || PyDict_SetItem(scope, pt_str.http_version, req->http_minor ? pt_str.v1_1 : pt_str.v1_0) < 0
+        || scope_set(scope, pt_str.method, pt_str_method(req->method)) < 0
+        || scope_set(scope, pt_str.scheme, strcmp(req->url_scheme, "https") == 0 ? Py_NewRef(pt_str.https)
+                                                                          : Py_NewRef(pt_str.http)) < 0
+        || scope_set(scope, pt_str.path, decode_path(req->path)) < 0
+        || scope_set(scope, pt_str.raw_path, PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len)) < 0
+        || scope_set(scope, pt_str.query_string,
+                     PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len)) < 0
+        || PyDict_SetItem(scope, pt_str.root_path, root_path_value) < 0
+        || scope_set(scope, pt_str.headers, build_headers(req)) < 0
+        || scope_set(scope, pt_str.client, Py_BuildValue("(si)", req->remote_addr, req->remote_port)) < 0
+        || scope_set(scope, pt_str.server, Py_BuildValue("(si)", req->server_name, req->server_port)) < 0
+        || (pt_asgi.state != NULL && scope_set(scope, pt_str.state, PyDict_Copy(pt_asgi.state)) < 0)) {
+        Py_XDECREF(scope);
+        return NULL;
+    }
+    return scope;
+}

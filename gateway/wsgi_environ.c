@@ -1,0 +1,234 @@
+/*
+ * The WSGI environ of a request (PEP 3333), built from a template dict shared by every request plus the request's
+ * own keys, which are interned strings (str.c). Called with the GIL held, which also guards the caches here.
+ */
+#include "gateway.h"
+
+#include <stdlib.h>
+
+#include "../server/log.h"
+
+/* PATH_INFO: percent-decoded bytes as latin-1 (PEP 3333). New ref. */
+static PyObject *
+decode_path(pt_span_t path)
+{
+    char stack[512];
+    char *buf = stack;
+    size_t n;
+    PyObject *s;
+
+    if (memchr(path.base, '%', path.len) == NULL) {
+        return PyUnicode_DecodeLatin1(path.base, (Py_ssize_t)path.len, NULL);
+    }
+    if (path.len > sizeof(stack)) {
+        buf = PyMem_Malloc(path.len);
+        if (buf == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    n = pt_percent_decode(path.base, path.len, buf);
+    s = PyUnicode_DecodeLatin1(buf, (Py_ssize_t)n, NULL);
+    if (buf != stack) {
+        PyMem_Free(buf);
+    }
+    return s;
+}
+
+/* PATH_INFO: the decoded path, less --root-path (which is SCRIPT_NAME) when it starts with it. New ref. */
+static PyObject *
+path_info(pt_environ_t *e, const pt_request_t *req)
+{
+    size_t rlen = strlen(e->cfg->root_path);
+    pt_span_t p = req->path;
+
+    if (p.len == 1 && p.base[0] == '*') {
+        return Py_NewRef(pt_str.empty);
+    }
+    if (rlen > 0 && p.len >= rlen && memcmp(p.base, e->cfg->root_path, rlen) == 0
+        && (p.len == rlen || p.base[rlen] == '/')) {
+        p.base += rlen;
+        p.len -= rlen;
+    }
+    return decode_path(p);
+}
+
+static int
+set_new(PyObject *d, PyObject *key, PyObject *value)
+{
+    int r;
+
+    if (value == NULL) {
+        return -1;
+    }
+    r = PyDict_SetItem(d, key, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/* SERVER_NAME and SERVER_PORT, built once per listener. Borrowed references. */
+static int
+server_strings(pt_environ_t *e, const pt_request_t *req, PyObject **name, PyObject **port)
+{
+    int i;
+
+    for (i = 0; i < 8 && e->server_name_keys[i] != NULL; i++) {
+        if (e->server_name_keys[i] == req->server_name && e->server_ports[i] == req->server_port) {
+            *name = e->server_names[i];
+            *port = e->server_port_strs[i];
+            return 0;
+        }
+    }
+    if (i == 8) {
+        i = 7;
+        Py_CLEAR(e->server_names[i]);
+        Py_CLEAR(e->server_port_strs[i]);
+    }
+    e->server_names[i] = PyUnicode_DecodeLatin1(req->server_name, (Py_ssize_t)strlen(req->server_name), NULL);
+    e->server_port_strs[i] = PyUnicode_FromFormat("%d", req->server_port);
+    if (e->server_names[i] == NULL || e->server_port_strs[i] == NULL) {
+        Py_CLEAR(e->server_names[i]);
+        Py_CLEAR(e->server_port_strs[i]);
+        return -1;
+    }
+    e->server_name_keys[i] = req->server_name;
+    e->server_ports[i] = req->server_port;
+    *name = e->server_names[i];
+    *port = e->server_port_strs[i];
+    return 0;
+}
+
+static int
+add_header(PyObject *env, const pt_header_t *h)
+{
+    PyObject *key, *value, *old;
+    int r;
+
+    if (memchr(h->name.base, '_', h->name.len) != NULL) {
+        /* "X_Foo" and "X-Foo" would both become HTTP_X_FOO: a proxy may have vetted one and passed the other. */
+        pt_log_debug("dropping header with an underscore: %.*s", (int)h->name.len, h->name.base);
+        return 0;
+    }
+    key = pt_str_header_key(h->name);
+    if (key == NULL) {
+        return -1;
+    }
+    value = PyUnicode_DecodeLatin1(h->value.base, (Py_ssize_t)h->value.len, NULL);
+    if (value == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    old = PyDict_GetItemWithError(env, key);   /* borrowed */
+    if (old != NULL) {
+        /* Repeated header lines join with ", " (RFC 9110 5.3). */
+        PyObject *joined = PyUnicode_FromFormat("%U, %U", old, value);
+
+        Py_SETREF(value, joined);
+    } else if (PyErr_Occurred()) {
+        Py_CLEAR(value);
+    }
+    r = value ? PyDict_SetItem(env, key, value) : -1;
+    Py_DECREF(key);
+    Py_XDECREF(value);
+    return r;
+}
+
+/* REMOTE_ADDR as a str, reusing the previous one when the client address repeats. New ref. */
+static PyObject *
+remote_addr(pt_environ_t *e, const char *addr)
+{
+    if (e->last_remote_str == NULL || strcmp(e->last_remote, addr) != 0) {
+        PyObject *s = PyUnicode_FromString(addr);
+
+        if (s == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(e->last_remote_str, s);
+        snprintf(e->last_remote, sizeof(e->last_remote), "%s", addr);
+    }
+    return Py_NewRef(e->last_remote_str);
+}
+
+PyObject *
+pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
+{
+    PyObject *env = PyDict_Copy(e->template);
+    PyObject *name, *port;
+    size_t i;
+
+    if (env == NULL) {
+        return NULL;
+    }
+    if (set_new(env, pt_str.REQUEST_METHOD, pt_str_method(req->method)) < 0
+        || set_new(env, pt_str.PATH_INFO, path_info(e, req)) < 0
+        || set_new(env, pt_str.QUERY_STRING,
+                   req->query.len ? PyUnicode_DecodeLatin1(req->query.base, (Py_ssize_t)req->query.len, NULL)
+                                  : Py_NewRef(pt_str.empty))
+               < 0
+        || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
+        || set_new(env, pt_str.REMOTE_ADDR, remote_addr(e, req->remote_addr)) < 0
+        || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
+        || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0
+        || server_strings(e, req, &name, &port) < 0
+        || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0
+        || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
+        || (req->url_scheme[4] == 's'       /* "https", from a trusted proxy */
+            && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
+        Py_DECREF(env);
+        return NULL;
+    }
+    for (i = 0; i < req->nheaders; i++) {
+        if (add_header(env, &req->headers[i]) < 0) {
+            Py_DECREF(env);
+            return NULL;
+        }
+    }
+    return env;
+}
+
+/* d[key] = value, stealing value (NULL: an exception is set). */
+static int
+set_string_new(PyObject *d, const char *key, PyObject *value)
+{
+    int r = value ? PyDict_SetItemString(d, key, value) : -1;
+
+    Py_XDECREF(value);
+    return r;
+}
+
+/* What every request's environ shares, copied per request (PyDict_Copy of a small dict is one allocation). */
+static PyObject *
+template_new(const pt_config_t *cfg)
+{
+    PyObject *d = PyDict_New();
+    PyObject *errors = PySys_GetObject("stderr");   /* borrowed */
+
+    if (d == NULL) {
+        return NULL;
+    }
+    if (errors == NULL) {
+        errors = Py_None;
+    }
+    if (set_new(d, pt_str.SCRIPT_NAME,
+                PyUnicode_DecodeLatin1(cfg->root_path, (Py_ssize_t)strlen(cfg->root_path), NULL)) < 0
+        || set_string_new(d, "SERVER_SOFTWARE", PyUnicode_FromString("ponte/" PT_VERSION)) < 0
+        || set_string_new(d, "wsgi.version", Py_BuildValue("(ii)", 1, 0)) < 0
+        || set_string_new(d, "wsgi.url_scheme", PyUnicode_InternFromString("http")) < 0
+        || PyDict_SetItemString(d, "wsgi.errors", errors) < 0
+        || PyDict_SetItemString(d, "wsgi.multithread", cfg->threads > 0 ? Py_True : Py_False) < 0
+        || PyDict_SetItemString(d, "wsgi.multiprocess", cfg->worker_slot ? Py_True : Py_False) < 0
+        || PyDict_SetItemString(d, "wsgi.run_once", Py_False) < 0
+        || PyDict_SetItemString(d, "wsgi.input_terminated", Py_True) < 0
+        || PyDict_SetItemString(d, "wsgi.file_wrapper", (PyObject *)&pt_file_wrapper_type) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+int
+pt_environ_init(pt_environ_t *e, const pt_config_t *cfg)
+{
+    e->cfg = cfg;
+    e->template = template_new(cfg);
+    return e->template != NULL ? 0 : -1;
+}
