@@ -20,14 +20,15 @@
 #include "log.h"
 #include "out.h"
 
-#define REST_MAX (64 * 1024)        /* unparsed pipelined input kept before we stop reading */
-#define LINGER_SECONDS 2.0          /* how long to drain a client's unread input before closing */
+#define REST_MAX (64 * 1024) /* unparsed pipelined input kept before we stop reading */
+#define LINGER_SECONDS 2.0   /* how long to drain a client's unread input before closing */
 /* How long a just-used keep-alive connection is given, on shutdown, to send the request that may be on its way. */
 #define SHUTDOWN_LINGER_MS 1000
 
 static void conn_process(pt_conn_t *c, const char *data, size_t n);
 static void conn_end(pt_conn_t *c, bool linger);
 static void conn_start_reading(pt_conn_t *c);
+static void conn_on_eof(pt_conn_t *c);
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Lifecycle */
@@ -197,7 +198,7 @@ conn_end(pt_conn_t *c, bool linger)
     }
     pt_out_flush(c);
     if (c->state == PT_CONN_CLOSED || c->app_busy) {
-        return;                 /* the flush failed; or pt_conn_request_finished comes back here */
+        return; /* the flush failed; or pt_conn_request_finished comes back here */
     }
     c->state = PT_CONN_SHUTDOWN;
     sr = malloc(sizeof(*sr));
@@ -286,20 +287,16 @@ on_timer(uv_timer_t *t)
         return;
     }
     switch (c->state) {
-    case PT_CONN_IDLE:
-        pt_conn_close(c);
-        break;
-    case PT_CONN_HEAD:
-        conn_reply_error(c, 408, "no complete request head within --header-timeout");
-        break;
+    case PT_CONN_IDLE: pt_conn_close(c); break;
+    case PT_CONN_HEAD: conn_reply_error(c, 408, "no complete request head within --header-timeout"); break;
     case PT_CONN_BODY:
         pt_log_info("%s:%d request body stalled for --client-timeout: closing", c->remote_addr, c->remote_port);
         pt_conn_close(c);
         break;
     case PT_CONN_APP:
+    case PT_CONN_OUTPUT:
         if (conn_client_stalled(c)) {
-            pt_log_info("%s:%d client made no progress for --client-timeout: closing", c->remote_addr,
-                        c->remote_port);
+            pt_log_info("%s:%d client made no progress for --client-timeout: closing", c->remote_addr, c->remote_port);
             pt_req_client_gone(&c->req, PT_BODY_ERR_TIMEOUT);
             pt_conn_close(c);
         } else {
@@ -308,9 +305,7 @@ on_timer(uv_timer_t *t)
         break;
     case PT_CONN_ENDING:
     case PT_CONN_SHUTDOWN:
-    case PT_CONN_CLOSED:
-        pt_conn_close(c);
-        break;
+    case PT_CONN_CLOSED: pt_conn_close(c); break;
     }
 }
 
@@ -348,7 +343,7 @@ conn_parse_error(pt_conn_t *c)
         pt_req_body_fail(&c->req, status == 413 ? PT_BODY_ERR_TOO_LARGE : PT_BODY_ERR_INVALID);
         c->req.keep_alive = false;
         conn_stop_reading(c);
-        c->http.paused = true;  /* nothing more is parsed on this connection */
+        c->http.paused = true; /* nothing more is parsed on this connection */
         pt_log_info("%s:%d request body: %s", c->remote_addr, c->remote_port, why);
         conn_notify_body(c);
         return;
@@ -391,9 +386,7 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
             break;
         }
         switch (pt_http_execute(&c->http, data, (size_t)(end - data), &used)) {
-        case PT_HTTP_MORE:
-            data = end;
-            break;
+        case PT_HTTP_MORE: data = end; break;
         case PT_HTTP_ERROR:
             conn_parse_error(c);
             data = end;
@@ -405,7 +398,7 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
         case PT_HTTP_MESSAGE:
             data += used;
             if (!c->srv->app->streams_body) {
-                conn_dispatch(c);   /* a streaming app has had the request since its head */
+                conn_dispatch(c); /* a streaming app has had the request since its head */
             }
             break;
         }
@@ -420,13 +413,16 @@ conn_on_eof(pt_conn_t *c)
     c->eof = true;
     c->req.client_eof = true;
     if (c->app_busy) {
-        conn_notify_body(c);    /* an ASGI receive() waiting past the body reports http.disconnect */
+        conn_notify_body(c); /* an ASGI receive() waiting past the body reports http.disconnect */
         if (!c->message_done) {
             /* An incomplete body will never be complete. */
             pt_req_body_fail(&c->req, PT_BODY_ERR_GONE);
             conn_notify_body(c);
         }
         return;
+    }
+    if (c->state == PT_CONN_OUTPUT) {
+        return; /* the requests it sent are answered once it reads the ones before */
     }
     if (c->state == PT_CONN_BODY) {
         /* Half-closed in the middle of a body: the request can never complete; the client may still read. */
@@ -498,7 +494,7 @@ conn_set_origin(pt_conn_t *c)
                                sizeof(c->client_addr), &req->url_scheme)
             && strcmp(c->client_addr, c->remote_addr) != 0) {
             req->remote_addr = c->client_addr;
-            req->remote_port = 0;       /* the proxy's port would mislead; the client's is not known */
+            req->remote_port = 0; /* the proxy's port would mislead; the client's is not known */
         }
     }
 }
@@ -643,14 +639,12 @@ conn_reusable(pt_conn_t *c)
      * connection for a moment, so that the request its client sends next is answered with "Connection: close"
      * instead of being lost. */
     return (req->keep_alive || c->srv->stopping) && c->resp_done && !req->resp.must_close && c->message_done
-           && (!c->eof || c->rest.len > 0) && req->body_err == PT_BODY_ERR_NONE && c->state < PT_CONN_ENDING;
+        && (!c->eof || c->rest.len > 0) && req->body_err == PT_BODY_ERR_NONE && c->state < PT_CONN_ENDING;
 }
 
 void
 pt_conn_request_finished(pt_conn_t *c)
 {
-    pt_server_t *srv = c->srv;
-
     if (c->state == PT_CONN_CLOSED) {
         conn_close_handles(c);
         return;
@@ -661,13 +655,31 @@ pt_conn_request_finished(pt_conn_t *c)
     }
     c->message_done = false;
     c->resp_done = false;
+    conn_release_buffers(c);
+    if (pt_out_queued(c) > PT_OUT_HIGH) {
+        /*
+         * A client pipelining requests without reading the answers: starting the next request would queue one
+         * more response, without bound. The parser stays paused (what the client sends meanwhile waits in `rest`,
+         * up to REST_MAX) until the client reads; out.c resumes at PT_OUT_LOW.
+         */
+        c->state = PT_CONN_OUTPUT;
+        pt_conn_set_deadline(c, c->srv->cfg->client_timeout);
+        return;
+    }
+    pt_conn_next_request(c);
+}
+
+void
+pt_conn_next_request(pt_conn_t *c)
+{
+    pt_server_t *srv = c->srv;
+
     c->state = PT_CONN_IDLE;
     c->idle_since = uv_now(c->srv->loop);
-    conn_release_buffers(c);
     pt_conn_set_deadline(c, srv->stopping ? SHUTDOWN_LINGER_MS / 1000.0 : srv->cfg->keep_alive_timeout);
     pt_http_resume(&c->http);
     if (c->in_process) {
-        return;                     /* conn_process goes on with the bytes it holds */
+        return; /* conn_process goes on with the bytes it holds */
     }
     if (c->rest.len > 0) {
         pt_buf_t rest = c->rest;
@@ -677,8 +689,10 @@ pt_conn_request_finished(pt_conn_t *c)
         pt_buf_free(&rest);
         pt_out_flush(c);
     }
-    if (c->eof && !c->http.paused && c->state == PT_CONN_IDLE) {
-        conn_end(c, false);     /* the client half-closed and every request it sent is answered */
+    if (c->eof && c->state < PT_CONN_OUTPUT) {
+        /* The client half-closed before: what it sent is all there will be. Every complete request is answered
+         * (or is with the app), a partial head is dropped, a partial body is a 400 (conn_on_eof). */
+        conn_on_eof(c);
         return;
     }
     if (!c->reading && !c->http.paused && c->state < PT_CONN_ENDING) {

@@ -23,13 +23,15 @@ typedef struct pt_listener_s pt_listener_t;
  * a connection only moves forward through them.
  */
 typedef enum {
-    PT_CONN_IDLE,           /* between requests: keep-alive timeout, or header timeout on a fresh connection */
-    PT_CONN_HEAD,           /* part of a request head received: header timeout -> 408 */
-    PT_CONN_BODY,           /* a loop-thread app's request body arriving: client timeout */
-    PT_CONN_APP,            /* a request is with the app */
-    PT_CONN_ENDING,         /* a final response is being flushed (the app may still hold the request) */
-    PT_CONN_SHUTDOWN,       /* the FIN is queued behind it; lingering, unread input is drained for a while */
-    PT_CONN_CLOSED,         /* the close path has begun: output is dropped; the handles close once the app lets go */
+    PT_CONN_IDLE,     /* between requests: keep-alive timeout, or header timeout on a fresh connection */
+    PT_CONN_HEAD,     /* part of a request head received: header timeout -> 408 */
+    PT_CONN_BODY,     /* a loop-thread app's request body arriving: client timeout */
+    PT_CONN_APP,      /* a request is with the app */
+    PT_CONN_OUTPUT,   /* between requests, but the responses queued exceed PT_OUT_HIGH: the next request
+                               waits until the client reads them down to PT_OUT_LOW; client timeout */
+    PT_CONN_ENDING,   /* a final response is being flushed (the app may still hold the request) */
+    PT_CONN_SHUTDOWN, /* the FIN is queued behind it; lingering, unread input is drained for a while */
+    PT_CONN_CLOSED,   /* the close path has begun: output is dropped; the handles close once the app lets go */
 } pt_conn_state_t;
 
 struct pt_conn_s {
@@ -42,36 +44,36 @@ struct pt_conn_s {
     uv_timer_t timer;
     pt_server_t *srv;
     pt_listener_t *listener;
-    pt_conn_t *prev, *next;     /* srv->conns */
+    pt_conn_t *prev, *next; /* srv->conns */
     pt_conn_state_t state;
     int handles_open;
 
     pt_http_t http;
-    pt_buf_t rest;          /* received bytes not yet parsed (the parser is paused at the end of a message) */
+    pt_buf_t rest; /* received bytes not yet parsed (the parser is paused at the end of a message) */
     bool reading;
-    bool eof;               /* the client half-closed: finish the current response, then close */
-    bool app_busy;          /* the app holds `req` (PT_SEND_DONE not yet received) */
-    bool resp_done;         /* PT_SEND_END received for the current request */
-    bool message_done;      /* the current request's body was fully parsed */
-    bool linger;            /* after the last write: shutdown, drain input briefly, then close */
-    bool in_process;        /* inside conn_process: it carries on with the bytes it holds */
-    pt_todo_link_t wake_link;   /* on srv->wake: body bytes for a waiting worker, signalled before the poll */
-    uint64_t deadline;      /* loop time (ms) at which the state's timeout expires */
-    uint64_t idle_since;    /* loop time (ms) the connection last became idle */
-    uint64_t progress;      /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
-    uint64_t timer_due;     /* loop time the timer is armed for */
+    bool eof;                 /* the client half-closed: finish the current response, then close */
+    bool app_busy;            /* the app holds `req` (PT_SEND_DONE not yet received) */
+    bool resp_done;           /* PT_SEND_END received for the current request */
+    bool message_done;        /* the current request's body was fully parsed */
+    bool linger;              /* after the last write: shutdown, drain input briefly, then close */
+    bool in_process;          /* inside conn_process: it carries on with the bytes it holds */
+    pt_todo_link_t wake_link; /* on srv->wake: body bytes for a waiting worker, signalled before the poll */
+    uint64_t deadline;        /* loop time (ms) at which the state's timeout expires */
+    uint64_t idle_since;      /* loop time (ms) the connection last became idle */
+    uint64_t progress;        /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
+    uint64_t timer_due;       /* loop time the timer is armed for */
 
     pt_request_t req;
 
     /* Output (out.c): bytes waiting for the socket (loop-thread apps and server replies). */
     pt_buf_t wbuf;
-    size_t inflight;        /* bytes in uv_write requests not yet completed */
-    bool suspended;         /* a loop-thread app waits for on_drain */
-    pt_todo_link_t drain_link;  /* on srv->drain: its output drained, on_drain is due */
-    pt_todo_link_t flush_link;  /* on srv->flush: output from an asyncio task, written once Python yields */
+    size_t inflight;           /* bytes in uv_write requests not yet completed */
+    bool suspended;            /* a loop-thread app waits for on_drain */
+    pt_todo_link_t drain_link; /* on srv->drain: its output drained, on_drain is due */
+    pt_todo_link_t flush_link; /* on srv->flush: output from an asyncio task, written once Python yields */
 
     char remote_addr[64];
-    char client_addr[64];   /* the client behind a trusted proxy (--forwarded-allow-ips) */
+    char client_addr[64]; /* the client behind a trusted proxy (--forwarded-allow-ips) */
     int remote_port;
 };
 
@@ -93,5 +95,7 @@ void pt_conn_progress(pt_conn_t *c);
 void pt_conn_resume_reading(pt_conn_t *c);
 /* The response is complete and the app has let go of the request (out.c): reuse the connection or close it. */
 void pt_conn_request_finished(pt_conn_t *c);
+/* PT_CONN_OUTPUT: the client read the queued responses down to PT_OUT_LOW (out.c): parse the next request. */
+void pt_conn_next_request(pt_conn_t *c);
 
 #endif

@@ -12,14 +12,14 @@
 
 #include "log.h"
 
-#define WBUF_KEEP (16 * 1024)       /* an idle connection keeps an output buffer at most this large */
+#define WBUF_KEEP (16 * 1024) /* an idle connection keeps an output buffer at most this large */
 
 typedef struct {
     uv_write_t wr;
     pt_conn_t *c;
     char *data;
     size_t len;
-    bool from_worker;               /* counts in req.out_pending */
+    bool from_worker; /* counts in req.out_pending */
 } pt_wreq_t;
 
 static void out_maybe_resume(pt_conn_t *c);
@@ -43,7 +43,7 @@ on_write(uv_write_t *wr, int status)
     c->inflight -= w->len;
     if (status < 0) {
         if (w->from_worker) {
-            out_wrote(c, w->len, true);     /* the bytes will never go: release the waiting worker */
+            out_wrote(c, w->len, true); /* the bytes will never go: release the waiting worker */
         }
         free(w->data);
         free(w);
@@ -197,12 +197,13 @@ out_write_borrowed(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, size_t le
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
-/* Back-pressure for loop-thread apps */
+/* Back-pressure */
 
 /*
- * A loop-thread app suspended on back-pressure resumes once its output drains below PT_OUT_LOW. That can happen in a
- * write callback or inside pt_out_flush (uv_try_write took everything); either way it resumes from an idle handle,
- * at the top of the loop, never from inside a flush its own output triggered.
+ * A loop-thread app suspended on back-pressure resumes once its output drains below PT_OUT_LOW, and so does a
+ * connection whose next request waits for the client to read the responses before it (PT_CONN_OUTPUT). That can
+ * happen in a write callback or inside pt_out_flush (uv_try_write took everything); either way it resumes from an
+ * idle handle, at the top of the loop, never from inside a flush its own output triggered.
  */
 static void
 on_drain_idle(uv_idle_t *idle)
@@ -212,20 +213,26 @@ on_drain_idle(uv_idle_t *idle)
 
     uv_idle_stop(idle);
     while ((c = pt_todo_next(&srv->drain, &taken)) != NULL) {
-        if (c->app_busy && c->suspended && c->state != PT_CONN_CLOSED && pt_out_queued(c) <= PT_OUT_LOW) {
+        if (pt_out_queued(c) > PT_OUT_LOW) {
+            continue;
+        }
+        if (c->app_busy && c->suspended && c->state != PT_CONN_CLOSED) {
             c->suspended = false;
             srv->app->on_drain(srv->app, &c->req);
             pt_out_flush(c);
+        } else if (c->state == PT_CONN_OUTPUT) {
+            pt_conn_next_request(c);
         }
     }
 }
 
+/* Output drained: a suspended app, or a next request held back by the responses before it, may go on. */
 static void
 out_maybe_resume(pt_conn_t *c)
 {
     pt_server_t *srv = c->srv;
 
-    if (!c->suspended || c->state == PT_CONN_CLOSED || pt_out_queued(c) > PT_OUT_LOW) {
+    if (!(c->suspended || c->state == PT_CONN_OUTPUT) || c->state == PT_CONN_CLOSED || pt_out_queued(c) > PT_OUT_LOW) {
         return;
     }
     if (pt_todo_add(&srv->drain, c)) {
@@ -307,16 +314,16 @@ pt_out_app(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t m
         if (len > 0 && c->state != PT_CONN_CLOSED) {
             pt_buf_append(&c->wbuf, data, len);
             if (!c->in_process && !(flags & PT_SEND_DONE)) {
-                out_flush_soon(c);  /* an asyncio task sending on its own (pipelined batches wait anyway) */
+                out_flush_soon(c); /* an asyncio task sending on its own (pipelined batches wait anyway) */
             }
         }
     } else if (len == 0 || c->state == PT_CONN_CLOSED) {
         if (len > 0) {
-            out_wrote(c, len, true);    /* never written: release a worker waiting on it */
+            out_wrote(c, len, true); /* never written: release a worker waiting on it */
         }
         free(data);
     } else {
-        pt_out_flush(c);    /* server bytes such as "100 Continue" go first */
+        pt_out_flush(c); /* server bytes such as "100 Continue" go first */
         if (c->state != PT_CONN_CLOSED) {
             out_write_owned(c, data, len, true);
         } else {
@@ -337,7 +344,7 @@ pt_out_appv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags)
         len += bufs[i].len;
     }
     if (c->state == PT_CONN_CLOSED) {
-        out_wrote(c, len, true);    /* never written: release a worker waiting on it */
+        out_wrote(c, len, true); /* never written: release a worker waiting on it */
     } else {
         pt_out_flush(c);
         out_write_borrowed(c, bufs, nbufs, len);

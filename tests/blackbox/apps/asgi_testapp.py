@@ -70,6 +70,11 @@ async def stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def big(scope, receive, send):
+    """One body of ?size= bytes, sent at once."""
+    await respond(send, b"b" * int(query(scope).get("size", "1048576")), content_type=b"application/octet-stream")
+
+
 async def flood(scope, receive, send):
     """Sends until the client goes: back-pressure must hold memory flat; send() then raises OSError."""
     name = query(scope).get("name", "flood")
@@ -253,7 +258,7 @@ ROUTES = {
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
     "/raise-after": raise_after, "/incomplete": incomplete, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
-    "/slow": slow, "/block": block,
+    "/slow": slow, "/block": block, "/big": big,
 }
 
 
