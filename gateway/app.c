@@ -13,7 +13,7 @@ typedef struct {
     pt_app_t base;
     const pt_config_t *cfg;
     PyObject *app;
-    PyThreadState *main_ts;     /* the loop thread's state while it does not hold the GIL */
+    PyThreadState *main_ts; /* the loop thread's state while it does not hold the GIL */
     char description[64];
     uv_timer_t gil_report;
     uv_timer_t gil_trace;
@@ -22,7 +22,7 @@ typedef struct {
 static void
 on_gil_report(uv_timer_t *t)
 {
-    pt_gil_report();    /* reads the statistics' atomics: no GIL needed */
+    pt_gil_report(); /* reads the statistics' atomics: no GIL needed */
 }
 
 static void
@@ -46,7 +46,7 @@ start_gil_timers(pt_pyapp_t *pa, uv_loop_t *loop)
         uv_timer_init(loop, &pa->gil_report);
         uv_timer_start(&pa->gil_report, on_gil_report, ms, ms);
         uv_unref((uv_handle_t *)&pa->gil_report);
-        pt_gil_report();    /* the baseline */
+        pt_gil_report(); /* the baseline */
     }
 }
 
@@ -78,11 +78,15 @@ static int
 setup_interface(pt_pyapp_t *pa, uv_loop_t *loop)
 {
     const pt_config_t *cfg = pa->cfg;
-    int asgi = cfg->interface == PT_IFACE_ASGI || cfg->interface == PT_IFACE_ASGI2 ? 1
-               : cfg->interface == PT_IFACE_WSGI                              ? 0
-                                                                               : pt_py_looks_like_asgi(pa->app);
-    int r;
+    int asgi, r;
 
+    if (cfg->interface == PT_IFACE_ASGI || cfg->interface == PT_IFACE_ASGI2) {
+        asgi = 1;
+    } else if (cfg->interface == PT_IFACE_WSGI) {
+        asgi = 0;
+    } else {
+        asgi = pt_py_looks_like_asgi(pa->app);
+    }
     if (asgi < 0) {
         pt_py_startup_error("cannot inspect '%s'%s", cfg->app, "");
         return -1;

@@ -25,14 +25,14 @@ typedef enum {
 typedef struct {
     pt_event_kind_t kind;
     pt_request_t *req;
-    uint64_t seq;           /* the request's number when queued: a stale event (request since reused) is dropped */
+    uint64_t seq; /* the request's number when queued: a stale event (request since reused) is dropped */
 } pt_event_t;
 
 /* Events and the exit, queued without the GIL. */
 static struct {
     pt_event_t *events;
     size_t nevents, evcap;
-    PyObject *lifespan;     /* the Lifespan object, when the app takes part */
+    PyObject *lifespan; /* the Lifespan object, when the app takes part */
     bool exit_pending;
     void (*exit_done)(void *arg);
     void *exit_arg;
@@ -81,7 +81,7 @@ pt_asgi_handle_events(void)
         pt_event_t ev = E.events[i];
 
         if (ev.req->seq != ev.seq) {
-            continue;           /* the request was finished and its connection reused since */
+            continue; /* the request was finished and its connection reused since */
         }
         switch (ev.kind) {
         case EV_START: pt_asgi_http_start(ev.req); break;
@@ -181,12 +181,13 @@ asgi_on_gone(pt_app_t *app, pt_request_t *req)
 static int
 run_startup(PyObject *ns, const pt_config_t *cfg)
 {
-    PyObject *cls = PyDict_GetItemString(ns, "Lifespan");   /* borrowed */
+    PyObject *cls = PyDict_GetItemString(ns, "Lifespan"); /* borrowed */
     PyObject *ls, *coro, *ok;
     int r = -1;
 
     ls = cls ? PyObject_CallFunction(cls, "OsO", pt_asgi.app, cfg->lifespan == PT_LIFESPAN_ON ? "on" : "auto",
-                                     cfg->interface == PT_IFACE_ASGI2 ? Py_True : Py_False) : NULL;
+                                     cfg->interface == PT_IFACE_ASGI2 ? Py_True : Py_False)
+             : NULL;
     coro = ls ? PyObject_CallMethod(ls, "startup", NULL) : NULL;
     ok = coro ? PyObject_CallMethod(pt_asgi.loop, "run_until_complete", "O", coro) : NULL;
     if (ok == NULL) {
@@ -230,7 +231,7 @@ exec_embedded(const char *src, const char *filename, PyObject *ns)
 static int
 create_loop(PyObject *ns)
 {
-    PyObject *selector_cls = PyDict_GetItemString(ns, "LibuvSelector");    /* borrowed */
+    PyObject *selector_cls = PyDict_GetItemString(ns, "LibuvSelector"); /* borrowed */
     PyObject *selector = selector_cls ? PyObject_CallNoArgs(selector_cls) : NULL;
     PyObject *asyncio = selector ? PyImport_ImportModule("asyncio") : NULL;
     PyObject *r = NULL;
@@ -274,7 +275,7 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
         goto done;
     }
     if (cfg->lifespan != PT_LIFESPAN_OFF && run_startup(ns, cfg) < 0) {
-        r = -2;         /* already reported */
+        r = -2; /* already reported */
         goto done;
     }
     base->before_exit = asgi_before_exit;

@@ -19,14 +19,14 @@
 typedef struct {
     PyObject *app;
     const pt_config_t *cfg;
-    PyObject *loop;                 /* the asyncio event loop */
+    PyObject *loop; /* the asyncio event loop */
     PyObject *create_task, *create_future;
-    PyObject *task_type;            /* asyncio.Task, called directly unless the app set a task factory */
-    PyObject *kw_loop;              /* ("loop",): the keyword names for Task(coro, loop=...) */
-    PyObject *task_factory;         /* loop.get_task_factory(), read once per batch of new requests */
-    PyObject *disconnect_event;     /* {"type": "http.disconnect"} */
-    PyObject *client_disconnected;  /* ponte.ClientDisconnected(OSError) */
-    PyObject *state;                /* lifespan state, shallow-copied into each request scope, or NULL */
+    PyObject *task_type;           /* asyncio.Task, called directly unless the app set a task factory */
+    PyObject *kw_loop;             /* ("loop",): the keyword names for Task(coro, loop=...) */
+    PyObject *task_factory;        /* loop.get_task_factory(), read once per batch of new requests */
+    PyObject *disconnect_event;    /* {"type": "http.disconnect"} */
+    PyObject *client_disconnected; /* ponte.ClientDisconnected(OSError) */
+    PyObject *state;               /* lifespan state, shallow-copied into each request scope, or NULL */
 } pt_asgi_t;
 extern pt_asgi_t pt_asgi;
 

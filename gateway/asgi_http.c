@@ -18,13 +18,13 @@ typedef struct pt_asgi_ctx_s pt_asgi_ctx_t;
 
 struct pt_asgi_ctx_s {
     PyObject_HEAD
-    pt_request_t *req;          /* NULL once the app is finished with it */
+    pt_request_t *req; /* NULL once the app is finished with it */
     uint64_t seq;
-    uint64_t t0;                /* when the request started (for --gil-trace) */
-    PyObject *receive, *send;               /* bound to this context */
-    PyObject *task;                         /* the Task running the app: kept alive while the request is open */
-    PyObject *recv_fut, *send_fut;          /* a receive()/send() waiting */
-    PyObject *headers;                      /* list of (name, value) bytes from http.response.start */
+    uint64_t t0;                   /* when the request started (for --gil-trace) */
+    PyObject *receive, *send;      /* bound to this context */
+    PyObject *task;                /* the Task running the app: kept alive while the request is open */
+    PyObject *recv_fut, *send_fut; /* a receive()/send() waiting */
+    PyObject *headers;             /* list of (name, value) bytes from http.response.start */
     int status;
     bool started, head_sent, complete, body_done, disconnected;
     pt_buf_t out;
@@ -80,7 +80,8 @@ receive_event(PyObject *body, bool more)
 {
     PyObject *ev = body ? PyDict_New() : NULL;
 
-    if (ev == NULL || PyDict_SetItem(ev, pt_str.type, pt_str.http_request) < 0 || PyDict_SetItem(ev, pt_str.body, body) < 0
+    if (ev == NULL || PyDict_SetItem(ev, pt_str.type, pt_str.http_request) < 0
+        || PyDict_SetItem(ev, pt_str.body, body) < 0
         || PyDict_SetItem(ev, pt_str.more_body, more ? Py_True : Py_False) < 0) {
         Py_XDECREF(ev);
         ev = NULL;
@@ -110,7 +111,7 @@ next_receive_event(pt_asgi_ctx_t *c)
             /* EOF after the body: like uvicorn, that is the disconnect (send() still works: it may read). */
             return Py_NewRef(pt_asgi.disconnect_event);
         }
-        return NULL;            /* the body is all delivered: the next event is the disconnect */
+        return NULL; /* the body is all delivered: the next event is the disconnect */
     }
     body = PyBytes_FromStringAndSize(NULL, RECV_CHUNK);
     if (body == NULL) {
@@ -157,7 +158,7 @@ ctx_receive(pt_asgi_ctx_t *c, PyObject *unused)
         PyErr_SetString(PyExc_RuntimeError, "receive() awaited twice at the same time");
         return NULL;
     }
-    Py_CLEAR(c->recv_fut);     /* a receive() the app cancelled (wait_for) */
+    Py_CLEAR(c->recv_fut); /* a receive() the app cancelled (wait_for) */
     c->recv_fut = PyObject_CallNoArgs(pt_asgi.create_future);
     return Py_XNewRef(c->recv_fut);
 }
@@ -226,8 +227,7 @@ check_headers(PyObject *headers)
             goto error;
         }
         if (!pt_header_value_valid(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value))) {
-            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
-                         name);
+            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R", name);
             Py_DECREF(seq);
             goto error;
         }
@@ -276,8 +276,8 @@ write_head(pt_asgi_ctx_t *c, int64_t known_length)
         c->hspans[i].value = (pt_span_t){ PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v) };
     }
     snprintf(line, sizeof(line), "%d %s", c->status, pt_status_reason(c->status));
-    if (pt_resp_head(&req->resp, &rctx, &c->out, (pt_span_t){ line, strlen(line) }, c->hspans, (size_t)n,
-                     known_length) < 0) {
+    if (pt_resp_head(&req->resp, &rctx, &c->out, (pt_span_t){ line, strlen(line) }, c->hspans, (size_t)n, known_length)
+        < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -298,7 +298,7 @@ send_disconnected(pt_asgi_ctx_t *c)
 static PyObject *
 send_start(pt_asgi_ctx_t *c, PyObject *event)
 {
-    PyObject *status = PyDict_GetItemWithError(event, pt_str.status);       /* borrowed */
+    PyObject *status = PyDict_GetItemWithError(event, pt_str.status); /* borrowed */
     PyObject *headers = status ? PyDict_GetItemWithError(event, pt_str.headers) : NULL;
     long code;
 
@@ -349,7 +349,7 @@ frame_body(pt_asgi_ctx_t *c, const Py_buffer *view, bool more_body)
 static PyObject *
 send_body(pt_asgi_ctx_t *c, PyObject *event)
 {
-    PyObject *body = PyDict_GetItemWithError(event, pt_str.body);           /* borrowed */
+    PyObject *body = PyDict_GetItemWithError(event, pt_str.body); /* borrowed */
     PyObject *more = body || !PyErr_Occurred() ? PyDict_GetItemWithError(event, pt_str.more_body) : NULL;
     int more_body = more == NULL ? 0 : PyObject_IsTrue(more);
     Py_buffer view = { 0 };
@@ -378,7 +378,7 @@ send_body(pt_asgi_ctx_t *c, PyObject *event)
         return send_disconnected(c);
     }
     if (c->complete) {
-        ctx_wake_receive(c);    /* http.disconnect for a receive() waiting past the response */
+        ctx_wake_receive(c); /* http.disconnect for a receive() waiting past the response */
     } else if (pt_req_must_wait(c->req)) {
         /* A slow client: this send() completes when the queue drains (on_drain). */
         Py_XSETREF(c->send_fut, PyObject_CallNoArgs(pt_asgi.create_future));
@@ -400,7 +400,7 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
         PyErr_Format(PyExc_TypeError, "send() takes a dict event, not %.100s", Py_TYPE(event)->tp_name);
         return NULL;
     }
-    type = PyDict_GetItemWithError(event, pt_str.type);      /* borrowed */
+    type = PyDict_GetItemWithError(event, pt_str.type); /* borrowed */
     if (type == NULL && PyErr_Occurred()) {
         return NULL;
     }
@@ -450,7 +450,7 @@ ctx_finish(pt_asgi_ctx_t *c)
             }
             flags |= PT_SEND_END;
         } else {
-            flags |= PT_SEND_ABORT;     /* the head is out: only closing tells the client the body is cut */
+            flags |= PT_SEND_ABORT; /* the head is out: only closing tells the client the body is cut */
         }
     }
     if (pt_gil_tracing()) {
@@ -522,6 +522,8 @@ static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed };
 static PyMethodDef receive_def = { "receive", (PyCFunction)ctx_receive, METH_NOARGS, "ASGI receive()" };
 static PyMethodDef send_def = { "send", (PyCFunction)ctx_send, METH_O, "ASGI send(event)" };
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 static PyTypeObject ctx_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.ASGIHTTPRequest",
@@ -532,6 +534,7 @@ static PyTypeObject ctx_type = {
     .tp_traverse = (traverseproc)ctx_traverse,
     .tp_clear = (inquiry)ctx_clear,
 };
+/* clang-format on */
 
 /* A context for `req`, with its receive and send callables; not yet attached to the request. New ref. */
 static pt_asgi_ctx_t *
@@ -603,7 +606,7 @@ pt_asgi_http_start(pt_request_t *req)
     }
     if (c->task == NULL) {
         pt_py_log_exception("cannot start the ASGI app", req);
-        ctx_finish(c);      /* 500 */
+        ctx_finish(c); /* 500 */
     }
     Py_XDECREF(scope);
     Py_DECREF(c);

@@ -18,7 +18,7 @@
 typedef struct {
     uv_poll_t h;
     int fd;
-    int events;             /* selectors.EVENT_READ | EVENT_WRITE */
+    int events; /* selectors.EVENT_READ | EVENT_WRITE */
 } pt_poll_t;
 
 /* A descriptor libuv found ready in this iteration, with selectors' mask. */
@@ -31,14 +31,14 @@ static struct {
     uv_poll_t select_timer; /* a timerfd: asyncio's select timeout, to the microsecond */
     int select_tfd;
     bool select_armed;
-    pt_poll_t **polls;      /* by file descriptor */
+    pt_poll_t **polls; /* by file descriptor */
     size_t npolls;
     pt_ready_fd_t *ready;
     size_t nready, readycap;
-    bool serving;           /* run_forever is serving requests (not the start-up lifespan) */
+    bool serving; /* run_forever is serving requests (not the start-up lifespan) */
     bool stopped;
-    uint64_t left_select;   /* when run_once last returned to asyncio (loop lag is measured from there) */
-    uv_async_t keepalive;   /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
+    uint64_t left_select; /* when run_once last returned to asyncio (loop lag is measured from there) */
+    uv_async_t keepalive; /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
 } L;
 
 static void
@@ -49,7 +49,7 @@ on_poll(uv_poll_t *h, int status, int events)
     size_t i;
 
     if (status < 0) {
-        mask = p->events;       /* let asyncio find the error on its next read or write */
+        mask = p->events; /* let asyncio find the error on its next read or write */
     } else {
         mask = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
     }
@@ -64,7 +64,7 @@ on_poll(uv_poll_t *h, int status, int events)
         void *r = realloc(L.ready, cap * sizeof(*L.ready));
 
         if (r == NULL) {
-            return;             /* level-triggered: it is reported again next time */
+            return; /* level-triggered: it is reported again next time */
         }
         L.ready = r;
         L.readycap = cap;
@@ -186,7 +186,7 @@ select_timer_arm(double timeout)
     struct timespec now;
     long long ns;
 
-    clock_gettime(CLOCK_MONOTONIC, &now);          /* asyncio's loop.time() is this clock too */
+    clock_gettime(CLOCK_MONOTONIC, &now); /* asyncio's loop.time() is this clock too */
     ns = (long long)now.tv_nsec + (long long)(timeout * 1e9);
     its.it_value.tv_sec = now.tv_sec + (time_t)(ns / 1000000000LL);
     its.it_value.tv_nsec = (long)(ns % 1000000000LL);
@@ -224,16 +224,16 @@ mod_run_once(PyObject *mod, PyObject *arg)
         }
     }
     if (pt_asgi_events_pending()) {
-        timeout = 0;            /* work queued while Python ran: do not block before handling it */
+        timeout = 0; /* work queued while Python ran: do not block before handling it */
     }
     if (L.left_select != 0) {
-        pt_gil_loop_busy(pt_gil_now() - L.left_select);     /* how long asyncio ran callbacks since */
+        pt_gil_loop_busy(pt_gil_now() - L.left_select); /* how long asyncio ran callbacks since */
     }
     L.nready = 0;
     if (timeout > 0) {
         select_timer_arm(timeout);
     } else if (timeout < 0) {
-        select_timer_disarm();      /* no asyncio timer left: a stale deadline would only wake the loop for nothing */
+        select_timer_disarm(); /* no asyncio timer left: a stale deadline would only wake the loop for nothing */
     }
     ts = pt_gil_release();
     alive = uv_run(L.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
@@ -288,8 +288,15 @@ static PyMethodDef mod_methods[] = {
 };
 
 static struct PyModuleDef mod_def = {
-    PyModuleDef_HEAD_INIT, "_ponte", "ponte's libuv loop, for asyncio's selector.", -1, mod_methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "_ponte",
+    "ponte's libuv loop, for asyncio's selector.",
+    -1,
+    mod_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -311,7 +318,7 @@ pt_asgi_loop_init(uv_loop_t *loop)
     uv_unref((uv_handle_t *)&L.select_timer);
     uv_async_init(loop, &L.keepalive, NULL);
     mod = PyModule_Create(&mod_def);
-    modules = PyImport_GetModuleDict();     /* borrowed */
+    modules = PyImport_GetModuleDict(); /* borrowed */
     if (mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
         || PyModule_AddObjectRef(mod, "ClientDisconnected", pt_asgi.client_disconnected) < 0) {
         Py_XDECREF(mod);

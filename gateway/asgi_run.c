@@ -46,6 +46,8 @@ ready_next(pt_ready_t *self)
 
 static PyAsyncMethods ready_async = { .am_await = ready_await };
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 static PyTypeObject ready_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.Ready",
@@ -57,6 +59,7 @@ static PyTypeObject ready_type = {
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)ready_next,
 };
+/* clang-format on */
 
 /* Steals `value`. */
 PyObject *
@@ -123,8 +126,8 @@ pt_asgi_fut_done(PyObject *fut)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *coro;             /* the app's coroutine */
-    PyObject *owner;            /* told when it ends (the request's context) */
+    PyObject *coro;  /* the app's coroutine */
+    PyObject *owner; /* told when it ends (the request's context) */
     const pt_asgi_run_hooks_t *hooks;
 } pt_run_t;
 
@@ -162,7 +165,7 @@ run_after(pt_run_t *r, PySendResult status, PyObject **result)
         return status;
     }
     if (status == PYGEN_RETURN) {
-        Py_DECREF(*result);             /* an ASGI app's return value means nothing */
+        Py_DECREF(*result); /* an ASGI app's return value means nothing */
         *result = Py_NewRef(Py_None);
         r->hooks->ended(r->owner, NULL);
         return PYGEN_RETURN;
@@ -174,7 +177,7 @@ run_after(pt_run_t *r, PySendResult status, PyObject **result)
         Py_XDECREF(type);
         Py_XDECREF(tb);
         r->hooks->ended(r->owner, NULL);
-        return PYGEN_ERROR;     /* unreachable in practice: an error without an exception */
+        return PYGEN_ERROR; /* unreachable in practice: an error without an exception */
     }
     if (tb != NULL) {
         PyException_SetTraceback(exc, tb);
@@ -307,6 +310,8 @@ static PyGetSetDef run_getset[] = {
 
 static PyAsyncMethods run_async = { .am_await = run_await, .am_send = (sendfunc)run_am_send };
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 static PyTypeObject run_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.ASGIAppRun",
@@ -322,6 +327,7 @@ static PyTypeObject run_type = {
     .tp_methods = run_methods,
     .tp_getset = run_getset,
 };
+/* clang-format on */
 
 /*
  * A Task for the wrapped coroutine: asyncio.Task called directly (loop.create_task adds a Python frame), unless
@@ -338,7 +344,7 @@ pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks)
         Py_DECREF(coro);
         return NULL;
     }
-    run->coro = coro;           /* steals */
+    run->coro = coro; /* steals */
     run->owner = Py_NewRef(owner);
     run->hooks = hooks;
     PyObject_GC_Track(run);

@@ -3,8 +3,8 @@
  */
 #include "asgi.h"
 
-static PyObject *scope_asgi;        /* {"version": "3.0", "spec_version": "2.4"} */
-static PyObject *root_path_value;   /* --root-path as a str */
+static PyObject *scope_asgi;      /* {"version": "3.0", "spec_version": "2.4"} */
+static PyObject *root_path_value; /* --root-path as a str */
 
 int
 pt_asgi_scope_init(const pt_config_t *cfg)
@@ -50,7 +50,7 @@ build_headers(const pt_request_t *req)
             Py_DECREF(list);
             return NULL;
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);     /* steals */
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair); /* steals */
     }
     return list;
 }
@@ -70,17 +70,17 @@ pt_asgi_scope_http(const pt_request_t *req)
 {
     PyObject *scope = _PyDict_NewPresized(pt_asgi.state ? 13 : 12);
 
-    if (scope == NULL
-        || PyDict_SetItem(scope, pt_str.type, pt_str.http) < 0
+    if (scope == NULL || PyDict_SetItem(scope, pt_str.type, pt_str.http) < 0
         || PyDict_SetItem(scope, pt_str.asgi, scope_asgi) < 0
         || PyDict_SetItem(scope, pt_str.http_version, req->http_minor ? pt_str.v1_1 : pt_str.v1_0) < 0
         || scope_set(scope, pt_str.method, pt_str_method(req->method)) < 0
-        || scope_set(scope, pt_str.scheme, strcmp(req->url_scheme, "https") == 0 ? Py_NewRef(pt_str.https)
-                                                                          : Py_NewRef(pt_str.http)) < 0
+        || scope_set(scope, pt_str.scheme,
+                     strcmp(req->url_scheme, "https") == 0 ? Py_NewRef(pt_str.https) : Py_NewRef(pt_str.http))
+            < 0
         || scope_set(scope, pt_str.path, decode_path(req->path)) < 0
         || scope_set(scope, pt_str.raw_path, PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len)) < 0
-        || scope_set(scope, pt_str.query_string,
-                     PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len)) < 0
+        || scope_set(scope, pt_str.query_string, PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len))
+            < 0
         || PyDict_SetItem(scope, pt_str.root_path, root_path_value) < 0
         || scope_set(scope, pt_str.headers, build_headers(req)) < 0
         || scope_set(scope, pt_str.client, Py_BuildValue("(si)", req->remote_addr, req->remote_port)) < 0

@@ -28,11 +28,11 @@ int pt_gil_name_python_threads(void);
 void pt_gil_report(void);
 
 #define PT_GIL_MAX_THREADS 512
-#define PT_GIL_PAIR_THREADS 128     /* hand-offs are counted per pair among the first 128 threads */
-#define PT_GIL_HIST_BUCKETS 22      /* 1 µs .. 1 s by powers of two, and longer */
+#define PT_GIL_PAIR_THREADS 128 /* hand-offs are counted per pair among the first 128 threads */
+#define PT_GIL_HIST_BUCKETS 22  /* 1 µs .. 1 s by powers of two, and longer */
 #define PT_GIL_MAX_PAIRS 1024
 typedef struct {
-    uint64_t hold, wait, acq, forced, timeouts;    /* cumulative; nanoseconds for hold and wait */
+    uint64_t hold, wait, acq, forced, timeouts; /* cumulative; nanoseconds for hold and wait */
 } pt_gil_snap_t;
 /* The upper bound of histogram bucket k in seconds; -1 for the last (+Inf). */
 double pt_gil_bucket_le_s(int k);
@@ -40,14 +40,14 @@ typedef struct {
     char name[32];
     char role[8];
     int tid;
-    char state;                 /* 'H' holding, 'W' waiting for the GIL, 'R' running without it */
-    double hold_pct, wait_pct;  /* of the sampled interval */
+    char state;                /* 'H' holding, 'W' waiting for the GIL, 'R' running without it */
+    double hold_pct, wait_pct; /* of the sampled interval */
     pt_gil_snap_t total;
-    uint64_t hold_hist[PT_GIL_HIST_BUCKETS], wait_hist[PT_GIL_HIST_BUCKETS];     /* cumulative counts */
+    uint64_t hold_hist[PT_GIL_HIST_BUCKETS], wait_hist[PT_GIL_HIST_BUCKETS]; /* cumulative counts */
 } pt_gil_thread_view_t;
 typedef struct {
-    int from, to;               /* indexes into pt_gil_view_t.threads */
-    uint64_t count;             /* cumulative */
+    int from, to;   /* indexes into pt_gil_view_t.threads */
+    uint64_t count; /* cumulative */
 } pt_gil_pair_t;
 typedef struct {
     bool exact;
@@ -55,8 +55,8 @@ typedef struct {
     unsigned long interval_us;
     double span_s, busy_pct, switches_per_s, forced_per_s;
     uint64_t handoffs_total;
-    double loop_busy_pct;       /* ASGI: share of the interval the loop ran Python callbacks */
-    double loop_lag_max_ms;     /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */
+    double loop_busy_pct;   /* ASGI: share of the interval the loop ran Python callbacks */
+    double loop_lag_max_ms; /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */
     uint64_t loop_busy_total_ns;
     int npairs;
     pt_gil_pair_t pairs[PT_GIL_MAX_PAIRS];
@@ -65,7 +65,7 @@ typedef struct {
 /* What the GIL did since the sampler's previous call (its own baseline). -1 on the first call (baseline only). */
 typedef struct {
     uint64_t at, handoffs, loop_busy;
-    bool takes_lag;             /* this sampler reads (and resets) the loop-lag maximum */
+    bool takes_lag; /* this sampler reads (and resets) the loop-lag maximum */
     pt_gil_snap_t last[PT_GIL_MAX_THREADS];
 } pt_gil_sampler_t;
 int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
@@ -104,14 +104,12 @@ int pt_gil_monitor_start(const pt_config_t *cfg, const char **url);
 typedef struct {
     /* WSGI environ keys and values */
     PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH, *SERVER_NAME,
-        *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *HTTP_1_0,
-        *HTTP_1_1;
+        *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *HTTP_1_0, *HTTP_1_1;
     /* ASGI scope and event keys and values */
     PyObject *type, *body, *more_body, *status, *headers, *state, *asgi, *http_version, *method, *scheme, *path,
         *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1;
     /* methods, attribute names, constants */
-    PyObject *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH, *close, *fileno, *tell, *https, *empty,
-        *empty_bytes;
+    PyObject *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH, *close, *fileno, *tell, *https, *empty, *empty_bytes;
 } pt_strings_t;
 extern pt_strings_t pt_str;
 int pt_str_init(void);
@@ -133,12 +131,12 @@ void pt_wsgi_gone(pt_wsgi_t *w, pt_request_t *req);
 /* ---- wsgi_environ.c: the environ of a request ---- */
 typedef struct {
     const pt_config_t *cfg;
-    PyObject *template;         /* what every environ shares */
-    PyObject *server_names[8];  /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
+    PyObject *template;        /* what every environ shares */
+    PyObject *server_names[8]; /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
     const char *server_name_keys[8];
     int server_ports[8];
     PyObject *server_port_strs[8];
-    char last_remote[64];       /* REMOTE_ADDR of the previous request, usually the same few clients */
+    char last_remote[64]; /* REMOTE_ADDR of the previous request, usually the same few clients */
     PyObject *last_remote_str;
 } pt_environ_t;
 int pt_environ_init(pt_environ_t *e, const pt_config_t *cfg);

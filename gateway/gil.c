@@ -29,8 +29,8 @@
 #define TRACE_RING 8192
 
 typedef struct {
-    uint64_t ts, dur;           /* ns since the trace started */
-    char kind;                  /* 'H' held, 'W' waited, 'R' request */
+    uint64_t ts, dur; /* ns since the trace started */
+    char kind;        /* 'H' held, 'W' waited, 'R' request */
     char label[47];
 } pt_trace_ev_t;
 
@@ -38,7 +38,7 @@ typedef struct {
     pt_trace_ev_t *ev;
     _Atomic uint32_t head, tail;
     _Atomic uint64_t dropped;
-    bool named;                 /* the thread_name metadata event was written */
+    bool named; /* the thread_name metadata event was written */
 } pt_trace_ring_t;
 
 #define PAIRS PT_GIL_PAIR_THREADS
@@ -50,12 +50,12 @@ typedef struct {
     int index;
     char name[32];
     char role[8];
-    _Atomic uint64_t hold_ns, wait_ns;      /* completed holds and waits */
-    _Atomic uint64_t holding_since;         /* 0 when not holding */
-    _Atomic uint64_t waiting_since;         /* 0 when not waiting */
+    _Atomic uint64_t hold_ns, wait_ns; /* completed holds and waits */
+    _Atomic uint64_t holding_since;    /* 0 when not holding */
+    _Atomic uint64_t waiting_since;    /* 0 when not waiting */
     _Atomic uint64_t acquisitions, forced, timeouts;
-    _Atomic uint64_t from[PAIRS];           /* hand-offs to this thread, by the index of the thread that had it */
-    _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS];    /* durations, by power of two (see bucket()) */
+    _Atomic uint64_t from[PAIRS]; /* hand-offs to this thread, by the index of the thread that had it */
+    _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
     pt_trace_ring_t trace;
 } pt_gil_thread_t;
 
@@ -67,11 +67,11 @@ static _Thread_local char pending_role[8];
 static _Atomic(pt_gil_thread_t *) last_taker;
 static _Atomic uint64_t handoffs;
 static _Atomic int waiters;
-static bool exact;          /* the probe sees every transition; else only ponte's own moves are timed */
-static bool measuring = true;   /* --gil-probe off: nothing at all (to measure what measuring costs) */
+static bool exact;            /* the probe sees every transition; else only ponte's own moves are timed */
+static bool measuring = true; /* --gil-probe off: nothing at all (to measure what measuring costs) */
 static bool tracing;
-static _Atomic uint64_t loop_busy_ns;       /* ASGI: time the loop spent in Python callbacks between selects */
-static _Atomic uint64_t loop_lag_max_ns;    /* the longest such stretch since the monitor last looked */
+static _Atomic uint64_t loop_busy_ns;    /* ASGI: time the loop spent in Python callbacks between selects */
+static _Atomic uint64_t loop_lag_max_ns; /* the longest such stretch since the monitor last looked */
 static uint64_t trace_t0;
 
 static void
@@ -84,7 +84,7 @@ trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const ch
         return;
     }
     if (t->trace.ev == NULL) {
-        t->trace.ev = calloc(TRACE_RING, sizeof(pt_trace_ev_t));     /* once per thread */
+        t->trace.ev = calloc(TRACE_RING, sizeof(pt_trace_ev_t)); /* once per thread */
         if (t->trace.ev == NULL) {
             return;
         }
@@ -139,7 +139,7 @@ me(void)
 
         if (i >= MAX_THREADS) {
             atomic_fetch_sub_explicit(&nthreads, 1, memory_order_relaxed);
-            return NULL;    /* beyond what we track: the thread goes uncounted */
+            return NULL; /* beyond what we track: the thread goes uncounted */
         }
         self = &threads[i];
         self->index = i;
@@ -189,18 +189,17 @@ static PyMethodDef name_def = { "name_thread", name_python_thread, METH_O, "name
 int
 pt_gil_name_python_threads(void)
 {
-    static const char src[] =
-        "import threading\n"
-        "def _install(name_thread):\n"
-        "    inner = threading.Thread._bootstrap_inner\n"
-        "    def _bootstrap_inner(self):\n"
-        "        name_thread(self.name)\n"
-        "        inner(self)\n"
-        "    threading.Thread._bootstrap_inner = _bootstrap_inner\n";
+    static const char src[] = "import threading\n"
+                              "def _install(name_thread):\n"
+                              "    inner = threading.Thread._bootstrap_inner\n"
+                              "    def _bootstrap_inner(self):\n"
+                              "        name_thread(self.name)\n"
+                              "        inner(self)\n"
+                              "    threading.Thread._bootstrap_inner = _bootstrap_inner\n";
     PyObject *ns = pt_py_exec(src), *fn = PyCFunction_New(&name_def, NULL), *r = NULL;
 
     if (ns != NULL && fn != NULL) {
-        r = PyObject_CallFunctionObjArgs(PyDict_GetItemString(ns, "_install"), fn, NULL);   /* borrowed */
+        r = PyObject_CallFunctionObjArgs(PyDict_GetItemString(ns, "_install"), fn, NULL); /* borrowed */
     }
     Py_XDECREF(ns);
     Py_XDECREF(fn);
@@ -287,8 +286,9 @@ pt_gil_loop_busy(uint64_t ns)
     uint64_t max = atomic_load_explicit(&loop_lag_max_ns, memory_order_relaxed);
 
     atomic_fetch_add_explicit(&loop_busy_ns, ns, memory_order_relaxed);
-    while (ns > max && !atomic_compare_exchange_weak_explicit(&loop_lag_max_ns, &max, ns, memory_order_relaxed,
-                                                              memory_order_relaxed)) {
+    while (ns > max
+           && !atomic_compare_exchange_weak_explicit(&loop_lag_max_ns, &max, ns, memory_order_relaxed,
+                                                     memory_order_relaxed)) {
     }
 }
 
@@ -327,8 +327,7 @@ pt_gil_trace_request(uint64_t start_ns, const char *label)
 static FILE *trace_file;
 static bool trace_first = true;
 
-static void
-trace_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void trace_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 trace_write(const char *fmt, ...)
@@ -392,10 +391,11 @@ pt_gil_trace_flush(void)
                 label[k++] = (unsigned char)e->label[j] < 0x20 ? '?' : e->label[j];
             }
             label[k] = '\0';
-            trace_write("{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f%s%s%s}",
-                        e->kind == 'R' && label[0] ? label : name, cat, pid, (int)t->tid, (double)e->ts / 1000.0,
-                        (double)e->dur / 1000.0, e->kind == 'R' ? ",\"args\":{\"request\":\"" : "",
-                        e->kind == 'R' ? label : "", e->kind == 'R' ? "\"}" : "");
+            trace_write(
+                "{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f%s%s%s}",
+                e->kind == 'R' && label[0] ? label : name, cat, pid, (int)t->tid, (double)e->ts / 1000.0,
+                (double)e->dur / 1000.0, e->kind == 'R' ? ",\"args\":{\"request\":\"" : "", e->kind == 'R' ? label : "",
+                e->kind == 'R' ? "\"}" : "");
         }
         atomic_store_explicit(&t->trace.tail, tail, memory_order_release);
     }
@@ -512,12 +512,66 @@ snapshot(pt_gil_thread_t *t, uint64_t now)
     return s;
 }
 
+/* One thread's part of a view: its totals, histograms and state now, and its shares of the `span` ns since `last`. */
+static void
+thread_view(pt_gil_thread_t *t, pt_gil_thread_view_t *tv, const pt_gil_snap_t *s, const pt_gil_snap_t *last,
+            double span)
+{
+    memcpy(tv->name, t->name, sizeof(tv->name));
+    memcpy(tv->role, t->role, sizeof(tv->role));
+    tv->name[sizeof(tv->name) - 1] = tv->role[sizeof(tv->role) - 1] = '\0';
+    tv->tid = t->tid;
+    for (int k = 0; k < BUCKETS; k++) {
+        tv->hold_hist[k] = atomic_load_explicit(&t->hold_hist[k], memory_order_relaxed);
+        tv->wait_hist[k] = atomic_load_explicit(&t->wait_hist[k], memory_order_relaxed);
+    }
+    tv->hold_pct = 100.0 * (double)(s->hold - last->hold) / span;
+    tv->wait_pct = 100.0 * (double)(s->wait - last->wait) / span;
+    if (atomic_load_explicit(&t->holding_since, memory_order_relaxed)) {
+        tv->state = 'H';
+    } else if (atomic_load_explicit(&t->waiting_since, memory_order_relaxed)) {
+        tv->state = 'W';
+    } else {
+        tv->state = 'R';
+    }
+    tv->total = *s;
+}
+
+/* Cumulative hand-offs between the first PAIRS threads; at[] maps a thread's record index to its view index. */
+static void
+pairs_view(pt_gil_view_t *v, int n, const int *at)
+{
+    for (int i = 0; i < n && i < PAIRS; i++) {
+        for (int j = 0; j < n && j < PAIRS && at[i] >= 0; j++) {
+            uint64_t c = atomic_load_explicit(&threads[i].from[j], memory_order_relaxed);
+
+            if (c && at[j] >= 0 && v->npairs < PT_GIL_MAX_PAIRS) {
+                v->pairs[v->npairs++] = (pt_gil_pair_t){ at[j], at[i], c };
+            }
+        }
+    }
+}
+
+/* ASGI's loop: the share of the span it ran Python callbacks, and (for the sampler that takes it) the longest. */
+static void
+loop_view(pt_gil_sampler_t *sm, pt_gil_view_t *v, double span)
+{
+    uint64_t busy = atomic_load_explicit(&loop_busy_ns, memory_order_relaxed);
+
+    v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span;
+    v->loop_busy_total_ns = busy;
+    sm->loop_busy = busy;
+    if (sm->takes_lag) {
+        v->loop_lag_max_ms = (double)atomic_exchange_explicit(&loop_lag_max_ns, 0, memory_order_relaxed) / 1e6;
+    }
+}
+
 int
 pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 {
     uint64_t now = now_ns(), h = atomic_load_explicit(&handoffs, memory_order_relaxed);
     int i, n = atomic_load_explicit(&nthreads, memory_order_relaxed);
-    int at[PAIRS];              /* record index -> view index, for the hand-off pairs */
+    int at[PAIRS]; /* record index -> view index, for the hand-off pairs */
     double span;
 
     memset(v, 0, sizeof(*v));
@@ -531,7 +585,7 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
             sm->last[i] = snapshot(&threads[i], now);
         }
         sm->handoffs = h;
-        return -1;      /* the baseline: nothing to say yet */
+        return -1; /* the baseline: nothing to say yet */
     }
     span = (double)(now - sm->at);
     if (span <= 0) {
@@ -550,49 +604,20 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
             continue;
         }
         s = snapshot(t, now);
-        memcpy(tv->name, t->name, sizeof(tv->name));
-        memcpy(tv->role, t->role, sizeof(tv->role));
-        tv->name[sizeof(tv->name) - 1] = tv->role[sizeof(tv->role) - 1] = '\0';
-        tv->tid = t->tid;
-        for (int k = 0; k < BUCKETS; k++) {
-            tv->hold_hist[k] = atomic_load_explicit(&t->hold_hist[k], memory_order_relaxed);
-            tv->wait_hist[k] = atomic_load_explicit(&t->wait_hist[k], memory_order_relaxed);
-        }
+        thread_view(t, tv, &s, &sm->last[i], span);
         if (i < PAIRS) {
             at[i] = v->nthreads;
         }
-        tv->hold_pct = 100.0 * (double)(s.hold - sm->last[i].hold) / span;
-        tv->wait_pct = 100.0 * (double)(s.wait - sm->last[i].wait) / span;
-        tv->state = atomic_load_explicit(&t->holding_since, memory_order_relaxed) ? 'H'
-                    : atomic_load_explicit(&t->waiting_since, memory_order_relaxed) ? 'W' : 'R';
-        tv->total = s;
         v->busy_pct += tv->hold_pct;
         v->forced_per_s += (double)(s.forced - sm->last[i].forced) * 1e9 / span;
         v->nthreads++;
         sm->last[i] = s;
     }
-    for (i = 0; i < n && i < PAIRS; i++) {
-        for (int j = 0; j < n && j < PAIRS && at[i] >= 0; j++) {
-            uint64_t c = atomic_load_explicit(&threads[i].from[j], memory_order_relaxed);
-
-            if (c && at[j] >= 0 && v->npairs < PT_GIL_MAX_PAIRS) {
-                v->pairs[v->npairs++] = (pt_gil_pair_t){ at[j], at[i], c };
-            }
-        }
-    }
+    pairs_view(v, n, at);
     v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
-    {
-        uint64_t busy = atomic_load_explicit(&loop_busy_ns, memory_order_relaxed);
-
-        v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span;
-        v->loop_busy_total_ns = busy;
-        sm->loop_busy = busy;
-        if (sm->takes_lag) {
-            v->loop_lag_max_ms = (double)atomic_exchange_explicit(&loop_lag_max_ns, 0, memory_order_relaxed) / 1e6;
-        }
-    }
+    loop_view(sm, v, span);
     if (v->busy_pct > 100) {
-        v->busy_pct = 100;      /* the snapshots are not one instant: a hair over 100 is rounding */
+        v->busy_pct = 100; /* the snapshots are not one instant: a hair over 100 is rounding */
     }
     sm->handoffs = h;
     sm->at = now;
@@ -600,6 +625,15 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 }
 
 /* ---- the report: one line per interval, from the loop, without the GIL ---- */
+
+static const char *
+state_name(char state)
+{
+    if (state == 'H') {
+        return "hold";
+    }
+    return state == 'W' ? "wait" : "run";
+}
 
 /* The terminal view: a per-thread table redrawn in place, like top, when stderr is a terminal. */
 static void
@@ -610,7 +644,8 @@ report_table(const pt_gil_view_t *v)
     int i;
 
     len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-                            "\033[H\033[J" "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
+                            "\033[H\033[J"
+                            "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
                             "interval %lu us%s\n\n%-20s %-7s %7s %7s %12s %10s\n",
                             v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, v->interval_us,
                             v->exact ? "" : "   (timing ponte's own moves only)", "THREAD", "STATE", "HOLD%", "WAIT%",
@@ -619,8 +654,8 @@ report_table(const pt_gil_view_t *v)
         const pt_gil_thread_view_t *t = &v->threads[i];
 
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%-20.20s %-7s %7.1f %7.1f %12llu %10llu\n", t->name,
-                                t->state == 'H' ? "hold" : t->state == 'W' ? "wait" : "run", t->hold_pct, t->wait_pct,
-                                (unsigned long long)t->total.acq, (unsigned long long)t->total.forced);
+                                state_name(t->state), t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
+                                (unsigned long long)t->total.forced);
     }
     if (write(STDERR_FILENO, buf, len) < 0) {
         return;

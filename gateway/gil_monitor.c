@@ -30,11 +30,11 @@ static struct {
     int worker_slot;
     uv_timer_t tick;
     pt_gil_sampler_t sampler;
-    pt_gil_view_t view;         /* the latest snapshot: what /metrics and /events show */
+    pt_gil_view_t view; /* the latest snapshot: what /metrics and /events show */
     pt_request_t *subscribers[MAX_SUBSCRIBERS];
     int nsubscribers;
     pt_buf_t json;
-    pt_buf_t event;             /* the SSE frame: "data: <json>\n\n" */
+    pt_buf_t event; /* the SSE frame: "data: <json>\n\n" */
 } M;
 
 static void
@@ -84,9 +84,11 @@ build_json(void)
 
         pt_buf_printf(&M.json, "%s{\"name\":", i ? "," : "");
         json_string(&M.json, t->name);
-        pt_buf_printf(&M.json, ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
-                      "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":", t->role, t->tid, t->state, t->hold_pct,
-                      t->wait_pct, (unsigned long long)t->total.acq, (unsigned long long)t->total.forced);
+        pt_buf_printf(&M.json,
+                      ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
+                      "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":",
+                      t->role, t->tid, t->state, t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
+                      (unsigned long long)t->total.forced);
         json_counts(&M.json, t->hold_hist, PT_GIL_HIST_BUCKETS);
         pt_buf_printf(&M.json, ",\"wait_hist\":");
         json_counts(&M.json, t->wait_hist, PT_GIL_HIST_BUCKETS);
@@ -146,8 +148,7 @@ histogram(pt_buf_t *b, const char *name, const char *help, int hold)
                 pt_buf_printf(b, "%s_bucket{thread=\"%s\",le=\"%g\"} %llu\n", name, L[i], pt_gil_bucket_le_s(k),
                               (unsigned long long)cum);
             } else {
-                pt_buf_printf(b, "%s_bucket{thread=\"%s\",le=\"+Inf\"} %llu\n", name, L[i],
-                              (unsigned long long)cum);
+                pt_buf_printf(b, "%s_bucket{thread=\"%s\",le=\"+Inf\"} %llu\n", name, L[i], (unsigned long long)cum);
             }
         }
         pt_buf_printf(b, "%s_sum{thread=\"%s\"} %.6f\n%s_count{thread=\"%s\"} %llu\n", name, L[i],
@@ -163,55 +164,60 @@ metrics(pt_request_t *req)
     int i;
 
     escape_labels();
-    pt_buf_printf(&b, "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
-                      "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
-                      "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
-                      "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
-                      "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
-                      "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %.6f\n"
-                      "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
-                      "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
-                      "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
-                      "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n"
-                      "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
-                      "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
-                      "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
-                      "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
-                  v->busy_pct / 100.0, v->waiters, (double)v->interval_us / 1e6,
-                  (unsigned long long)v->handoffs_total, v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9,
-                  v->loop_lag_max_ms / 1e3);
-    pt_buf_printf(&b, "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
-                      "# TYPE ponte_gil_hold_seconds_total counter\n");
+    pt_buf_printf(
+        &b,
+        "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
+        "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
+        "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
+        "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
+        "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
+        "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %.6f\n"
+        "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
+        "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
+        "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
+        "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n"
+        "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
+        "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
+        "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
+        "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
+        v->busy_pct / 100.0, v->waiters, (double)v->interval_us / 1e6, (unsigned long long)v->handoffs_total,
+        v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
+    pt_buf_printf(&b,
+                  "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
+                  "# TYPE ponte_gil_hold_seconds_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
         pt_buf_printf(&b, "ponte_gil_hold_seconds_total{thread=\"%s\"} %.6f\n", L[i],
                       (double)v->threads[i].total.hold / 1e9);
     }
-    pt_buf_printf(&b, "# HELP ponte_gil_wait_seconds_total Time each thread waited for the GIL.\n"
-                      "# TYPE ponte_gil_wait_seconds_total counter\n");
+    pt_buf_printf(&b,
+                  "# HELP ponte_gil_wait_seconds_total Time each thread waited for the GIL.\n"
+                  "# TYPE ponte_gil_wait_seconds_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
         pt_buf_printf(&b, "ponte_gil_wait_seconds_total{thread=\"%s\"} %.6f\n", L[i],
                       (double)v->threads[i].total.wait / 1e9);
     }
-    pt_buf_printf(&b, "# HELP ponte_gil_acquisitions_total Times each thread took the GIL.\n"
-                      "# TYPE ponte_gil_acquisitions_total counter\n");
+    pt_buf_printf(&b,
+                  "# HELP ponte_gil_acquisitions_total Times each thread took the GIL.\n"
+                  "# TYPE ponte_gil_acquisitions_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
         pt_buf_printf(&b, "ponte_gil_acquisitions_total{thread=\"%s\"} %llu\n", L[i],
                       (unsigned long long)v->threads[i].total.acq);
     }
-    pt_buf_printf(&b, "# HELP ponte_gil_forced_switches_total Times each thread was made to drop the GIL.\n"
-                      "# TYPE ponte_gil_forced_switches_total counter\n");
+    pt_buf_printf(&b,
+                  "# HELP ponte_gil_forced_switches_total Times each thread was made to drop the GIL.\n"
+                  "# TYPE ponte_gil_forced_switches_total counter\n");
     for (i = 0; i < v->nthreads; i++) {
         pt_buf_printf(&b, "ponte_gil_forced_switches_total{thread=\"%s\"} %llu\n", L[i],
                       (unsigned long long)v->threads[i].total.forced);
     }
     histogram(&b, "ponte_gil_hold_duration_seconds", "How long each hold of the GIL lasted.", 1);
     histogram(&b, "ponte_gil_wait_duration_seconds", "How long each wait for the GIL lasted.", 0);
-    pt_buf_printf(&b, "# HELP ponte_gil_handoffs_between_total Times the GIL passed from one thread to another.\n"
-                      "# TYPE ponte_gil_handoffs_between_total counter\n");
+    pt_buf_printf(&b,
+                  "# HELP ponte_gil_handoffs_between_total Times the GIL passed from one thread to another.\n"
+                  "# TYPE ponte_gil_handoffs_between_total counter\n");
     for (i = 0; i < v->npairs; i++) {
-        pt_buf_printf(&b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n",
-                      L[v->pairs[i].from], L[v->pairs[i].to],
-                      (unsigned long long)v->pairs[i].count);
+        pt_buf_printf(&b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n", L[v->pairs[i].from],
+                      L[v->pairs[i].to], (unsigned long long)v->pairs[i].count);
     }
     pt_side_server_respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
     pt_buf_free(&b);
@@ -245,9 +251,9 @@ on_tick(uv_timer_t *t)
         pt_buf_t out = { 0 };
 
         if (pt_req_must_wait(req)) {
-            continue;           /* a slow viewer skips frames instead of buffering them */
+            continue; /* a slow viewer skips frames instead of buffering them */
         }
-        pt_resp_body(&req->resp, &out, M.event.data, M.event.len);     /* one event, one chunk */
+        pt_resp_body(&req->resp, &out, M.event.data, M.event.len); /* one event, one chunk */
         if (pt_req_send(req, &out, 0) < 0) {
             pt_buf_free(&out);
             drop_subscriber(i);
@@ -304,13 +310,15 @@ static void
 on_request(pt_app_t *app, pt_request_t *req)
 {
     if (pt_side_server_path_is(req, "/") || pt_side_server_path_is(req, "/index.html")) {
-        pt_side_server_respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html, sizeof(gil_monitor_html) - 1);
+        pt_side_server_respond(req, "200 OK", "text/html; charset=utf-8", gil_monitor_html,
+                               sizeof(gil_monitor_html) - 1);
     } else if (pt_side_server_path_is(req, "/events")) {
         subscribe(req);
     } else if (pt_side_server_path_is(req, "/metrics")) {
         metrics(req);
     } else if (pt_side_server_path_is(req, "/snapshot")) {
-        pt_side_server_respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}", M.json.data ? M.json.len : 2);
+        pt_side_server_respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}",
+                               M.json.data ? M.json.len : 2);
     } else if (pt_side_server_path_is(req, "/interval")) {
         set_interval(req);
     } else {

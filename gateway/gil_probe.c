@@ -59,9 +59,9 @@ pthread_cond_signal(pthread_cond_t *c)
         resolve();
     }
     if (c == gil_switch_cond) {
-        pt_gil_on_taken();          /* take_gil: signalled right after this thread took the GIL */
+        pt_gil_on_taken(); /* take_gil: signalled right after this thread took the GIL */
     } else if (c == gil_cond) {
-        pt_gil_on_dropped();        /* drop_gil: signalled right after this thread released it */
+        pt_gil_on_dropped(); /* drop_gil: signalled right after this thread released it */
     }
     return real_signal(c);
 }
@@ -77,10 +77,10 @@ pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct times
     if (c != gil_cond) {
         return real_timedwait(c, m, t);
     }
-    pt_gil_on_wait();               /* take_gil: the GIL is held by another thread */
+    pt_gil_on_wait(); /* take_gil: the GIL is held by another thread */
     r = real_timedwait(c, m, t);
     if (r == ETIMEDOUT) {
-        pt_gil_on_wait_timeout();   /* an interval passed without a switch: the holder will be asked to drop */
+        pt_gil_on_wait_timeout(); /* an interval passed without a switch: the holder will be asked to drop */
     }
     return r;
 }
@@ -92,7 +92,7 @@ pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
         resolve();
     }
     if (c == gil_switch_cond) {
-        pt_gil_on_forced();         /* drop_gil after a drop request: wait until someone else has the GIL */
+        pt_gil_on_forced(); /* drop_gil after a drop request: wait until someone else has the GIL */
     }
     return real_wait(c, m);
 }

@@ -10,13 +10,13 @@
 struct pt_pool_s {
     uv_mutex_t lock;
     uv_cond_t cond;
-    pt_request_t **queue;       /* ring of pending requests */
+    pt_request_t **queue; /* ring of pending requests */
     size_t cap, head, count;
-    size_t idle;                /* workers waiting on cond */
-    size_t to_wake;             /* requests queued since the last pt_pool_wake */
+    size_t idle;    /* workers waiting on cond */
+    size_t to_wake; /* requests queued since the last pt_pool_wake */
     bool stopping;
     int nthreads;
-    int started;                /* numbers the workers for the GIL statistics */
+    int started; /* numbers the workers for the GIL statistics */
     uv_thread_t *threads;
     pt_pool_fn fn;
     void *arg;
@@ -32,7 +32,7 @@ worker_main(void *arg)
 
     snprintf(name, sizeof(name), "worker-%d", __atomic_add_fetch(&pool->started, 1, __ATOMIC_RELAXED));
     pt_gil_thread_name(name, "worker");
-    pthread_setname_np(pthread_self(), name);      /* for top -H, perf and gdb */
+    pthread_setname_np(pthread_self(), name); /* for top -H, perf and gdb */
 
     for (;;) {
         pt_request_t *req;

@@ -43,8 +43,8 @@ pt_py_start(const pt_config_t *cfg)
     }
     PyConfig_Clear(&config);
     if (PyStatus_Exception(st)) {
-        fprintf(stderr, "ponte: error: cannot start Python: %s%s%s\n", st.func ? st.func : "",
-                st.func ? ": " : "", st.err_msg ? st.err_msg : "unknown error");
+        fprintf(stderr, "ponte: error: cannot start Python: %s%s%s\n", st.func ? st.func : "", st.func ? ": " : "",
+                st.err_msg ? st.err_msg : "unknown error");
         return -1;
     }
     return 0;
@@ -83,7 +83,7 @@ static int
 prepend_sys_path(const char *dir)
 {
     char real[PATH_MAX];
-    PyObject *path = PySys_GetObject("path");   /* borrowed */
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
     PyObject *s;
     int r;
 
@@ -107,8 +107,7 @@ prepend_sys_path(const char *dir)
 int
 pt_py_prepare(const pt_config_t *cfg)
 {
-    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0
-        || (cfg->gil_probe && pt_gil_name_python_threads() < 0)
+    if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0 || (cfg->gil_probe && pt_gil_name_python_threads() < 0)
         || (cfg->timeout > 0 && dump_stacks_on_sigusr2() < 0)) {
         pt_py_startup_error("cannot prepare the interpreter%s%s", "", "");
         return -1;
@@ -149,7 +148,7 @@ import_file(const char *path)
     if (mod == NULL) {
         goto done;
     }
-    modules = PyImport_GetModuleDict();     /* borrowed */
+    modules = PyImport_GetModuleDict(); /* borrowed */
     if (PyDict_SetItemString(modules, name, mod) < 0) {
         goto done;
     }
@@ -225,7 +224,7 @@ pt_py_load_app(const char *spec)
             PyErr_Clear();
             Py_DECREF(mod);
             pt_py_startup_error("module '%s' has no 'application' or 'app': name the callable as %s:NAME", modname,
-                          modname);
+                                modname);
             return NULL;
         }
     } else {
@@ -310,4 +309,3 @@ pt_py_log_exception(const char *what, const pt_request_t *req)
     Py_XDECREF(value);
     Py_XDECREF(tb);
 }
-

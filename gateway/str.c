@@ -10,10 +10,10 @@
 
 pt_strings_t pt_str;
 
-#define HEADER_CACHE 512    /* distinct header names remembered; more are built per request */
+#define HEADER_CACHE 512 /* distinct header names remembered; more are built per request */
 
 typedef struct {
-    char name[64];          /* lower-cased header name */
+    char name[64]; /* lower-cased header name */
     size_t len;
     PyObject *key;
 } pt_key_entry_t;
@@ -21,12 +21,13 @@ typedef struct {
 static pt_key_entry_t key_cache[HEADER_CACHE];
 
 /* Header names most requests carry, shared as ASGI's lower-case bytes (bytes are immutable). */
+/* clang-format off */
 static const char *const COMMON_HEADERS[] = {
     "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length",
     "content-type", "cookie", "referer", "origin", "authorization", "cache-control", "upgrade-insecure-requests",
     "x-forwarded-for", "x-forwarded-proto", "x-real-ip", "x-request-id", "if-none-match", "if-modified-since",
     "sec-fetch-mode", "sec-fetch-site", "sec-fetch-dest", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
-    "dnt", "pragma", "te", "transfer-encoding", "expect", "range"
+    "dnt", "pragma", "te", "transfer-encoding", "expect", "range",
 };
 #define NCOMMON (sizeof(COMMON_HEADERS) / sizeof(COMMON_HEADERS[0]))
 static PyObject *common_header_names[NCOMMON];
@@ -34,7 +35,9 @@ static PyObject *common_header_names[NCOMMON];
 int
 pt_str_init(void)
 {
-#define S(field, text) if ((pt_str.field = PyUnicode_InternFromString(text)) == NULL) return -1
+#define S(field, text)                                                                                                 \
+    if ((pt_str.field = PyUnicode_InternFromString(text)) == NULL)                                                     \
+    return -1
     S(REQUEST_METHOD, "REQUEST_METHOD");
     S(SCRIPT_NAME, "SCRIPT_NAME");
     S(PATH_INFO, "PATH_INFO");
@@ -101,21 +104,13 @@ pt_str_method(pt_span_t m)
     PyObject *s = NULL;
 
     switch (m.len) {
-    case 3:
-        s = memcmp(m.base, "GET", 3) == 0 ? pt_str.GET : memcmp(m.base, "PUT", 3) == 0 ? pt_str.PUT : NULL;
-        break;
+    case 3: s = memcmp(m.base, "GET", 3) == 0 ? pt_str.GET : memcmp(m.base, "PUT", 3) == 0 ? pt_str.PUT : NULL; break;
     case 4:
         s = memcmp(m.base, "POST", 4) == 0 ? pt_str.POST : memcmp(m.base, "HEAD", 4) == 0 ? pt_str.HEAD : NULL;
         break;
-    case 5:
-        s = memcmp(m.base, "PATCH", 5) == 0 ? pt_str.PATCH : NULL;
-        break;
-    case 6:
-        s = memcmp(m.base, "DELETE", 6) == 0 ? pt_str.DELETE : NULL;
-        break;
-    case 7:
-        s = memcmp(m.base, "OPTIONS", 7) == 0 ? pt_str.OPTIONS : NULL;
-        break;
+    case 5: s = memcmp(m.base, "PATCH", 5) == 0 ? pt_str.PATCH : NULL; break;
+    case 6: s = memcmp(m.base, "DELETE", 6) == 0 ? pt_str.DELETE : NULL; break;
+    case 7: s = memcmp(m.base, "OPTIONS", 7) == 0 ? pt_str.OPTIONS : NULL; break;
     }
     if (s != NULL) {
         return Py_NewRef(s);

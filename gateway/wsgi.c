@@ -1,5 +1,6 @@
 /*
- * WSGI (PEP 3333): the environ, start_response, write(), and streaming the response iterable to the client.
+ * WSGI (PEP 3333): running the app for a request, start_response, write(), and streaming the response iterable
+ * to the client. The environ is wsgi_environ.c's; wsgi.input and wsgi.file_wrapper have files of their own.
  *
  * Each request in progress has a context object, which is also the start_response callable the app receives.
  * Contexts are pooled: a worker reuses one for every request unless the app kept a reference to it.
@@ -19,29 +20,29 @@
 
 typedef enum {
     WSGI_OK,
-    WSGI_APP_ERROR,     /* the app raised or broke the protocol: 500, or a cut connection after the head */
-    WSGI_GONE,          /* the client went away */
+    WSGI_APP_ERROR, /* the app raised or broke the protocol: 500, or a cut connection after the head */
+    WSGI_GONE,      /* the client went away */
 } pt_outcome_t;
 
 typedef struct pt_ctx_s {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     pt_wsgi_t *w;
-    pt_request_t *req;          /* NULL between requests */
-    PyObject *input;            /* wsgi.input, reused */
-    PyObject *write;            /* the write() callable, bound to this context */
-    PyObject *status;           /* from start_response */
-    PyObject *headers;          /* a list, copied from start_response */
-    bool started;               /* start_response was called */
-    bool head_sent;             /* the head is in `out` or on the wire */
-    PyObject *result;           /* what the app returned */
-    PyObject *iter;             /* iter(result), or NULL when `seq` is used */
-    PyObject *seq;              /* result itself when it is a list or tuple (no iterator needed) */
+    pt_request_t *req; /* NULL between requests */
+    PyObject *input;   /* wsgi.input, reused */
+    PyObject *write;   /* the write() callable, bound to this context */
+    PyObject *status;  /* from start_response */
+    PyObject *headers; /* a list, copied from start_response */
+    bool started;      /* start_response was called */
+    bool head_sent;    /* the head is in `out` or on the wire */
+    PyObject *result;  /* what the app returned */
+    PyObject *iter;    /* iter(result), or NULL when `seq` is used */
+    PyObject *seq;     /* result itself when it is a list or tuple (no iterator needed) */
     Py_ssize_t pos;
-    int64_t known_length;       /* total body size when known before the head is written */
-    uint64_t t0;                /* when the app got the request (for --gil-trace) */
-    uint64_t wait0;             /* this thread's GIL wait total then (for --access-log-gil) */
-    pt_buf_t out;               /* bytes for the client not yet handed to the connection */
+    int64_t known_length; /* total body size when known before the head is written */
+    uint64_t t0;          /* when the app got the request (for --gil-trace) */
+    uint64_t wait0;       /* this thread's GIL wait total then (for --access-log-gil) */
+    pt_buf_t out;         /* bytes for the client not yet handed to the connection */
     pt_header_t *hspans;
     size_t hcap;
     struct pt_ctx_s *next_free;
@@ -108,7 +109,7 @@ check_headers(PyObject *headers)
     }
     n = PyList_GET_SIZE(headers);
     for (i = 0; i < n; i++) {
-        PyObject *h = PyList_GET_ITEM(headers, i);   /* borrowed */
+        PyObject *h = PyList_GET_ITEM(headers, i); /* borrowed */
         const char *name, *value;
         Py_ssize_t nlen, vlen;
 
@@ -227,7 +228,8 @@ write_head(pt_ctx_t *ctx)
         ctx->hspans[i].value = (pt_span_t){ (const char *)PyUnicode_1BYTE_DATA(v), (size_t)PyUnicode_GET_LENGTH(v) };
     }
     if (pt_resp_head(&req->resp, &rctx, &ctx->out, (pt_span_t){ status, (size_t)slen }, ctx->hspans, (size_t)n,
-                     ctx->known_length) < 0) {
+                     ctx->known_length)
+        < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -367,7 +369,7 @@ ctx_put(pt_ctx_t *ctx)
     }
     /* The app kept start_response, write or wsgi.input beyond the request: do not hand them to another one. */
     if (Py_REFCNT(ctx) > 1 || Py_REFCNT(ctx->input) > 1 || Py_REFCNT(ctx->write) > 1) {
-        Py_CLEAR(ctx->write);   /* breaks the ctx <-> write cycle; the app's references keep what they need */
+        Py_CLEAR(ctx->write); /* breaks the ctx <-> write cycle; the app's references keep what they need */
         Py_DECREF(ctx);
         return;
     }
@@ -411,6 +413,8 @@ ctx_dealloc(pt_ctx_t *ctx)
     PyObject_GC_Del(ctx);
 }
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 static PyTypeObject ctx_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.StartResponse",
@@ -423,6 +427,7 @@ static PyTypeObject ctx_type = {
     .tp_traverse = (traverseproc)ctx_traverse,
     .tp_clear = (inquiry)ctx_clear,
 };
+/* clang-format on */
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Running a request */
@@ -552,8 +557,7 @@ pump(pt_ctx_t *ctx)
             break;
         }
         if (!PyBytes_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "the response iterable must yield bytes, not %.100s",
-                         Py_TYPE(item)->tp_name);
+            PyErr_Format(PyExc_TypeError, "the response iterable must yield bytes, not %.100s", Py_TYPE(item)->tp_name);
             Py_DECREF(item);
             finish(ctx, WSGI_APP_ERROR);
             return true;
@@ -614,7 +618,7 @@ try_sendfile(pt_ctx_t *ctx)
     }
     r = PyObject_CallMethodNoArgs(fw->filelike, pt_str.fileno);
     if (r == NULL) {
-        PyErr_Clear();          /* not a real file (BytesIO and friends): iterate it */
+        PyErr_Clear(); /* not a real file (BytesIO and friends): iterate it */
         return 0;
     }
     fd = PyLong_AsLong(r);
@@ -666,7 +670,7 @@ try_sendfile(pt_ctx_t *ctx)
     req->resp.body_bytes += (uint64_t)sent;
     req->resp.wire_bytes += (uint64_t)sent;
     if ((size_t)sent < count) {
-        req->resp.must_close = true;    /* the file shrank under us: the framing promised more */
+        req->resp.must_close = true; /* the file shrank under us: the framing promised more */
     }
     finish(ctx, WSGI_OK);
     return 1;

@@ -11,10 +11,10 @@ static struct {
     pt_app_t *base;
     pt_wsgi_t *wsgi;
     pt_pool_t *pool;
-    PyThreadState **main_ts;    /* the loop thread's state while it does not hold the GIL */
+    PyThreadState **main_ts; /* the loop thread's state while it does not hold the GIL */
     bool loop_holds_gil;
     uv_prepare_t release_gil;
-    uv_prepare_t wake_workers;  /* wakes workers for the requests queued this loop turn, before libuv polls */
+    uv_prepare_t wake_workers; /* wakes workers for the requests queued this loop turn, before libuv polls */
 } W;
 
 /* ------------------------------------------------------------------------------------------------------------ */

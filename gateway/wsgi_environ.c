@@ -117,7 +117,7 @@ add_header(PyObject *env, const pt_header_t *h)
         Py_DECREF(key);
         return -1;
     }
-    old = PyDict_GetItemWithError(env, key);   /* borrowed */
+    old = PyDict_GetItemWithError(env, key); /* borrowed */
     if (old != NULL) {
         /* Repeated header lines join with ", " (RFC 9110 5.3). */
         PyObject *joined = PyUnicode_FromFormat("%U, %U", old, value);
@@ -163,15 +163,13 @@ pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
         || set_new(env, pt_str.QUERY_STRING,
                    req->query.len ? PyUnicode_DecodeLatin1(req->query.base, (Py_ssize_t)req->query.len, NULL)
                                   : Py_NewRef(pt_str.empty))
-               < 0
+            < 0
         || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
         || set_new(env, pt_str.REMOTE_ADDR, remote_addr(e, req->remote_addr)) < 0
         || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
-        || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0
-        || server_strings(e, req, &name, &port) < 0
-        || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0
-        || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
-        || (req->url_scheme[4] == 's'       /* "https", from a trusted proxy */
+        || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0 || server_strings(e, req, &name, &port) < 0
+        || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0 || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
+        || (req->url_scheme[4] == 's' /* "https", from a trusted proxy */
             && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
         Py_DECREF(env);
         return NULL;
@@ -200,7 +198,7 @@ static PyObject *
 template_new(const pt_config_t *cfg)
 {
     PyObject *d = PyDict_New();
-    PyObject *errors = PySys_GetObject("stderr");   /* borrowed */
+    PyObject *errors = PySys_GetObject("stderr"); /* borrowed */
 
     if (d == NULL) {
         return NULL;
@@ -208,8 +206,8 @@ template_new(const pt_config_t *cfg)
     if (errors == NULL) {
         errors = Py_None;
     }
-    if (set_new(d, pt_str.SCRIPT_NAME,
-                PyUnicode_DecodeLatin1(cfg->root_path, (Py_ssize_t)strlen(cfg->root_path), NULL)) < 0
+    if (set_new(d, pt_str.SCRIPT_NAME, PyUnicode_DecodeLatin1(cfg->root_path, (Py_ssize_t)strlen(cfg->root_path), NULL))
+            < 0
         || set_string_new(d, "SERVER_SOFTWARE", PyUnicode_FromString("ponte/" PT_VERSION)) < 0
         || set_string_new(d, "wsgi.version", Py_BuildValue("(ii)", 1, 0)) < 0
         || set_string_new(d, "wsgi.url_scheme", PyUnicode_InternFromString("http")) < 0

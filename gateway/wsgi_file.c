@@ -94,6 +94,8 @@ static PyMemberDef file_wrapper_members[] = {
     { NULL, 0, 0, 0, NULL },
 };
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 PyTypeObject pt_file_wrapper_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.FileWrapper",
@@ -109,3 +111,4 @@ PyTypeObject pt_file_wrapper_type = {
     .tp_methods = file_wrapper_methods,
     .tp_members = file_wrapper_members,
 };
+/* clang-format on */

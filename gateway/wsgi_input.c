@@ -30,18 +30,12 @@ input_read_some(pt_input_t *self, char *dst, size_t n, int delim)
     }
     if (r < 0) {
         switch (pt_req_body_error(self->req)) {
-        case PT_BODY_ERR_TOO_LARGE:
-            PyErr_SetString(PyExc_OSError, "request body larger than --max-body-size");
-            break;
-        case PT_BODY_ERR_INVALID:
-            PyErr_SetString(PyExc_OSError, "malformed request body (chunked encoding)");
-            break;
+        case PT_BODY_ERR_TOO_LARGE: PyErr_SetString(PyExc_OSError, "request body larger than --max-body-size"); break;
+        case PT_BODY_ERR_INVALID: PyErr_SetString(PyExc_OSError, "malformed request body (chunked encoding)"); break;
         case PT_BODY_ERR_TIMEOUT:
             PyErr_SetString(PyExc_OSError, "client stopped sending the request body (--client-timeout)");
             break;
-        default:
-            PyErr_SetString(PyExc_OSError, "client disconnected before sending the whole request body");
-            break;
+        default: PyErr_SetString(PyExc_OSError, "client disconnected before sending the whole request body"); break;
         }
         return -1;
     }
@@ -184,7 +178,7 @@ input_iternext(pt_input_t *self)
 
     if (line != NULL && PyBytes_GET_SIZE(line) == 0) {
         Py_DECREF(line);
-        return NULL;            /* StopIteration */
+        return NULL; /* StopIteration */
     }
     return line;
 }
@@ -196,6 +190,8 @@ static PyMethodDef input_methods[] = {
     { NULL, NULL, 0, NULL },
 };
 
+/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
+/* clang-format off */
 PyTypeObject pt_input_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ponte.InputStream",
@@ -206,6 +202,7 @@ PyTypeObject pt_input_type = {
     .tp_iternext = (iternextfunc)input_iternext,
     .tp_methods = input_methods,
 };
+/* clang-format on */
 
 PyObject *
 pt_input_new(void)

@@ -39,8 +39,8 @@ struct pt_app_s {
     int (*run)(pt_app_t *app, uv_loop_t *loop);
     /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */
     void (*stop)(pt_app_t *app);
-    const char *description;    /* for the start-up log: "wsgi, 8 worker threads" */
-    const char *monitor_url;    /* where this process's --gil-monitor listens, or NULL */
+    const char *description; /* for the start-up log: "wsgi, 8 worker threads" */
+    const char *monitor_url; /* where this process's --gil-monitor listens, or NULL */
     void *data;
 };
 

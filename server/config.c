@@ -2,6 +2,7 @@
 #include "listen.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -64,8 +65,10 @@ static const char usage[] =
     "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
     "                             (open it in Perfetto or chrome://tracing)\n"
     "      --gil-probe on|off     measure every GIL move (default on; off exists to measure what that costs)\n"
-    "      --gil-report S         every S seconds, the GIL: busy %, waiters, switches/s, forced switches/s and hold/wait %\n"
-    "                             per thread; a live table when stderr is a terminal, a log line otherwise (default off)\n"
+    "      --gil-report S         every S seconds, the GIL: busy %, waiters, switches/s, forced switches/s and "
+    "hold/wait %\n"
+    "                             per thread; a live table when stderr is a terminal, a log line otherwise (default "
+    "off)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 
@@ -132,7 +135,7 @@ static const struct option options[] = {
     { "max-requests", required_argument, NULL, OPT_MAX_REQUESTS },
     { "max-requests-jitter", required_argument, NULL, OPT_MAX_REQUESTS_JITTER },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
-    { "worker", required_argument, NULL, OPT_WORKER },     /* internal: "SLOT:LISTENERS", set by the master */
+    { "worker", required_argument, NULL, OPT_WORKER }, /* internal: "SLOT:LISTENERS", set by the master */
     { "version", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -200,13 +203,217 @@ parse_seconds(const char *opt, const char *s, double *out)
     return 0;
 }
 
-int
-pt_config_parse(pt_config_t *cfg, int argc, char **argv)
-{
-    static const char *default_bind = "127.0.0.1:8000";
-    uint64_t v;
-    int opt;
+/* Options that set one field from their value (or set a flag), read from a table rather than a case each. */
+typedef enum {
+    ARG_TRUE,    /* no value: the bool field becomes true */
+    ARG_FALSE,   /* no value: the bool field becomes false */
+    ARG_COUNT,   /* a whole number from min to max, into an int, size_t or uint64_t field */
+    ARG_SECONDS, /* a positive number of seconds, into a double */
+    ARG_STRING,  /* the value itself */
+} pt_arg_kind_t;
 
+#define FIELD(f) offsetof(pt_config_t, f), sizeof(((pt_config_t *)0)->f)
+_Static_assert(sizeof(size_t) == sizeof(uint64_t), "ARG_COUNT stores size_t and uint64_t fields alike");
+
+static const struct {
+    int opt;
+    const char *name;
+    pt_arg_kind_t kind;
+    size_t off, size;
+    uint64_t min, max;
+} fields[] = {
+    { 't', "threads", ARG_COUNT, FIELD(threads), 0, 1024 },
+    { 'p', "processes", ARG_COUNT, FIELD(processes), 0, 256 },
+    { OPT_RELOAD, "reload", ARG_TRUE, FIELD(reload), 0, 0 },
+    { OPT_REUSE_PORT, "reuse-port", ARG_TRUE, FIELD(reuse_port), 0, 0 },
+    { OPT_MAX_REQUESTS, "max-requests", ARG_COUNT, FIELD(max_requests), 0, UINT64_MAX / 2 },
+    { OPT_MAX_REQUESTS_JITTER, "max-requests-jitter", ARG_COUNT, FIELD(max_requests_jitter), 0, 1 << 30 },
+    { OPT_TIMEOUT, "timeout", ARG_SECONDS, FIELD(timeout), 0, 0 },
+    { OPT_APP_DIR, "app-dir", ARG_STRING, FIELD(app_dir), 0, 0 },
+    { OPT_ACCESS_LOG, "access-log", ARG_TRUE, FIELD(access_log), 0, 0 },
+    { OPT_NO_ACCESS_LOG, "no-access-log", ARG_FALSE, FIELD(access_log), 0, 0 },
+    { OPT_ACCESS_LOG_GIL, "access-log-gil", ARG_TRUE, FIELD(access_log_gil), 0, 0 },
+    { OPT_MAX_HEADER_SIZE, "max-header-size", ARG_COUNT, FIELD(max_header_size), 256, 1 << 24 },
+    { OPT_MAX_HEADERS, "max-headers", ARG_COUNT, FIELD(max_headers), 1, 10000 },
+    { OPT_MAX_BODY_SIZE, "max-body-size", ARG_COUNT, FIELD(max_body_size), 0, UINT64_MAX / 2 },
+    { OPT_KEEP_ALIVE_TIMEOUT, "keep-alive-timeout", ARG_SECONDS, FIELD(keep_alive_timeout), 0, 0 },
+    { OPT_HEADER_TIMEOUT, "header-timeout", ARG_SECONDS, FIELD(header_timeout), 0, 0 },
+    { OPT_CLIENT_TIMEOUT, "client-timeout", ARG_SECONDS, FIELD(client_timeout), 0, 0 },
+    { OPT_GRACEFUL_TIMEOUT, "graceful-timeout", ARG_SECONDS, FIELD(graceful_timeout), 0, 0 },
+    { OPT_BACKLOG, "backlog", ARG_COUNT, FIELD(backlog), 1, 65535 },
+    { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
+    { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
+};
+
+/* Sets a table field from its option's value. 0, or -1 after printing why. */
+static int
+set_field(pt_config_t *cfg, size_t k, const char *arg)
+{
+    char *at = (char *)cfg + fields[k].off;
+    uint64_t v;
+
+    switch (fields[k].kind) {
+    case ARG_TRUE:
+    case ARG_FALSE: *(bool *)at = fields[k].kind == ARG_TRUE; return 0;
+    case ARG_SECONDS: return parse_seconds(fields[k].name, arg, (double *)at);
+    case ARG_STRING: *(const char **)at = arg; return 0;
+    case ARG_COUNT: break;
+    }
+    if (parse_u64(fields[k].name, arg, fields[k].min, fields[k].max, &v) < 0) {
+        return -1;
+    }
+    if (fields[k].size == sizeof(int)) {
+        *(int *)at = (int)v;
+    } else {
+        memcpy(at, &v, sizeof(v)); /* size_t and uint64_t: both 64-bit here */
+    }
+    return 0;
+}
+
+/* One of a few named values: its index, or -1 after printing why. */
+static int
+choose(const char *opt, const char *arg, const char *const *names, int n, const char *expected)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(arg, names[i]) == 0) {
+            return i;
+        }
+    }
+    return bad(opt, arg, expected);
+}
+
+static int
+add_fd(pt_config_t *cfg, const char *arg)
+{
+    struct stat st;
+    uint64_t v;
+
+    if (parse_u64("fd", arg, 0, 65535, &v) < 0) {
+        return -1;
+    }
+    if (cfg->worker_slot) {
+        return 0; /* a worker has the master's copy of every socket at 3.. (--worker comes first) */
+    }
+    if (cfg->nfds == PT_MAX_BINDS) {
+        return bad("fd", arg, "too many sockets");
+    }
+    if (fstat((int)v, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        return bad("fd", arg, "not an open socket");
+    }
+    cfg->fds[cfg->nfds++] = (int)v;
+    return 0;
+}
+
+/* --worker SLOT:N, internal: the master passes the N listening sockets at fds 3.., then the control line. */
+static int
+set_worker(pt_config_t *cfg, const char *arg)
+{
+    int slot, nl, i;
+
+    if (sscanf(arg, "%d:%d", &slot, &nl) != 2 || slot < 1 || nl < 1 || nl > PT_MAX_BINDS) {
+        return bad("worker", arg, "internal option, set by the master");
+    }
+    cfg->worker_slot = slot;
+    for (i = 0; i < nl; i++) {
+        cfg->fds[i] = 3 + i;
+    }
+    cfg->nfds = nl;
+    cfg->control_fd = 3 + nl;
+    return 0;
+}
+
+static int
+set_unix_mode(pt_config_t *cfg, const char *arg)
+{
+    char *end;
+    long mode = strtol(arg, &end, 8);
+
+    if (*arg == '\0' || *end != '\0' || mode < 0 || mode > 0777) {
+        return bad("unix-mode", arg, "expected an octal mode such as 660");
+    }
+    cfg->unix_mode = (int)mode;
+    return 0;
+}
+
+static int
+set_root_path(pt_config_t *cfg, const char *arg)
+{
+    size_t n = strlen(arg);
+
+    if (n > 0 && (arg[0] != '/' || arg[n - 1] == '/')) {
+        return bad("root-path", arg, "expected a path like /api (a leading '/', no trailing '/')");
+    }
+    cfg->root_path = arg;
+    return 0;
+}
+
+static int
+add_bind(pt_config_t *cfg, const char *arg)
+{
+    if (cfg->nbinds == PT_MAX_BINDS) {
+        return bad("bind", arg, "too many addresses");
+    }
+    if (!bind_ok(arg)) {
+        return bad("bind", arg, "expected HOST:PORT, [IPv6]:PORT or unix:/path with a numeric address");
+    }
+    cfg->binds[cfg->nbinds++] = arg;
+    return 0;
+}
+
+/* The options that are not a plain field. 0, 1 when --help/--version was printed, -1 after printing why. */
+static int
+parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
+{
+    static const char *const interfaces[] = { "auto", "wsgi", "asgi", "asgi2" };
+    static const char *const lifespans[] = { "auto", "on", "off" };
+    static const char *const levels[] = { "debug", "info", "warning", "error", "critical" };
+    static const char *const onoff[] = { "off", "on" };
+    char why[160];
+    int i;
+
+    switch (opt) {
+    case 'b': return add_bind(cfg, arg);
+    case OPT_FD: return add_fd(cfg, arg);
+    case OPT_WORKER: return set_worker(cfg, arg);
+    case OPT_UNIX_MODE: return set_unix_mode(cfg, arg);
+    case OPT_ROOT_PATH: return set_root_path(cfg, arg);
+    case OPT_FORWARDED_ALLOW_IPS:
+        return pt_trust_parse(arg, &cfg->forwarded_allow, why, sizeof(why)) < 0 ? bad("forwarded-allow-ips", arg, why)
+                                                                                : 0;
+    case 'i':
+        i = choose("interface", arg, interfaces, 4, "expected auto, wsgi, asgi or asgi2");
+        cfg->interface = i >= 0 ? (pt_interface_t)i : cfg->interface;
+        return i < 0 ? -1 : 0;
+    case OPT_LIFESPAN:
+        i = choose("lifespan", arg, lifespans, 3, "expected auto, on or off");
+        cfg->lifespan = i >= 0 ? (pt_lifespan_t)i : cfg->lifespan;
+        return i < 0 ? -1 : 0;
+    case OPT_LOG_LEVEL:
+        i = choose("log-level", arg, levels, 5, "expected debug, info, warning, error or critical");
+        cfg->log_level = i >= 0 ? (pt_log_level_t)i : cfg->log_level;
+        return i < 0 ? -1 : 0;
+    case OPT_GIL_PROBE:
+        i = choose("gil-probe", arg, onoff, 2, "expected on or off");
+        cfg->gil_probe = i == 1;
+        return i < 0 ? -1 : 0;
+    case OPT_GIL_MONITOR:
+        if (!bind_ok(arg)) {
+            return bad("gil-monitor", arg, "expected HOST:PORT, [IPv6]:PORT or unix:/path");
+        }
+        cfg->gil_monitor = arg;
+        return 0;
+    case 'V': printf("ponte %s (%s, libuv %s)\n", PT_VERSION, pt_app_runtime_version(), uv_version_string()); return 1;
+    case 'h': fputs(usage, stdout); return 1;
+    case ':': fprintf(stderr, "ponte: error: %s needs a value (see ponte --help)\n", argv[optind - 1]); return -1;
+    default: fprintf(stderr, "ponte: error: unknown option %s (see ponte --help)\n", argv[optind - 1]); return -1;
+    }
+}
+
+static void
+set_defaults(pt_config_t *cfg)
+{
     memset(cfg, 0, sizeof(*cfg));
     cfg->interface = PT_IFACE_AUTO;
     cfg->threads = 8;
@@ -224,263 +431,26 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
     cfg->graceful_timeout = 30;
     cfg->backlog = 1024;
     cfg->unix_mode = -1;
+    cfg->python_executable = PT_PYTHON_EXECUTABLE;
+}
 
-    opterr = 0;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, ":b:i:t:p:Vh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'b':
-            if (cfg->nbinds == PT_MAX_BINDS) {
-                return bad("bind", optarg, "too many addresses");
-            }
-            if (!bind_ok(optarg)) {
-                return bad("bind", optarg, "expected HOST:PORT, [IPv6]:PORT or unix:/path with a numeric address");
-            }
-            cfg->binds[cfg->nbinds++] = optarg;
-            break;
-        case 'i':
-            if (strcmp(optarg, "auto") == 0) {
-                cfg->interface = PT_IFACE_AUTO;
-            } else if (strcmp(optarg, "wsgi") == 0) {
-                cfg->interface = PT_IFACE_WSGI;
-            } else if (strcmp(optarg, "asgi") == 0) {
-                cfg->interface = PT_IFACE_ASGI;
-            } else if (strcmp(optarg, "asgi2") == 0) {
-                cfg->interface = PT_IFACE_ASGI2;
-            } else {
-                return bad("interface", optarg, "expected auto, wsgi, asgi or asgi2");
-            }
-            break;
-        case 't':
-            if (parse_u64("threads", optarg, 0, 1024, &v) < 0) {
-                return -1;
-            }
-            cfg->threads = (int)v;
-            break;
-        case 'p':
-            if (parse_u64("processes", optarg, 0, 256, &v) < 0) {
-                return -1;
-            }
-            cfg->processes = (int)v;
-            break;
-        case OPT_FD: {
-            struct stat st;
+/* What the options mean together. 0, or -1 after printing why. */
+static int
+check_combination(pt_config_t *cfg)
+{
+    static const char *default_bind = "127.0.0.1:8000";
 
-            if (parse_u64("fd", optarg, 0, 65535, &v) < 0) {
-                return -1;
-            }
-            if (cfg->worker_slot) {
-                break;          /* a worker has the master's copy of every socket at 3.. (--worker comes first) */
-            }
-            if (cfg->nfds == PT_MAX_BINDS) {
-                return bad("fd", optarg, "too many sockets");
-            }
-            if (fstat((int)v, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-                return bad("fd", optarg, "not an open socket");
-            }
-            cfg->fds[cfg->nfds++] = (int)v;
-            break;
-        }
-        case OPT_FORWARDED_ALLOW_IPS: {
-            char why[160];
-
-            if (pt_trust_parse(optarg, &cfg->forwarded_allow, why, sizeof(why)) < 0) {
-                return bad("forwarded-allow-ips", optarg, why);
-            }
-            break;
-        }
-        case OPT_UNIX_MODE: {
-            char *end;
-            long mode = strtol(optarg, &end, 8);
-
-            if (*optarg == '\0' || *end != '\0' || mode < 0 || mode > 0777) {
-                return bad("unix-mode", optarg, "expected an octal mode such as 660");
-            }
-            cfg->unix_mode = (int)mode;
-            break;
-        }
-        case OPT_RELOAD:
-            cfg->reload = true;
-            break;
-        case OPT_REUSE_PORT:
-            cfg->reuse_port = true;
-            break;
-        case OPT_MAX_REQUESTS:
-            if (parse_u64("max-requests", optarg, 0, UINT64_MAX / 2, &cfg->max_requests) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_MAX_REQUESTS_JITTER:
-            if (parse_u64("max-requests-jitter", optarg, 0, 1 << 30, &cfg->max_requests_jitter) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_TIMEOUT:
-            if (parse_seconds("timeout", optarg, &cfg->timeout) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_WORKER: {
-            int slot, nl, i;
-
-            if (sscanf(optarg, "%d:%d", &slot, &nl) != 2 || slot < 1 || nl < 1 || nl > PT_MAX_BINDS) {
-                return bad("worker", optarg, "internal option, set by the master");
-            }
-            cfg->worker_slot = slot;
-            for (i = 0; i < nl; i++) {
-                cfg->fds[i] = 3 + i;    /* the master passes the listening sockets first, then the control line */
-            }
-            cfg->nfds = nl;
-            cfg->control_fd = 3 + nl;
-            break;
-        }
-        case OPT_APP_DIR:
-            cfg->app_dir = optarg;
-            break;
-        case OPT_ACCESS_LOG:
-            cfg->access_log = true;
-            break;
-        case OPT_NO_ACCESS_LOG:
-            cfg->access_log = false;
-            break;
-        case OPT_ACCESS_LOG_GIL:
-            cfg->access_log_gil = true;
-            break;
-        case OPT_LOG_LEVEL: {
-            static const char *const names[] = { "debug", "info", "warning", "error", "critical" };
-            int i;
-
-            for (i = 0; i < 5; i++) {
-                if (strcmp(optarg, names[i]) == 0) {
-                    cfg->log_level = (pt_log_level_t)i;
-                    break;
-                }
-            }
-            if (i == 5) {
-                return bad("log-level", optarg, "expected debug, info, warning, error or critical");
-            }
-            break;
-        }
-        case OPT_MAX_HEADER_SIZE:
-            if (parse_u64("max-header-size", optarg, 256, 1 << 24, &v) < 0) {
-                return -1;
-            }
-            cfg->max_header_size = (size_t)v;
-            break;
-        case OPT_MAX_HEADERS:
-            if (parse_u64("max-headers", optarg, 1, 10000, &v) < 0) {
-                return -1;
-            }
-            cfg->max_headers = (size_t)v;
-            break;
-        case OPT_MAX_BODY_SIZE:
-            if (parse_u64("max-body-size", optarg, 0, UINT64_MAX / 2, &v) < 0) {
-                return -1;
-            }
-            cfg->max_body_size = v;
-            break;
-        case OPT_KEEP_ALIVE_TIMEOUT:
-            if (parse_seconds("keep-alive-timeout", optarg, &cfg->keep_alive_timeout) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_HEADER_TIMEOUT:
-            if (parse_seconds("header-timeout", optarg, &cfg->header_timeout) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_CLIENT_TIMEOUT:
-            if (parse_seconds("client-timeout", optarg, &cfg->client_timeout) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_GRACEFUL_TIMEOUT:
-            if (parse_seconds("graceful-timeout", optarg, &cfg->graceful_timeout) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_GIL_PROBE:
-            if (strcmp(optarg, "on") == 0 || strcmp(optarg, "off") == 0) {
-                cfg->gil_probe = optarg[1] == 'n';
-            } else {
-                return bad("gil-probe", optarg, "expected on or off");
-            }
-            break;
-        case OPT_GIL_TRACE:
-            cfg->gil_trace = optarg;
-            break;
-        case OPT_GIL_MONITOR:
-            if (!bind_ok(optarg)) {
-                return bad("gil-monitor", optarg, "expected HOST:PORT, [IPv6]:PORT or unix:/path");
-            }
-            cfg->gil_monitor = optarg;
-            break;
-        case OPT_GIL_REPORT:
-            if (parse_seconds("gil-report", optarg, &cfg->gil_report) < 0) {
-                return -1;
-            }
-            break;
-        case OPT_ROOT_PATH: {
-            size_t n = strlen(optarg);
-
-            if (n > 0 && (optarg[0] != '/' || optarg[n - 1] == '/')) {
-                return bad("root-path", optarg, "expected a path like /api (a leading '/', no trailing '/')");
-            }
-            cfg->root_path = optarg;
-            break;
-        }
-        case OPT_LIFESPAN:
-            if (strcmp(optarg, "auto") == 0) {
-                cfg->lifespan = PT_LIFESPAN_AUTO;
-            } else if (strcmp(optarg, "on") == 0) {
-                cfg->lifespan = PT_LIFESPAN_ON;
-            } else if (strcmp(optarg, "off") == 0) {
-                cfg->lifespan = PT_LIFESPAN_OFF;
-            } else {
-                return bad("lifespan", optarg, "expected auto, on or off");
-            }
-            break;
-        case OPT_BACKLOG:
-            if (parse_u64("backlog", optarg, 1, 65535, &v) < 0) {
-                return -1;
-            }
-            cfg->backlog = (int)v;
-            break;
-        case 'V':
-            printf("ponte %s (%s, libuv %s)\n", PT_VERSION, pt_app_runtime_version(), uv_version_string());
-            return 1;
-        case 'h':
-            fputs(usage, stdout);
-            return 1;
-        case ':':
-            fprintf(stderr, "ponte: error: %s needs a value (see ponte --help)\n", argv[optind - 1]);
-            return -1;
-        default:
-            fprintf(stderr, "ponte: error: unknown option %s (see ponte --help)\n", argv[optind - 1]);
-            return -1;
-        }
-    }
-    if (!cfg->gil_probe && (cfg->gil_monitor || cfg->gil_trace || cfg->gil_report > 0 || cfg->access_log_gil)) {
-        fprintf(stderr, "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report and "
-                        "--access-log-gil nothing to show\n");
-        return -1;
-    }
-    if (optind != argc - 1) {
-        fprintf(stderr, optind >= argc ? "ponte: error: no APP given (see ponte --help)\n"
-                                       : "ponte: error: expected one APP, got extra arguments (see ponte --help)\n");
-        return -1;
-    }
-    cfg->app = argv[optind];
     if (cfg->reload && cfg->processes == 0 && !cfg->worker_slot) {
         cfg->processes = 1;
     }
     if ((cfg->max_requests || cfg->timeout > 0 || cfg->reuse_port) && cfg->processes == 0 && !cfg->worker_slot) {
-        fprintf(stderr, "ponte: error: --max-requests, --timeout and --reuse-port need --processes (a master to "
-                        "replace the worker)\n");
+        fprintf(stderr,
+                "ponte: error: --max-requests, --timeout and --reuse-port need --processes (a master to "
+                "replace the worker)\n");
         return -1;
     }
     if (cfg->worker_slot) {
-        cfg->nbinds = 0;        /* a worker accepts on the master's sockets */
+        cfg->nbinds = 0; /* a worker accepts on the master's sockets */
         cfg->processes = 0;
     } else if (cfg->nbinds == 0 && cfg->nfds == 0) {
         cfg->binds[cfg->nbinds++] = default_bind;
@@ -489,6 +459,38 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         fprintf(stderr, "ponte: error: --reuse-port makes its own sockets; it cannot share an --fd\n");
         return -1;
     }
-    cfg->python_executable = PT_PYTHON_EXECUTABLE;
     return 0;
+}
+
+int
+pt_config_parse(pt_config_t *cfg, int argc, char **argv)
+{
+    int opt, r;
+    size_t k;
+
+    set_defaults(cfg);
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":b:i:t:p:Vh", options, NULL)) != -1) {
+        for (k = 0; k < sizeof(fields) / sizeof(fields[0]) && fields[k].opt != opt; k++) {
+        }
+        r = k < sizeof(fields) / sizeof(fields[0]) ? set_field(cfg, k, optarg) : parse_special(cfg, opt, optarg, argv);
+        if (r != 0) {
+            return r;
+        }
+    }
+    if (!cfg->gil_probe && (cfg->gil_monitor || cfg->gil_trace || cfg->gil_report > 0 || cfg->access_log_gil)) {
+        fprintf(stderr,
+                "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report and "
+                "--access-log-gil nothing to show\n");
+        return -1;
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr,
+                optind >= argc ? "ponte: error: no APP given (see ponte --help)\n"
+                               : "ponte: error: expected one APP, got extra arguments (see ponte --help)\n");
+        return -1;
+    }
+    cfg->app = argv[optind];
+    return check_combination(cfg);
 }

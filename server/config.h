@@ -24,7 +24,7 @@ typedef enum {
     PT_IFACE_AUTO,
     PT_IFACE_WSGI,
     PT_IFACE_ASGI,
-    PT_IFACE_ASGI2,                     /* legacy double callable: app(scope) -> instance(receive, send) */
+    PT_IFACE_ASGI2, /* legacy double callable: app(scope) -> instance(receive, send) */
 } pt_interface_t;
 
 typedef enum {
@@ -34,42 +34,42 @@ typedef enum {
 } pt_lifespan_t;
 
 typedef struct {
-    const char *app;                    /* "pkg.module:callable" or "path/file.py:callable" */
+    const char *app; /* "pkg.module:callable" or "path/file.py:callable" */
     const char *binds[PT_MAX_BINDS];
     int nbinds;
-    int unix_mode;                      /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
-    int fds[PT_MAX_BINDS];              /* --fd: inherited listening sockets (systemd socket activation) */
+    int unix_mode;         /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
+    int fds[PT_MAX_BINDS]; /* --fd: inherited listening sockets (systemd socket activation) */
     int nfds;
-    int processes;                      /* --processes: worker processes under a master; 0 runs one process */
-    bool reload;                        /* development: reload the workers when a .py file under --app-dir changes */
-    bool reuse_port;                    /* each worker slot gets its own SO_REUSEPORT socket per address */
-    uint64_t max_requests;              /* a worker process is replaced after this many requests; 0 never */
-    uint64_t max_requests_jitter;       /* plus a random 0..jitter, so that workers do not all restart at once */
-    double timeout;                     /* a request in the app longer than this replaces its worker; 0 never */
-    pt_trust_t forwarded_allow;         /* proxies whose X-Forwarded-* / Forwarded headers are believed */
-    int worker_slot;                    /* set by the master for its workers: 1..N; 0 in a master or lone process */
-    int control_fd;                     /* a worker's line to its master (ready, beat, retire) */
+    int processes;                /* --processes: worker processes under a master; 0 runs one process */
+    bool reload;                  /* development: reload the workers when a .py file under --app-dir changes */
+    bool reuse_port;              /* each worker slot gets its own SO_REUSEPORT socket per address */
+    uint64_t max_requests;        /* a worker process is replaced after this many requests; 0 never */
+    uint64_t max_requests_jitter; /* plus a random 0..jitter, so that workers do not all restart at once */
+    double timeout;               /* a request in the app longer than this replaces its worker; 0 never */
+    pt_trust_t forwarded_allow;   /* proxies whose X-Forwarded-* / Forwarded headers are believed */
+    int worker_slot;              /* set by the master for its workers: 1..N; 0 in a master or lone process */
+    int control_fd;               /* a worker's line to its master (ready, beat, retire) */
     pt_interface_t interface;
-    pt_lifespan_t lifespan;             /* ASGI lifespan events */
-    int threads;                        /* WSGI pool size; 0 runs the app on the loop thread */
+    pt_lifespan_t lifespan; /* ASGI lifespan events */
+    int threads;            /* WSGI pool size; 0 runs the app on the loop thread */
     const char *app_dir;
-    const char *root_path;              /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
+    const char *root_path; /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
     bool access_log;
-    bool access_log_gil;                /* append the request's GIL wait to access log lines */
+    bool access_log_gil; /* append the request's GIL wait to access log lines */
     pt_log_level_t log_level;
-    size_t max_header_size;             /* request line + header block, bytes -> 431 */
-    size_t max_headers;                 /* number of header lines -> 431 */
-    uint64_t max_body_size;             /* bytes -> 413 */
-    double keep_alive_timeout;          /* idle keep-alive connection, seconds */
-    double header_timeout;              /* complete request head, seconds -> 408 */
-    double client_timeout;              /* body bytes or response drain stalled, seconds */
-    double graceful_timeout;            /* in-flight requests on SIGTERM, seconds */
+    size_t max_header_size;    /* request line + header block, bytes -> 431 */
+    size_t max_headers;        /* number of header lines -> 431 */
+    uint64_t max_body_size;    /* bytes -> 413 */
+    double keep_alive_timeout; /* idle keep-alive connection, seconds */
+    double header_timeout;     /* complete request head, seconds -> 408 */
+    double client_timeout;     /* body bytes or response drain stalled, seconds */
+    double graceful_timeout;   /* in-flight requests on SIGTERM, seconds */
     int backlog;
-    const char *python_executable;      /* sys.executable of the embedded interpreter */
-    double gil_report;                  /* seconds between GIL summary lines in the log; 0: none */
-    const char *gil_monitor;            /* address of the live GIL view, or NULL */
-    const char *gil_trace;              /* Chrome trace-event JSON file, or NULL */
-    bool gil_probe;                     /* measure the GIL (default); off only to measure what measuring costs */
+    const char *python_executable; /* sys.executable of the embedded interpreter */
+    double gil_report;             /* seconds between GIL summary lines in the log; 0: none */
+    const char *gil_monitor;       /* address of the live GIL view, or NULL */
+    const char *gil_trace;         /* Chrome trace-event JSON file, or NULL */
+    bool gil_probe;                /* measure the GIL (default); off only to measure what measuring costs */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

@@ -186,10 +186,15 @@ param(pt_span_t el, const char *name, pt_span_t *out)
 static const char *
 scheme_of(pt_span_t v)
 {
-    pt_span_t s = hop_address(v);      /* trims spaces and quotes */
+    pt_span_t s = hop_address(v); /* trims spaces and quotes */
 
-    return s.len == 5 && strncasecmp(s.base, "https", 5) == 0 ? "https"
-           : s.len == 4 && strncasecmp(s.base, "http", 4) == 0 ? "http" : NULL;
+    if (s.len == 5 && strncasecmp(s.base, "https", 5) == 0) {
+        return "https";
+    }
+    if (s.len == 4 && strncasecmp(s.base, "http", 4) == 0) {
+        return "http";
+    }
+    return NULL;
 }
 
 bool

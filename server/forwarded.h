@@ -14,13 +14,13 @@
 #define PT_TRUST_MAX 32
 
 typedef struct {
-    int family;                 /* AF_INET, AF_INET6, or AF_UNIX for "unix" (connections on a unix socket) */
+    int family; /* AF_INET, AF_INET6, or AF_UNIX for "unix" (connections on a unix socket) */
     uint8_t addr[16];
-    int prefix;                 /* CIDR bits */
+    int prefix; /* CIDR bits */
 } pt_trust_net_t;
 
 typedef struct {
-    bool any;                   /* "*": every peer is a proxy */
+    bool any; /* "*": every peer is a proxy */
     int n;
     pt_trust_net_t nets[PT_TRUST_MAX];
 } pt_trust_t;

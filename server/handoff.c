@@ -18,7 +18,7 @@ typedef struct pt_msg_s {
     pt_request_t *req;
     pt_msg_kind_t kind;
     unsigned flags;
-    char *data;             /* inline_data for small outputs, else a buffer taken from the worker */
+    char *data; /* inline_data for small outputs, else a buffer taken from the worker */
     size_t len;
     char inline_data[];
 } pt_msg_t;
@@ -89,12 +89,8 @@ on_handoff(uv_async_t *a)
             /* A large output's buffer (taken from the worker), or none: flags alone. */
             pt_out_app(c, m->data, m->len, m->flags, PT_OUT_OWNED);
             break;
-        case PT_MSG_CONTINUE:
-            pt_out_continue(c);
-            break;
-        case PT_MSG_RESUME_READ:
-            pt_conn_resume_reading(c);
-            break;
+        case PT_MSG_CONTINUE: pt_out_continue(c); break;
+        case PT_MSG_RESUME_READ: pt_conn_resume_reading(c); break;
         }
         free(m);
     }

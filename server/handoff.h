@@ -10,9 +10,9 @@
 #include "server.h"
 
 typedef enum {
-    PT_MSG_OUTPUT,          /* response bytes and/or END/DONE/ABORT */
-    PT_MSG_CONTINUE,        /* send "100 Continue" */
-    PT_MSG_RESUME_READ,     /* the body buffer drained: read the socket again */
+    PT_MSG_OUTPUT,      /* response bytes and/or END/DONE/ABORT */
+    PT_MSG_CONTINUE,    /* send "100 Continue" */
+    PT_MSG_RESUME_READ, /* the body buffer drained: read the socket again */
 } pt_msg_kind_t;
 
 int pt_handoff_init(pt_server_t *srv);

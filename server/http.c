@@ -122,7 +122,7 @@ on_header_field(llhttp_t *p, const char *at, size_t n)
         o->name_len = 0;
         o->value_off = (uint32_t)h->head.len;
         o->value_len = 0;
-        h->head_bytes += 4;     /* ": " and CRLF */
+        h->head_bytes += 4; /* ": " and CRLF */
         h->last_cb = 1;
     }
     h->hoff[h->nhdr - 1].name_len += (uint32_t)n;
@@ -373,7 +373,7 @@ head_scan(pt_http_t *h, const char *p, size_t n)
         h->scan_cr = b == '\r';
         if (b == '\r' || b == '\n') {
             if (++h->scan_m == 4 && h->scan_seen) {
-                h->scan_done = true;    /* CRLF CRLF after some header bytes: the head ends here */
+                h->scan_done = true; /* CRLF CRLF after some header bytes: the head ends here */
             }
         } else {
             h->scan_m = 0;
@@ -430,12 +430,8 @@ pt_http_error(const pt_http_t *h, const char **why)
     const char *r;
 
     switch (h->error_status) {
-    case 413:
-        *why = "request body larger than --max-body-size";
-        return 413;
-    case 431:
-        *why = "request head larger than --max-header-size or too many header lines";
-        return 431;
+    case 413: *why = "request body larger than --max-body-size"; return 413;
+    case 431: *why = "request head larger than --max-header-size or too many header lines"; return 431;
     }
     if (h->error_why != NULL) {
         *why = h->error_why;

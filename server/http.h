@@ -24,36 +24,36 @@ typedef struct {
 typedef struct {
     llhttp_t parser;
     const pt_config_t *cfg;
-    pt_conn_t *conn;        /* told of heads, body bytes and message ends */
-    pt_request_t *req;      /* filled in when a head is complete */
-    bool in_message;        /* a request has begun and its message is not yet complete */
-    bool in_trailers;       /* the head is complete: header callbacks now are a chunked body's trailers */
-    bool paused;            /* paused at the end of a message until pt_http_resume */
-    bool upgrade_pause;     /* ... with HPE_PAUSED_UPGRADE (resumed differently) */
-    size_t idle_bytes;      /* blank lines received between requests */
-    uint64_t body_bytes;    /* body bytes of the current request, against --max-body-size */
+    pt_conn_t *conn;     /* told of heads, body bytes and message ends */
+    pt_request_t *req;   /* filled in when a head is complete */
+    bool in_message;     /* a request has begun and its message is not yet complete */
+    bool in_trailers;    /* the head is complete: header callbacks now are a chunked body's trailers */
+    bool paused;         /* paused at the end of a message until pt_http_resume */
+    bool upgrade_pause;  /* ... with HPE_PAUSED_UPGRADE (resumed differently) */
+    size_t idle_bytes;   /* blank lines received between requests */
+    uint64_t body_bytes; /* body bytes of the current request, against --max-body-size */
     /* Head scan (see head_scan in http.c): a CR must be followed by LF anywhere in a request head. */
     bool scan_cr, scan_seen, scan_done;
     uint8_t scan_m;
 
     /* Head arena: request-target and header bytes of the current request. */
     pt_buf_t head;
-    size_t head_bytes;      /* counted against --max-header-size */
+    size_t head_bytes; /* counted against --max-header-size */
     pt_hoff_t *hoff;
-    pt_header_t *hdrs;      /* the same as spans, filled when the head is complete */
+    pt_header_t *hdrs; /* the same as spans, filled when the head is complete */
     size_t nhdr, hcap;
-    int last_cb;            /* 0 none, 1 field, 2 value: to join field/value spans split across reads */
+    int last_cb; /* 0 none, 1 field, 2 value: to join field/value spans split across reads */
     uint32_t url_off, url_len;
-    int error_status;       /* set by a callback: reply with this status and close */
-    const char *error_why;  /* and why, for the log (a policy rather than a parse error) */
+    int error_status;      /* set by a callback: reply with this status and close */
+    const char *error_why; /* and why, for the log (a policy rather than a parse error) */
 } pt_http_t;
 
 /* What pt_http_execute found in the bytes it was given. */
 typedef enum {
-    PT_HTTP_MORE,           /* every byte was parsed; more are needed */
-    PT_HTTP_MESSAGE,        /* a message ended: paused there, *used bytes parsed; the rest waits for resume */
-    PT_HTTP_NOT_HTTP,       /* what follows an Upgrade request is another protocol */
-    PT_HTTP_ERROR,          /* the request is malformed or refused: see pt_http_error */
+    PT_HTTP_MORE,     /* every byte was parsed; more are needed */
+    PT_HTTP_MESSAGE,  /* a message ended: paused there, *used bytes parsed; the rest waits for resume */
+    PT_HTTP_NOT_HTTP, /* what follows an Upgrade request is another protocol */
+    PT_HTTP_ERROR,    /* the request is malformed or refused: see pt_http_error */
 } pt_http_result_t;
 
 void pt_http_settings_init(llhttp_settings_t *s);

@@ -21,10 +21,10 @@ struct pt_listener_s {
     } h;
     pt_server_t *srv;
     bool is_unix;
-    bool owned;             /* a unix socket file this process created (and removes at exit) */
-    char name[256];         /* SERVER_NAME: the bound host, or the socket path */
-    int port;               /* the bound port (the real one when 0 was asked) */
-    char url[300];          /* for the "listening on" line */
+    bool owned;     /* a unix socket file this process created (and removes at exit) */
+    char name[256]; /* SERVER_NAME: the bound host, or the socket path */
+    int port;       /* the bound port (the real one when 0 was asked) */
+    char url[300];  /* for the "listening on" line */
 };
 
 /* Listens on every --bind and --fd. Returns 0, or a negative libuv error after logging which address failed. */

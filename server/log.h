@@ -11,13 +11,17 @@
 #include "config.h"
 
 extern pt_log_level_t pt_log_level;
-extern bool pt_log_gil_wait;    /* --access-log-gil */
+extern bool pt_log_gil_wait; /* --access-log-gil */
 
 void pt_log(pt_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define pt_log_debug(...)   do { if (pt_log_level <= PT_LOG_DEBUG) pt_log(PT_LOG_DEBUG, __VA_ARGS__); } while (0)
-#define pt_log_info(...)    pt_log(PT_LOG_INFO, __VA_ARGS__)
+#define pt_log_debug(...)                      \
+    do {                                       \
+        if (pt_log_level <= PT_LOG_DEBUG)      \
+            pt_log(PT_LOG_DEBUG, __VA_ARGS__); \
+    } while (0)
+#define pt_log_info(...) pt_log(PT_LOG_INFO, __VA_ARGS__)
 #define pt_log_warning(...) pt_log(PT_LOG_WARNING, __VA_ARGS__)
-#define pt_log_error(...)   pt_log(PT_LOG_ERROR, __VA_ARGS__)
+#define pt_log_error(...) pt_log(PT_LOG_ERROR, __VA_ARGS__)
 
 struct pt_request_s;
 /* One Common Log Format line plus the duration in seconds; loop thread only. */

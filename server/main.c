@@ -117,31 +117,15 @@ on_flush(uv_timer_t *t)
     pt_log_flush();
 }
 
-int
-main(int argc, char **argv)
+/* Loads the app and listens. 0, or 1 after saying why. */
+static int
+start_serving(void)
 {
-    static char stdout_buf[64 * 1024];
     int r, i;
 
-    tune_malloc();
-    r = pt_config_parse(&M.cfg, argc, argv);
-    if (r != 0) {
-        return r > 0 ? 0 : 2;
-    }
-    pt_log_level = M.cfg.log_level;
-    pt_log_gil_wait = M.cfg.access_log_gil;
-    setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
-    signal(SIGPIPE, SIG_IGN);
-
-    if (M.cfg.processes > 0) {
-        return pt_master_run(&M.cfg, argc, argv);
-    }
-    M.loop = uv_default_loop();
-    pt_set_loop_thread();
     if (M.cfg.worker_slot && pt_worker_init(&M.cfg, M.loop) < 0) {
         return 1;
     }
-
     if (pt_app_load(&M.cfg, M.loop, &M.app) < 0) {
         return 1;
     }
@@ -167,7 +151,6 @@ main(int argc, char **argv)
     uv_timer_init(M.loop, &M.flush_timer);
     uv_timer_start(&M.flush_timer, on_flush, 1000, 1000);
     uv_unref((uv_handle_t *)&M.flush_timer);
-
     for (i = 0; i < M.nlisteners; i++) {
         pt_log_info("listening on %s", M.listeners[i].url);
     }
@@ -175,27 +158,18 @@ main(int argc, char **argv)
     if (M.cfg.worker_slot) {
         pt_worker_ready(&M.srv);
     }
+    return 0;
+}
 
-    if (M.app->run != NULL) {
-        M.app->run(M.app, M.loop);
-    } else {
-        uv_run(M.loop, UV_RUN_DEFAULT);
-    }
+/* The loop has stopped: no connection or request is left. Stops the workers and the interpreter. */
+static void
+finish(void)
+{
+    int i;
 
-    if (M.srv.nbusy > 0) {
-        /*
-         * Forced stop (graceful timeout or second signal) with requests still in the app: their threads are stuck
-         * in Python and cannot be joined, and finalising the interpreter under them would crash. Leave now.
-         */
-        pt_log_warning("exiting with %zu request(s) still running in the app", M.srv.nbusy);
-        pt_log_flush();
-        _exit(0);
-    }
-
-    /* The loop is stopped: no connection or request is left. Stop the workers and the interpreter. */
     M.app->stop(M.app);
     pt_app_unload(M.app);
-    uv_run(M.loop, UV_RUN_DEFAULT);     /* run the close callbacks */
+    uv_run(M.loop, UV_RUN_DEFAULT); /* run the close callbacks */
     for (i = 0; i < M.nlisteners; i++) {
         if (M.listeners[i].owned) {
             remove(M.listeners[i].name);
@@ -206,5 +180,46 @@ main(int argc, char **argv)
     uv_loop_close(M.loop);
     pt_log_info("stopped");
     pt_log_flush();
+}
+
+int
+main(int argc, char **argv)
+{
+    static char stdout_buf[64 * 1024];
+    int r;
+
+    tune_malloc();
+    r = pt_config_parse(&M.cfg, argc, argv);
+    if (r != 0) {
+        return r > 0 ? 0 : 2;
+    }
+    pt_log_level = M.cfg.log_level;
+    pt_log_gil_wait = M.cfg.access_log_gil;
+    setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
+    signal(SIGPIPE, SIG_IGN);
+
+    if (M.cfg.processes > 0) {
+        return pt_master_run(&M.cfg, argc, argv);
+    }
+    M.loop = uv_default_loop();
+    pt_set_loop_thread();
+    if (start_serving() != 0) {
+        return 1;
+    }
+    if (M.app->run != NULL) {
+        M.app->run(M.app, M.loop);
+    } else {
+        uv_run(M.loop, UV_RUN_DEFAULT);
+    }
+    if (M.srv.nbusy > 0) {
+        /*
+         * Forced stop (graceful timeout or second signal) with requests still in the app: their threads are stuck
+         * in Python and cannot be joined, and finalising the interpreter under them would crash. Leave now.
+         */
+        pt_log_warning("exiting with %zu request(s) still running in the app", M.srv.nbusy);
+        pt_log_flush();
+        _exit(0);
+    }
+    finish();
     return 0;
 }

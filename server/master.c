@@ -30,11 +30,11 @@
 #include "log.h"
 
 #define MAX_SLOTS 256
-#define MAX_WORKERS (2 * MAX_SLOTS)     /* during a reload each slot may have a predecessor and a successor */
+#define MAX_WORKERS (2 * MAX_SLOTS) /* during a reload each slot may have a predecessor and a successor */
 #define TICK_MS 200
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
-#define STUCK_KILL_MS 1000              /* after SIGUSR2 (dump the Python stacks), how long until SIGKILL */
+#define STUCK_KILL_MS 1000 /* after SIGUSR2 (dump the Python stacks), how long until SIGKILL */
 
 typedef struct {
     uv_process_t proc;
@@ -43,7 +43,7 @@ typedef struct {
     int handles_open;
     bool used, exited, ready, stopping, has_successor;
     uint64_t started_ms, beat_ms, kill_at_ms;
-    char monitor[300];                  /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
+    char monitor[300]; /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
     char line[PT_CONTROL_LINE_MAX + 1];
     size_t linelen;
 } pt_worker_t;
@@ -52,13 +52,13 @@ static struct {
     const pt_config_t *cfg;
     uv_loop_t *loop;
     char exe[PATH_MAX];
-    char **args;                        /* the worker's argv: exe, --worker, SLOT:N, then the user's arguments */
+    char **args; /* the worker's argv: exe, --worker, SLOT:N, then the user's arguments */
     char slot_arg[32];
     int nsock;
-    int *socks;                         /* nsock per slot with --reuse-port (slot-major), else nsock shared */
+    int *socks; /* nsock per slot with --reuse-port (slot-major), else nsock shared */
     pt_worker_t w[MAX_WORKERS];
     uint64_t backoff_ms[MAX_SLOTS + 1], respawn_at[MAX_SLOTS + 1];
-    pt_worker_list_t monitors;          /* for the GIL page (--gil-monitor), rebuilt whenever a worker changes */
+    pt_worker_list_t monitors; /* for the GIL page (--gil-monitor), rebuilt whenever a worker changes */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     bool stopping, ever_ready, done;
@@ -150,7 +150,7 @@ on_worker_closed(uv_handle_t *h)
     pt_worker_t *w = h->data;
 
     if (--w->handles_open == 0) {
-        memset(w, 0, sizeof(*w));      /* the record is free again */
+        memset(w, 0, sizeof(*w)); /* the record is free again */
         if (M.stopping && alive() == 0) {
             master_done();
         }
@@ -270,7 +270,7 @@ on_ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     char *nl;
 
     if (n < 0) {
-        uv_close((uv_handle_t *)s, on_worker_closed);   /* EOF: the worker exited or closed its end */
+        uv_close((uv_handle_t *)s, on_worker_closed); /* EOF: the worker exited or closed its end */
         return;
     }
     w->linelen += (size_t)n;
@@ -282,7 +282,7 @@ on_ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         memmove(w->line, nl + 1, w->linelen + 1);
     }
     if (w->linelen == sizeof(w->line) - 1) {
-        w->linelen = 0;                 /* a line this long is not ours: drop it */
+        w->linelen = 0; /* a line this long is not ours: drop it */
     }
 }
 
@@ -331,7 +331,7 @@ spawn(int slot)
     r = uv_spawn(M.loop, &w->proc, &opt);
     if (r < 0) {
         pt_log_error("cannot start worker %d: %s", slot, uv_strerror(r));
-        w->used = w->exited = true;     /* freed when the control pipe has closed */
+        w->used = w->exited = true; /* freed when the control pipe has closed */
         w->handles_open = 1;
         uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
         M.respawn_at[slot] = uv_now(M.loop) + BACKOFF_MAX_MS;
@@ -374,8 +374,8 @@ on_tick(uv_timer_t *t)
                    && now - w->beat_ms > (uint64_t)(M.cfg->timeout * 1000) + 1000) {
             /* No heartbeat: the worker's loop is blocked, by a request that never returns to it. */
             pt_log_error("worker %d (pid %d) has not answered for %.0fs (--timeout %gs): a request is blocking it; "
-                         "its Python stacks follow, then it is replaced", w->slot, w->proc.pid,
-                         (double)(now - w->beat_ms) / 1000, M.cfg->timeout);
+                         "its Python stacks follow, then it is replaced",
+                         w->slot, w->proc.pid, (double)(now - w->beat_ms) / 1000, M.cfg->timeout);
             stop_worker(w, SIGUSR2);
             w->kill_at_ms = now + STUCK_KILL_MS;
         }
@@ -488,12 +488,21 @@ on_signal(uv_signal_t *s, int signum)
     M.stopping = true;
     for (i = 0; i < MAX_WORKERS; i++) {
         if (M.w[i].used && !M.w[i].exited) {
-            stop_worker(&M.w[i], SIGTERM);       /* a worker's second SIGTERM aborts its requests */
+            stop_worker(&M.w[i], SIGTERM); /* a worker's second SIGTERM aborts its requests */
         }
     }
     if (alive() == 0) {
         master_done();
     }
+}
+
+static const char *
+worker_state(const pt_worker_t *w)
+{
+    if (w->stopping) {
+        return "stopping";
+    }
+    return w->ready ? "ready" : "starting";
 }
 
 /* The live workers' GIL monitors as Prometheus HTTP service discovery JSON: the page reads it to find them, and
@@ -515,9 +524,10 @@ publish_monitors(void)
         const pt_worker_t *w = &M.w[i];
 
         if (w->used && !w->exited && w->monitor[0]) {
-            n += (size_t)snprintf(j + n, cap - n, "%s{\"targets\":[\"%s\"],\"labels\":{\"worker\":\"%d\",\"pid\":\"%d\","
-                                  "\"state\":\"%s\"}}", n > 1 ? "," : "", w->monitor, w->slot, w->proc.pid,
-                                  w->stopping ? "stopping" : w->ready ? "ready" : "starting");
+            n += (size_t)snprintf(j + n, cap - n,
+                                  "%s{\"targets\":[\"%s\"],\"labels\":{\"worker\":\"%d\",\"pid\":\"%d\","
+                                  "\"state\":\"%s\"}}",
+                                  n > 1 ? "," : "", w->monitor, w->slot, w->proc.pid, worker_state(w));
         }
     }
     snprintf(j + n, cap - n, "]");
@@ -543,47 +553,47 @@ make_args(int argc, char **argv)
     return 0;
 }
 
-int
-pt_master_run(const pt_config_t *cfg, int argc, char **argv)
+/* One listening socket: slot j's copy of address i (--reuse-port gives each slot its own). 0, or -1 (logged). */
+static int
+open_socket(const pt_config_t *cfg, int i, int j, int *fd)
 {
-    size_t len = sizeof(M.exe);
+    pt_listener_t first = { 0 };
+    char spec[300];
+
+    if (i >= cfg->nbinds) {
+        *fd = cfg->fds[i - cfg->nbinds];
+        return 0;
+    }
+    if (j == 0) {
+        return pt_listen_socket(cfg->binds[i], cfg, cfg->reuse_port, fd) < 0 ? -1 : 0;
+    }
+    /* Another SO_REUSEPORT socket on the port the first one got (port 0 picks one); a unix socket cannot be bound
+     * twice, so its slots share it. */
+    pt_listen_describe(M.socks[i], &first);
+    if (first.is_unix) {
+        *fd = dup(M.socks[i]);
+        return 0;
+    }
+    snprintf(spec, sizeof(spec), strchr(first.name, ':') ? "[%s]:%d" : "%s:%d", first.name, first.port);
+    return pt_listen_socket(spec, cfg, true, fd) < 0 ? -1 : 0;
+}
+
+/* Every socket the workers accept on, bound before any worker starts. 0, or -1 (logged). */
+static int
+open_sockets(const pt_config_t *cfg)
+{
     int i, j, copies = cfg->reuse_port ? cfg->processes : 1;
 
-    M.cfg = cfg;
-    M.loop = uv_default_loop();
-    M.nsock = cfg->nbinds + cfg->nfds;
-    if (cfg->processes > MAX_SLOTS || uv_exepath(M.exe, &len) < 0 || make_args(argc, argv) < 0) {
-        pt_log_error("cannot start the master");
-        return 1;
-    }
     M.socks = calloc((size_t)(M.nsock * copies), sizeof(int));
     if (M.socks == NULL) {
-        return 1;
+        return -1;
     }
     for (j = 0; j < copies; j++) {
         for (i = 0; i < M.nsock; i++) {
             int *fd = &M.socks[j * M.nsock + i];
 
-            if (i >= cfg->nbinds) {
-                *fd = cfg->fds[i - cfg->nbinds];
-            } else if (j > 0) {
-                /* Another SO_REUSEPORT socket on the port the first one got (port 0 picks one); a unix socket
-                 * cannot be bound twice, so its slots share it. */
-                pt_listener_t first = { 0 };
-                char spec[300];
-
-                pt_listen_describe(M.socks[i], &first);
-                if (first.is_unix) {
-                    *fd = dup(M.socks[i]);
-                } else {
-                    snprintf(spec, sizeof(spec), strchr(first.name, ':') ? "[%s]:%d" : "%s:%d", first.name,
-                             first.port);
-                    if (pt_listen_socket(spec, cfg, true, fd) < 0) {
-                        return 1;
-                    }
-                }
-            } else if (pt_listen_socket(cfg->binds[i], cfg, cfg->reuse_port, fd) < 0) {
-                return 1;
+            if (open_socket(cfg, i, j, fd) < 0) {
+                return -1;
             }
             if (j == 0) {
                 pt_listener_t desc = { 0 };
@@ -593,6 +603,25 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
                             cfg->reuse_port ? " (SO_REUSEPORT: one socket per worker)" : "");
             }
         }
+    }
+    return 0;
+}
+
+int
+pt_master_run(const pt_config_t *cfg, int argc, char **argv)
+{
+    size_t len = sizeof(M.exe);
+    int i;
+
+    M.cfg = cfg;
+    M.loop = uv_default_loop();
+    M.nsock = cfg->nbinds + cfg->nfds;
+    if (cfg->processes > MAX_SLOTS || uv_exepath(M.exe, &len) < 0 || make_args(argc, argv) < 0) {
+        pt_log_error("cannot start the master");
+        return 1;
+    }
+    if (open_sockets(cfg) < 0) {
+        return 1;
     }
     uv_signal_init(M.loop, &M.sigterm);
     uv_signal_init(M.loop, &M.sigint);

@@ -14,8 +14,8 @@
 
 /* Where the bytes given to pt_out_app come from, and who owns them. */
 typedef enum {
-    PT_OUT_LOOP,        /* a loop-thread app: borrowed, batched into the connection's buffer */
-    PT_OUT_OWNED,       /* a worker's buffer (or NULL), now the connection's to free; counted in req->out_pending */
+    PT_OUT_LOOP,  /* a loop-thread app: borrowed, batched into the connection's buffer */
+    PT_OUT_OWNED, /* a worker's buffer (or NULL), now the connection's to free; counted in req->out_pending */
 } pt_out_mode_t;
 
 /* The app's output for the current request, and its PT_SEND_* flags (request.c, handoff.c). */

@@ -116,13 +116,13 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
             return 0;
         }
         if (req->body_err != PT_BODY_ERR_NONE || req->gone || !c->srv->app->streams_body) {
-            return -EPIPE;  /* a non-streaming loop-thread app has its whole body: this cannot happen */
+            return -EPIPE; /* a non-streaming loop-thread app has its whole body: this cannot happen */
         }
         if (!req->continue_sent) {
             req->continue_sent = true;
             pt_out_continue(c);
         }
-        return -EAGAIN;     /* on_body says when there is more */
+        return -EAGAIN; /* on_body says when there is more */
     }
     uv_mutex_lock(&req->lock);
     for (;;) {
@@ -222,7 +222,7 @@ bool
 pt_req_body_complete(pt_request_t *req)
 {
     return req->body_eof && req->body_rpos >= req->body.len
-           && (req->body_fd < 0 || req->body_file_pos >= req->body_file_len);
+        && (req->body_fd < 0 || req->body_file_pos >= req->body_file_len);
 }
 
 pt_body_err_t
@@ -244,15 +244,11 @@ pt_req_error_status(pt_request_t *req)
 {
     /* When the app failed because the body could not be read, the client's request is what was wrong. */
     switch (pt_req_body_error(req)) {
-    case PT_BODY_ERR_TOO_LARGE:
-        return 413;
+    case PT_BODY_ERR_TOO_LARGE: return 413;
     case PT_BODY_ERR_INVALID:
-    case PT_BODY_ERR_GONE:
-        return 400;
-    case PT_BODY_ERR_TIMEOUT:
-        return 408;
-    default:
-        return 500;
+    case PT_BODY_ERR_GONE: return 400;
+    case PT_BODY_ERR_TIMEOUT: return 408;
+    default: return 500;
     }
 }
 
@@ -305,7 +301,7 @@ pt_req_sendfile(pt_request_t *req, int fd, off_t offset, size_t count)
             continue;
         }
         if (n == 0) {
-            break;              /* the file is shorter than announced */
+            break; /* the file is shorter than announced */
         }
         if (errno == EINTR) {
             continue;
@@ -572,7 +568,7 @@ pt_req_waits_on_client(pt_request_t *req, bool app_on_loop)
     /* Waiting for body bytes: a worker blocks on req->cond; a loop-thread app (ASGI) awaits a future instead. */
     uv_mutex_lock(&req->lock);
     waits = ((req->waiting || app_on_loop) && !req->body_eof && req->body_rpos == req->body.len)
-            || req->out_pending > 0;
+        || req->out_pending > 0;
     uv_mutex_unlock(&req->lock);
     return waits;
 }

@@ -23,9 +23,9 @@ typedef struct pt_request_s pt_request_t;
 
 /* Flags for pt_req_send. */
 enum {
-    PT_SEND_END = 1,        /* the response is complete */
-    PT_SEND_DONE = 2,       /* the app is finished with the request: the server may reuse it */
-    PT_SEND_ABORT = 4,      /* the response cannot be completed: close the connection after what was sent */
+    PT_SEND_END = 1,   /* the response is complete */
+    PT_SEND_DONE = 2,  /* the app is finished with the request: the server may reuse it */
+    PT_SEND_ABORT = 4, /* the response cannot be completed: close the connection after what was sent */
 };
 
 /* Body back-pressure: the loop stops reading above HIGH unread bytes and resumes below LOW. */
@@ -39,10 +39,10 @@ enum {
 
 typedef enum {
     PT_BODY_ERR_NONE = 0,
-    PT_BODY_ERR_TOO_LARGE,  /* over --max-body-size: answered 413 if the response has not started */
-    PT_BODY_ERR_INVALID,    /* malformed chunked framing: 400 */
-    PT_BODY_ERR_GONE,       /* the client closed or reset the connection */
-    PT_BODY_ERR_TIMEOUT,    /* no body bytes for --client-timeout */
+    PT_BODY_ERR_TOO_LARGE, /* over --max-body-size: answered 413 if the response has not started */
+    PT_BODY_ERR_INVALID,   /* malformed chunked framing: 400 */
+    PT_BODY_ERR_GONE,      /* the client closed or reset the connection */
+    PT_BODY_ERR_TIMEOUT,   /* no body bytes for --client-timeout */
 } pt_body_err_t;
 
 struct pt_request_s {
@@ -50,9 +50,9 @@ struct pt_request_s {
 
     /* The head, valid until the request is finished. Spans point into the connection's head arena. */
     pt_span_t method;
-    pt_span_t target;       /* the request-target exactly as received */
-    pt_span_t path;         /* origin-form path, still percent-encoded */
-    pt_span_t query;        /* after '?', without the fragment */
+    pt_span_t target; /* the request-target exactly as received */
+    pt_span_t path;   /* origin-form path, still percent-encoded */
+    pt_span_t query;  /* after '?', without the fragment */
     pt_header_t *headers;
     size_t nheaders;
     uint8_t http_minor;
@@ -70,7 +70,7 @@ struct pt_request_s {
     const char *url_scheme;
 
     uint64_t start_ns;
-    uint64_t seq;               /* counts the connection's requests: tells a request from its successor */
+    uint64_t seq; /* counts the connection's requests: tells a request from its successor */
     /* GIL wait of the thread running the app: to start it, and while it ran (ns; --access-log-gil). */
     uint64_t gil_wait_start_ns, gil_wait_run_ns;
 
@@ -81,19 +81,19 @@ struct pt_request_s {
     /* Shared between the loop and a worker; guarded by `lock`. */
     uv_mutex_t lock;
     uv_cond_t cond;
-    pt_buf_t body;          /* received, not yet read by the app */
-    int body_fd;            /* loop-thread apps: the body spooled to a temporary file, or -1 */
+    pt_buf_t body; /* received, not yet read by the app */
+    int body_fd;   /* loop-thread apps: the body spooled to a temporary file, or -1 */
     uint64_t body_file_len, body_file_pos;
-    size_t body_rpos;       /* read offset into body */
+    size_t body_rpos; /* read offset into body */
     uint64_t body_received;
-    bool body_eof;          /* the whole body has been received */
+    bool body_eof; /* the whole body has been received */
     pt_body_err_t body_err;
-    bool body_read_paused;  /* the loop stopped reading because `body` is full */
-    bool continue_sent;     /* "100 Continue" was sent (or is not needed) */
-    bool waiting;           /* a worker waits on cond */
-    size_t out_pending;     /* response bytes handed to the loop and not yet written to the socket */
-    bool gone;              /* the client went away: further output is dropped */
-    bool client_eof;        /* the client closed its side (it may still read): nothing more will come */
+    bool body_read_paused; /* the loop stopped reading because `body` is full */
+    bool continue_sent;    /* "100 Continue" was sent (or is not needed) */
+    bool waiting;          /* a worker waits on cond */
+    size_t out_pending;    /* response bytes handed to the loop and not yet written to the socket */
+    bool gone;             /* the client went away: further output is dropped */
+    bool client_eof;       /* the client closed its side (it may still read): nothing more will come */
 };
 
 /* Whether the calling thread is the one running uv_run (marked once, by main, with pt_set_loop_thread). */
@@ -146,8 +146,8 @@ void pt_req_release(pt_request_t *req);
 
 /* What pt_req_body_push asks of the connection. */
 enum {
-    PT_PUSH_PAUSE = 1,      /* stop reading the socket: the app has PT_BODY_HIGH bytes unread */
-    PT_PUSH_WAKE = 2,       /* a worker waits for these bytes: wake it before the loop next polls */
+    PT_PUSH_PAUSE = 1, /* stop reading the socket: the app has PT_BODY_HIGH bytes unread */
+    PT_PUSH_WAKE = 2,  /* a worker waits for these bytes: wake it before the loop next polls */
 };
 /* Body bytes arrived. Returns PT_PUSH_* flags, or a negative errno when they could not be kept (spool failed). */
 int pt_req_body_push(pt_request_t *req, const char *p, size_t n);

@@ -155,36 +155,17 @@ parse_length(pt_span_t v)
     return n;
 }
 
-int
-pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t status_line,
-             const pt_header_t *headers, size_t nheaders, int64_t known_length)
+/* The app's headers, less the framing and connection ones, which are the server's business (PEP 3333 leaves
+ * hop-by-hop headers to it): their meaning goes into r. Room was reserved. Sets which of Date, Server it gave. */
+static void
+put_app_headers(pt_resp_t *r, pt_buf_t *out, const pt_header_t *headers, size_t nheaders, bool *has_date,
+                bool *has_server)
 {
-    bool has_date = false, has_server = false;
-    size_t need = 64 + status_line.len + sizeof(SERVER_HEADER) + 40;
-    size_t before = out->len;
     size_t i;
-    pt_span_t date;
-
-    r->status = 0;
-    for (i = 0; i < 3 && i < status_line.len; i++) {
-        r->status = r->status * 10 + (status_line.base[i] - '0');
-    }
-    r->content_length = -1;
-    r->must_close = !ctx->keep_alive;
-    for (i = 0; i < nheaders; i++) {
-        need += headers[i].name.len + headers[i].value.len + 4;
-    }
-    if (pt_buf_reserve(out, need) < 0) {
-        return -ENOMEM;
-    }
-    pt_buf_put(out, ctx->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
-    pt_buf_put(out, status_line.base, status_line.len);
-    pt_buf_put(out, "\r\n", 2);
 
     for (i = 0; i < nheaders; i++) {
         pt_span_t n = headers[i].name, v = headers[i].value;
 
-        /* Framing and the connection are the server's business (PEP 3333 leaves hop-by-hop headers to it). */
         if (pt_span_ieq(n, "content-length")) {
             int64_t cl = parse_length(v);
 
@@ -202,17 +183,22 @@ pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t st
             }
             continue;
         }
-        if (!has_date && pt_span_ieq(n, "date")) {
-            has_date = true;
-        } else if (!has_server && pt_span_ieq(n, "server")) {
-            has_server = true;
+        if (!*has_date && pt_span_ieq(n, "date")) {
+            *has_date = true;
+        } else if (!*has_server && pt_span_ieq(n, "server")) {
+            *has_server = true;
         }
         pt_buf_put(out, n.base, n.len);
         pt_buf_put(out, ": ", 2);
         pt_buf_put(out, v.base, v.len);
         pt_buf_put(out, "\r\n", 2);
     }
+}
 
+/* How the body is framed: none (bodyless status, HEAD), a length (given or known), chunked (1.1) or close (1.0). */
+static void
+choose_framing(pt_resp_t *r, const pt_resp_ctx_t *ctx, int64_t known_length)
+{
     if (pt_status_bodyless(r->status)) {
         r->frame = PT_FRAME_NONE;
         r->content_length = -1;
@@ -229,6 +215,13 @@ pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t st
         r->frame = PT_FRAME_CLOSE;
         r->must_close = true;
     }
+}
+
+/* The framing, Date and Server (unless the app gave them) and Connection headers, and the blank line. */
+static void
+put_server_headers(const pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, bool has_date, bool has_server)
+{
+    pt_span_t date;
 
     if (r->content_length >= 0) {
         pt_buf_put(out, "Content-Length: ", 16);
@@ -252,6 +245,35 @@ pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t st
         pt_buf_put(out, "Connection: keep-alive\r\n", 24);
     }
     pt_buf_put(out, "\r\n", 2);
+}
+
+int
+pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t status_line, const pt_header_t *headers,
+             size_t nheaders, int64_t known_length)
+{
+    bool has_date = false, has_server = false;
+    size_t need = 64 + status_line.len + sizeof(SERVER_HEADER) + 40;
+    size_t before = out->len;
+    size_t i;
+
+    r->status = 0;
+    for (i = 0; i < 3 && i < status_line.len; i++) {
+        r->status = r->status * 10 + (status_line.base[i] - '0');
+    }
+    r->content_length = -1;
+    r->must_close = !ctx->keep_alive;
+    for (i = 0; i < nheaders; i++) {
+        need += headers[i].name.len + headers[i].value.len + 4;
+    }
+    if (pt_buf_reserve(out, need) < 0) {
+        return -ENOMEM;
+    }
+    pt_buf_put(out, ctx->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+    pt_buf_put(out, status_line.base, status_line.len);
+    pt_buf_put(out, "\r\n", 2);
+    put_app_headers(r, out, headers, nheaders, &has_date, &has_server);
+    choose_framing(r, ctx, known_length);
+    put_server_headers(r, ctx, out, has_date, has_server);
     r->head_done = true;
     r->wire_bytes += out->len - before;
     return 0;
@@ -266,8 +288,7 @@ pt_resp_body(pt_resp_t *r, pt_buf_t *out, const char *p, size_t n)
         return 0;
     }
     switch (r->frame) {
-    case PT_FRAME_NONE:
-        return 0;
+    case PT_FRAME_NONE: return 0;
     case PT_FRAME_LENGTH:
         if (r->body_bytes + n > (uint64_t)r->content_length) {
             n = (size_t)((uint64_t)r->content_length - r->body_bytes);
@@ -345,9 +366,7 @@ pt_resp_simple(pt_buf_t *out, int status, bool close, const char *body)
                          "HTTP/1.1 %d %s\r\n"
                          "Content-Type: text/plain; charset=utf-8\r\n"
                          "Content-Length: %zu\r\n"
-                         "Date: %.*s\r\n"
-                         SERVER_HEADER
-                         "%s"
+                         "Date: %.*s\r\n" SERVER_HEADER "%s"
                          "\r\n%s",
                          status, pt_status_reason(status), blen, 29, pt_http_date().base,
                          close ? "Connection: close\r\n" : "", body);

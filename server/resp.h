@@ -16,10 +16,10 @@ typedef struct {
 } pt_header_t;
 
 typedef enum {
-    PT_FRAME_LENGTH,        /* Content-Length given by the app or known in advance */
-    PT_FRAME_CHUNKED,       /* HTTP/1.1 without a length */
-    PT_FRAME_CLOSE,         /* HTTP/1.0 without a length: the end of the connection ends the body */
-    PT_FRAME_NONE,          /* HEAD, 1xx, 204, 304: no body on the wire */
+    PT_FRAME_LENGTH,  /* Content-Length given by the app or known in advance */
+    PT_FRAME_CHUNKED, /* HTTP/1.1 without a length */
+    PT_FRAME_CLOSE,   /* HTTP/1.0 without a length: the end of the connection ends the body */
+    PT_FRAME_NONE,    /* HEAD, 1xx, 204, 304: no body on the wire */
 } pt_frame_t;
 
 typedef struct {

@@ -27,21 +27,21 @@ struct pt_server_s {
     pt_app_t *app;
     llhttp_settings_t parser_settings;
     char *read_buf;
-    uv_async_t handoff;     /* worker -> loop messages (handoff.c) */
+    uv_async_t handoff; /* worker -> loop messages (handoff.c) */
     uv_mutex_t handoff_lock;
     struct pt_msg_s *handoff_head, *handoff_tail;
-    pt_conn_t *conns;       /* every open connection, for shutdown */
+    pt_conn_t *conns; /* every open connection, for shutdown */
     size_t nconns;
-    size_t nbusy;           /* connections with a request in the app */
-    uint64_t requests;      /* requests handed to the app so far */
+    size_t nbusy;      /* connections with a request in the app */
+    uint64_t requests; /* requests handed to the app so far */
     bool stopping;
-    uv_idle_t drain_idle;   /* out.c: runs on_drain for suspended loop-thread apps whose output drained */
+    uv_idle_t drain_idle; /* out.c: runs on_drain for suspended loop-thread apps whose output drained */
     pt_todo_t drain;
-    uv_prepare_t flush_prepare;     /* out.c: writes what asyncio tasks sent, one write per connection per turn */
+    uv_prepare_t flush_prepare; /* out.c: writes what asyncio tasks sent, one write per connection per turn */
     pt_todo_t flush;
-    uv_prepare_t wake_prepare;      /* conn.c: wakes workers waiting for body bytes once the loop has read */
+    uv_prepare_t wake_prepare; /* conn.c: wakes workers waiting for body bytes once the loop has read */
     pt_todo_t wake;
-    void (*on_idle)(pt_server_t *srv);  /* called when stopping and the last connection closed */
+    void (*on_idle)(pt_server_t *srv); /* called when stopping and the last connection closed */
 };
 
 int pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app);

@@ -17,7 +17,7 @@
 typedef struct pt_listener_s pt_listener_t;
 
 typedef struct {
-    pt_config_t cfg;        /* the process's, with the one bind, no access log, a small body limit */
+    pt_config_t cfg; /* the process's, with the one bind, no access log, a small body limit */
     uv_loop_t loop;
     pt_server_t srv;
     pt_app_t app;

@@ -22,7 +22,7 @@ typedef struct {
 
 typedef struct {
     pt_conn_t *head;
-    size_t link;            /* offsetof(pt_conn_t, <the list's pt_todo_link_t>) */
+    size_t link; /* offsetof(pt_conn_t, <the list's pt_todo_link_t>) */
 } pt_todo_t;
 
 static inline pt_todo_link_t *

@@ -23,7 +23,7 @@ static struct {
     pt_server_t *srv;
     uv_pipe_t ctl;
     uv_timer_t timer;
-    uint64_t limit;             /* --max-requests plus this worker's jitter; 0: none */
+    uint64_t limit; /* --max-requests plus this worker's jitter; 0: none */
     bool retired, stuck;
 } W;
 
@@ -66,10 +66,11 @@ check_stuck(void)
     }
     W.stuck = true;
     pt_log_error("%s:%d \"%.*s %.*s\" has been in the app for %.1fs with no bytes moving (--timeout %gs): this worker "
-                 "will be replaced; where each thread is:", req->remote_addr, req->remote_port, (int)req->method.len,
-                 req->method.base, (int)req->target.len, req->target.base, (double)stuck_ms / 1000, W.cfg->timeout);
+                 "will be replaced; where each thread is:",
+                 req->remote_addr, req->remote_port, (int)req->method.len, req->method.base, (int)req->target.len,
+                 req->target.base, (double)stuck_ms / 1000, W.cfg->timeout);
     pt_log_flush();
-    raise(SIGUSR2);             /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
+    raise(SIGUSR2); /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
     say("retire timeout\n");
 }
 
@@ -108,7 +109,8 @@ pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop)
     uv_unref((uv_handle_t *)&W.ctl);
     if (cfg->max_requests) {
         srand((unsigned)getpid() ^ (unsigned)time(NULL));
-        W.limit = cfg->max_requests + (cfg->max_requests_jitter ? (uint64_t)rand() % (cfg->max_requests_jitter + 1) : 0);
+        W.limit = cfg->max_requests
+            + (cfg->max_requests_jitter ? (uint64_t)rand() % (cfg->max_requests_jitter + 1) : 0);
     }
     uv_timer_init(loop, &W.timer);
     return 0;

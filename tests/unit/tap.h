@@ -24,8 +24,7 @@ static int tap_n, tap_failed;
         }                                                                         \
     } while (0)
 
-#define CHECK_MEM(buf, len, lit, ...) \
-    CHECK((len) == sizeof(lit) - 1 && memcmp((buf), (lit), (len)) == 0, __VA_ARGS__)
+#define CHECK_MEM(buf, len, lit, ...) CHECK((len) == sizeof(lit) - 1 && memcmp((buf), (lit), (len)) == 0, __VA_ARGS__)
 
 static inline int
 tap_done(void)

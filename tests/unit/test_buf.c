@@ -65,11 +65,13 @@ test_bind(void)
     bool is_unix;
 
     CHECK(pt_bind_parse("127.0.0.1:8000", host, sizeof(host), &port, &is_unix) == 0 && strcmp(host, "127.0.0.1") == 0
-              && port == 8000 && !is_unix, "IPv4");
+              && port == 8000 && !is_unix,
+          "IPv4");
     CHECK(pt_bind_parse("[::1]:0", host, sizeof(host), &port, &is_unix) == 0 && strcmp(host, "::1") == 0 && port == 0,
           "IPv6 in brackets");
     CHECK(pt_bind_parse("unix:/tmp/p.sock", host, sizeof(host), &port, &is_unix) == 0 && is_unix
-              && strcmp(host, "/tmp/p.sock") == 0, "unix socket");
+              && strcmp(host, "/tmp/p.sock") == 0,
+          "unix socket");
     CHECK(pt_bind_parse("localhost", host, sizeof(host), &port, &is_unix) < 0, "no port");
     CHECK(pt_bind_parse("1.2.3.4:70000", host, sizeof(host), &port, &is_unix) < 0, "port out of range");
     CHECK(pt_bind_parse("1.2.3.4:80x", host, sizeof(host), &port, &is_unix) < 0, "junk after port");

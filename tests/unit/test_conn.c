@@ -36,8 +36,8 @@ static void
 reply(pt_request_t *req)
 {
     char body[8192];
-    int n = snprintf(body, sizeof(body), "%.*s %.*s?%.*s|", (int)req->method.len, req->method.base,
-                     (int)req->path.len, req->path.base, (int)req->query.len, req->query.base);
+    int n = snprintf(body, sizeof(body), "%.*s %.*s?%.*s|", (int)req->method.len, req->method.base, (int)req->path.len,
+                     req->path.base, (int)req->query.len, req->query.base);
     ssize_t r;
     pt_buf_t out = { 0 };
     pt_resp_ctx_t ctx = { req->http_minor, req->is_head, req->keep_alive };
@@ -207,8 +207,9 @@ client(void *arg)
     st = read_response(fd, buf, sizeof(buf), &have, body, sizeof(body));
     CHECK(st == 200 && strcmp(body, "POST /b?|hello") == 0, "keep-alive POST on the same connection: %s", body);
 
-    send_all(fd, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\nPOST /2 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "3\r\nabc\r\n0\r\n\r\nGET /3 HTTP/1.1\r\nHost: t\r\n\r\n");
+    send_all(fd,
+             "GET /1 HTTP/1.1\r\nHost: t\r\n\r\nPOST /2 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n0\r\n\r\nGET /3 HTTP/1.1\r\nHost: t\r\n\r\n");
     for (i = 1; i <= 3; i++) {
         char want[32];
 
@@ -316,8 +317,10 @@ on_stop(uv_async_t *a)
 int
 main(int argc, char **argv)
 {
-    char *args[] = { "test", "--max-header-size", "1024", "--max-body-size", "1000", "--header-timeout", "0.5",
-                     "--bind", "127.0.0.1:0", "--log-level", "error", "x:y", NULL };
+    char *args[] = { "test",        "--max-header-size", "1024",  "--max-body-size",
+                     "1000",        "--header-timeout",  "0.5",   "--bind",
+                     "127.0.0.1:0", "--log-level",       "error", "x:y",
+                     NULL };
     uv_loop_t *loop = uv_default_loop();
     pthread_t cli, wrk;
 

@@ -42,7 +42,8 @@ main(void)
     CHECK(pt_trust_parse("*", &t, why, sizeof(why)) == 0 && pt_trust_has(&t, "8.8.8.8"), "* trusts all");
     CHECK(pt_trust_parse("", &t, why, sizeof(why)) == 0 && !pt_trust_has(&t, "127.0.0.1"), "empty trusts none");
     CHECK(pt_trust_parse("192.168.1.0/23", &t, why, sizeof(why)) == 0 && pt_trust_has(&t, "192.168.0.9")
-              && !pt_trust_has(&t, "192.168.2.1"), "a prefix that is not a whole byte");
+              && !pt_trust_has(&t, "192.168.2.1"),
+          "a prefix that is not a whole byte");
 
     {
         const char *h[] = { "X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https", NULL };

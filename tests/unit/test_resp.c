@@ -35,7 +35,8 @@ test_known_length(void)
     pt_resp_end(&r, &b);
     s = cut_date(&b);
     CHECK(strcmp(s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nServer: ponte\r\n\r\nhello")
-              == 0, "known length becomes Content-Length");
+              == 0,
+          "known length becomes Content-Length");
     CHECK(r.status == 200 && r.frame == PT_FRAME_LENGTH && !r.must_close, "status and framing recorded");
     CHECK(r.wire_bytes == b.len, "wire_bytes counts every byte (%llu vs %zu)", (unsigned long long)r.wire_bytes, b.len);
     free(s);
@@ -131,12 +132,9 @@ test_app_headers(void)
     pt_resp_ctx_t ctx = { 1, false, true };
     pt_buf_t b = { 0 };
     pt_header_t h[] = {
-        { PT_SPAN("content-length"), PT_SPAN("3") },
-        { PT_SPAN("Transfer-Encoding"), PT_SPAN("chunked") },
-        { PT_SPAN("Connection"), PT_SPAN("close") },
-        { PT_SPAN("Server"), PT_SPAN("mine") },
-        { PT_SPAN("Date"), PT_SPAN("yesterday") },
-        { PT_SPAN("Set-Cookie"), PT_SPAN("a=1") },
+        { PT_SPAN("content-length"), PT_SPAN("3") }, { PT_SPAN("Transfer-Encoding"), PT_SPAN("chunked") },
+        { PT_SPAN("Connection"), PT_SPAN("close") }, { PT_SPAN("Server"), PT_SPAN("mine") },
+        { PT_SPAN("Date"), PT_SPAN("yesterday") },   { PT_SPAN("Set-Cookie"), PT_SPAN("a=1") },
         { PT_SPAN("Set-Cookie"), PT_SPAN("b=2") },
     };
     char *s;
@@ -146,7 +144,8 @@ test_app_headers(void)
     CHECK(r.content_length == 3 && r.frame == PT_FRAME_LENGTH, "app Content-Length honoured");
     CHECK(strstr(s, "Transfer-Encoding") == NULL, "app Transfer-Encoding dropped (framing is the server's)");
     CHECK(r.must_close && strstr(s, "Connection: close\r\n") != NULL, "app Connection: close honoured once");
-    CHECK(strstr(s, "Server: mine\r\n") != NULL && strstr(s, "Server: ponte") == NULL, "app Server kept, ours not added");
+    CHECK(strstr(s, "Server: mine\r\n") != NULL && strstr(s, "Server: ponte") == NULL,
+          "app Server kept, ours not added");
     CHECK(strstr(s, "Date: yesterday\r\n") != NULL && strstr(s, "GMT") == NULL, "app Date kept");
     CHECK(strstr(s, "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n") != NULL, "repeated headers kept in order");
     free(s);
@@ -194,7 +193,8 @@ test_header_rules(void)
           "space, colon, NUL are not token characters");
     CHECK(pt_header_value_valid("text/plain; q=1\t\xe9", 17), "HTAB and obs-text are allowed in values");
     CHECK(!pt_header_value_valid("a\r\nInjected: 1", 15) && !pt_header_value_valid("a\nb", 3)
-              && !pt_header_value_valid("a\x7f", 2), "CR, LF, DEL are not");
+              && !pt_header_value_valid("a\x7f", 2),
+          "CR, LF, DEL are not");
 }
 
 static void
