@@ -224,7 +224,7 @@ static int
 headers_resolve(pt_http_t *h, size_t *nhost_out)
 {
     pt_request_t *req = h->req;
-    size_t i, nhost = 0, nte = 0, ncl = 0;
+    size_t i, nhost = 0, nte = 0, ncl = 0, nct = 0;
 
     req->headers = h->hdrs;
     req->nheaders = h->nhdr;
@@ -241,6 +241,8 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
             nte++;
         } else if (pt_span_ieq(hd->name, "content-length")) {
             ncl++;
+        } else if (pt_span_ieq(hd->name, "content-type")) {
+            nct++;
         } else if (pt_span_ieq(hd->name, "expect")) {
             if (!pt_span_ieq(hd->value, "100-continue")) {
                 return refuse(h, 417, "policy: Expect other than 100-continue");
@@ -251,6 +253,11 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
     if (nte > 0 && ncl > 0) {
         /* RFC 9112 6.1: a request smuggling shape whatever the values (even an empty Transfer-Encoding). */
         return refuse(h, 400, "both Content-Length and Transfer-Encoding");
+    }
+    if (nct > 1) {
+        /* RFC 9110 8.3: a singleton field; joined, the app would see "a, b", and parsers that keep the first or the
+         * last one read the body two ways. */
+        return refuse(h, 400, "policy: more than one Content-Type");
     }
     *nhost_out = nhost;
     return 0;

@@ -12,8 +12,7 @@ import unittest
 
 from harness import Conn, ServerCase, assert_rss_below, rss_of, run_tests
 
-CORPUS = os.environ.get("PONTE_CORPUS") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
-                                                          "corpus")
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corpus")
 SEED = int(os.environ.get("PONTE_FUZZ_SEED", "20261124"))
 ROUNDS = int(os.environ.get("PONTE_FUZZ_ROUNDS", "1500"))
 
@@ -22,7 +21,10 @@ def seeds():
     out = [b"GET /echo?a=1 HTTP/1.1\r\nHost: t\r\n\r\n",
            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
            b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]
-    for path in glob.glob(os.path.join(CORPUS, "gunicorn-raw", "*", "*.raw")):
+    paths = glob.glob(os.path.join(CORPUS, "gunicorn-raw", "*", "*.raw"))
+    if not paths:
+        raise AssertionError("the request corpus is missing from " + CORPUS)
+    for path in paths:
         with open(path, "rb") as f:
             data = f.read()
         if len(data) < 20000:
