@@ -5,6 +5,7 @@
 #include "gateway.h"
 
 #include <stdlib.h>
+#include <strings.h>
 
 #include "../server/log.h"
 
@@ -148,6 +149,41 @@ remote_addr(pt_environ_t *e, const char *addr)
     return Py_NewRef(e->last_remote_str);
 }
 
+/*
+ * An absolute-form target names the server the request is for (RFC 9112 3.2.2): SERVER_NAME and SERVER_PORT come
+ * from its authority, as HTTP_HOST does, so that an URL rebuilt from the environ (PEP 3333) is the target's.
+ */
+static int
+authority_server(PyObject *env, const pt_request_t *req)
+{
+    pt_span_t a = req->authority;
+    const char *colon = NULL, *p;
+    bool https = req->target.len >= 6 && strncasecmp(req->target.base, "https:", 6) == 0;
+    PyObject *name, *port;
+    int r;
+
+    for (p = a.base + a.len; p > a.base; p--) {
+        if (p[-1] == ']') {
+            break; /* an IPv6 literal: its colons are not the port's */
+        }
+        if (p[-1] == ':') {
+            colon = p - 1;
+            break;
+        }
+    }
+    name = PyUnicode_DecodeLatin1(a.base, colon ? colon - a.base : (Py_ssize_t)a.len, NULL);
+    port = colon && colon + 1 < a.base + a.len ? PyUnicode_DecodeLatin1(colon + 1, a.base + a.len - colon - 1, NULL)
+                                               : PyUnicode_FromString(https ? "443" : "80");
+    r = -1;
+    if (name != NULL && port != NULL && PyDict_SetItem(env, pt_str.SERVER_NAME, name) == 0
+        && PyDict_SetItem(env, pt_str.SERVER_PORT, port) == 0) {
+        r = 0;
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(port);
+    return r;
+}
+
 PyObject *
 pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
 {
@@ -171,6 +207,10 @@ pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
         || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0 || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
         || (req->url_scheme[4] == 's' /* "https", from a trusted proxy */
             && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
+        Py_DECREF(env);
+        return NULL;
+    }
+    if (req->authority.len > 0 && authority_server(env, req) < 0) {
         Py_DECREF(env);
         return NULL;
     }

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "target.h"
+
 #define HTTP(p) ((pt_http_t *)(p)->data)
 
 /* Refuses the request: llhttp stops with HPE_USER (or the callback's error) and pt_http_error says why. */
@@ -33,14 +35,6 @@ head_add(pt_http_t *h, const char *p, size_t n)
     return 0;
 }
 
-/* A trailer section (after a chunked body): counted against the limit, not kept. */
-static int
-trailer_add(pt_http_t *h, size_t n)
-{
-    h->head_bytes += n;
-    return h->head_bytes > h->cfg->max_header_size ? refuse(h, 431, NULL) : 0;
-}
-
 /* A callback's answer from the connection: 0, or a status to refuse the request with. */
 static int
 conn_answer(pt_http_t *h, int status)
@@ -62,8 +56,8 @@ on_message_begin(llhttp_t *p)
     h->error_why = NULL;
     h->body_bytes = 0;
     h->in_message = true;
-    h->in_trailers = false;
-    return conn_answer(h, pt_conn_on_message_begin(h->conn));
+    h->in_chunked = false;
+    return 0;
 }
 
 static int
@@ -105,9 +99,6 @@ on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     pt_http_t *h = HTTP(p);
 
-    if (h->in_trailers) {
-        return trailer_add(h, n);
-    }
     if (h->last_cb != 1) {
         pt_hoff_t *o;
 
@@ -134,7 +125,7 @@ on_header_field_complete(llhttp_t *p)
 {
     pt_http_t *h = HTTP(p);
 
-    if (!h->in_trailers && h->nhdr > 0) {
+    if (h->nhdr > 0) {
         h->hoff[h->nhdr - 1].value_off = (uint32_t)h->head.len;
         h->last_cb = 2;
     }
@@ -146,9 +137,6 @@ on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     pt_http_t *h = HTTP(p);
 
-    if (h->in_trailers) {
-        return trailer_add(h, n);
-    }
     h->hoff[h->nhdr - 1].value_len += (uint32_t)n;
     return head_add(h, at, n);
 }
@@ -159,7 +147,7 @@ on_header_value_complete(llhttp_t *p)
     pt_http_t *h = HTTP(p);
     pt_hoff_t *o;
 
-    if (h->in_trailers || h->nhdr == 0) {
+    if (h->nhdr == 0) {
         return 0;
     }
     /* llhttp drops leading whitespace; RFC 9110 says trailing whitespace is not part of the value either. */
@@ -176,47 +164,74 @@ on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
-/* Splits the request-target into the path and the query, for origin-form and absolute-form. */
-static void
-split_target(pt_request_t *req)
+/* What the Transfer-Encoding lines said, as one list (RFC 9112 6.1). */
+typedef struct {
+    size_t codings, chunked;
+    bool last_chunked, other;
+} pt_te_t;
+
+/* One Transfer-Encoding line: its codings counted. -1 (refused) on a malformed list. */
+static int
+te_check(pt_http_t *h, pt_span_t v, pt_te_t *te)
 {
-    const char *s = req->target.base;
-    const char *end = s + req->target.len;
-    const char *q, *f;
+    const char *p = v.base, *end = v.base + v.len;
 
-    if (req->target.len > 0 && s[0] != '/' && s[0] != '*') {
-        /* absolute-form "http://host:port/path?q": the path starts at the first '/' after "//". */
-        const char *scheme_end = memchr(s, ':', (size_t)(end - s));
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma != NULL ? comma : end;
+        const char *semicolon;
+        pt_span_t coding, name;
 
-        if (scheme_end != NULL && end - scheme_end > 2 && scheme_end[1] == '/' && scheme_end[2] == '/') {
-            const char *slash = memchr(scheme_end + 3, '/', (size_t)(end - scheme_end - 3));
-            const char *qm = memchr(scheme_end + 3, '?', (size_t)(end - scheme_end - 3));
-
-            if (slash == NULL || (qm != NULL && qm < slash)) {
-                /* "http://host" or "http://host?q": the path is empty, RFC 9112 3.2.2 makes it "/". */
-                req->path = PT_SPAN("/");
-                s = qm != NULL ? qm : end;
-                goto query;
-            }
-            s = slash;
+        while (p < e && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+        coding = (pt_span_t){ p, (size_t)(e - p) };
+        while (coding.len > 0 && (coding.base[coding.len - 1] == ' ' || coding.base[coding.len - 1] == '\t')) {
+            coding.len--;
+        }
+        p = comma != NULL ? comma + 1 : end;
+        if (coding.len == 0) {
+            continue; /* an empty list element, which the list syntax allows */
+        }
+        te->codings++;
+        name = coding;
+        semicolon = memchr(coding.base, ';', coding.len);
+        if (semicolon != NULL) {
+            name.len = (size_t)(semicolon - coding.base);
+        }
+        while (name.len > 0 && (name.base[name.len - 1] == ' ' || name.base[name.len - 1] == '\t')) {
+            name.len--;
+        }
+        te->last_chunked = pt_span_ieq(name, "chunked");
+        if (te->last_chunked && semicolon != NULL) {
+            return refuse(h, 400, "parameters on the chunked transfer coding");
+        }
+        if (te->last_chunked) {
+            te->chunked++;
+        } else {
+            te->other = true;
         }
     }
-    q = memchr(s, '?', (size_t)(end - s));
-    f = memchr(s, '#', (size_t)(end - s));
-    if (f != NULL && (q == NULL || f < q)) {
-        q = NULL;
-        end = f;
-    }
-    req->path = (pt_span_t){ s, (size_t)((q ? q : end) - s) };
-    s = q ? q : end;
-query:
-    if (s < end && *s == '?') {
-        const char *frag = memchr(s, '#', (size_t)(end - s));
+    return 0;
+}
 
-        req->query = (pt_span_t){ s + 1, (size_t)((frag ? frag : end) - s - 1) };
-    } else {
-        req->query = (pt_span_t){ "", 0 };
+/* The framing the codings give: chunked once and last, or 400; any other coding, which ponte cannot decode, 501. */
+static int
+te_verdict(pt_http_t *h, const pt_te_t *te)
+{
+    if (te->codings == 0) {
+        return refuse(h, 400, "an empty Transfer-Encoding");
     }
+    if (te->chunked > 1) {
+        return refuse(h, 400, "chunked applied more than once");
+    }
+    if (!te->last_chunked) {
+        return refuse(h, 400, "Transfer-Encoding that does not end in chunked");
+    }
+    if (te->other) {
+        return refuse(h, 501, "policy: a transfer coding other than chunked");
+    }
+    return 0;
 }
 
 /* The header lines as spans, now that the arena no longer moves; Expect and the framing headers checked. */
@@ -225,6 +240,7 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
 {
     pt_request_t *req = h->req;
     size_t i, nhost = 0, nte = 0, ncl = 0, nct = 0;
+    pt_te_t te = { 0 };
 
     req->headers = h->hdrs;
     req->nheaders = h->nhdr;
@@ -239,6 +255,9 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
             nhost++;
         } else if (pt_span_ieq(hd->name, "transfer-encoding")) {
             nte++;
+            if (te_check(h, hd->value, &te) < 0) {
+                return -1;
+            }
         } else if (pt_span_ieq(hd->name, "content-length")) {
             ncl++;
         } else if (pt_span_ieq(hd->name, "content-type")) {
@@ -254,12 +273,41 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
         /* RFC 9112 6.1: a request smuggling shape whatever the values (even an empty Transfer-Encoding). */
         return refuse(h, 400, "both Content-Length and Transfer-Encoding");
     }
+    if (nte > 0 && te_verdict(h, &te) < 0) {
+        return -1;
+    }
     if (nct > 1) {
         /* RFC 9110 8.3: a singleton field; joined, the app would see "a, b", and parsers that keep the first or the
          * last one read the body two ways. */
         return refuse(h, 400, "policy: more than one Content-Type");
     }
     *nhost_out = nhost;
+    return 0;
+}
+
+/*
+ * An absolute-form target names the host: RFC 9112 3.2.2 says to use its authority and ignore Host, so the app
+ * sees the authority as Host (WSGI HTTP_HOST, ASGI headers) whatever Host said, and an HTTP/1.0 request without a
+ * Host gets one. -1 when there is no memory for the extra header line.
+ */
+static int
+authority_as_host(pt_http_t *h)
+{
+    pt_request_t *req = h->req;
+    size_t i;
+
+    for (i = 0; i < req->nheaders; i++) {
+        if (pt_span_ieq(req->headers[i].name, "host")) {
+            req->headers[i].value = req->authority;
+            return 0;
+        }
+    }
+    if (header_room(h) < 0) {
+        return -1;
+    }
+    req->headers = h->hdrs;
+    req->headers[req->nheaders++] = (pt_header_t){ PT_SPAN("Host"), req->authority };
+    h->nhdr = req->nheaders;
     return 0;
 }
 
@@ -270,14 +318,12 @@ on_headers_complete(llhttp_t *p)
     pt_request_t *req = h->req;
     size_t nhost = 0;
 
-    h->in_trailers = true;
     if (headers_resolve(h, &nhost) < 0) {
         return -1;
     }
     req->target = (pt_span_t){ h->head.data + h->url_off, h->url_len };
-    split_target(req);
-    req->method.base = llhttp_method_name((llhttp_method_t)p->method);
-    req->method.len = strlen(req->method.base);
+    pt_target_split(req);
+    req->method = (pt_span_t){ h->method, h->method_len };
     if (req->target.len == 1 && req->target.base[0] == '*' && p->method != HTTP_OPTIONS) {
         return refuse(h, 400, "policy: request-target '*' is only for OPTIONS");
     }
@@ -291,6 +337,9 @@ on_headers_complete(llhttp_t *p)
     }
     if (nhost == 0 && req->http_minor == 1) {
         return refuse(h, 400, "policy: HTTP/1.1 request without Host");
+    }
+    if (req->authority.len > 0 && authority_as_host(h) < 0) {
+        return refuse(h, 500, "out of memory for the request head");
     }
     if (req->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING)) {
         /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty. */
@@ -309,7 +358,16 @@ on_headers_complete(llhttp_t *p)
     if (req->content_length > 0 && (uint64_t)req->content_length > h->cfg->max_body_size) {
         return refuse(h, 413, NULL);
     }
-    return conn_answer(h, pt_conn_on_headers(h->conn));
+    if (conn_answer(h, pt_conn_on_headers(h->conn)) < 0) {
+        return -1;
+    }
+    if (req->chunked) {
+        /* ponte decodes the body (pt_http_execute): llhttp skips it and ends the message, and waits there. */
+        pt_chunked_init(&h->chunked, h->cfg->max_body_size, h->cfg->max_header_size, h->cfg->max_headers);
+        h->in_chunked = true;
+        return 1;
+    }
+    return 0;
 }
 
 static int
@@ -328,7 +386,12 @@ static int
 on_message_complete(llhttp_t *p)
 {
     pt_http_t *h = HTTP(p);
-    int r = pt_conn_on_message(h->conn);
+    int r;
+
+    if (h->in_chunked) {
+        return HPE_PAUSED; /* only the head: the body is ponte's to decode */
+    }
+    r = pt_conn_on_message(h->conn);
 
     h->in_message = false;
     return r != 0 ? refuse(h, r, h->error_why) : HPE_PAUSED;
@@ -360,57 +423,209 @@ pt_http_init(pt_http_t *h, const llhttp_settings_t *settings, const pt_config_t 
     h->req = req;
 }
 
+/* ------------------------------------------------------------------------------------------------------------ */
+/* The request line and head, scanned before llhttp sees them */
+
+enum {
+    LINE_IDLE,   /* blank lines between requests */
+    LINE_METHOD, /* the method, held back from llhttp until its end (method_scan) */
+    LINE_SPACE,  /* the space after it */
+    LINE_TARGET,
+    LINE_VERSION, /* "HTTP/", case-sensitive (RFC 9112 2.3) */
+    LINE_REST,    /* the rest of the head, until CRLF CRLF */
+    LINE_DONE,
+};
+
+/* RFC 9110 5.6.2: tchar. */
+static bool
+is_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+        || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether llhttp 8.1 parses this method; any other token reaches llhttp as GET. */
+static bool
+llhttp_knows(const char *method)
+{
+    static const char *const names[] = {
+#define XX(num, name, string) #string,
+        HTTP_METHOD_MAP(XX)
+#undef XX
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(names[i], method) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
- * llhttp 8.1 (Debian 12) takes a bare CR followed by any byte as a line end in a few places, which lets a request
- * hide inside another one's head (request smuggling when a proxy parses it differently). Every CR in a request head
- * must be followed by LF: checked here, over the head bytes only, before the parser sees them.
- * Returns -1 on a bare CR.
+ * Blank lines, then the method. Any token is a method (RFC 9110 9.1), but llhttp 8.1 parses only the ones in its
+ * table, so the method is held back here until the space after it, and llhttp is fed the method itself when it
+ * knows it, GET otherwise; the request carries the real one. Returns PT_HTTP_MORE (consumed *used bytes; the
+ * method is with llhttp once h->line is LINE_TARGET) or PT_HTTP_ERROR.
  */
-static int
-head_scan(pt_http_t *h, const char *p, size_t n)
+static pt_http_result_t
+method_scan(pt_http_t *h, const char *p, size_t n, size_t *used)
 {
     size_t i;
 
-    for (i = 0; i < n && !h->scan_done; i++) {
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (h->line == LINE_IDLE) {
+            if (c == '\r' || c == '\n') {
+                h->scan_cr = c == '\r';
+                if (++h->idle_bytes > h->cfg->max_header_size) {
+                    refuse(h, 400, "too many empty lines before a request");
+                    *used = i;
+                    return PT_HTTP_ERROR;
+                }
+                continue;
+            }
+            if (h->scan_cr) {
+                refuse(h, 400, "bare CR before a request");
+                *used = i;
+                return PT_HTTP_ERROR;
+            }
+            h->line = LINE_METHOD;
+            h->method_len = 0;
+            pt_conn_on_message_begin(h->conn); /* the header timeout runs from the first byte */
+        }
+        if (is_tchar(c) && h->method_len < PT_METHOD_MAX) {
+            h->method[h->method_len++] = (char)c;
+            continue;
+        }
+        *used = i;
+        if (c != ' ' || h->method_len == 0) {
+            refuse(h, 400, is_tchar(c) ? "a request method longer than 32 bytes" : "invalid request method");
+            return PT_HTTP_ERROR;
+        }
+        h->method[h->method_len] = '\0';
+        if (llhttp_execute(&h->parser, llhttp_knows(h->method) ? h->method : "GET",
+                           llhttp_knows(h->method) ? h->method_len : 3)
+            != HPE_OK) {
+            return PT_HTTP_ERROR;
+        }
+        h->line = LINE_SPACE; /* the space is llhttp's, with the rest of the line */
+        return PT_HTTP_MORE;
+    }
+    *used = n;
+    return PT_HTTP_MORE;
+}
+
+/*
+ * The rest of the head, before llhttp parses it: the protocol must be "HTTP/" (llhttp 8.1 takes ICE/1.0 and
+ * RTSP/1.0 too), and every CR must be followed by LF (llhttp 8.1 takes a bare CR followed by any byte as a line
+ * end in a few places, which lets a request hide inside another one's head). Returns -1 on either.
+ */
+static int
+line_scan(pt_http_t *h, const char *p, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n && h->line != LINE_DONE; i++) {
         char b = p[i];
 
         if (h->scan_cr && b != '\n') {
-            return -1;
+            return refuse(h, 400, "bare CR in the request head");
         }
         h->scan_cr = b == '\r';
+        if (h->line == LINE_SPACE) {
+            h->line = LINE_TARGET; /* the space after the method */
+            continue;
+        }
+        if (h->line == LINE_TARGET) {
+            h->line = b == ' ' ? LINE_VERSION : b == '\r' || b == '\n' ? LINE_REST : LINE_TARGET;
+            h->version_pos = 0;
+            continue;
+        }
+        if (h->line == LINE_VERSION) {
+            if (b != "HTTP/"[h->version_pos]) {
+                return refuse(h, 400, "not an HTTP request line (the protocol must be HTTP/1.x, in capitals)");
+            }
+            if (++h->version_pos == 5) {
+                h->line = LINE_REST;
+            }
+            continue;
+        }
         if (b == '\r' || b == '\n') {
-            if (++h->scan_m == 4 && h->scan_seen) {
-                h->scan_done = true; /* CRLF CRLF after some header bytes: the head ends here */
+            if (++h->scan_m == 4) {
+                h->line = LINE_DONE; /* CRLF CRLF: the head ends here */
             }
         } else {
             h->scan_m = 0;
-            h->scan_seen = true;
         }
     }
     return 0;
 }
 
-pt_http_result_t
-pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used)
+/* The message ended (llhttp's on_message_complete, or the chunked body's end): paused there until resumed. */
+static pt_http_result_t
+message_end(pt_http_t *h, llhttp_errno_t err)
+{
+    h->paused = true;
+    h->upgrade_pause = err == HPE_PAUSED_UPGRADE;
+    h->idle_bytes = 0;
+    return PT_HTTP_MESSAGE;
+}
+
+/* A chunked body, decoded by chunked.c; its data goes to the connection as llhttp's on_body would. */
+static pt_http_result_t
+chunked_body(pt_http_t *h, const char *p, size_t n, size_t *used)
+{
+    size_t off = 0, k;
+    pt_span_t data;
+    int status;
+
+    while (off < n) {
+        switch (pt_chunked_decode(&h->chunked, p + off, n - off, &k, &data)) {
+        case PT_CHUNKED_DATA:
+            off += k;
+            h->body_bytes += data.len;
+            status = pt_conn_on_body(h->conn, data.base, data.len);
+            if (status != 0) {
+                refuse(h, status, h->error_why);
+                *used = off;
+                return PT_HTTP_ERROR;
+            }
+            break;
+        case PT_CHUNKED_DONE:
+            *used = off + k;
+            h->in_chunked = false;
+            h->in_message = false;
+            status = pt_conn_on_message(h->conn);
+            if (status != 0) {
+                refuse(h, status, h->error_why);
+                return PT_HTTP_ERROR;
+            }
+            return message_end(h, h->upgrade_pause ? HPE_PAUSED_UPGRADE : HPE_PAUSED);
+        case PT_CHUNKED_ERROR:
+            refuse(h, h->chunked.status, h->chunked.why);
+            *used = off + k;
+            return PT_HTTP_ERROR;
+        case PT_CHUNKED_MORE: off = n; break;
+        }
+    }
+    *used = n;
+    return PT_HTTP_MORE;
+}
+
+/* The head (after the method) and a Content-Length body: llhttp's. */
+static pt_http_result_t
+llhttp_part(pt_http_t *h, const char *p, size_t n, size_t *used)
 {
     llhttp_errno_t err;
 
-    *used = 0;
-    if (!h->scan_done && head_scan(h, data, n) < 0) {
-        refuse(h, 400, "bare CR in the request head");
+    *used = n;
+    if (h->line != LINE_DONE && line_scan(h, p, n) < 0) {
         return PT_HTTP_ERROR;
     }
-    err = llhttp_execute(&h->parser, data, n);
+    err = llhttp_execute(&h->parser, p, n);
     if (err == HPE_OK) {
-        *used = n;
-        if (!h->in_message) {
-            /* Only blank lines between requests: bound them like a head. */
-            h->idle_bytes += n;
-            if (h->idle_bytes > h->cfg->max_header_size) {
-                refuse(h, 400, "too many empty lines before a request");
-                return PT_HTTP_ERROR;
-            }
-        }
         return PT_HTTP_MORE;
     }
     if (err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
@@ -419,16 +634,40 @@ pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used)
         }
         return PT_HTTP_ERROR;
     }
+    *used = (size_t)(llhttp_get_error_pos(&h->parser) - p);
+    if (h->in_chunked) {
+        h->upgrade_pause = err == HPE_PAUSED_UPGRADE;
+        return PT_HTTP_MORE; /* the head of a chunked request: its body is next */
+    }
     if (h->in_message) {
         /* HPE_PAUSED_UPGRADE without a new message: what follows an Upgrade request is not HTTP. */
         return PT_HTTP_NOT_HTTP;
     }
-    /* Paused at the end of a message. */
-    *used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
-    h->paused = true;
-    h->upgrade_pause = err == HPE_PAUSED_UPGRADE;
-    h->idle_bytes = 0;
-    return PT_HTTP_MESSAGE;
+    return message_end(h, err);
+}
+
+pt_http_result_t
+pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used)
+{
+    size_t off = 0, k;
+    pt_http_result_t r;
+
+    while (off < n) {
+        if (h->in_chunked && h->line == LINE_DONE) {
+            r = chunked_body(h, data + off, n - off, &k);
+        } else if (h->line <= LINE_METHOD) {
+            r = method_scan(h, data + off, n - off, &k);
+        } else {
+            r = llhttp_part(h, data + off, n - off, &k);
+        }
+        off += k;
+        if (r != PT_HTTP_MORE) {
+            *used = off;
+            return r;
+        }
+    }
+    *used = n;
+    return PT_HTTP_MORE;
 }
 
 int
@@ -436,11 +675,11 @@ pt_http_error(const pt_http_t *h, const char **why)
 {
     const char *r;
 
-    switch (h->error_status) {
-    case 413: *why = "request body larger than --max-body-size"; return 413;
-    case 431: *why = "request head larger than --max-header-size or too many header lines"; return 431;
-    }
-    if (h->error_why != NULL) {
+    if (h->error_why == NULL && h->error_status == 413) {
+        *why = "request body larger than --max-body-size";
+    } else if (h->error_why == NULL && h->error_status == 431) {
+        *why = "request head larger than --max-header-size or too many header lines";
+    } else if (h->error_why != NULL) {
         *why = h->error_why;
     } else {
         r = llhttp_get_error_reason(&h->parser);
@@ -452,8 +691,10 @@ pt_http_error(const pt_http_t *h, const char **why)
 void
 pt_http_resume(pt_http_t *h)
 {
-    h->scan_cr = h->scan_seen = h->scan_done = false;
+    h->line = LINE_IDLE;
+    h->scan_cr = false;
     h->scan_m = 0;
+    h->in_chunked = false;
     h->paused = false;
     if (h->upgrade_pause) {
         llhttp_resume_after_upgrade(&h->parser);

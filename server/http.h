@@ -11,8 +11,12 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "chunked.h"
 #include "config.h"
 #include "request.h"
+
+/* The longest request method accepted (any token is a method: RFC 9110 9.1). */
+#define PT_METHOD_MAX 32
 
 typedef struct pt_conn_s pt_conn_t;
 
@@ -27,14 +31,19 @@ typedef struct {
     pt_conn_t *conn;     /* told of heads, body bytes and message ends */
     pt_request_t *req;   /* filled in when a head is complete */
     bool in_message;     /* a request has begun and its message is not yet complete */
-    bool in_trailers;    /* the head is complete: header callbacks now are a chunked body's trailers */
     bool paused;         /* paused at the end of a message until pt_http_resume */
     bool upgrade_pause;  /* ... with HPE_PAUSED_UPGRADE (resumed differently) */
     size_t idle_bytes;   /* blank lines received between requests */
     uint64_t body_bytes; /* body bytes of the current request, against --max-body-size */
-    /* Head scan (see head_scan in http.c): a CR must be followed by LF anywhere in a request head. */
-    bool scan_cr, scan_seen, scan_done;
-    uint8_t scan_m;
+    /* The request line and head, scanned before llhttp sees them (see line_scan in http.c). */
+    uint8_t line;        /* where the scan is: blank lines, method, target, "HTTP/", the rest of the head */
+    uint8_t version_pos; /* bytes of "HTTP/" matched */
+    bool scan_cr;        /* the previous byte was a CR */
+    uint8_t scan_m;      /* CR and LF bytes in a row: 4 ends the head */
+    char method[PT_METHOD_MAX + 1];
+    uint8_t method_len;
+    bool in_chunked; /* the body is chunked: ponte decodes it (chunked.c), llhttp was told to skip it */
+    pt_chunked_t chunked;
 
     /* Head arena: request-target and header bytes of the current request. */
     pt_buf_t head;

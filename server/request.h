@@ -50,9 +50,10 @@ struct pt_request_s {
 
     /* The head, valid until the request is finished. Spans point into the connection's head arena. */
     pt_span_t method;
-    pt_span_t target; /* the request-target exactly as received */
-    pt_span_t path;   /* origin-form path, still percent-encoded */
-    pt_span_t query;  /* after '?', without the fragment */
+    pt_span_t target;    /* the request-target exactly as received */
+    pt_span_t path;      /* origin-form path, still percent-encoded */
+    pt_span_t query;     /* after '?', without the fragment */
+    pt_span_t authority; /* absolute-form's "host:port" (it replaced the Host header's value), else empty */
     pt_header_t *headers;
     size_t nheaders;
     uint8_t http_minor;
