@@ -295,7 +295,7 @@ static PyMethodDef run_methods[] = {
     { "send", (PyCFunction)run_send, METH_O, "send(value): run the app until it next waits" },
     { "throw", (PyCFunction)run_throw, METH_VARARGS, "throw(exc): raise exc where the app waits" },
     { "close", (PyCFunction)run_close, METH_NOARGS, "close(): close the app's coroutine" },
-    { NULL },
+    { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef run_getset[] = {
@@ -305,7 +305,7 @@ static PyGetSetDef run_getset[] = {
     { "cr_frame", (getter)run_getattr_coro, NULL, NULL, "cr_frame" },
     { "cr_await", (getter)run_getattr_coro, NULL, NULL, "cr_await" },
     { "cr_running", (getter)run_getattr_coro, NULL, NULL, "cr_running" },
-    { NULL },
+    { NULL, NULL, NULL, NULL, NULL },
 };
 
 static PyAsyncMethods run_async = { .am_await = run_await, .am_send = (sendfunc)run_am_send };

@@ -192,7 +192,7 @@ conn_end(pt_conn_t *c, bool linger)
         return;
     }
     c->state = PT_CONN_ENDING;
-    c->linger = c->linger || linger;
+    c->linger = (c->linger || linger) && !c->eof; /* after the client's FIN there is nothing left to drain */
     if (!c->linger) {
         conn_stop_reading(c);
     }

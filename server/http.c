@@ -13,6 +13,17 @@
 
 #define HTTP(p) ((pt_http_t *)(p)->data)
 
+/* Where the scan of a request line and head is (h->line): see method_scan and line_scan. */
+enum {
+    LINE_IDLE,   /* blank lines between requests */
+    LINE_METHOD, /* the method, held back from llhttp until its end (method_scan) */
+    LINE_SPACE,  /* the space after it */
+    LINE_TARGET,
+    LINE_VERSION, /* "HTTP/", case-sensitive (RFC 9112 2.3) */
+    LINE_REST,    /* the rest of the head, until CRLF CRLF */
+    LINE_DONE,
+};
+
 /* Refuses the request: llhttp stops with HPE_USER (or the callback's error) and pt_http_error says why. */
 static int
 refuse(pt_http_t *h, int status, const char *why)
@@ -318,6 +329,7 @@ on_headers_complete(llhttp_t *p)
     pt_request_t *req = h->req;
     size_t nhost = 0;
 
+    h->line = LINE_DONE; /* llhttp's end of the head is the one that counts */
     if (headers_resolve(h, &nhost) < 0) {
         return -1;
     }
@@ -426,16 +438,6 @@ pt_http_init(pt_http_t *h, const llhttp_settings_t *settings, const pt_config_t 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* The request line and head, scanned before llhttp sees them */
 
-enum {
-    LINE_IDLE,   /* blank lines between requests */
-    LINE_METHOD, /* the method, held back from llhttp until its end (method_scan) */
-    LINE_SPACE,  /* the space after it */
-    LINE_TARGET,
-    LINE_VERSION, /* "HTTP/", case-sensitive (RFC 9112 2.3) */
-    LINE_REST,    /* the rest of the head, until CRLF CRLF */
-    LINE_DONE,
-};
-
 /* RFC 9110 5.6.2: tchar. */
 static bool
 is_tchar(unsigned char c)
@@ -532,6 +534,11 @@ line_scan(pt_http_t *h, const char *p, size_t n)
 
         if (h->scan_cr && b != '\n') {
             return refuse(h, 400, "bare CR in the request head");
+        }
+        if (b == '\n' && !h->scan_cr) {
+            /* RFC 9112 2.2 lets a recipient take a bare LF as a line end; ponte does not, since a proxy in front
+             * that does not either reads another head out of the same bytes. */
+            return refuse(h, 400, "bare LF in the request head");
         }
         h->scan_cr = b == '\r';
         if (h->line == LINE_SPACE) {
@@ -653,7 +660,10 @@ pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used)
     pt_http_result_t r;
 
     while (off < n) {
-        if (h->in_chunked && h->line == LINE_DONE) {
+        uint8_t line = h->line;
+        bool chunked = h->in_chunked;
+
+        if (h->in_chunked) {
             r = chunked_body(h, data + off, n - off, &k);
         } else if (h->line <= LINE_METHOD) {
             r = method_scan(h, data + off, n - off, &k);
@@ -664,6 +674,13 @@ pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used)
         if (r != PT_HTTP_MORE) {
             *used = off;
             return r;
+        }
+        if (k == 0 && h->line == line && h->in_chunked == chunked) {
+            /* A step that consumed nothing must have moved the scan on, or the loop thread would spin: refused
+             * rather than hung, should a step ever stand still. */
+            refuse(h, 500, "the parser made no progress");
+            *used = off;
+            return PT_HTTP_ERROR;
         }
     }
     *used = n;
@@ -686,6 +703,12 @@ pt_http_error(const pt_http_t *h, const char **why)
         *why = r != NULL ? r : llhttp_errno_name(llhttp_get_errno(&h->parser));
     }
     return h->error_status ? h->error_status : 400;
+}
+
+bool
+pt_http_is_head(const pt_http_t *h)
+{
+    return h->line == LINE_DONE && h->parser.method == HTTP_HEAD;
 }
 
 void

@@ -71,6 +71,8 @@ void pt_http_init(pt_http_t *h, const llhttp_settings_t *settings, const pt_conf
 pt_http_result_t pt_http_execute(pt_http_t *h, const char *data, size_t n, size_t *used);
 /* After PT_HTTP_ERROR: the status to answer with, and why (for the log). */
 int pt_http_error(const pt_http_t *h, const char **why);
+/* Whether the request being parsed is a HEAD whose head is complete: an answer to it carries no body. */
+bool pt_http_is_head(const pt_http_t *h);
 /* Goes on parsing after PT_HTTP_MESSAGE, once the connection is ready for the next request. */
 void pt_http_resume(pt_http_t *h);
 /* Gives back the head arena and header tables between requests (an idle connection keeps only its struct). */

@@ -368,7 +368,7 @@ int
 pt_out_reply(pt_conn_t *c, int status)
 {
     c->wbuf.len = 0;
-    return pt_resp_simple(&c->wbuf, status, true, pt_status_reason(status));
+    return pt_resp_simple(&c->wbuf, status, true, pt_http_is_head(&c->http) ? "" : pt_status_reason(status));
 }
 
 void

@@ -30,7 +30,8 @@ size_t pt_out_queued(pt_conn_t *c);
 void pt_out_suspend(pt_conn_t *c);
 /* "100 Continue", unless the response has started. */
 void pt_out_continue(pt_conn_t *c);
-/* A complete reply of the server's own (an error), replacing whatever output was buffered. 0 or -ENOMEM. */
+/* A complete reply of the server's own (an error), replacing whatever output was buffered; without a body when
+ * it answers a HEAD. 0 or -ENOMEM. */
 int pt_out_reply(pt_conn_t *c, int status);
 /* The connection is going idle: an output buffer grown large goes back to malloc. */
 void pt_out_release(pt_conn_t *c);

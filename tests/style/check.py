@@ -134,7 +134,7 @@ def main():
     fix = "--fix" in sys.argv[1:]
     tap = Tap()
     server, gateway = sources("server"), sources("gateway")
-    check_format(tap, server + gateway + sources("tests/unit"), fix)
+    check_format(tap, server + gateway + sources("tests/unit") + sources("tests/fuzz"), fix)
     check_sizes(tap, server + gateway)
     check_layering(tap, server, gateway)
     return tap.done()
