@@ -563,9 +563,14 @@ line_scan(pt_http_t *h, const char *p, size_t n)
             if (++h->scan_m == 4) {
                 h->line = LINE_DONE; /* CRLF CRLF: the head ends here */
             }
-        } else {
-            h->scan_m = 0;
+            continue;
         }
+        if (h->scan_m == 2 && (b == ' ' || b == '\t')) {
+            /* obs-fold (RFC 9112 5.2): refused rather than unfolded, since a proxy that took the folded line for a
+             * header of its own would frame the body another way. */
+            return refuse(h, 400, "obs-fold (a header line that starts with whitespace)");
+        }
+        h->scan_m = 0;
     }
     return 0;
 }
