@@ -43,6 +43,9 @@ static const char usage[] =
     "      --client-timeout S     close when a client sends no body or reads no response for S seconds (default 60)\n"
     "      --graceful-timeout S   on SIGTERM/SIGINT, let requests in flight finish for S seconds (default 30)\n"
     "      --backlog N            listen backlog (default 1024)\n"
+    "      --max-connections N    accept no more while N connections are open: the rest wait in the backlog\n"
+    "                             (default 0: as many as file descriptors allow)\n"
+    "      --limit-concurrency N  answer 503 to a request that arrives while N are with the app (default 0: none)\n"
     "      --unix-mode MODE       permissions of a unix:/path socket, in octal, e.g. 660 (default: from the umask)\n"
     "      --forwarded-allow-ips LIST  trust X-Forwarded-For, X-Forwarded-Proto and Forwarded from these\n"
     "                             proxies: addresses, networks (10.0.0.0/8), unix, or * (default: none)\n"
@@ -101,6 +104,8 @@ enum {
     OPT_FORWARDED_ALLOW_IPS,
     OPT_UNIX_MODE,
     OPT_RELOAD,
+    OPT_MAX_CONNECTIONS,
+    OPT_LIMIT_CONCURRENCY,
 };
 
 static const struct option options[] = {
@@ -120,6 +125,8 @@ static const struct option options[] = {
     { "client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT },
     { "graceful-timeout", required_argument, NULL, OPT_GRACEFUL_TIMEOUT },
     { "backlog", required_argument, NULL, OPT_BACKLOG },
+    { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+    { "limit-concurrency", required_argument, NULL, OPT_LIMIT_CONCURRENCY },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
@@ -241,6 +248,8 @@ static const struct {
     { OPT_CLIENT_TIMEOUT, "client-timeout", ARG_SECONDS, FIELD(client_timeout), 0, 0 },
     { OPT_GRACEFUL_TIMEOUT, "graceful-timeout", ARG_SECONDS, FIELD(graceful_timeout), 0, 0 },
     { OPT_BACKLOG, "backlog", ARG_COUNT, FIELD(backlog), 1, 65535 },
+    { OPT_MAX_CONNECTIONS, "max-connections", ARG_COUNT, FIELD(max_connections), 0, 1 << 24 },
+    { OPT_LIMIT_CONCURRENCY, "limit-concurrency", ARG_COUNT, FIELD(limit_concurrency), 0, 1 << 24 },
     { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
     { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
 };

@@ -65,6 +65,8 @@ typedef struct {
     double client_timeout;     /* body bytes or response drain stalled, seconds */
     double graceful_timeout;   /* in-flight requests on SIGTERM, seconds */
     int backlog;
+    size_t max_connections;        /* open connections beyond which accepting pauses; 0: no limit */
+    size_t limit_concurrency;      /* requests in the app beyond which new ones get 503; 0: no limit */
     const char *python_executable; /* sys.executable of the embedded interpreter */
     double gil_report;             /* seconds between GIL summary lines in the log; 0: none */
     const char *gil_monitor;       /* address of the live GIL view, or NULL */

@@ -351,6 +351,16 @@ conn_parse_error(pt_conn_t *c)
     conn_reply_error(c, status, why);
 }
 
+/* --limit-concurrency: a request that arrives while that many are with the app gets 503 at once, as uvicorn does,
+ * rather than waiting in a queue whose wait nobody bounds. */
+static bool
+conn_over_limit(pt_conn_t *c)
+{
+    const pt_config_t *cfg = c->srv->cfg;
+
+    return cfg->limit_concurrency > 0 && c->srv->nbusy >= cfg->limit_concurrency;
+}
+
 static void
 conn_dispatch(pt_conn_t *c)
 {
@@ -397,8 +407,13 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
             break;
         case PT_HTTP_MESSAGE:
             data += used;
-            if (!c->srv->app->streams_body) {
-                conn_dispatch(c); /* a streaming app has had the request since its head */
+            if (c->srv->app->streams_body) {
+                break; /* a streaming app has had the request since its head */
+            }
+            if (conn_over_limit(c)) {
+                conn_reply_error(c, 503, "--limit-concurrency reached");
+            } else {
+                conn_dispatch(c);
             }
             break;
         }
@@ -559,6 +574,10 @@ pt_conn_on_headers(pt_conn_t *c)
     c->resp_done = false;
     c->message_done = false;
 
+    if (srv->app->streams_body && conn_over_limit(c)) {
+        c->http.error_why = "--limit-concurrency reached";
+        return 503;
+    }
     if (srv->app->streams_body) {
         conn_dispatch(c);
     } else if (!req->body_eof) {

@@ -1,6 +1,10 @@
 #include "listen.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,14 +64,181 @@ pt_bind_parse(const char *spec, char *host, size_t hostlen, int *port, bool *is_
     return 0;
 }
 
+/*
+ * Accepting pauses when the process runs out of descriptors, or has --max-connections open, and resumes when
+ * connections close: the next clients wait in the kernel's backlog meanwhile. Pausing closes the listening
+ * handle; the socket itself stays open through a spare descriptor taken at start-up. (Left alone, libuv answers
+ * EMFILE by accepting each new connection and closing it at once, a reset for every client, and a log line per
+ * attempt here.)
+ */
+static void on_connection(uv_stream_t *server, int status);
+
+static void
+on_pause_close(uv_handle_t *h)
+{
+    pt_listener_t *ls = h->data;
+
+    ls->reopenable = true;
+}
+
+static void
+on_pause_timer(uv_timer_t *t)
+{
+    pt_listen_resume(t->data);
+}
+
+static void
+listen_pause(pt_server_t *srv, const char *why)
+{
+    int i, paused = 0;
+
+    for (i = 0; i < srv->nlisteners; i++) {
+        pt_listener_t *ls = &srv->listeners[i];
+
+        if (!ls->paused && ls->spare_fd >= 0 && !uv_is_closing(&ls->h.handle)) {
+            ls->paused = true;
+            ls->reopenable = false;
+            uv_close(&ls->h.handle, on_pause_close);
+            paused++;
+        }
+    }
+    if (paused > 0 && !srv->accept_paused) {
+        uint64_t now = uv_now(srv->loop);
+
+        srv->accept_paused = true;
+        srv->pauses++;
+        /* At the limit, every connection that closes lets one in, and pauses again: say so every 10 s at most. */
+        if (srv->pause_logged == 0 || now - srv->pause_logged >= 10000) {
+            pt_log_warning("not accepting for now: %s (%zu connections open); new clients wait in the backlog%s", why,
+                           srv->nconns, srv->pauses > 1 ? " (and paused again since the last line)" : "");
+            srv->pause_logged = now;
+            srv->pauses = 0;
+        }
+        uv_timer_start(&srv->accept_timer, on_pause_timer, 1000, 1000);
+    }
+}
+
+/* Opens a paused listener again from its spare descriptor. 0, or a negative error (still out of descriptors). */
+static int
+listen_reopen(pt_listener_t *ls)
+{
+    int spare = fcntl(ls->spare_fd, F_DUPFD_CLOEXEC, 0);
+    pt_server_t *srv = ls->srv;
+    int r;
+
+    if (spare < 0) {
+        return -errno;
+    }
+    r = ls->is_unix ? uv_pipe_init(srv->loop, &ls->h.pipe, 0) : uv_tcp_init(srv->loop, &ls->h.tcp);
+    if (r == 0) {
+        ls->h.handle.data = ls;
+        r = ls->is_unix ? uv_pipe_open(&ls->h.pipe, ls->spare_fd) : uv_tcp_open(&ls->h.tcp, ls->spare_fd);
+        if (r == 0) {
+            ls->spare_fd = spare; /* the handle owns the old one now */
+            r = uv_listen(&ls->h.stream, srv->cfg->backlog, on_connection);
+        }
+        if (r < 0) {
+            pt_log_error("cannot accept on %s again: %s", ls->url, uv_strerror(r));
+        }
+    } else {
+        close(spare);
+    }
+    ls->paused = r < 0;
+    return r;
+}
+
+/* Descriptors open in this process now. */
+static int
+open_descriptors(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n - 1; /* the directory's own */
+}
+
+/*
+ * How many connections the descriptor limit (ulimit -n) leaves room for: what is not open once the server has
+ * started, less a reserve for what the app and the server open later (a spooled body, a log file, a database
+ * connection). Past it, accepting pauses before accept() fails.
+ */
+static size_t
+descriptor_budget(void)
+{
+    struct rlimit rl;
+    int open_now = open_descriptors();
+    rlim_t reserve;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || open_now < 0) {
+        return SIZE_MAX;
+    }
+    reserve = rl.rlim_cur / 8 < 64 ? rl.rlim_cur / 8 : 64;
+    if (rl.rlim_cur <= (rlim_t)open_now + reserve) {
+        return 1;
+    }
+    return (size_t)(rl.rlim_cur - (rlim_t)open_now - reserve);
+}
+
+/* The connections accepting may hold open: --max-connections, and what the descriptors allow. */
+static size_t
+connection_room(const pt_server_t *srv, const char **why)
+{
+    size_t max = srv->cfg->max_connections > 0 ? srv->cfg->max_connections : SIZE_MAX;
+
+    *why = "--max-connections reached";
+    if (srv->conn_budget < max) {
+        *why = "near the limit of file descriptors (ulimit -n)";
+        return srv->conn_budget;
+    }
+    return max;
+}
+
+void
+pt_listen_resume(pt_server_t *srv)
+{
+    const char *why;
+    int i, still = 0;
+
+    if (!srv->accept_paused || srv->stopping || srv->nconns >= connection_room(srv, &why)) {
+        return;
+    }
+    for (i = 0; i < srv->nlisteners; i++) {
+        pt_listener_t *ls = &srv->listeners[i];
+
+        if (ls->paused && (!ls->reopenable || listen_reopen(ls) < 0)) {
+            still++;
+        }
+    }
+    if (still == 0) {
+        srv->accept_paused = false;
+        uv_timer_stop(&srv->accept_timer);
+        if (srv->pauses == 0) {
+            pt_log_info("accepting again (%zu connections open)", srv->nconns); /* after a logged pause */
+        }
+    }
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
     pt_listener_t *ls = server->data;
     pt_server_t *srv = ls->srv;
+    const char *why;
     pt_conn_t *c;
     int r;
 
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        listen_pause(srv, "out of file descriptors");
+        return;
+    }
     if (status < 0) {
         pt_log_error("accept on %s: %s", ls->url, uv_strerror(status));
         return;
@@ -85,12 +256,14 @@ on_connection(uv_stream_t *server, int status)
     }
     r = uv_accept(server, &c->h.stream);
     if (r < 0) {
-        /* EMFILE and friends: log and carry on serving the connections we have. */
         pt_log_error("accept on %s: %s", ls->url, uv_strerror(r));
         pt_conn_discard(c, true);
         return;
     }
     pt_conn_start(srv, ls, c);
+    if (srv->nconns >= connection_room(srv, &why)) {
+        listen_pause(srv, why);
+    }
 }
 
 int
@@ -211,8 +384,11 @@ pt_listen_fd(pt_server_t *srv, pt_listener_t *ls, int fd)
     }
     if (r < 0) {
         pt_log_error("cannot listen on %s: %s", ls->url, uv_strerror(r));
+        return r;
     }
-    return r;
+    /* Without a spare descriptor accepting cannot pause (listen_pause): it then goes on as libuv does. */
+    ls->spare_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return 0;
 }
 
 int
@@ -227,6 +403,10 @@ pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count)
         return UV_ENOMEM;
     }
     *out = ls;
+    srv->listeners = ls;
+    for (i = 0; i < n; i++) {
+        ls[i].spare_fd = -1;
+    }
     for (i = 0; i < n && r == 0; i++) {
         int fd = -1;
 
@@ -240,7 +420,9 @@ pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count)
             r = pt_listen_fd(srv, &ls[i], fd);
         }
         *count = i + 1;
+        srv->nlisteners = i + 1;
     }
+    srv->conn_budget = descriptor_budget();
     return r;
 }
 
@@ -253,5 +435,12 @@ pt_listen_close_all(pt_listener_t *ls, int count)
         if (ls[i].h.handle.loop != NULL && !uv_is_closing(&ls[i].h.handle)) {
             uv_close(&ls[i].h.handle, NULL);
         }
+        if (ls[i].spare_fd >= 0) {
+            close(ls[i].spare_fd);
+            ls[i].spare_fd = -1;
+        }
+    }
+    if (count > 0 && ls[0].srv != NULL) {
+        ls[0].srv->nlisteners = 0; /* nothing to resume */
     }
 }

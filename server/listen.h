@@ -21,10 +21,13 @@ struct pt_listener_s {
     } h;
     pt_server_t *srv;
     bool is_unix;
-    bool owned;     /* a unix socket file this process created (and removes at exit) */
-    char name[256]; /* SERVER_NAME: the bound host, or the socket path */
-    int port;       /* the bound port (the real one when 0 was asked) */
-    char url[300];  /* for the "listening on" line */
+    bool owned;      /* a unix socket file this process created (and removes at exit) */
+    char name[256];  /* SERVER_NAME: the bound host, or the socket path */
+    int port;        /* the bound port (the real one when 0 was asked) */
+    char url[300];   /* for the "listening on" line */
+    int spare_fd;    /* a second descriptor of the socket: it stays open, backlog and all, while accepting pauses */
+    bool paused;     /* the handle is closed (or closing) until pt_listen_resume */
+    bool reopenable; /* paused and its close callback has run */
 };
 
 /* Listens on every --bind and --fd. Returns 0, or a negative libuv error after logging which address failed. */
@@ -38,6 +41,9 @@ int pt_listen_describe(int fd, pt_listener_t *ls);
 int pt_listen_fd(pt_server_t *srv, pt_listener_t *ls, int fd);
 /* Stops accepting (graceful shutdown). */
 void pt_listen_close_all(pt_listener_t *ls, int count);
+/* Accepting again after a pause (out of descriptors, or --max-connections), if the cause is gone: called when a
+ * connection closes, and every second while paused. */
+void pt_listen_resume(pt_server_t *srv);
 /* Parses "host:port", "[v6]:port" or "unix:/path" (exposed for the unit tests). Returns 0 or -EINVAL. */
 int pt_bind_parse(const char *spec, char *host, size_t hostlen, int *port, bool *is_unix);
 

@@ -4,11 +4,13 @@
 #include "server.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conn.h"
 #include "handoff.h"
+#include "listen.h"
 
 int
 pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app)
@@ -17,6 +19,7 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     srv->loop = loop;
     srv->cfg = cfg;
     srv->app = app;
+    srv->conn_budget = SIZE_MAX; /* pt_listen_all measures it */
     pt_http_settings_init(&srv->parser_settings);
     srv->read_buf = malloc(PT_READ_BUF_SIZE);
     if (srv->read_buf == NULL) {
@@ -31,6 +34,9 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     srv->flush_prepare.data = srv;
     uv_prepare_init(loop, &srv->wake_prepare);
     srv->wake_prepare.data = srv;
+    uv_timer_init(loop, &srv->accept_timer);
+    srv->accept_timer.data = srv;
+    uv_unref((uv_handle_t *)&srv->accept_timer);
     return pt_handoff_init(srv);
 }
 
@@ -49,6 +55,7 @@ pt_server_close(pt_server_t *srv)
     close_handle((uv_handle_t *)&srv->drain_idle);
     close_handle((uv_handle_t *)&srv->flush_prepare);
     close_handle((uv_handle_t *)&srv->wake_prepare);
+    close_handle((uv_handle_t *)&srv->accept_timer);
     free(srv->read_buf);
     srv->read_buf = NULL;
 }
@@ -80,6 +87,7 @@ pt_server_remove_conn(pt_server_t *srv, pt_conn_t *c)
     pt_todo_remove(&srv->drain, c);
     pt_todo_remove(&srv->flush, c);
     pt_todo_remove(&srv->wake, c);
+    pt_listen_resume(srv); /* a descriptor, and a connection slot, came free */
 }
 
 void

@@ -17,6 +17,7 @@
 
 typedef struct pt_server_s pt_server_t;
 typedef struct pt_conn_s pt_conn_t;
+typedef struct pt_listener_s pt_listener_t;
 
 /* Every connection reads into the loop's one buffer of this size; only unparsed leftovers are copied out. */
 #define PT_READ_BUF_SIZE (64 * 1024)
@@ -42,6 +43,13 @@ struct pt_server_s {
     uv_prepare_t wake_prepare; /* conn.c: wakes workers waiting for body bytes once the loop has read */
     pt_todo_t wake;
     void (*on_idle)(pt_server_t *srv); /* called when stopping and the last connection closed */
+    pt_listener_t *listeners;          /* what pt_listen_all opened, to pause and resume accepting (listen.c) */
+    int nlisteners;
+    bool accept_paused;
+    size_t conn_budget;      /* connections the descriptor limit leaves room for (listen.c) */
+    uint64_t pause_logged;   /* loop time (ms) the last pause was logged: one line per 10 s at most */
+    unsigned pauses;         /* pauses since that line */
+    uv_timer_t accept_timer; /* tries to resume accepting every second while paused */
 };
 
 int pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app);
