@@ -431,6 +431,8 @@ conn_on_eof(pt_conn_t *c)
         conn_notify_body(c); /* an ASGI receive() waiting past the body reports http.disconnect */
         if (!c->message_done) {
             /* An incomplete body will never be complete. */
+            pt_log_info("%s:%d request body: the client closed its side before the body was complete", c->remote_addr,
+                        c->remote_port);
             pt_req_body_fail(&c->req, PT_BODY_ERR_GONE);
             conn_notify_body(c);
         }

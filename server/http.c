@@ -262,6 +262,11 @@ headers_resolve(pt_http_t *h, size_t *nhost_out)
 
         hd->name = (pt_span_t){ h->head.data + o->name_off, o->name_len };
         hd->value = (pt_span_t){ h->head.data + o->value_off, o->value_len };
+        if (!pt_header_name_valid(hd->name.base, hd->name.len)) {
+            /* RFC 9110 5.1: a field name is a token. llhttp 8.1 lets a space through inside some names
+             * ("Transfer-Enc oding"), which another parser may read as the header it resembles. */
+            return refuse(h, 400, "invalid character in a header field name");
+        }
         if (pt_span_ieq(hd->name, "host")) {
             nhost++;
         } else if (pt_span_ieq(hd->name, "transfer-encoding")) {

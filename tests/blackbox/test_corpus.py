@@ -91,6 +91,7 @@ def header_key(name):
 
 def exchange(server, raw, timeout=5):
     """Sends raw bytes, half-closes, reads everything; returns (bytes received, local port)."""
+    server.log_since = len(server.stderr())     # ports are reused: only what is logged from here is this one's
     s = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
     port = s.getsockname()[1]
     try:
@@ -149,8 +150,8 @@ class CorpusBase(unittest.TestCase):
             return f.read().count("\n")
 
     def policy_reason(self, port):
-        """The policy the server logged for the connection from `port`, if any."""
-        for line in self.server.stderr().splitlines():
+        """The policy the server logged for the connection from `port` in the last exchange, if any."""
+        for line in self.server.stderr()[getattr(self.server, "log_since", 0):].splitlines():
             if ("127.0.0.1:%d " % port) in line:
                 for p in POLICY:
                     if p in line:
