@@ -69,6 +69,29 @@ class ErrorsBase(ServerCase):
     def test_bad_status(self):
         self.expect_500("bad_status", "status must look like '200 OK'")
 
+    def test_cr_lf_nul_never_written(self):
+        # CR, LF or NUL anywhere in what the app gives for the head: refused with 500 and logged, never written.
+        for route in ("status_injection", "header_nul", "header_bare_lf", "header_name_crlf"):
+            with self.subTest(route=route):
+                c = self.conn()
+                r = c.request("GET", "/" + route)
+                self.assertEqual((r.status, r.body), (500, b"Internal Server Error"))
+                self.assertNotIn(b"Injected", r.raw_head + r.body)
+                self.assertNotIn(b"\x00", r.raw_head)
+
+    def test_error_page_never_carries_a_traceback(self):
+        c = self.conn()
+        r = c.request("GET", "/raise_before")
+        self.assertEqual(r.body, b"Internal Server Error")
+        self.assertNotIn(b"Traceback", r.raw_head + r.body)
+        self.assertNotIn(b"boom", r.raw_head + r.body)
+
+    def test_leaked_threads_cost_nothing(self):
+        for _ in range(5):
+            self.assertEqual(self.conn().request("GET", "/leak_thread").body, b"leaked")
+        self.assertEqual(self.conn().request("GET", "/exc_info_replace").status, 503)
+        # tearDownClass stops the server and requires it to exit 0: the leaked threads do not hold it.
+
     def test_start_response_twice(self):
         self.expect_500("twice", "called a second time without exc_info")
 

@@ -64,6 +64,36 @@ def bad_header_name(environ, start_response):
     return [b"never sent"]
 
 
+def status_injection(environ, start_response):
+    start_response("200 OK\r\nInjected: yes", [("Content-Type", "text/plain")])
+    return [b"never sent"]
+
+
+def header_nul(environ, start_response):
+    start_response("200 OK", [("X-A", "a\x00b")])
+    return [b"never sent"]
+
+
+def header_bare_lf(environ, start_response):
+    start_response("200 OK", [("X-A", "a\nInjected: yes")])
+    return [b"never sent"]
+
+
+def header_name_crlf(environ, start_response):
+    start_response("200 OK", [("X-A\r\nInjected", "yes")])
+    return [b"never sent"]
+
+
+def leak_thread(environ, start_response):
+    """Starts a thread that outlives the request (and the server, but for the interpreter's exit)."""
+    import threading
+
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+    threading.Thread(target=time.sleep, args=(0.5,)).start()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"leaked"]
+
+
 def bad_status(environ, start_response):
     start_response("OK", [])
     return [b"never sent"]
