@@ -38,6 +38,7 @@ typedef struct pt_ctx_s {
     PyObject *result;  /* what the app returned */
     PyObject *iter;    /* iter(result), or NULL when `seq` is used */
     PyObject *seq;     /* result itself when it is a list or tuple (no iterator needed) */
+    PyObject *held;    /* a chunk taken from the iterable while the client is slow, sent once it drains */
     Py_ssize_t pos;
     int64_t known_length; /* total body size when known before the head is written */
     uint64_t t0;          /* when the app got the request (for --gil-trace) */
@@ -336,7 +337,7 @@ ctx_get(pt_wsgi_t *w)
     ctx->vectorcall = ctx_start_response;
     ctx->w = w;
     ctx->req = NULL;
-    ctx->status = ctx->headers = ctx->result = ctx->iter = ctx->seq = NULL;
+    ctx->status = ctx->headers = ctx->result = ctx->iter = ctx->seq = ctx->held = NULL;
     ctx->out = (pt_buf_t){ 0 };
     ctx->hspans = NULL;
     ctx->hcap = 0;
@@ -363,6 +364,7 @@ ctx_put(pt_ctx_t *ctx)
     Py_CLEAR(ctx->result);
     Py_CLEAR(ctx->iter);
     Py_CLEAR(ctx->seq);
+    Py_CLEAR(ctx->held);
     ctx->out.len = 0;
     if (ctx->out.cap > 256 * 1024) {
         pt_buf_free(&ctx->out);
@@ -387,6 +389,7 @@ ctx_traverse(pt_ctx_t *ctx, visitproc visit, void *arg)
     Py_VISIT(ctx->result);
     Py_VISIT(ctx->iter);
     Py_VISIT(ctx->seq);
+    Py_VISIT(ctx->held);
     return 0;
 }
 
@@ -400,6 +403,7 @@ ctx_clear(pt_ctx_t *ctx)
     Py_CLEAR(ctx->result);
     Py_CLEAR(ctx->iter);
     Py_CLEAR(ctx->seq);
+    Py_CLEAR(ctx->held);
     return 0;
 }
 
@@ -534,21 +538,27 @@ pump(pt_ctx_t *ctx)
     PyObject *item;
 
     for (;;) {
-        if (pt_req_must_wait(req)) {
+        /* The next chunk is taken before waiting for a slow client, so that a response whose last chunk is out
+         * ends at once: the worker (or the loop thread) does not wait on the client to learn there is no more. */
+        item = ctx->held != NULL ? ctx->held : next_chunk(ctx);
+        ctx->held = NULL;
+        if (item != NULL && pt_req_must_wait(req)) {
             if (flush(ctx, 0) < 0) {
+                Py_DECREF(item);
                 finish(ctx, WSGI_GONE);
                 return true;
             }
             if (pt_on_loop_thread()) {
+                ctx->held = item;
                 pt_req_suspend(req);
                 return false;
             }
             if (wait_drain(ctx) < 0) {
+                Py_DECREF(item);
                 finish(ctx, WSGI_GONE);
                 return true;
             }
         }
-        item = next_chunk(ctx);
         if (item == NULL) {
             if (PyErr_Occurred()) {
                 finish(ctx, WSGI_APP_ERROR);

@@ -46,6 +46,10 @@ static const char usage[] =
     "      --max-connections N    accept no more while N connections are open: the rest wait in the backlog\n"
     "                             (default 0: as many as file descriptors allow)\n"
     "      --limit-concurrency N  answer 503 to a request that arrives while N are with the app (default 0: none)\n"
+    "      --request-buffering on|off  worker threads get a request with a body once the body is in, or 64 KiB of\n"
+    "                             it (on, the default: a slow client then holds no thread); off: at the head, for\n"
+    "                             apps that answer while the body arrives\n"
+    "      --min-body-rate N      after 5 s, a request body must average N bytes/s, or 408 (default 240; 0: any)\n"
     "      --unix-mode MODE       permissions of a unix:/path socket, in octal, e.g. 660 (default: from the umask)\n"
     "      --forwarded-allow-ips LIST  trust X-Forwarded-For, X-Forwarded-Proto and Forwarded from these\n"
     "                             proxies: addresses, networks (10.0.0.0/8), unix, or * (default: none)\n"
@@ -106,6 +110,8 @@ enum {
     OPT_RELOAD,
     OPT_MAX_CONNECTIONS,
     OPT_LIMIT_CONCURRENCY,
+    OPT_REQUEST_BUFFERING,
+    OPT_MIN_BODY_RATE,
 };
 
 static const struct option options[] = {
@@ -127,6 +133,8 @@ static const struct option options[] = {
     { "backlog", required_argument, NULL, OPT_BACKLOG },
     { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
     { "limit-concurrency", required_argument, NULL, OPT_LIMIT_CONCURRENCY },
+    { "request-buffering", required_argument, NULL, OPT_REQUEST_BUFFERING },
+    { "min-body-rate", required_argument, NULL, OPT_MIN_BODY_RATE },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
@@ -250,6 +258,7 @@ static const struct {
     { OPT_BACKLOG, "backlog", ARG_COUNT, FIELD(backlog), 1, 65535 },
     { OPT_MAX_CONNECTIONS, "max-connections", ARG_COUNT, FIELD(max_connections), 0, 1 << 24 },
     { OPT_LIMIT_CONCURRENCY, "limit-concurrency", ARG_COUNT, FIELD(limit_concurrency), 0, 1 << 24 },
+    { OPT_MIN_BODY_RATE, "min-body-rate", ARG_COUNT, FIELD(min_body_rate), 0, 1 << 30 },
     { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
     { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
 };
@@ -407,6 +416,10 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
         i = choose("gil-probe", arg, onoff, 2, "expected on or off");
         cfg->gil_probe = i == 1;
         return i < 0 ? -1 : 0;
+    case OPT_REQUEST_BUFFERING:
+        i = choose("request-buffering", arg, onoff, 2, "expected on or off");
+        cfg->request_buffering = i == 1;
+        return i < 0 ? -1 : 0;
     case OPT_GIL_MONITOR:
         if (!bind_ok(arg)) {
             return bad("gil-monitor", arg, "expected HOST:PORT, [IPv6]:PORT or unix:/path");
@@ -440,6 +453,8 @@ set_defaults(pt_config_t *cfg)
     cfg->graceful_timeout = 30;
     cfg->backlog = 1024;
     cfg->unix_mode = -1;
+    cfg->request_buffering = true;
+    cfg->min_body_rate = 240;
     cfg->python_executable = PT_PYTHON_EXECUTABLE;
 }
 

@@ -65,8 +65,10 @@ typedef struct {
     double client_timeout;     /* body bytes or response drain stalled, seconds */
     double graceful_timeout;   /* in-flight requests on SIGTERM, seconds */
     int backlog;
-    size_t max_connections;        /* open connections beyond which accepting pauses; 0: no limit */
-    size_t limit_concurrency;      /* requests in the app beyond which new ones get 503; 0: no limit */
+    size_t max_connections;   /* open connections beyond which accepting pauses; 0: no limit */
+    size_t limit_concurrency; /* requests in the app beyond which new ones get 503; 0: no limit */
+    bool request_buffering;   /* worker threads get a body once it is in (or PT_BODY_HIGH of it), not at the head */
+    uint64_t min_body_rate;   /* bytes/s a request body must average after a grace period; 0: any */
     const char *python_executable; /* sys.executable of the embedded interpreter */
     double gil_report;             /* seconds between GIL summary lines in the log; 0: none */
     const char *gil_monitor;       /* address of the live GIL view, or NULL */

@@ -232,81 +232,15 @@ pt_conn_stop(pt_conn_t *c, uint64_t now)
     }
 }
 
-/* ------------------------------------------------------------------------------------------------------------ */
-/* Timer: one per connection, its meaning set by the state. Deadlines move often; the timer is re-armed lazily. */
-
-static void on_timer(uv_timer_t *t);
-
-void
-pt_conn_set_deadline(pt_conn_t *c, double seconds)
-{
-    uint64_t ms = (uint64_t)(seconds * 1000);
-    uint64_t deadline = uv_now(c->srv->loop) + ms;
-
-    c->deadline = deadline;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > deadline) {
-        c->timer_due = deadline;
-        uv_timer_start(&c->timer, on_timer, ms, 0);
-    }
-}
-
-void
-pt_conn_progress(pt_conn_t *c)
-{
-    c->progress = uv_now(c->srv->loop);
-    c->deadline = c->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000);
-}
-
 /* Answers with an error of the server's own and closes (lingering: the client may still be sending). */
-static void
-conn_reply_error(pt_conn_t *c, int status, const char *why)
+void
+pt_conn_reply_error(pt_conn_t *c, int status, const char *why)
 {
     pt_log_info("%s:%d %d %s: %s", c->remote_addr, c->remote_port, status, pt_status_reason(status), why);
     if (pt_out_reply(c, status) == 0 && c->srv->cfg->access_log) {
         pt_log_access_refused(c->remote_addr, status);
     }
     conn_end(c, true);
-}
-
-/* Whether a request in the app is held up by the client (slow body, or not reading the response). */
-static bool
-conn_client_stalled(pt_conn_t *c)
-{
-    return pt_req_waits_on_client(&c->req, c->srv->app->on_loop) || c->inflight > 0 || c->wbuf.len > 0;
-}
-
-static void
-on_timer(uv_timer_t *t)
-{
-    pt_conn_t *c = t->data;
-    uint64_t now = uv_now(c->srv->loop);
-
-    if (now < c->deadline) {
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
-        return;
-    }
-    switch (c->state) {
-    case PT_CONN_IDLE: pt_conn_close(c); break;
-    case PT_CONN_HEAD: conn_reply_error(c, 408, "no complete request head within --header-timeout"); break;
-    case PT_CONN_BODY:
-        pt_log_info("%s:%d request body stalled for --client-timeout: closing", c->remote_addr, c->remote_port);
-        pt_conn_close(c);
-        break;
-    case PT_CONN_APP:
-    case PT_CONN_OUTPUT:
-        if (conn_client_stalled(c)) {
-            pt_log_info("%s:%d client made no progress for --client-timeout: closing", c->remote_addr, c->remote_port);
-            pt_req_client_gone(&c->req, PT_BODY_ERR_TIMEOUT);
-            pt_conn_close(c);
-        } else {
-            pt_conn_set_deadline(c, c->srv->cfg->client_timeout);
-        }
-        break;
-    case PT_CONN_ENDING:
-    case PT_CONN_SHUTDOWN:
-    case PT_CONN_CLOSED: pt_conn_close(c); break;
-    }
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -348,7 +282,7 @@ conn_parse_error(pt_conn_t *c)
         conn_notify_body(c);
         return;
     }
-    conn_reply_error(c, status, why);
+    pt_conn_reply_error(c, status, why);
 }
 
 /* --limit-concurrency: a request that arrives while that many are with the app gets 503 at once, as uvicorn does,
@@ -373,6 +307,31 @@ conn_dispatch(pt_conn_t *c)
     c->progress = uv_now(srv->loop);
     pt_conn_set_deadline(c, srv->cfg->client_timeout);
     srv->app->on_request(srv->app, &c->req);
+}
+
+/*
+ * Worker threads get a request with a body once the body is in, or once PT_BODY_HIGH of it is: a client that
+ * dribbles its body then holds a connection and a buffer, never one of the few threads. ASGI awaits the body
+ * without a thread; a request with Expect: 100-continue sends no body until the app reads, so it goes at once.
+ */
+static bool
+conn_defers_dispatch(const pt_conn_t *c)
+{
+    const pt_request_t *req = &c->req;
+
+    return c->srv->cfg->request_buffering && !c->srv->app->on_loop && !req->body_eof && !req->expect_continue;
+}
+
+/* Dispatches from inside a parser callback: 0, or 503 (--limit-concurrency) for the parser to answer with. */
+static int
+conn_dispatch_now(pt_conn_t *c)
+{
+    if (conn_over_limit(c)) {
+        c->http.error_why = "--limit-concurrency reached";
+        return 503;
+    }
+    conn_dispatch(c);
+    return 0;
 }
 
 /*
@@ -411,7 +370,7 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
                 break; /* a streaming app has had the request since its head */
             }
             if (conn_over_limit(c)) {
-                conn_reply_error(c, 503, "--limit-concurrency reached");
+                pt_conn_reply_error(c, 503, "--limit-concurrency reached");
             } else {
                 conn_dispatch(c);
             }
@@ -443,7 +402,7 @@ conn_on_eof(pt_conn_t *c)
     }
     if (c->state == PT_CONN_BODY) {
         /* Half-closed in the middle of a body: the request can never complete; the client may still read. */
-        conn_reply_error(c, 400, "client closed before sending the whole request body");
+        pt_conn_reply_error(c, 400, "client closed before sending the whole request body");
         return;
     }
     conn_end(c, false);
@@ -576,13 +535,11 @@ pt_conn_on_headers(pt_conn_t *c)
     c->resp_done = false;
     c->message_done = false;
 
-    if (srv->app->streams_body && conn_over_limit(c)) {
-        c->http.error_why = "--limit-concurrency reached";
-        return 503;
+    pt_conn_rate_start(c);
+    if (srv->app->streams_body && !conn_defers_dispatch(c)) {
+        return conn_dispatch_now(c);
     }
-    if (srv->app->streams_body) {
-        conn_dispatch(c);
-    } else if (!req->body_eof) {
+    if (!req->body_eof) {
         c->state = PT_CONN_BODY;
         pt_conn_set_deadline(c, srv->cfg->client_timeout);
         if (!req->continue_sent) {
@@ -628,6 +585,9 @@ pt_conn_on_body(pt_conn_t *c, const char *p, size_t n)
     }
     if (ask & PT_PUSH_PAUSE) {
         conn_stop_reading(c);
+        if (c->state == PT_CONN_BODY && c->srv->app->streams_body) {
+            return conn_dispatch_now(c); /* a worker's deferred request: PT_BODY_HIGH of it is here */
+        }
     }
     if (c->srv->app->streams_body) {
         conn_notify_body(c);
@@ -640,6 +600,9 @@ pt_conn_on_message(pt_conn_t *c)
 {
     c->message_done = true;
     pt_req_body_end(&c->req);
+    if (c->state == PT_CONN_BODY && c->srv->app->streams_body) {
+        return conn_dispatch_now(c); /* a worker's deferred request: all of it is here */
+    }
     if (c->srv->app->streams_body) {
         conn_notify_body(c);
     }
@@ -676,6 +639,7 @@ pt_conn_request_finished(pt_conn_t *c)
     }
     c->message_done = false;
     c->resp_done = false;
+    c->rate_due = 0;
     conn_release_buffers(c);
     if (pt_out_queued(c) > PT_OUT_HIGH) {
         /*

@@ -62,6 +62,9 @@ struct pt_conn_s {
     uint64_t idle_since;      /* loop time (ms) the connection last became idle */
     uint64_t progress;        /* loop time (ms) bytes last moved, or the request went to the app (--timeout) */
     uint64_t timer_due;       /* loop time the timer is armed for */
+    uint64_t rate_due;        /* loop time of the next --min-body-rate check, or 0 */
+    uint64_t rate_since;      /* ... measured since this time, */
+    uint64_t rate_base;       /* ... from this many body bytes */
 
     pt_request_t req;
 
@@ -86,8 +89,12 @@ void pt_conn_discard(pt_conn_t *c, bool stream_initialised);
 void pt_conn_close(pt_conn_t *c);
 /* Graceful shutdown of one connection (see pt_server_shutdown). */
 void pt_conn_stop(pt_conn_t *c, uint64_t now);
-/* (Re)arms the connection's timer `seconds` from now, for the current state. */
+/* (Re)arms the connection's timer `seconds` from now, for the current state (conn_timer.c). */
 void pt_conn_set_deadline(pt_conn_t *c, double seconds);
+/* A request body is expected: --min-body-rate starts counting (conn_timer.c). */
+void pt_conn_rate_start(pt_conn_t *c);
+/* Answers with an error of the server's own and closes (lingering: the client may still be sending). */
+void pt_conn_reply_error(pt_conn_t *c, int status, const char *why);
 /* The client made progress (sent body bytes, took response bytes): push its timeout back. One store: the timer is
  * lazy and re-arms from the new deadline when it fires. */
 void pt_conn_progress(pt_conn_t *c);

@@ -219,13 +219,30 @@ class WSGIWorkers(WSGIBase, unittest.TestCase):
         """The app waits on wsgi.input before the body is there, and answers each line before the client sends the
         next: every piece must wake it (a worker waits on a condition variable, signalled once the loop has read
         what arrived), or this deadlocks. (A loop-thread app gets its body whole, so this is for workers.)"""
+        with Server("testapp:application", "--request-buffering", "off", threads=self.threads,
+                    env={"PONTE_TEST_EVENTS": os.devnull}) as s:
+            c = Conn(s)
+            c.send(b"POST /answer-lines HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n\r\n")
+            for line in (b"one\n", b"two\n", b"three\n"):
+                time.sleep(0.1)
+                c.send(line)
+                self.assertIn(b"got " + line, c.read_until(b"got " + line))
+            c.read_until(b"0\r\n\r\n")
+            c.close()
+
+    def test_request_buffering_gives_the_body_whole(self):
+        """By default a worker gets a request once its body is in (or 64 KiB of it): the same app then answers
+        only once the last line is there, and no thread waited on the client meanwhile."""
         c = self.conn()
         c.send(b"POST /answer-lines HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n\r\n")
-        for line in (b"one\n", b"two\n", b"three\n"):
+        for line in (b"one\n", b"two\n"):
             time.sleep(0.1)
             c.send(line)
-            self.assertIn(b"got " + line, c.read_until(b"got " + line))
-        c.read_until(b"0\r\n\r\n")
+        c.sock.settimeout(0.3)
+        self.assertRaises(socket.timeout, c.sock.recv, 1)
+        c.sock.settimeout(5)
+        c.send(b"three\n")
+        self.assertIn(b"got three", c.read_until(b"got three\n"))
 
 
 class WSGILoopThread(WSGIBase, unittest.TestCase):
