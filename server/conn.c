@@ -29,6 +29,7 @@ static void conn_process(pt_conn_t *c, const char *data, size_t n);
 static void conn_end(pt_conn_t *c, bool linger);
 static void conn_start_reading(pt_conn_t *c);
 static void conn_on_eof(pt_conn_t *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Lifecycle */
@@ -173,7 +174,8 @@ on_shutdown(uv_shutdown_t *sr, int status)
      */
     pt_conn_set_deadline(c, LINGER_SECONDS);
     conn_stop_reading(c);
-    c->reading = uv_read_start(&c->h.stream, c->h.stream.alloc_cb, on_linger_read) == 0;
+    /* on_alloc, not the stream's alloc_cb: uv_read_stop just cleared that, and a NULL one fails the start. */
+    c->reading = uv_read_start(&c->h.stream, on_alloc, on_linger_read) == 0;
     if (!c->reading) {
         pt_conn_close(c);
     }

@@ -90,6 +90,18 @@ class LimitsBase(ServerCase):
         r = c.read_response()
         self.assertEqual(r.status, 413)
 
+    def test_refused_client_that_keeps_sending_is_drained(self):
+        # Lingering close: after a 413 the server reads and drops what the client still sends for a while, so the
+        # client can finish writing and then read the answer; closing with unread input would reset it instead.
+        c = self.conn()
+        c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n")
+        time.sleep(0.2)   # the 413, the FIN behind it, and the server lingering on its read side
+        for _ in range(10):
+            c.send(b"z" * 20000)   # a reset here is the bug: a server that closed instead of lingering
+            time.sleep(0.02)
+        r = c.read_response()
+        self.assertEqual(r.status, 413)
+
     def test_body_at_the_limit_is_fine(self):
         r = self.conn().request("POST", "/upload", body=b"q" * 100000)
         self.assertEqual(r.status, 200)
