@@ -84,10 +84,10 @@ pt_asgi_handle_events(void)
             continue; /* the request was finished and its connection reused since */
         }
         switch (ev.kind) {
-        case EV_START: pt_asgi_http_start(ev.req); break;
-        case EV_BODY: pt_asgi_http_body(ev.req); break;
-        case EV_DRAIN: pt_asgi_http_drain(ev.req); break;
-        case EV_GONE: pt_asgi_http_gone(ev.req); break;
+        case EV_START: ev.req->websocket ? pt_asgi_ws_start(ev.req) : pt_asgi_http_start(ev.req); break;
+        case EV_BODY: ev.req->websocket ? pt_asgi_ws_event(ev.req) : pt_asgi_http_body(ev.req); break;
+        case EV_DRAIN: ev.req->websocket ? pt_asgi_ws_drain(ev.req) : pt_asgi_http_drain(ev.req); break;
+        case EV_GONE: ev.req->websocket ? pt_asgi_ws_gone(ev.req) : pt_asgi_http_gone(ev.req); break;
         }
     }
     E.nevents = 0;
@@ -263,7 +263,8 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
         "ponte.ClientDisconnected", "send() after the client went away (an OSError).", PyExc_OSError, NULL);
     pt_asgi.disconnect_event = Py_BuildValue("{s:s}", "type", "http.disconnect");
     if (pt_asgi.client_disconnected == NULL || pt_asgi.disconnect_event == NULL || pt_asgi_run_init() < 0
-        || pt_asgi_http_init() < 0 || pt_asgi_scope_init(cfg) < 0 || pt_asgi_loop_init(loop) < 0) {
+        || pt_asgi_http_init() < 0 || pt_asgi_ws_init() < 0 || pt_asgi_scope_init(cfg) < 0
+        || pt_asgi_loop_init(loop) < 0) {
         return -1;
     }
     ns = PyDict_New();
@@ -281,6 +282,7 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
     base->before_exit = asgi_before_exit;
     base->streams_body = true;
     base->on_loop = true;
+    base->websockets = cfg->ws;
     base->on_request = asgi_on_request;
     base->on_body = asgi_on_body;
     base->on_drain = asgi_on_drain;

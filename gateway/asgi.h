@@ -6,6 +6,7 @@
  *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
  *   asgi_scope.c   the connection scope of a request
  *   asgi_http.c    one HTTP request: receive() and send()
+ *   asgi_ws.c      one WebSocket: receive() and send() over server/ws.h
  *
  * Everything here runs on the loop thread with the GIL held, unless it says otherwise.
  */
@@ -63,6 +64,8 @@ bool pt_asgi_fut_done(PyObject *fut);
 int pt_asgi_scope_init(const pt_config_t *cfg);
 /* The scope of an HTTP request (type "http"). New ref. */
 PyObject *pt_asgi_scope_http(const pt_request_t *req);
+/* The scope of a WebSocket (type "websocket"): scheme ws/wss, subprotocols, the http.response extension. New ref. */
+PyObject *pt_asgi_scope_ws(const pt_request_t *req);
 
 /* ---- asgi_http.c ---- */
 int pt_asgi_http_init(void);
@@ -72,5 +75,17 @@ void pt_asgi_http_start(pt_request_t *req);
 void pt_asgi_http_body(pt_request_t *req);
 void pt_asgi_http_drain(pt_request_t *req);
 void pt_asgi_http_gone(pt_request_t *req);
+/* Validates an event's headers into a list of (bytes, bytes) tuples. New ref, or NULL with an exception. */
+PyObject *pt_asgi_check_headers(PyObject *headers);
+/* The app's coroutine: app(scope, receive, send), or ASGI 2's app(scope)(receive, send). New ref. */
+PyObject *pt_asgi_app_call(PyObject *scope, PyObject *receive, PyObject *send);
+
+/* ---- asgi_ws.c ---- */
+int pt_asgi_ws_init(void);
+/* The server's events for a WebSocket: it opens, a message or the close came, its output drained, it is over. */
+void pt_asgi_ws_start(pt_request_t *req);
+void pt_asgi_ws_event(pt_request_t *req);
+void pt_asgi_ws_drain(pt_request_t *req);
+void pt_asgi_ws_gone(pt_request_t *req);
 
 #endif

@@ -187,9 +187,8 @@ ctx_wake_receive(pt_asgi_ctx_t *c)
     }
 }
 
-/* Validates http.response.start headers into a list of (bytes, bytes). New ref, or NULL with an exception. */
-static PyObject *
-check_headers(PyObject *headers)
+PyObject *
+pt_asgi_check_headers(PyObject *headers)
 {
     PyObject *list = PyList_New(0), *it, *item;
 
@@ -318,7 +317,7 @@ send_start(pt_asgi_ctx_t *c, PyObject *event)
     if (headers == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    c->headers = headers ? check_headers(headers) : PyList_New(0);
+    c->headers = headers ? pt_asgi_check_headers(headers) : PyList_New(0);
     if (c->headers == NULL) {
         return NULL;
     }
@@ -564,19 +563,18 @@ ctx_new(pt_request_t *req)
     return c;
 }
 
-/* The app's coroutine for this request: app(scope, receive, send), or ASGI 2's app(scope)(receive, send). */
-static PyObject *
-app_coroutine(pt_asgi_ctx_t *c, PyObject *scope)
+PyObject *
+pt_asgi_app_call(PyObject *scope, PyObject *receive, PyObject *send)
 {
     PyObject *instance, *coro;
 
     if (pt_asgi.cfg->interface != PT_IFACE_ASGI2) {
-        PyObject *args[3] = { scope, c->receive, c->send };
+        PyObject *args[3] = { scope, receive, send };
 
         return PyObject_Vectorcall(pt_asgi.app, args, 3, NULL);
     }
     instance = PyObject_CallOneArg(pt_asgi.app, scope);
-    coro = instance ? PyObject_CallFunctionObjArgs(instance, c->receive, c->send, NULL) : NULL;
+    coro = instance ? PyObject_CallFunctionObjArgs(instance, receive, send, NULL) : NULL;
     Py_XDECREF(instance);
     return coro;
 }
@@ -600,7 +598,7 @@ pt_asgi_http_start(pt_request_t *req)
     c->req = req;
     req->app_data = Py_NewRef(c);
     scope = pt_asgi_scope_http(req);
-    coro = scope ? app_coroutine(c, scope) : NULL;
+    coro = scope ? pt_asgi_app_call(scope, c->receive, c->send) : NULL;
     if (coro != NULL) {
         c->task = pt_asgi_task(coro, (PyObject *)c, &ctx_hooks);
     }

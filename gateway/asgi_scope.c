@@ -5,13 +5,15 @@
 
 static PyObject *scope_asgi;      /* {"version": "3.0", "spec_version": "2.4"} */
 static PyObject *root_path_value; /* --root-path as a str */
+static PyObject *ws_extensions;   /* {"websocket.http.response": {}}: the app may deny with a response of its own */
 
 int
 pt_asgi_scope_init(const pt_config_t *cfg)
 {
     scope_asgi = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
     root_path_value = PyUnicode_FromString(cfg->root_path);
-    return scope_asgi != NULL && root_path_value != NULL ? 0 : -1;
+    ws_extensions = Py_BuildValue("{s:{}}", "websocket.http.response");
+    return scope_asgi != NULL && root_path_value != NULL && ws_extensions != NULL ? 0 : -1;
 }
 
 /* scope["path"]: percent-decoded, as UTF-8. New ref. */
@@ -86,6 +88,61 @@ pt_asgi_scope_http(const pt_request_t *req)
         || scope_set(scope, pt_str.client, Py_BuildValue("(si)", req->remote_addr, req->remote_port)) < 0
         || scope_set(scope, pt_str.server, Py_BuildValue("(si)", req->server_name, req->server_port)) < 0
         || (pt_asgi.state != NULL && scope_set(scope, pt_str.state, PyDict_Copy(pt_asgi.state)) < 0)) {
+        Py_XDECREF(scope);
+        return NULL;
+    }
+    return scope;
+}
+
+/* The subprotocols the client offers (Sec-WebSocket-Protocol, comma-separated, in order). New ref. */
+static PyObject *
+subprotocols(const pt_request_t *req)
+{
+    PyObject *list = PyList_New(0);
+    size_t i;
+
+    for (i = 0; list != NULL && i < req->nheaders; i++) {
+        pt_span_t v = req->headers[i].value;
+
+        if (!pt_span_ieq(req->headers[i].name, "sec-websocket-protocol")) {
+            continue;
+        }
+        while (v.len > 0) {
+            const char *comma = memchr(v.base, ',', v.len);
+            size_t n = comma ? (size_t)(comma - v.base) : v.len, a = 0, b = n;
+            PyObject *s;
+
+            while (a < b && (v.base[a] == ' ' || v.base[a] == '\t')) {
+                a++;
+            }
+            while (b > a && (v.base[b - 1] == ' ' || v.base[b - 1] == '\t')) {
+                b--;
+            }
+            s = b > a ? PyUnicode_DecodeLatin1(v.base + a, (Py_ssize_t)(b - a), NULL) : NULL;
+            if (b > a && (s == NULL || PyList_Append(list, s) < 0)) {
+                Py_XDECREF(s);
+                Py_CLEAR(list);
+                break;
+            }
+            Py_XDECREF(s);
+            v.base += comma ? n + 1 : n;
+            v.len -= comma ? n + 1 : n;
+        }
+    }
+    return list;
+}
+
+PyObject *
+pt_asgi_scope_ws(const pt_request_t *req)
+{
+    PyObject *scope = pt_asgi_scope_http(req);
+    bool tls = strcmp(req->url_scheme, "https") == 0;
+
+    if (scope == NULL || PyDict_SetItem(scope, pt_str.type, pt_str.websocket) < 0
+        || PyDict_DelItem(scope, pt_str.method) < 0
+        || PyDict_SetItem(scope, pt_str.scheme, tls ? pt_str.wss : pt_str.ws) < 0
+        || scope_set(scope, pt_str.subprotocols, subprotocols(req)) < 0
+        || PyDict_SetItem(scope, pt_str.extensions, ws_extensions) < 0) {
         Py_XDECREF(scope);
         return NULL;
     }

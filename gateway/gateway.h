@@ -107,7 +107,8 @@ typedef struct {
         *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *HTTP_1_0, *HTTP_1_1;
     /* ASGI scope and event keys and values */
     PyObject *type, *body, *more_body, *status, *headers, *state, *asgi, *http_version, *method, *scheme, *path,
-        *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1;
+        *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1, *websocket, *ws,
+        *wss, *subprotocols, *extensions;
     /* methods, attribute names, constants */
     PyObject *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH, *close, *fileno, *tell, *https, *empty, *empty_bytes;
 } pt_strings_t;

@@ -85,6 +85,11 @@ pt_str_init(void)
     S(http_request, "http.request");
     S(v1_0, "1.0");
     S(v1_1, "1.1");
+    S(websocket, "websocket");
+    S(ws, "ws");
+    S(wss, "wss");
+    S(subprotocols, "subprotocols");
+    S(extensions, "extensions");
 #undef S
     pt_str.empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     if (pt_str.empty_bytes == NULL) {

@@ -22,6 +22,9 @@ struct pt_app_s {
      */
     bool streams_body;
     bool on_loop;
+    /* websockets: the app takes WebSocket upgrades (server/ws.h): on_body then also means a message or the close
+     * came. Otherwise an upgrade is served as plain HTTP (RFC 9110 7.8). Loop-thread apps only. */
+    bool websockets;
     /* A request to run. The app answers through pt_req_send, ending with PT_SEND_DONE. */
     void (*on_request)(pt_app_t *app, pt_request_t *req);
     /* Loop-thread apps only: the output queue drained below PT_OUT_LOW; carry on producing the response. */

@@ -55,6 +55,16 @@ static const char usage[] =
     "                             proxies: addresses, networks (10.0.0.0/8), unix, or * (default: none)\n"
     "      --fd N                 accept on the inherited listening socket N (systemd socket activation); repeatable\n"
     "\n"
+    "WebSocket (ASGI apps):\n"
+    "      --ws MODE              on (or auto) accepts WebSocket upgrades; off (or none) serves them as plain HTTP\n"
+    "                             (default on; WSGI apps always get plain HTTP)\n"
+    "      --ws-max-size N        the largest message, bytes after inflating; larger closes with 1009 (default\n"
+    "                             16777216)\n"
+    "      --ws-ping-interval S   ping a peer every S seconds (default 20; 0: never)\n"
+    "      --ws-ping-timeout S    close with 1011 when a pong has not come S seconds after its ping (default 20;\n"
+    "                             0: wait for ever)\n"
+    "      --ws-per-message-deflate on|off  compress messages when the client offers it (RFC 7692; default on)\n"
+    "\n"
     "processes:\n"
     "  -p, --processes N          run N worker processes under a master, each with its own interpreter and GIL;\n"
     "                             the master binds the sockets and replaces workers that die; SIGHUP reloads the\n"
@@ -112,6 +122,11 @@ enum {
     OPT_LIMIT_CONCURRENCY,
     OPT_REQUEST_BUFFERING,
     OPT_MIN_BODY_RATE,
+    OPT_WS,
+    OPT_WS_MAX_SIZE,
+    OPT_WS_PING_INTERVAL,
+    OPT_WS_PING_TIMEOUT,
+    OPT_WS_PER_MESSAGE_DEFLATE,
 };
 
 static const struct option options[] = {
@@ -135,6 +150,11 @@ static const struct option options[] = {
     { "limit-concurrency", required_argument, NULL, OPT_LIMIT_CONCURRENCY },
     { "request-buffering", required_argument, NULL, OPT_REQUEST_BUFFERING },
     { "min-body-rate", required_argument, NULL, OPT_MIN_BODY_RATE },
+    { "ws", required_argument, NULL, OPT_WS },
+    { "ws-max-size", required_argument, NULL, OPT_WS_MAX_SIZE },
+    { "ws-ping-interval", required_argument, NULL, OPT_WS_PING_INTERVAL },
+    { "ws-ping-timeout", required_argument, NULL, OPT_WS_PING_TIMEOUT },
+    { "ws-per-message-deflate", required_argument, NULL, OPT_WS_PER_MESSAGE_DEFLATE },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
@@ -204,15 +224,16 @@ parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *
 }
 
 static int
-parse_seconds(const char *opt, const char *s, double *out)
+parse_seconds(const char *opt, const char *s, bool zero_ok, double *out)
 {
     char *end;
     double v;
 
     errno = 0;
     v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(v) || v <= 0 || v > 86400 * 365) {
-        return bad(opt, s, "expected a positive number of seconds");
+    if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(v) || v < 0 || (v == 0 && !zero_ok) || v > 86400 * 365) {
+        return bad(opt, s,
+                   zero_ok ? "expected a number of seconds (0: never)" : "expected a positive number of seconds");
     }
     *out = v;
     return 0;
@@ -220,11 +241,12 @@ parse_seconds(const char *opt, const char *s, double *out)
 
 /* Options that set one field from their value (or set a flag), read from a table rather than a case each. */
 typedef enum {
-    ARG_TRUE,    /* no value: the bool field becomes true */
-    ARG_FALSE,   /* no value: the bool field becomes false */
-    ARG_COUNT,   /* a whole number from min to max, into an int, size_t or uint64_t field */
-    ARG_SECONDS, /* a positive number of seconds, into a double */
-    ARG_STRING,  /* the value itself */
+    ARG_TRUE,     /* no value: the bool field becomes true */
+    ARG_FALSE,    /* no value: the bool field becomes false */
+    ARG_COUNT,    /* a whole number from min to max, into an int, size_t or uint64_t field */
+    ARG_SECONDS,  /* a positive number of seconds, into a double */
+    ARG_SECONDS0, /* the same, or 0 for never */
+    ARG_STRING,   /* the value itself */
 } pt_arg_kind_t;
 
 #define FIELD(f) offsetof(pt_config_t, f), sizeof(((pt_config_t *)0)->f)
@@ -261,6 +283,9 @@ static const struct {
     { OPT_MIN_BODY_RATE, "min-body-rate", ARG_COUNT, FIELD(min_body_rate), 0, 1 << 30 },
     { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
     { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
+    { OPT_WS_MAX_SIZE, "ws-max-size", ARG_COUNT, FIELD(ws_max_size), 1, 1u << 30 },
+    { OPT_WS_PING_INTERVAL, "ws-ping-interval", ARG_SECONDS0, FIELD(ws_ping_interval), 0, 0 },
+    { OPT_WS_PING_TIMEOUT, "ws-ping-timeout", ARG_SECONDS0, FIELD(ws_ping_timeout), 0, 0 },
 };
 
 /* Sets a table field from its option's value. 0, or -1 after printing why. */
@@ -273,7 +298,8 @@ set_field(pt_config_t *cfg, size_t k, const char *arg)
     switch (fields[k].kind) {
     case ARG_TRUE:
     case ARG_FALSE: *(bool *)at = fields[k].kind == ARG_TRUE; return 0;
-    case ARG_SECONDS: return parse_seconds(fields[k].name, arg, (double *)at);
+    case ARG_SECONDS:
+    case ARG_SECONDS0: return parse_seconds(fields[k].name, arg, fields[k].kind == ARG_SECONDS0, (double *)at);
     case ARG_STRING: *(const char **)at = arg; return 0;
     case ARG_COUNT: break;
     }
@@ -388,6 +414,7 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     static const char *const lifespans[] = { "auto", "on", "off" };
     static const char *const levels[] = { "debug", "info", "warning", "error", "critical" };
     static const char *const onoff[] = { "off", "on" };
+    static const char *const ws_modes[] = { "off", "on", "none", "auto" };
     char why[160];
     int i;
 
@@ -419,6 +446,14 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     case OPT_REQUEST_BUFFERING:
         i = choose("request-buffering", arg, onoff, 2, "expected on or off");
         cfg->request_buffering = i == 1;
+        return i < 0 ? -1 : 0;
+    case OPT_WS:
+        i = choose("ws", arg, ws_modes, 4, "expected on, auto, off or none");
+        cfg->ws = i == 1 || i == 3;
+        return i < 0 ? -1 : 0;
+    case OPT_WS_PER_MESSAGE_DEFLATE:
+        i = choose("ws-per-message-deflate", arg, onoff, 2, "expected on or off");
+        cfg->ws_per_message_deflate = i == 1;
         return i < 0 ? -1 : 0;
     case OPT_GIL_MONITOR:
         if (!bind_ok(arg)) {
@@ -456,6 +491,11 @@ set_defaults(pt_config_t *cfg)
     cfg->request_buffering = true;
     cfg->min_body_rate = 240;
     cfg->python_executable = PT_PYTHON_EXECUTABLE;
+    cfg->ws = true;
+    cfg->ws_max_size = 16 * 1024 * 1024;
+    cfg->ws_ping_interval = 20;
+    cfg->ws_ping_timeout = 20;
+    cfg->ws_per_message_deflate = true;
 }
 
 /* What the options mean together. 0, or -1 after printing why. */

@@ -74,6 +74,11 @@ typedef struct {
     const char *gil_monitor;       /* address of the live GIL view, or NULL */
     const char *gil_trace;         /* Chrome trace-event JSON file, or NULL */
     bool gil_probe;                /* measure the GIL (default); off only to measure what measuring costs */
+    bool ws;                       /* ASGI apps get WebSocket upgrades; off: an upgrade is served as plain HTTP */
+    uint64_t ws_max_size;          /* the largest WebSocket message accepted, bytes (after inflating) -> 1009 */
+    double ws_ping_interval;       /* seconds between pings to an idle WebSocket peer; 0: none */
+    double ws_ping_timeout;        /* seconds a ping waits for its pong before the peer counts as gone; 0: ever */
+    bool ws_per_message_deflate;   /* negotiate permessage-deflate (RFC 7692) when the client offers it */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

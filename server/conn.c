@@ -19,6 +19,7 @@
 #include "listen.h"
 #include "log.h"
 #include "out.h"
+#include "ws.h"
 
 #define REST_MAX (64 * 1024) /* unparsed pipelined input kept before we stop reading */
 #define LINGER_SECONDS 2.0   /* how long to drain a client's unread input before closing */
@@ -26,7 +27,6 @@
 #define SHUTDOWN_LINGER_MS 1000
 
 static void conn_process(pt_conn_t *c, const char *data, size_t n);
-static void conn_end(pt_conn_t *c, bool linger);
 static void conn_start_reading(pt_conn_t *c);
 static void conn_on_eof(pt_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -66,6 +66,9 @@ conn_release_buffers(pt_conn_t *c)
 static void
 conn_free(pt_conn_t *c)
 {
+    if (c->ws != NULL) {
+        pt_ws_free(c->ws);
+    }
     pt_req_destroy(&c->req);
     pt_http_release(&c->http);
     pt_buf_free(&c->rest);
@@ -181,12 +184,8 @@ on_shutdown(uv_shutdown_t *sr, int status)
     }
 }
 
-/*
- * Flushes what is queued, then closes: at once, or lingering when the client may still be sending. With a request
- * still in the app it only marks the connection ENDING; pt_conn_request_finished calls again once the app lets go.
- */
-static void
-conn_end(pt_conn_t *c, bool linger)
+void
+pt_conn_end(pt_conn_t *c, bool linger)
 {
     uv_shutdown_t *sr;
 
@@ -199,7 +198,7 @@ conn_end(pt_conn_t *c, bool linger)
         conn_stop_reading(c);
     }
     pt_out_flush(c);
-    if (c->state == PT_CONN_CLOSED || c->app_busy) {
+    if (c->state == PT_CONN_CLOSED || (c->app_busy && c->ws == NULL)) {
         return; /* the flush failed; or pt_conn_request_finished comes back here */
     }
     c->state = PT_CONN_SHUTDOWN;
@@ -228,6 +227,8 @@ pt_conn_stop(pt_conn_t *c, uint64_t now)
         } else {
             pt_conn_set_deadline(c, (double)(SHUTDOWN_LINGER_MS - (now - c->idle_since)) / 1000.0);
         }
+    } else if (c->ws != NULL) {
+        pt_ws_stop(c->ws); /* close with 1001, going away */
     } else {
         /* Answer the request in progress with "Connection: close". */
         c->req.keep_alive = false;
@@ -242,7 +243,7 @@ pt_conn_reply_error(pt_conn_t *c, int status, const char *why)
     if (pt_out_reply(c, status) == 0 && c->srv->cfg->access_log) {
         pt_log_access_refused(c->remote_addr, status);
     }
-    conn_end(c, true);
+    pt_conn_end(c, true);
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -347,6 +348,10 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
     size_t used;
 
     c->in_process = true;
+    if (c->ws != NULL) {
+        pt_ws_feed(c->ws, data, n);
+        data = end;
+    }
     while (data < end && c->state < PT_CONN_ENDING) {
         if (c->http.paused) {
             if (pt_buf_append(&c->rest, data, (size_t)(end - data)) < 0) {
@@ -363,7 +368,7 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
             data = end;
             break;
         case PT_HTTP_NOT_HTTP:
-            conn_end(c, false);
+            pt_conn_end(c, false);
             data = end;
             break;
         case PT_HTTP_MESSAGE:
@@ -388,6 +393,10 @@ conn_on_eof(pt_conn_t *c)
 {
     c->eof = true;
     c->req.client_eof = true;
+    if (c->ws != NULL) {
+        pt_ws_on_eof(c->ws); /* a close frame came before this, or the connection ends abnormally */
+        return;
+    }
     if (c->app_busy) {
         conn_notify_body(c); /* an ASGI receive() waiting past the body reports http.disconnect */
         if (!c->message_done) {
@@ -407,7 +416,7 @@ conn_on_eof(pt_conn_t *c)
         pt_conn_reply_error(c, 400, "client closed before sending the whole request body");
         return;
     }
-    conn_end(c, false);
+    pt_conn_end(c, false);
 }
 
 static void
@@ -444,6 +453,25 @@ conn_start_reading(pt_conn_t *c)
             pt_conn_close(c);
         }
     }
+}
+
+void
+pt_conn_pause_reading(pt_conn_t *c)
+{
+    conn_stop_reading(c);
+}
+
+void
+pt_conn_ws_started(pt_conn_t *c)
+{
+    if (c->rest.len > 0) {
+        pt_buf_t rest = c->rest;
+
+        c->rest = (pt_buf_t){ 0 };
+        conn_process(c, rest.data, rest.len);
+        pt_buf_free(&rest);
+    }
+    conn_start_reading(c);
 }
 
 void
@@ -538,6 +566,17 @@ pt_conn_on_headers(pt_conn_t *c)
     c->message_done = false;
 
     pt_conn_rate_start(c);
+    if (srv->app->websockets) {
+        switch (pt_ws_classify(req)) {
+        case PT_WS_NONE: break;
+        case PT_WS_UPGRADE: req->websocket = true; break;
+        case PT_WS_BAD_VERSION: c->http.error_why = "a WebSocket version other than 13"; return 426;
+        case PT_WS_BAD_REQUEST:
+            c->http.error_why =
+                "a WebSocket handshake without one valid Sec-WebSocket-Key and -Version, or with a body";
+            return 400;
+        }
+    }
     if (srv->app->streams_body && !conn_defers_dispatch(c)) {
         return conn_dispatch_now(c);
     }
@@ -635,8 +674,12 @@ pt_conn_request_finished(pt_conn_t *c)
         conn_close_handles(c);
         return;
     }
+    if (c->ws != NULL) {
+        pt_ws_app_done(c->ws); /* closes with 1000 if the app did not, then ends once the handshake is over */
+        return;
+    }
     if (!conn_reusable(c)) {
-        conn_end(c, !c->message_done);
+        pt_conn_end(c, !c->message_done);
         return;
     }
     c->message_done = false;

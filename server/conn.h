@@ -17,6 +17,7 @@
 #include "todo.h"
 
 typedef struct pt_listener_s pt_listener_t;
+typedef struct pt_ws_s pt_ws_t;
 
 /*
  * What the connection is doing; decides what its one timer means. The states after APP are its way out, in order:
@@ -27,6 +28,7 @@ typedef enum {
     PT_CONN_HEAD,     /* part of a request head received: header timeout -> 408 */
     PT_CONN_BODY,     /* a loop-thread app's request body arriving: client timeout */
     PT_CONN_APP,      /* a request is with the app */
+    PT_CONN_WS,       /* the request became a WebSocket (ws.c): pings, and the closing handshake's timeout */
     PT_CONN_OUTPUT,   /* between requests, but the responses queued exceed PT_OUT_HIGH: the next request
                                waits until the client reads them down to PT_OUT_LOW; client timeout */
     PT_CONN_ENDING,   /* a final response is being flushed (the app may still hold the request) */
@@ -67,6 +69,7 @@ struct pt_conn_s {
     uint64_t rate_base;       /* ... from this many body bytes */
 
     pt_request_t req;
+    pt_ws_t *ws; /* after a 101: the WebSocket (ws.c); the connection is never reused then */
 
     /* Output (out.c): bytes waiting for the socket (loop-thread apps and server replies). */
     pt_buf_t wbuf;
@@ -100,6 +103,16 @@ void pt_conn_reply_error(pt_conn_t *c, int status, const char *why);
 void pt_conn_progress(pt_conn_t *c);
 /* The app consumed body bytes below the low-water mark: read again. */
 void pt_conn_resume_reading(pt_conn_t *c);
+/* The app is behind (a WebSocket's unread messages): stop reading until pt_conn_resume_reading. */
+void pt_conn_pause_reading(pt_conn_t *c);
+/*
+ * Flushes what is queued, then closes: at once, or lingering when the client may still be sending. With a request
+ * still in the app it only marks the connection ENDING, and pt_conn_request_finished ends it once the app lets go;
+ * a WebSocket's connection ends at once (nothing more will be written), and the app learns of it through on_gone.
+ */
+void pt_conn_end(pt_conn_t *c, bool linger);
+/* The 101 is queued: bytes that came behind the upgrade request are the WebSocket's, and reading goes on. */
+void pt_conn_ws_started(pt_conn_t *c);
 /* The response is complete and the app has let go of the request (out.c): reuse the connection or close it. */
 void pt_conn_request_finished(pt_conn_t *c);
 /* PT_CONN_OUTPUT: the client read the queued responses down to PT_OUT_LOW (out.c): parse the next request. */

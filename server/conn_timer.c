@@ -7,6 +7,7 @@
 #include "conn.h"
 
 #include "log.h"
+#include "ws.h"
 
 static void on_timer(uv_timer_t *t);
 
@@ -91,6 +92,10 @@ on_timer(uv_timer_t *t)
     uint64_t now = uv_now(c->srv->loop);
 
     c->timer_due = 0;
+    if (c->state == PT_CONN_WS) {
+        pt_ws_on_timer(c->ws, now); /* pings, pongs, the closing handshake, a client that reads nothing */
+        return;
+    }
     if (c->rate_due != 0 && now >= c->rate_due && conn_body_too_slow(c, now)) {
         pt_log_info("%s:%d request body slower than --min-body-rate (%llu bytes in %.1f s): closing", c->remote_addr,
                     c->remote_port, (unsigned long long)(c->req.body_received - c->rate_base),
@@ -116,6 +121,7 @@ on_timer(uv_timer_t *t)
         pt_conn_close(c);
         break;
     case PT_CONN_APP:
+    case PT_CONN_WS:
     case PT_CONN_OUTPUT:
         if (conn_client_stalled(c)) {
             pt_log_info("%s:%d client made no progress for --client-timeout: closing", c->remote_addr, c->remote_port);

@@ -84,6 +84,14 @@ pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64
 }
 
 void
+pt_log_access_ws(const struct pt_request_s *req, uint64_t bytes, unsigned close_code, uint64_t end_ns)
+{
+    fprintf(stdout, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" 101 %llu %.6f ws_close=%u\n", req->remote_addr, clf_time(),
+            (int)req->method.len, req->method.base, (int)req->target.len, req->target.base, req->http_minor,
+            (unsigned long long)bytes, (double)(end_ns - req->start_ns) / 1e9, close_code);
+}
+
+void
 pt_log_flush(void)
 {
     fflush(stdout);

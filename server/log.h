@@ -26,6 +26,9 @@ void pt_log(pt_log_level_t level, const char *fmt, ...) __attribute__((format(pr
 struct pt_request_s;
 /* One Common Log Format line plus the duration in seconds; loop thread only. */
 void pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64_t end_ns);
+/* A WebSocket, once it is over: the request line, 101, the bytes of the messages sent, the duration, the close
+ * code. */
+void pt_log_access_ws(const struct pt_request_s *req, uint64_t bytes, unsigned close_code, uint64_t end_ns);
 /* A request refused before it was parsed (400, 408, 413, 431...): no request line to show. */
 void pt_log_access_refused(const char *remote_addr, int status);
 void pt_log_flush(void);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "ws.h"
 
 #define WBUF_KEEP (16 * 1024) /* an idle connection keeps an output buffer at most this large */
 
@@ -268,8 +269,8 @@ on_flush_prepare(uv_prepare_t *p)
     }
 }
 
-static void
-out_flush_soon(pt_conn_t *c)
+void
+pt_out_soon(pt_conn_t *c)
 {
     if (c->state != PT_CONN_CLOSED && pt_todo_add(&c->srv->flush, c)) {
         uv_prepare_start(&c->srv->flush_prepare, on_flush_prepare);
@@ -314,7 +315,7 @@ pt_out_app(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mode_t m
         if (len > 0 && c->state != PT_CONN_CLOSED) {
             pt_buf_append(&c->wbuf, data, len);
             if (!c->in_process && !(flags & PT_SEND_DONE)) {
-                out_flush_soon(c); /* an asyncio task sending on its own (pipelined batches wait anyway) */
+                pt_out_soon(c); /* an asyncio task sending on its own (pipelined batches wait anyway) */
             }
         }
     } else if (len == 0 || c->state == PT_CONN_CLOSED) {
@@ -368,6 +369,9 @@ int
 pt_out_reply(pt_conn_t *c, int status)
 {
     c->wbuf.len = 0;
+    if (status == 426) {
+        return pt_ws_reply_version(&c->wbuf); /* the only 426: a WebSocket version this server does not speak */
+    }
     return pt_resp_simple(&c->wbuf, status, true, pt_http_is_head(&c->http) ? "" : pt_status_reason(status));
 }
 

@@ -24,6 +24,8 @@ void pt_out_app(pt_conn_t *c, char *data, size_t len, unsigned flags, pt_out_mod
 void pt_out_appv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags);
 /* Writes the output buffer: straight to the socket when nothing is queued, else behind the queue. */
 void pt_out_flush(pt_conn_t *c);
+/* Writes the output buffer once the loop turns (before it next polls): what Python sends meanwhile joins it. */
+void pt_out_soon(pt_conn_t *c);
 /* Response bytes not yet on the wire. */
 size_t pt_out_queued(pt_conn_t *c);
 /* A loop-thread app stops producing until on_drain. */

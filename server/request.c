@@ -392,6 +392,7 @@ pt_req_begin(pt_request_t *req, bool client_eof)
     req->out_pending = 0;
     req->gone = false;
     req->client_eof = client_eof;
+    req->websocket = false;
 }
 
 void

@@ -61,6 +61,7 @@ struct pt_request_s {
     bool is_head;
     bool expect_continue;
     bool chunked;
+    bool websocket;         /* a WebSocket opening handshake, for an app that takes them (server/ws.h) */
     int64_t content_length; /* -1 when absent */
 
     /* Where it came from and arrived; strings owned by the connection or its listener. */

@@ -113,7 +113,8 @@ pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms)
     pt_conn_t *c, *worst = NULL;
 
     for (c = srv->conns; c != NULL; c = c->next) {
-        if (c->app_busy && now - c->progress >= ms && (worst == NULL || c->progress < worst->progress)) {
+        if (c->app_busy && c->ws == NULL && now - c->progress >= ms
+            && (worst == NULL || c->progress < worst->progress)) {
             worst = c;
         }
     }

@@ -1,8 +1,12 @@
 """Real ASGI frameworks from Debian on ponte: Starlette (python3-starlette) and FastAPI (python3-fastapi):
-routing, JSON, a request body, a streaming response, lifespan (startup state, shutdown)."""
+routing, JSON, a request body, a streaming response, a WebSocket route (with Debian's python3-websockets client),
+lifespan (startup state, shutdown)."""
 
+import asyncio
 import json
 import unittest
+
+import websockets
 
 from harness import REPO_APPS, ServerCase, run_tests
 
@@ -17,6 +21,29 @@ class StarletteApp(ServerCase, unittest.TestCase):
         r = self.conn().request("GET", "/")
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body, b"hello from lifespan")
+
+    def test_websocket_route(self):
+        async def go():
+            url = "ws://127.0.0.1:%d/ws" % self.server.port
+            async with websockets.connect(url, subprotocols=["chat"]) as ws:
+                self.assertEqual(ws.subprotocol, "chat")
+                await ws.send("hi")
+                self.assertEqual(await ws.recv(), "echo: hi")
+                await ws.send("bye")
+                self.assertEqual(json.loads(await ws.recv()), {"goodbye": True, "count": 2})
+                with self.assertRaises(websockets.ConnectionClosed):
+                    await ws.recv()
+            self.assertEqual(ws.close_code, 4000)
+        asyncio.run(asyncio.wait_for(go(), 30))
+
+    def test_websocket_route_missing_is_403(self):
+        async def go():
+            url = "ws://127.0.0.1:%d/nope" % self.server.port
+            with self.assertRaises(websockets.InvalidStatusCode) as cm:
+                async with websockets.connect(url):
+                    pass
+            self.assertEqual(cm.exception.status_code, 403)
+        asyncio.run(asyncio.wait_for(go(), 30))
 
     def test_routing_and_json(self):
         c = self.conn()
