@@ -38,7 +38,7 @@ static struct {
     uint64_t seq, have_seq, received, errors, upgraded;
     uint64_t start_ns;
     bool stopping;
-    uv_timer_t timer;
+    uv_timer_t timer, linger;
 } G;
 
 static void fail(conn_t *c, const char *why);
@@ -127,6 +127,9 @@ on_message(conn_t *c, const uint8_t *p, size_t n)
 {
     uint64_t seq;
 
+    if (G.stopping) {
+        return; /* the run is over: what is still in flight is not counted */
+    }
     if (n != G.size || memcmp(p + 8, G.payload + 8, n - 8) != 0) {
         fail(c, "a message came back different");
         return;
@@ -257,6 +260,19 @@ on_connect(uv_connect_t *req, int status)
 }
 
 static void
+on_linger(uv_timer_t *t)
+{
+    int i;
+
+    for (i = 0; i < G.nconns; i++) {
+        if (!uv_is_closing((uv_handle_t *)&G.conns[i].tcp)) {
+            uv_close((uv_handle_t *)&G.conns[i].tcp, NULL);
+        }
+    }
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void
 on_done(uv_timer_t *t)
 {
     double secs = (double)(uv_hrtime() - G.start_ns) / 1e9;
@@ -270,11 +286,16 @@ on_done(uv_timer_t *t)
                              : "echo",
            G.nconns, (unsigned long long)G.upgraded, G.size, secs, (unsigned long long)G.received,
            (double)G.received / secs, (unsigned long long)G.errors);
+    /* A polite end, as a real client's: a close frame on each connection, then the sockets close a moment later
+     * (a server whose app sees a reset instead may spend the next run logging it). */
     for (i = 0; i < G.nconns; i++) {
-        if (!uv_is_closing((uv_handle_t *)&G.conns[i].tcp)) {
-            uv_close((uv_handle_t *)&G.conns[i].tcp, NULL);
+        static const uint8_t normal[2] = { 0x03, 0xE8 };
+
+        if (G.conns[i].upgraded && !uv_is_closing((uv_handle_t *)&G.conns[i].tcp)) {
+            send_frame(&G.conns[i], 8, normal, 2);
         }
     }
+    uv_timer_start(&G.linger, on_linger, 300, 0);
     uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -328,6 +349,7 @@ main(int argc, char **argv)
     }
     G.start_ns = uv_hrtime();
     uv_timer_init(G.loop, &G.timer);
+    uv_timer_init(G.loop, &G.linger);
     uv_timer_start(&G.timer, on_done, (uint64_t)G.seconds * 1000, 0);
     uv_run(G.loop, UV_RUN_DEFAULT);
     return G.errors > 0 ? 1 : 0;
