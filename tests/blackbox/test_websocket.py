@@ -387,6 +387,15 @@ class Keepalive(unittest.TestCase):
             self.assertEqual(w.recv_message().payload, b"alive")
 
 
+class BehindProxy(unittest.TestCase):
+    def test_wss_behind_a_trusted_proxy(self):
+        with Server("ws_app:app", "--forwarded-allow-ips", "127.0.0.1") as srv:
+            w = WS(srv, "/scope", headers=[("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.7")])
+            self.addCleanup(w.close)
+            doc = json.loads(w.recv_message().payload)
+            self.assertEqual((doc["scheme"], doc["client"][0]), ("wss", "203.0.113.7"))
+
+
 class Off(unittest.TestCase):
     def test_ws_off_serves_plain_http(self):
         with Server("ws_app:app", "--ws", "off") as srv:
