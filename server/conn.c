@@ -566,7 +566,7 @@ pt_conn_on_headers(pt_conn_t *c)
     c->message_done = false;
 
     pt_conn_rate_start(c);
-    if (srv->app->websockets) {
+    if (srv->app->websockets && !srv->stopping) { /* stopping: an upgrade is answered as HTTP, and closes */
         switch (pt_ws_classify(req)) {
         case PT_WS_NONE: break;
         case PT_WS_UPGRADE: req->websocket = true; break;

@@ -6,6 +6,7 @@ app, compression on and off, and 500 connections at once."""
 
 import asyncio
 import json
+import signal
 import socket
 import time
 import unittest
@@ -385,6 +386,25 @@ class Keepalive(unittest.TestCase):
                 w.send_frame(PONG, f.payload)
             w.text("alive")
             self.assertEqual(w.recv_message().payload, b"alive")
+
+
+class Shutdown(unittest.TestCase):
+    def test_sigterm_closes_websockets_with_1001(self):
+        srv = Server("ws_app:app").start()
+        try:
+            w = WS(srv, "/echo")
+            self.addCleanup(w.close)
+            w.text("before")
+            self.assertEqual(w.recv_message().payload, b"before")
+            started = time.time()
+            srv.signal(signal.SIGTERM)
+            f = w.expect_close()
+            self.assertEqual(f.code, 1001)
+            self.assertTrue(w.closed_by_peer())
+            self.assertEqual(srv.wait(10), 0)
+            self.assertLess(time.time() - started, 5, "shutdown waited for the WebSocket's own timeout")
+        finally:
+            srv.kill()
 
 
 class BehindProxy(unittest.TestCase):
