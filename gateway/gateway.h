@@ -90,7 +90,8 @@ void pt_gil_on_dropped(void);
 void pt_gil_on_forced(void);
 
 /* ---- gil_probe.c: CPython 3.11's GIL internals, in one file ---- */
-int pt_gil_probe_start(void);
+/* Starts the exact probe: 0, or -1 with why not in `why` (another CPython than the layout known here, no GIL found). */
+int pt_gil_probe_start(char *why, size_t cap);
 void pt_gil_probe_stop(void);
 unsigned long pt_gil_probe_interval_us(void);
 /* sys.setswitchinterval without the GIL: the interpreter reads the field on every wait. */

@@ -468,15 +468,19 @@ pt_gil_start(bool on)
     pt_gil_thread_t *t;
     uint64_t before;
     PyThreadState *ts;
+    char why[160];
 
     pt_gil_thread_name("loop", "loop");
     if (!on) {
         measuring = false;
         return "off (--gil-probe off)";
     }
-    if (pt_gil_probe_start() < 0) {
+    if (pt_gil_probe_start(why, sizeof(why)) < 0) {
+        static char msg[256];
+
         exact = false;
-        return "timing ponte's own acquire/release only (the probe could not find the GIL)";
+        snprintf(msg, sizeof(msg), "timing ponte's own acquire/release only (%s)", why);
+        return msg;
     }
     /* We hold the GIL now: that is the state the probe starts in. */
     t = me();

@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <internal/pycore_runtime.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 typedef int (*signal_fn)(pthread_cond_t *);
 typedef int (*wait_fn)(pthread_cond_t *, pthread_mutex_t *);
@@ -97,11 +99,34 @@ pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
     return real_wait(c, m);
 }
 
+/* The interpreter that is running: Py_Version, or what PONTE_GIL_PROBE_FAKE_VERSION ("3.12") pretends, which the
+ * tests use to see the probe refuse a version it does not know. */
+static unsigned long
+running_version(void)
+{
+    const char *fake = getenv("PONTE_GIL_PROBE_FAKE_VERSION");
+    unsigned major, minor;
+
+    if (fake != NULL && sscanf(fake, "%u.%u", &major, &minor) == 2) {
+        return (unsigned long)major << 24 | (unsigned long)minor << 16;
+    }
+    return Py_Version;
+}
+
 int
-pt_gil_probe_start(void)
+pt_gil_probe_start(char *why, size_t cap)
 {
     _PyRuntimeState *rt = dlsym(RTLD_DEFAULT, "_PyRuntime");
+    unsigned long v = running_version();
 
+    /* This file reads 3.11's layout (_PyRuntime.ceval.gil). Another version keeps the GIL elsewhere, or has none:
+     * reading it there would record nonsense, so the probe refuses, and ponte times its own GIL calls instead. */
+    if ((v & 0xFFFF0000ul) != ((unsigned long)PY_VERSION_HEX & 0xFFFF0000ul)) {
+        snprintf(why, cap, "CPython %lu.%lu is running; the probe knows the GIL of %d.%d only: see gateway/gil_probe.c",
+                 v >> 24, v >> 16 & 0xFF, PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        return -1;
+    }
+    snprintf(why, cap, "the probe could not find the GIL");
     if (real_signal == NULL) {
         resolve();
     }
