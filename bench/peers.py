@@ -19,7 +19,7 @@ STAMP = os.path.join(VENV, "ponte-pins.txt")
 
 def pypi_peers(log):
     """Makes (once) or reuses bench/.venv with PINS; returns its bin/ folder, or None after logging why not."""
-    want = "\n".join(PINS) + "\n"
+    want = "system-site-packages\n" + "\n".join(PINS) + "\n"
     try:
         with open(STAMP) as f:
             if f.read() == want:
@@ -27,7 +27,10 @@ def pypi_peers(log):
     except OSError:
         pass
     log("PyPI peers: making bench/.venv (%s) ..." % ", ".join(PINS))
-    r = subprocess.run(["/usr/bin/python3", "-m", "venv", "--clear", VENV], capture_output=True, text=True)
+    # Debian's packages stay visible (Django for the Django endpoint); the pinned ones, installed into the venv,
+    # come first on its path.
+    r = subprocess.run(["/usr/bin/python3", "-m", "venv", "--clear", "--system-site-packages", VENV],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         log("PyPI peers skipped: cannot make a virtual environment (apt-get install python3-venv): %s"
             % r.stderr.strip()[-200:])
