@@ -77,6 +77,13 @@ void pt_asgi_http_drain(pt_request_t *req);
 void pt_asgi_http_gone(pt_request_t *req);
 /* Validates an event's headers into a list of (bytes, bytes) tuples. New ref, or NULL with an exception. */
 PyObject *pt_asgi_check_headers(PyObject *headers);
+/* The checked headers as spans into their bytes, in *spans (grown as needed, *cap long). Their count, or -1 with an
+ * exception. */
+Py_ssize_t pt_asgi_header_spans(PyObject *headers, pt_header_t **spans, size_t *cap);
+/* Frames the head of a response of the app's (status, checked headers) into out, the header spans in *spans
+ * (grown as needed, *cap long: a caller that answers many keeps them). 0, or -1 with an exception. */
+int pt_asgi_write_head(pt_request_t *req, const pt_resp_ctx_t *rctx, int status, PyObject *headers,
+                       int64_t known_length, pt_buf_t *out, pt_header_t **spans, size_t *cap);
 /* The app's coroutine: app(scope, receive, send), or ASGI 2's app(scope)(receive, send). New ref. */
 PyObject *pt_asgi_app_call(PyObject *scope, PyObject *receive, PyObject *send);
 

@@ -249,35 +249,56 @@ error:
     return NULL;
 }
 
-static int
-write_head(pt_asgi_ctx_t *c, int64_t known_length)
+Py_ssize_t
+pt_asgi_header_spans(PyObject *headers, pt_header_t **spans, size_t *cap)
 {
-    pt_request_t *req = c->req;
-    Py_ssize_t i, n = PyList_GET_SIZE(c->headers);
-    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
-    char line[64];
+    Py_ssize_t i, n = PyList_GET_SIZE(headers);
 
-    if ((size_t)n > c->hcap) {
-        pt_header_t *h = PyMem_Realloc(c->hspans, (size_t)n * sizeof(*h));
+    if ((size_t)n > *cap) {
+        pt_header_t *h = PyMem_Realloc(*spans, (size_t)n * sizeof(*h));
 
         if (h == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        c->hspans = h;
-        c->hcap = (size_t)n;
+        *spans = h;
+        *cap = (size_t)n;
     }
     for (i = 0; i < n; i++) {
-        PyObject *pair = PyList_GET_ITEM(c->headers, i);
+        PyObject *pair = PyList_GET_ITEM(headers, i);
         PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
 
-        c->hspans[i].name = (pt_span_t){ PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k) };
-        c->hspans[i].value = (pt_span_t){ PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v) };
+        (*spans)[i].name = (pt_span_t){ PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k) };
+        (*spans)[i].value = (pt_span_t){ PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v) };
     }
-    snprintf(line, sizeof(line), "%d %s", c->status, pt_status_reason(c->status));
-    if (pt_resp_head(&req->resp, &rctx, &c->out, (pt_span_t){ line, strlen(line) }, c->hspans, (size_t)n, known_length)
-        < 0) {
+    return n;
+}
+
+int
+pt_asgi_write_head(pt_request_t *req, const pt_resp_ctx_t *rctx, int status, PyObject *headers, int64_t known_length,
+                   pt_buf_t *out, pt_header_t **spans, size_t *cap)
+{
+    Py_ssize_t n = pt_asgi_header_spans(headers, spans, cap);
+    char line[64];
+
+    if (n < 0) {
+        return -1;
+    }
+    snprintf(line, sizeof(line), "%d %s", status, pt_status_reason(status));
+    if (pt_resp_head(&req->resp, rctx, out, (pt_span_t){ line, strlen(line) }, *spans, (size_t)n, known_length) < 0) {
         PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static int
+write_head(pt_asgi_ctx_t *c, int64_t known_length)
+{
+    pt_request_t *req = c->req;
+    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+
+    if (pt_asgi_write_head(req, &rctx, c->status, c->headers, known_length, &c->out, &c->hspans, &c->hcap) < 0) {
         return -1;
     }
     c->head_sent = true;

@@ -108,25 +108,15 @@ subprotocols(const pt_request_t *req)
             continue;
         }
         while (v.len > 0) {
-            const char *comma = memchr(v.base, ',', v.len);
-            size_t n = comma ? (size_t)(comma - v.base) : v.len, a = 0, b = n;
-            PyObject *s;
+            pt_span_t item = pt_span_next_item(&v, ',');
+            PyObject *s = item.len > 0 ? PyUnicode_DecodeLatin1(item.base, (Py_ssize_t)item.len, NULL) : NULL;
 
-            while (a < b && (v.base[a] == ' ' || v.base[a] == '\t')) {
-                a++;
-            }
-            while (b > a && (v.base[b - 1] == ' ' || v.base[b - 1] == '\t')) {
-                b--;
-            }
-            s = b > a ? PyUnicode_DecodeLatin1(v.base + a, (Py_ssize_t)(b - a), NULL) : NULL;
-            if (b > a && (s == NULL || PyList_Append(list, s) < 0)) {
+            if (item.len > 0 && (s == NULL || PyList_Append(list, s) < 0)) {
                 Py_XDECREF(s);
                 Py_CLEAR(list);
                 break;
             }
             Py_XDECREF(s);
-            v.base += comma ? n + 1 : n;
-            v.len -= comma ? n + 1 : n;
         }
     }
     return list;

@@ -170,29 +170,6 @@ send_done(pt_asgi_ws_t *w)
     return pt_asgi_ready(Py_NewRef(Py_None));
 }
 
-/* The app's headers, checked, as spans into `list` (which must outlive them). NULL with an exception. */
-static pt_header_t *
-header_spans(PyObject *list, Py_ssize_t *n)
-{
-    pt_header_t *h;
-    Py_ssize_t i;
-
-    *n = PyList_GET_SIZE(list);
-    h = PyMem_Malloc((size_t)(*n > 0 ? *n : 1) * sizeof(*h));
-    if (h == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (i = 0; i < *n; i++) {
-        PyObject *pair = PyList_GET_ITEM(list, i);
-        PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
-
-        h[i].name = (pt_span_t){ PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k) };
-        h[i].value = (pt_span_t){ PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v) };
-    }
-    return h;
-}
-
 static PyObject *
 send_accept(pt_asgi_ws_t *w, PyObject *event)
 {
@@ -200,7 +177,8 @@ send_accept(pt_asgi_ws_t *w, PyObject *event)
     PyObject *hdrs = PyDict_GetItemString(event, "headers"), *list;
     const char *s = NULL;
     Py_ssize_t slen = 0, n;
-    pt_header_t *spans;
+    pt_header_t *spans = NULL;
+    size_t cap = 0;
     int r;
 
     if (w->accepted || w->closed || w->resp_started) {
@@ -211,9 +189,10 @@ send_accept(pt_asgi_ws_t *w, PyObject *event)
         return NULL;
     }
     list = hdrs != NULL && hdrs != Py_None ? pt_asgi_check_headers(hdrs) : PyList_New(0);
-    spans = list ? header_spans(list, &n) : NULL;
-    if (spans == NULL) {
+    n = list ? pt_asgi_header_spans(list, &spans, &cap) : -1;
+    if (n < 0) {
         Py_XDECREF(list);
+        PyMem_Free(spans);
         return NULL;
     }
     r = pt_ws_accept(w->req, s, (size_t)slen, spans, (size_t)n);
@@ -309,7 +288,7 @@ send_close(pt_asgi_ws_t *w, PyObject *event)
     if (code != NULL && code != Py_None && ((c = PyLong_AsLong(code)) == -1 && PyErr_Occurred())) {
         return NULL;
     }
-    if (!((c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999))) {
+    if (c < 0 || c > 65535 || !pt_ws_close_code_sendable((unsigned)c)) {
         PyErr_Format(PyExc_ValueError, "%ld is not a close code an endpoint may send (RFC 6455 7.4)", c);
         return NULL;
     }
@@ -342,14 +321,11 @@ denial_body(pt_asgi_ws_t *w, PyObject *event)
     }
     if (!w->resp_head_sent) {
         pt_resp_ctx_t rctx = { req->http_minor, false, false };
-        char line[64];
-        Py_ssize_t n;
-        pt_header_t *spans = header_spans(w->headers, &n);
+        pt_header_t *spans = NULL;
+        size_t cap = 0;
 
-        snprintf(line, sizeof(line), "%d %s", w->status, pt_status_reason(w->status));
-        r = spans == NULL ? -1
-                          : pt_resp_head(&req->resp, &rctx, &w->out, (pt_span_t){ line, strlen(line) }, spans,
-                                         (size_t)n, more_body ? -1 : (int64_t)view.len);
+        r = pt_asgi_write_head(req, &rctx, w->status, w->headers, more_body ? -1 : (int64_t)view.len, &w->out, &spans,
+                               &cap);
         PyMem_Free(spans);
         w->resp_head_sent = r == 0;
     }

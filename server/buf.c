@@ -102,27 +102,34 @@ pt_span_ieq(pt_span_t a, const char *lit)
     return a.len == n && strncasecmp(a.base, lit, n) == 0;
 }
 
+pt_span_t
+pt_span_next_item(pt_span_t *list, char sep)
+{
+    const char *hit = memchr(list->base, sep, list->len);
+    size_t n = hit ? (size_t)(hit - list->base) : list->len;
+    pt_span_t item = { list->base, n };
+
+    list->base += hit ? n + 1 : n;
+    list->len -= hit ? n + 1 : n;
+    while (item.len > 0 && (item.base[0] == ' ' || item.base[0] == '\t')) {
+        item.base++;
+        item.len--;
+    }
+    while (item.len > 0 && (item.base[item.len - 1] == ' ' || item.base[item.len - 1] == '\t')) {
+        item.len--;
+    }
+    return item;
+}
+
 bool
 pt_span_has_token(pt_span_t v, const char *token)
 {
     size_t n = strlen(token);
-    size_t i = 0;
 
-    while (i < v.len) {
-        size_t start, end;
+    while (v.len > 0) {
+        pt_span_t item = pt_span_next_item(&v, ',');
 
-        while (i < v.len && (v.base[i] == ' ' || v.base[i] == '\t' || v.base[i] == ',')) {
-            i++;
-        }
-        start = i;
-        while (i < v.len && v.base[i] != ',') {
-            i++;
-        }
-        end = i;
-        while (end > start && (v.base[end - 1] == ' ' || v.base[end - 1] == '\t')) {
-            end--;
-        }
-        if (end - start == n && strncasecmp(v.base + start, token, n) == 0) {
+        if (item.len == n && n > 0 && strncasecmp(item.base, token, n) == 0) {
             return true;
         }
     }

@@ -50,6 +50,9 @@ bool pt_span_ieq(pt_span_t a, const char *lit);
 /* Decodes %XX escapes of src into dst (room for n bytes); malformed escapes are copied as they are. Returns the
  * decoded length. */
 size_t pt_percent_decode(const char *src, size_t n, char *dst);
+/* The next item of a `sep`-separated list (a header's "a, b;c=d"), without the spaces and tabs around it; *list
+ * moves past it and its separator. Empty items come back empty. */
+pt_span_t pt_span_next_item(pt_span_t *list, char sep);
 /* Case-insensitive search for a comma-separated token such as "close" in a header value. */
 bool pt_span_has_token(pt_span_t value, const char *token);
 

@@ -461,16 +461,26 @@ pt_conn_pause_reading(pt_conn_t *c)
     conn_stop_reading(c);
 }
 
+/* Parses what waited in `rest` while the parser was paused (it may refill `rest`, so it is taken first). Whether
+ * there was any. */
+static bool
+conn_process_rest(pt_conn_t *c)
+{
+    pt_buf_t rest = c->rest;
+
+    if (rest.len == 0) {
+        return false;
+    }
+    c->rest = (pt_buf_t){ 0 };
+    conn_process(c, rest.data, rest.len);
+    pt_buf_free(&rest);
+    return true;
+}
+
 void
 pt_conn_ws_started(pt_conn_t *c)
 {
-    if (c->rest.len > 0) {
-        pt_buf_t rest = c->rest;
-
-        c->rest = (pt_buf_t){ 0 };
-        conn_process(c, rest.data, rest.len);
-        pt_buf_free(&rest);
-    }
+    conn_process_rest(c);
     conn_start_reading(c);
 }
 
@@ -711,12 +721,7 @@ pt_conn_next_request(pt_conn_t *c)
     if (c->in_process) {
         return; /* conn_process goes on with the bytes it holds */
     }
-    if (c->rest.len > 0) {
-        pt_buf_t rest = c->rest;
-
-        c->rest = (pt_buf_t){ 0 };
-        conn_process(c, rest.data, rest.len);
-        pt_buf_free(&rest);
+    if (conn_process_rest(c)) {
         pt_out_flush(c);
     }
     if (c->eof && c->state < PT_CONN_OUTPUT) {

@@ -156,6 +156,17 @@ close_out(pt_ws_t *ws, unsigned code, const char *reason, size_t len)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* The end */
 
+static void ws_arm(pt_ws_t *ws);
+
+/* We close first: the close frame, then CLOSE_TIMEOUT_MS for the client's. */
+static void
+ws_begin_close(pt_ws_t *ws, unsigned code, const char *reason, size_t len)
+{
+    close_out(ws, code, reason, len);
+    ws->close_due = uv_now(ws->c->srv->loop) + CLOSE_TIMEOUT_MS;
+    ws_arm(ws);
+}
+
 static void
 ws_notify(pt_ws_t *ws)
 {
@@ -194,8 +205,8 @@ ws_fail(pt_ws_t *ws, unsigned code, const char *why)
     return -1;
 }
 
-static bool
-close_code_valid(unsigned code)
+bool
+pt_ws_close_code_sendable(unsigned code)
 {
     return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
@@ -211,7 +222,7 @@ close_in(pt_ws_t *ws)
     }
     if (ws->ctrl_len >= 2) {
         code = (unsigned)ws->ctrl[0] << 8 | ws->ctrl[1];
-        if (!close_code_valid(code)) {
+        if (!pt_ws_close_code_sendable(code)) {
             return ws_fail(ws, PT_WS_PROTOCOL_ERROR, "a close frame with a code that may not be sent");
         }
         if (!pt_utf8_valid(ws->ctrl + 2, ws->ctrl_len - 2)) {
@@ -510,9 +521,7 @@ pt_ws_close(pt_request_t *req, unsigned code, const char *reason, size_t len)
     if (ws == NULL || ws->close_sent || ws->over) {
         return -EPIPE;
     }
-    close_out(ws, code, reason, len);
-    ws->close_due = uv_now(ws->c->srv->loop) + CLOSE_TIMEOUT_MS;
-    pt_ws_on_timer(ws, uv_now(ws->c->srv->loop)); /* re-arms the timer for the closing deadline */
+    ws_begin_close(ws, code, reason, len);
     return 0;
 }
 
@@ -553,7 +562,7 @@ pt_ws_accept(pt_request_t *req, const char *sub, size_t sublen, const pt_header_
     req->resp.head_done = true;
     pt_out_soon(c);
     ws->next_ping = cfg->ws_ping_interval > 0 ? uv_now(c->srv->loop) + (uint64_t)(cfg->ws_ping_interval * 1000) : 0;
-    pt_ws_on_timer(ws, uv_now(c->srv->loop));
+    ws_arm(ws);
     pt_conn_ws_started(c); /* frames the client sent behind its request, then reading */
     return 0;
 }
@@ -587,7 +596,6 @@ pt_ws_on_timer(pt_ws_t *ws, uint64_t now)
 {
     pt_conn_t *c = ws->c;
     const pt_config_t *cfg = c->srv->cfg;
-    uint64_t due;
 
     if (ws->over) {
         return;
@@ -618,11 +626,22 @@ pt_ws_on_timer(pt_ws_t *ws, uint64_t now)
     if (ws->notify) {
         ws_notify(ws);
     }
-    due = next_due(ws);
-    if (!ws->over && due != 0) {
-        pt_conn_set_deadline(c, (double)(due > now ? due - now : 0) / 1000.0);
-    } else if (!ws->over) {
-        pt_conn_set_deadline(c, cfg->client_timeout); /* only the stalled-writer check is left */
+    ws_arm(ws);
+}
+
+/* The connection's timer, for the earliest of the WebSocket's deadlines. */
+static void
+ws_arm(pt_ws_t *ws)
+{
+    uint64_t now = uv_now(ws->c->srv->loop), due = next_due(ws);
+
+    if (ws->over) {
+        return;
+    }
+    if (due != 0) {
+        pt_conn_set_deadline(ws->c, (double)(due > now ? due - now : 0) / 1000.0);
+    } else {
+        pt_conn_set_deadline(ws->c, ws->c->srv->cfg->client_timeout); /* only the stalled-writer check is left */
     }
 }
 
@@ -630,9 +649,7 @@ void
 pt_ws_app_done(pt_ws_t *ws)
 {
     if (!ws->close_sent && !ws->over) {
-        close_out(ws, PT_WS_NORMAL, NULL, 0); /* the app returned without closing: the server closes (ASGI) */
-        ws->close_due = uv_now(ws->c->srv->loop) + CLOSE_TIMEOUT_MS;
-        pt_ws_on_timer(ws, uv_now(ws->c->srv->loop));
+        ws_begin_close(ws, PT_WS_NORMAL, NULL, 0); /* the app returned without closing: the server closes (ASGI) */
     }
     if (ws->over) {
         pt_conn_end(ws->c, false);
@@ -643,9 +660,7 @@ void
 pt_ws_stop(pt_ws_t *ws)
 {
     if (!ws->close_sent && !ws->over) {
-        close_out(ws, PT_WS_GOING_AWAY, "server shutting down", 20);
-        ws->close_due = uv_now(ws->c->srv->loop) + CLOSE_TIMEOUT_MS;
-        pt_ws_on_timer(ws, uv_now(ws->c->srv->loop));
+        ws_begin_close(ws, PT_WS_GOING_AWAY, "server shutting down", 20);
         pt_out_flush(ws->c);
     }
 }

@@ -56,6 +56,8 @@ int pt_ws_accept(pt_request_t *req, const char *subprotocol, size_t sublen, cons
                  size_t nheaders);
 /* Sends a message (text must be valid UTF-8: the caller's str is). 0, or -EPIPE once the connection is closing. */
 int pt_ws_send(pt_request_t *req, bool text, const void *data, size_t len);
+/* Whether an endpoint may send `code` in a close frame (RFC 6455 7.4: 1000-1003, 1007-1014, 3000-4999). */
+bool pt_ws_close_code_sendable(unsigned code);
 /* Starts the closing handshake with code and reason (at most 123 bytes of UTF-8). 0, or -EPIPE when closed. */
 int pt_ws_close(pt_request_t *req, unsigned code, const char *reason, size_t len);
 

@@ -19,32 +19,6 @@
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Negotiation */
 
-static pt_span_t
-trim(pt_span_t s)
-{
-    while (s.len > 0 && (s.base[0] == ' ' || s.base[0] == '\t')) {
-        s.base++;
-        s.len--;
-    }
-    while (s.len > 0 && (s.base[s.len - 1] == ' ' || s.base[s.len - 1] == '\t')) {
-        s.len--;
-    }
-    return s;
-}
-
-/* The next piece of s up to `sep` (or the end), trimmed; s moves past it. */
-static pt_span_t
-next_piece(pt_span_t *s, char sep)
-{
-    const char *hit = memchr(s->base, sep, s->len);
-    size_t n = hit ? (size_t)(hit - s->base) : s->len;
-    pt_span_t piece = { s->base, n };
-
-    s->base += hit ? n + 1 : n;
-    s->len -= hit ? n + 1 : n;
-    return trim(piece);
-}
-
 /* A window-bits value, bare or quoted (RFC 7692 7.1.2: 8..15, no leading zero); -1 if it is not one. */
 static int
 window_bits(pt_span_t v)
@@ -70,7 +44,7 @@ offer_params(pt_span_t params, pt_ws_pmd_t *p, int *server_max, int *client_max)
 
     *server_max = *client_max = 0; /* 0: not offered; -1: offered without a value */
     while (params.len > 0) {
-        pt_span_t param = next_piece(&params, ';'), name = next_piece(&param, '=');
+        pt_span_t param = pt_span_next_item(&params, ';'), name = pt_span_next_item(&param, '=');
         unsigned bit;
 
         if (pt_span_ieq(name, "server_no_context_takeover") && param.len == 0) {
@@ -102,7 +76,7 @@ offer_params(pt_span_t params, pt_ws_pmd_t *p, int *server_max, int *client_max)
 static bool
 accept_offer(pt_span_t offer, pt_ws_pmd_t *p, char *resp, size_t cap)
 {
-    pt_span_t name = next_piece(&offer, ';');
+    pt_span_t name = pt_span_next_item(&offer, ';');
     int server_max, client_max, n;
 
     if (!pt_span_ieq(name, "permessage-deflate")) {
@@ -141,7 +115,7 @@ pt_ws_deflate_negotiate(const pt_request_t *req, pt_ws_pmd_t *p, char *resp, siz
             continue;
         }
         while (v.len > 0) {
-            if (accept_offer(next_piece(&v, ','), p, resp, cap)) {
+            if (accept_offer(pt_span_next_item(&v, ','), p, resp, cap)) {
                 return true;
             }
         }

@@ -116,17 +116,8 @@ subprotocol_offered(const pt_request_t *req, const char *sub, size_t len)
             continue;
         }
         while (v.len > 0) {
-            const char *comma = memchr(v.base, ',', v.len);
-            pt_span_t item = { v.base, comma ? (size_t)(comma - v.base) : v.len };
+            pt_span_t item = pt_span_next_item(&v, ',');
 
-            v.base += comma ? item.len + 1 : item.len;
-            v.len -= comma ? item.len + 1 : item.len;
-            while (item.len > 0 && (item.base[0] == ' ' || item.base[0] == '\t')) {
-                item.base++, item.len--;
-            }
-            while (item.len > 0 && (item.base[item.len - 1] == ' ' || item.base[item.len - 1] == '\t')) {
-                item.len--;
-            }
             if (item.len == len && memcmp(item.base, sub, len) == 0) {
                 return true;
             }
