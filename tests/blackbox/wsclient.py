@@ -1,6 +1,6 @@
 """A raw WebSocket client for the tests: it sends exactly the frames it is told to, including the ones RFC 6455
 forbids (unmasked, reserved bits and opcodes, oversized control frames, bad UTF-8), which a client library would
-refuse to send. Standard library only."""
+refuse to send. Standard library only, and the harness's Conn for reading."""
 
 import base64
 import hashlib
@@ -9,6 +9,8 @@ import socket
 import struct
 import time
 import zlib
+
+from harness import Conn
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
@@ -63,14 +65,13 @@ class Frame:
         return "Frame(op=%d fin=%d rsv=%d %r)" % (self.opcode, self.fin, self.rsv, self.payload[:60])
 
 
-class WS:
-    """A WebSocket over a raw socket. Opens with the handshake unless told not to; `status` and `headers` are the
-    server's answer; bytes after the head stay in `buf`."""
+class WS(Conn):
+    """A WebSocket over a raw socket (harness.Conn's reading underneath). Opens with the handshake; `status`,
+    `headers` (first of each name) and `body` are the server's answer; bytes after the head stay in `buf`."""
 
     def __init__(self, server, path="/echo", headers=(), key=None, version="13", extensions=None, timeout=10):
-        self.sock = server.connect(timeout)
+        super().__init__(server.connect(timeout))
         self.key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
-        self.buf = b""
         lines = ["GET %s HTTP/1.1" % path, "Host: test", "Upgrade: websocket", "Connection: Upgrade"]
         if self.key:
             lines.append("Sec-WebSocket-Key: " + self.key)
@@ -79,40 +80,12 @@ class WS:
         if extensions:
             lines.append("Sec-WebSocket-Extensions: " + extensions)
         lines += ["%s: %s" % h for h in headers]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = self.read_until(b"\r\n\r\n").decode("latin-1")
-        first, *rest = head.split("\r\n")
-        self.status = int(first.split()[1])
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        r = self.read_response()   # a 101 has no body: what follows it stays in buf
+        self.status, self.body = r.status, r.body
         self.headers = {}
-        for line in rest:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                self.headers.setdefault(k.strip().lower(), v.strip())
-        self.body = b""
-        if self.status != 101 and "content-length" in self.headers:
-            self.body = self.read_exact(int(self.headers["content-length"]))
-
-    def fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError("connection closed")
-        self.buf += data
-
-    def read_until(self, marker):
-        while marker not in self.buf:
-            self.fill()
-        i = self.buf.index(marker) + len(marker)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
-
-    def read_exact(self, n):
-        while len(self.buf) < n:
-            self.fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def send(self, data):
-        self.sock.sendall(data)
+        for k, v in r.headers:
+            self.headers.setdefault(k, v)
 
     def send_frame(self, opcode, payload=b"", **kw):
         self.sock.sendall(frame(opcode, payload, **kw))
@@ -167,6 +140,6 @@ class WS:
 
     def close(self):
         try:
-            self.sock.close()
+            super().close()
         except OSError:
             pass
