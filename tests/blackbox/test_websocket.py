@@ -112,6 +112,7 @@ class Handshake(Base, unittest.TestCase):
         self.assertEqual(doc["server"], ["127.0.0.1", self.server.port])
         self.assertIn(["sec-websocket-protocol", "chat, superchat"], doc["headers"])
         self.assertEqual((doc["types"]["raw_path"], doc["types"]["query_string"]), ("bytes", "bytes"))
+        self.assertEqual(doc["state"], {"greeting": "from lifespan"})  # lifespan's state, as in HTTP scopes
 
 
 class Denial(Base, unittest.TestCase):
@@ -269,6 +270,16 @@ class Closing(Base, unittest.TestCase):
         ev = self.noted("send_after_close", "c3")[0]
         self.assertTrue(ev["oserror"], ev)
         self.assertEqual(self.noted("receive_after_close", "c3")[0]["type"], "websocket.disconnect")
+
+    def test_client_that_never_answers_our_close(self):
+        # The closing handshake waits 10 s for the client's close frame, then ends the connection (1006 for the app).
+        w = self.ws("/close?id=c5&code=1000")
+        f = w.recv_frame()
+        self.assertEqual((f.opcode, f.code), (CLOSE, 1000))
+        started = time.time()
+        self.assertTrue(w.closed_by_peer(15), "the server waited for ever for our close frame")
+        self.assertGreater(time.time() - started, 8, "the server did not wait for the client's close frame")
+        self.assertEqual(self.noted("disconnect", "c5")[0]["code"], 1006)
 
     def test_dropped_connection_reports_1006(self):
         w = self.ws("/echo?id=c4")

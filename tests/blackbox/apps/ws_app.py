@@ -33,6 +33,7 @@ def describe(scope):
     out["raw_path"] = scope["raw_path"].decode("latin-1")
     out["query_string"] = scope["query_string"].decode("latin-1")
     out["types"] = {k: type(v).__name__ for k, v in scope.items()}
+    out["state"] = dict(scope.get("state") or {})
     return out
 
 
@@ -116,6 +117,8 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             ev = await receive()
+            if ev["type"] == "lifespan.startup" and "state" in scope:
+                scope["state"]["greeting"] = "from lifespan"
             await send({"type": ev["type"] + ".complete"})
             if ev["type"] == "lifespan.shutdown":
                 return
