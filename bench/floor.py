@@ -1,0 +1,129 @@
+"""The app alone: the same views bench/run serves, called in a loop in one process with no server, so each server's
+overhead per request can be read as its CPU per request minus this floor.
+
+    bench/.venv/bin/python bench/floor.py [--seconds 3] [--only django-wsgi,cpu-asgi,...]
+    build-rel/pyembed bench/floor.py       the same under libpython3.11.so, the library ponte embeds
+
+Prints one JSON object: {"django-wsgi": {"us": CPU µs per request, "n": requests}, ...}. CPU is the whole
+process's (every thread: Django's ASGI handler runs sync views in asgiref's executor thread). The request is the
+one wrk sends (GET with a Host header), the environ and scope are what ponte passes, and every response body is
+read to its end and checked for a 200.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def environ_for(path):
+    return {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000",
+        "HTTP_HOST": "127.0.0.1:8000", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+
+
+def scope_for(path):
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")], "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }
+
+
+def wsgi_runner(app, path):
+    status = []
+
+    def start_response(s, headers, exc_info=None):
+        status.append(s)
+
+    def one():
+        status.clear()
+        it = app(environ_for(path), start_response)
+        try:
+            for _ in it:
+                pass
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+        if not status or not status[0].startswith("200"):
+            raise RuntimeError("%s answered %r" % (path, status))
+    return one
+
+
+def asgi_runner(app, path):
+    async def one():
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(event):
+            sent.append(event)
+        await app(scope_for(path), receive, send)
+        if not sent or sent[0].get("status") != 200 or sent[-1].get("more_body", False):
+            raise RuntimeError("%s answered %r" % (path, sent[:1]))
+    return one
+
+
+def measure(one, seconds, is_async):
+    """CPU µs per request over at least `seconds` of wall time, after a warm-up."""
+    if is_async:
+        loop = asyncio.new_event_loop()
+
+        async def many(n):
+            for _ in range(n):
+                await one()
+        run = lambda n: loop.run_until_complete(many(n))  # noqa: E731
+    else:
+        def run(n):
+            for _ in range(n):
+                one()
+    run(200)
+    n, cpu0, wall0 = 0, time.process_time(), time.monotonic()
+    while time.monotonic() - wall0 < seconds:
+        run(100)
+        n += 100
+    us = (time.process_time() - cpu0) / n * 1e6
+    if is_async:
+        loop.close()
+    return {"us": round(us, 1), "n": n}
+
+
+def load(which, iface):
+    if which == "django":
+        sys.path.insert(0, os.path.join(REPO, "apps"))
+        os.environ.setdefault("PONTE_DJANGO_DB", os.path.join(tempfile.mkdtemp(prefix="ponte-floor-"), "db.sqlite3"))
+        mod = __import__("django_site.%s" % iface, fromlist=["application"])
+        return mod.application, "/"
+    sys.path.insert(0, os.path.join(HERE, "apps"))
+    mod = __import__("bench_%s" % iface)
+    return getattr(mod, "application", None) or mod.app, "/cpu"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--only", default="django-wsgi,django-asgi,cpu-wsgi,cpu-asgi")
+    args = ap.parse_args()
+    out = {}
+    for case in args.only.split(","):
+        which, iface = case.split("-")
+        app, path = load(which, iface)
+        one = asgi_runner(app, path) if iface == "asgi" else wsgi_runner(app, path)
+        out[case] = measure(one, args.seconds, iface == "asgi")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
