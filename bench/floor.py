@@ -1,8 +1,10 @@
 """The app alone: the same views bench/run serves, called in a loop in one process with no server, so each server's
 overhead per request can be read as its CPU per request minus this floor.
 
-    bench/.venv/bin/python bench/floor.py [--seconds 3] [--only django-wsgi,cpu-asgi,...]
-    build-rel/pyembed bench/floor.py       the same under libpython3.11.so, the library ponte embeds
+    /usr/bin/python3 bench/floor.py [--seconds 3] [--only django-wsgi,cpu-asgi,...]
+
+Under libpython3.11.so, the library ponte embeds, run it with any program that calls Py_BytesMain and links
+`pkg-config --libs python3-embed` (a three-line main; bench/ has none, as only gateway/ includes Python.h).
 
 Prints one JSON object: {"django-wsgi": {"us": CPU µs per request, "n": requests}, ...}. CPU is the whole
 process's (every thread: Django's ASGI handler runs sync views in asgiref's executor thread). The request is the
@@ -107,8 +109,7 @@ def load(which, iface):
         mod = __import__("django_site.%s" % iface, fromlist=["application"])
         return mod.application, "/"
     sys.path.insert(0, os.path.join(HERE, "apps"))
-    mod = __import__("bench_%s" % iface)
-    return getattr(mod, "application", None) or mod.app, "/cpu"
+    return __import__("bench_%s" % iface).app, "/cpu"  # the names bench/run serves (app_for, ENDPOINTS)
 
 
 def main():
