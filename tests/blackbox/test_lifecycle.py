@@ -94,6 +94,12 @@ class Running(unittest.TestCase):
         self.assertEqual(info["executable"], "/usr/bin/python3")
         self.assertEqual(info["prefix"], "/usr")
 
+    def test_extension_modules_work(self):
+        with Server("startup_cases:extension_modules") as s:
+            got = json.loads(Conn(s).request("GET", "/").body)
+        self.assertEqual(got, {"decimal": "3.30", "sqlite3": 42, "ssl": True, "json": True, "ctypes": 1,
+                               "asyncio": "_asyncio"})
+
     def test_ipv6_unix_and_ipv4_together(self):
         sock = tempfile.mktemp(prefix="ponte-", suffix=".sock")
         with Server("hello:app", "--bind", "[::1]:0", "--bind", "unix:" + sock, app_dir=REPO_APPS) as s:

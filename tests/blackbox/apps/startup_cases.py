@@ -16,6 +16,29 @@ def sys_info(environ, start_response):
     return [body]
 
 
+def extension_modules(environ, start_response):
+    """Each C extension from lib-dynload that an app is likely to load, used once: they resolve the C API from the
+    executable (a static libpython) or from libpython3.X.so, and must work the same either way."""
+    import _asyncio
+    import _decimal
+    import ctypes
+    import json
+    import json.encoder
+    import sqlite3
+    import ssl
+    got = {
+        "decimal": str(_decimal.Decimal("1.10") * 3),
+        "sqlite3": sqlite3.connect(":memory:").execute("select 6 * 7").fetchone()[0],
+        "ssl": ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED,
+        "json": json.encoder.c_make_encoder is not None and json.dumps({"a": [1]}) == '{"a": [1]}',
+        "ctypes": ctypes.pythonapi.Py_IsInitialized(),
+        "asyncio": _asyncio.Task.__module__,
+    }
+    body = json.dumps(got).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
 class Nested:
     class Inner:
         @staticmethod
