@@ -1,7 +1,7 @@
 """The app alone: the same views bench/run serves, called in a loop in one process with no server, so each server's
 overhead per request can be read as its CPU per request minus this floor.
 
-    /usr/bin/python3 bench/floor.py [--seconds 3] [--only django-wsgi,cpu-asgi,...]
+    /usr/bin/python3 bench/floor.py [--seconds 3] [--only django-wsgi,cpu-asgi,...] [--concurrency 16]
 
 Under libpython3.11.so, the library ponte embeds, run it with any program that calls Py_BytesMain and links
 `pkg-config --libs python3-embed` (a three-line main; bench/ has none, as only gateway/ includes Python.h).
@@ -78,14 +78,18 @@ def asgi_runner(app, path):
     return one
 
 
-def measure(one, seconds, is_async):
-    """CPU µs per request over at least `seconds` of wall time, after a warm-up."""
+def measure(one, seconds, is_async, concurrency=1):
+    """CPU µs per request over at least `seconds` of wall time, after a warm-up. An ASGI app runs `concurrency`
+    requests at a time, as tasks on one loop, the way a server under wrk -cN runs it."""
     if is_async:
         loop = asyncio.new_event_loop()
 
-        async def many(n):
+        async def serial(n):
             for _ in range(n):
                 await one()
+
+        async def many(n):
+            await asyncio.gather(*(serial(n // concurrency + (i < n % concurrency)) for i in range(concurrency)))
         run = lambda n: loop.run_until_complete(many(n))  # noqa: E731
     else:
         def run(n):
@@ -116,13 +120,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--only", default="django-wsgi,django-asgi,cpu-wsgi,cpu-asgi")
+    ap.add_argument("--concurrency", type=int, default=1, help="ASGI requests in flight at a time (bench/run's "
+                    "django endpoint: 16)")
     args = ap.parse_args()
     out = {}
     for case in args.only.split(","):
         which, iface = case.split("-")
         app, path = load(which, iface)
         one = asgi_runner(app, path) if iface == "asgi" else wsgi_runner(app, path)
-        out[case] = measure(one, args.seconds, iface == "asgi")
+        out[case] = measure(one, args.seconds, iface == "asgi", max(1, args.concurrency))
     print(json.dumps(out))
 
 
