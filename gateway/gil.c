@@ -73,6 +73,7 @@ static bool tracing;
 static _Atomic uint64_t loop_busy_ns;    /* ASGI: time the loop spent in Python callbacks between selects */
 static _Atomic uint64_t loop_lag_max_ns; /* the longest such stretch since the monitor last looked */
 static uint64_t trace_t0;
+static pid_t trace_consumer; /* the thread that drains the rings (the loop thread, which opened the trace) */
 
 static void
 trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
@@ -91,6 +92,12 @@ trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const ch
     }
     head = atomic_load_explicit(&t->trace.head, memory_order_relaxed);
     tail = atomic_load_explicit(&t->trace.tail, memory_order_acquire);
+    if (head - tail >= TRACE_RING && t->tid == trace_consumer) {
+        /* The consumer's own ring is full while it cannot reach the flush timer (importing the app: Django's
+         * migrations retake the GIL around every sqlite call): it drains the rings itself. */
+        pt_gil_trace_flush();
+        tail = atomic_load_explicit(&t->trace.tail, memory_order_acquire);
+    }
     if (head - tail >= TRACE_RING) {
         atomic_fetch_add_explicit(&t->trace.dropped, 1, memory_order_relaxed);
         return;
@@ -349,6 +356,7 @@ pt_gil_trace_open(const char *path)
         return -errno;
     }
     trace_t0 = now_ns();
+    trace_consumer = (pid_t)syscall(SYS_gettid);
     tracing = true;
     trace_write("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"ponte %d\"}}", (int)getpid(),
                 (int)getpid());

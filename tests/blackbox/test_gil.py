@@ -199,6 +199,22 @@ class Trace(unittest.TestCase):
         for a, b in zip(holds, holds[1:]):
             self.assertLessEqual(a["ts"] + a["dur"], b["ts"] + 1.0, (a, b))     # 1 us of clock slack
 
+    def test_chrome_trace_keeps_the_holds_of_the_import(self):
+        # Each thread's ring holds 8192 spans and the loop drains them on a timer, which cannot run while the app is
+        # imported: the loop thread drains its own ring when it fills then.
+        path = tempfile.mktemp(prefix="ponte-gil-", suffix=".json")
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        with Server("gil_churn_on_import:app", "--gil-trace", path, "--no-access-log", threads=1) as s:
+            self.assertEqual(Conn(s).request("GET", "/").body, b"churned")
+            self.assertEqual(s.stop(), 0)
+            self.assertNotIn("dropped", s.stderr())     # the warning ponte prints at exit if a ring overflowed
+        with open(path) as f:
+            events = json.load(f)
+        names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+        loop_holds = [e for e in events if e["ph"] == "X" and e["name"] == "holding the GIL"
+                      and names.get(e["tid"]) == "loop"]
+        self.assertGreaterEqual(len(loop_holds), 20000)
+
 
 class Monitor(unittest.TestCase):
     """--gil-monitor: the page, Server-Sent Events at 10 Hz, Prometheus metrics, the switch interval control;
