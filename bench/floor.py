@@ -21,8 +21,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from endpoints import ENDPOINTS, app_for
 
 
 def environ_for(path):
@@ -107,13 +106,13 @@ def measure(one, seconds, is_async, concurrency=1):
 
 
 def load(which, iface):
+    """The app bench/run serves for endpoint `which` ('django' or 'cpu'), and the path it requests."""
+    appdir, spec = app_for(iface, ENDPOINTS[which][0])
     if which == "django":
-        sys.path.insert(0, os.path.join(REPO, "apps"))
         os.environ.setdefault("PONTE_DJANGO_DB", os.path.join(tempfile.mkdtemp(prefix="ponte-floor-"), "db.sqlite3"))
-        mod = __import__("django_site.%s" % iface, fromlist=["application"])
-        return mod.application, "/"
-    sys.path.insert(0, os.path.join(HERE, "apps"))
-    return __import__("bench_%s" % iface).app, "/cpu"  # the names bench/run serves (app_for, ENDPOINTS)
+    sys.path.insert(0, appdir)
+    module, name = spec.split(":")
+    return getattr(__import__(module, fromlist=[name]), name), ENDPOINTS[which][2]
 
 
 def main():
