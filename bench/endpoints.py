@@ -11,6 +11,7 @@ ENDPOINTS = {
     # name: (app, method, path, connections, what)
     "hello": ("bench", "GET", "/", 64, "13-byte body"),
     "io": ("bench", "GET", "/io", 64, "waits 10 ms, c=64"),
+    "io256": ("bench", "GET", "/io", 256, "waits 10 ms, c=256"),
     "cpu": ("bench", "GET", "/cpu", 8, "about 1 ms of Python"),
     "stream": ("bench", "GET", "/stream", 16, "64 KiB in 16 chunks"),
     "upload": ("bench", "POST", "/upload", 8, "1 MiB request body"),
