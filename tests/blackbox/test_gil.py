@@ -357,10 +357,11 @@ class Monitor(unittest.TestCase):
             self.assertEqual(f.read().strip(), "cruncher")      # top -H and perf see the name too
 
     def test_answers_while_the_gil_is_held(self):
-        # --threads 0: a long CPU-bound request holds the GIL on the loop thread itself.
-        s, port = self.start("cpu_bound:app", threads=0)
+        # --threads 0: a long CPU-bound request holds the GIL on the loop thread itself. It spins for a time, not a
+        # work size: a faster interpreter finished a fixed work size before the snapshot was taken.
+        s, port = self.start("testapp:application", threads=0, app_dir=APPS)
         busy = Conn(s)
-        busy.send(build_request("GET", "/?n=8000000"))
+        busy.send(build_request("GET", "/spin?seconds=1.5"))
         time.sleep(0.3)
         started = time.time()
         snap = json.loads(get(port, "/snapshot").body)

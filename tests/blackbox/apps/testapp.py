@@ -227,9 +227,19 @@ def spawn(environ, start_response):
     return [b"started"]
 
 
+def spin(environ, start_response):
+    """Burns CPU in the request itself, holding the GIL, for ?seconds= (time.time() does not release it)."""
+    end = time.time() + float(query(environ).get("seconds", "1"))
+    while time.time() < end:
+        sum(range(1000))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"spun"]
+
+
 ROUTES = {
     "/echo": echo,
     "/spawn": spawn,
+    "/spin": spin,
     "/lines": lines,
     "/stream": stream,
     "/tracked": tracked,
