@@ -247,7 +247,10 @@ create_loop(PyObject *ns)
     Py_XDECREF(r);
     Py_XDECREF(asyncio);
     Py_XDECREF(selector);
-    return pt_asgi.create_task && pt_asgi.create_future && pt_asgi.task_type && pt_asgi.kw_loop ? 0 : -1;
+    if (!pt_asgi.create_task || !pt_asgi.create_future || !pt_asgi.task_type || !pt_asgi.kw_loop) {
+        return -1;
+    }
+    return pt_asgi_task_init();
 }
 
 int

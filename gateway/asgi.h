@@ -4,6 +4,7 @@
  *   asgi.c         set-up, lifespan, and the server's events (queued without the GIL, handled with it)
  *   asgi_loop.c    the loop bridge: the _ponte module asyncio's LibuvSelector calls (asgi_selector.py)
  *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
+ *   asgi_task.c    the Task that runs the app's coroutine, its first step taken at once
  *   asgi_scope.c   the connection scope of a request
  *   asgi_http.c    one HTTP request: receive() and send()
  *   asgi_ws.c      one WebSocket: receive() and send() over server/ws.h
@@ -47,15 +48,24 @@ int pt_asgi_run_init(void);
 /* An awaitable that is already complete: `await` returns value at once. Steals value (NULL passes through). */
 PyObject *pt_asgi_ready(PyObject *value);
 /*
- * A Task running the app's coroutine `coro` (stolen) for `owner`. The moment the coroutine ends, inside the step
- * that ended it, ended(owner, exc) is called (exc NULL when it returned); closed(owner) when the coroutine is closed
- * before it ended. New ref, or NULL with an exception set.
+ * The app's coroutine `coro` (stolen) wrapped for its Task and `owner`: the moment the coroutine ends, inside the
+ * step that ended it, ended(owner, exc) is called (exc NULL when it returned); closed(owner) when the coroutine is
+ * closed before it ended. New ref, or NULL with an exception set.
  */
 typedef struct {
     void (*ended)(PyObject *owner, PyObject *exc);
     void (*closed)(PyObject *owner);
 } pt_asgi_run_hooks_t;
-PyObject *pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
+PyObject *pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
+
+/* ---- asgi_task.c ---- */
+/* Checks whether a Task's first step can be taken at once (see asgi_task.c), once the loop exists. */
+int pt_asgi_task_init(void);
+/*
+ * Starts a Task running `coro` (stolen) for `owner` (see pt_asgi_run_new): stores it in *slot, then takes its
+ * first step at once, which may end the request and clear *slot. 0, or -1 with an exception set.
+ */
+int pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks, PyObject **slot);
 /* Resolves the future in *slot (and clears the slot) unless it is already done. Steals `value` when given. */
 void pt_asgi_fut_resolve(PyObject **slot, PyObject *value, PyObject *exc);
 bool pt_asgi_fut_done(PyObject *fut);

@@ -620,10 +620,7 @@ pt_asgi_http_start(pt_request_t *req)
     req->app_data = Py_NewRef(c);
     scope = pt_asgi_scope_http(req);
     coro = scope ? pt_asgi_app_call(scope, c->receive, c->send) : NULL;
-    if (coro != NULL) {
-        c->task = pt_asgi_task(coro, (PyObject *)c, &ctx_hooks);
-    }
-    if (c->task == NULL) {
+    if (coro == NULL || pt_asgi_task(coro, (PyObject *)c, &ctx_hooks, &c->task) < 0) {
         pt_py_log_exception("cannot start the ASGI app", req);
         ctx_finish(c); /* 500 */
     }

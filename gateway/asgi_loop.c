@@ -37,7 +37,7 @@ static struct {
     size_t nready, readycap;
     bool serving; /* run_forever is serving requests (not the start-up lifespan) */
     bool stopped;
-    uint64_t left_select; /* when run_once last returned to asyncio (loop lag is measured from there) */
+    uint64_t left_select; /* when libuv last returned: the loop's busy stretch (its lag) is measured from there */
     uv_async_t keepalive; /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
 } L;
 
@@ -227,7 +227,7 @@ mod_run_once(PyObject *mod, PyObject *arg)
         timeout = 0; /* work queued while Python ran: do not block before handling it */
     }
     if (L.left_select != 0) {
-        pt_gil_loop_busy(pt_gil_now() - L.left_select); /* how long asyncio ran callbacks since */
+        pt_gil_loop_busy(pt_gil_now() - L.left_select); /* how long Python ran since: events, first steps, callbacks */
     }
     L.nready = 0;
     if (timeout > 0) {
@@ -238,7 +238,8 @@ mod_run_once(PyObject *mod, PyObject *arg)
     ts = pt_gil_release();
     alive = uv_run(L.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     pt_gil_acquire(ts);
-    pt_asgi_handle_events();
+    L.left_select = pt_gil_now();
+    pt_asgi_handle_events(); /* new requests take their first step here (asgi_task.c) */
     if (!alive && L.serving && !L.stopped) {
         /* The server has shut down (every handle closed): end asyncio's run_forever too. */
         PyObject *r = PyObject_CallMethod(pt_asgi.loop, "stop", NULL);
@@ -259,7 +260,6 @@ mod_run_once(PyObject *mod, PyObject *arg)
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, t);
     }
-    L.left_select = pt_gil_now();
     return list;
 }
 

@@ -1,6 +1,6 @@
 /*
  * The awaitables of ASGI: an already-completed one, for a receive() or send() that can complete at once (no Future,
- * no extra loop iteration); and the wrapper that runs an app's coroutine inside a real asyncio.Task.
+ * no extra loop iteration); and the wrapper that runs an app's coroutine inside a real asyncio.Task (asgi_task.c).
  */
 #include "asgi.h"
 
@@ -329,34 +329,21 @@ static PyTypeObject run_type = {
 };
 /* clang-format on */
 
-/*
- * A Task for the wrapped coroutine: asyncio.Task called directly (loop.create_task adds a Python frame), unless
- * the app has set a task factory. pt_asgi.task_factory is read (get_task_factory(), public API) once per batch of
- * new requests: only Python code can change it, and none runs within a batch but the apps' constructors.
- */
+/* The app's coroutine `coro` (stolen) wrapped for `owner`. New ref, or NULL with an exception set. */
 PyObject *
-pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks)
+pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks)
 {
     pt_run_t *run = PyObject_GC_New(pt_run_t, &run_type);
-    PyObject *task;
 
     if (run == NULL) {
         Py_DECREF(coro);
         return NULL;
     }
-    run->coro = coro; /* steals */
+    run->coro = coro;
     run->owner = Py_NewRef(owner);
     run->hooks = hooks;
     PyObject_GC_Track(run);
-    if (pt_asgi.task_factory == Py_None) {
-        PyObject *args[2] = { (PyObject *)run, pt_asgi.loop };
-
-        task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, pt_asgi.kw_loop);
-    } else {
-        task = PyObject_CallOneArg(pt_asgi.create_task, (PyObject *)run);
-    }
-    Py_DECREF(run);
-    return task;
+    return (PyObject *)run;
 }
 
 int

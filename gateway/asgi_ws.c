@@ -527,8 +527,7 @@ pt_asgi_ws_start(pt_request_t *req)
     req->app_data = Py_NewRef(w); /* the request's reference, given back in ws_finish (see asgi_http.c) */
     scope = w->receive && w->send ? pt_asgi_scope_ws(req) : NULL;
     coro = scope ? pt_asgi_app_call(scope, w->receive, w->send) : NULL;
-    w->task = coro ? pt_asgi_task(coro, (PyObject *)w, &ws_hooks) : NULL;
-    if (w->task == NULL) {
+    if (coro == NULL || pt_asgi_task(coro, (PyObject *)w, &ws_hooks, &w->task) < 0) {
         pt_py_log_exception("cannot start the ASGI app", req);
         ws_finish(w, true); /* 500 */
     }

@@ -1,0 +1,219 @@
+/*
+ * The asyncio.Task that runs an app's coroutine, with its first step taken at once ("eager"), as Python 3.12's
+ * asyncio.eager_task_factory does: a request whose app answers without waiting (a hello, a cached page) is
+ * answered inside the loop turn that read it, with no Handle, no ready-queue entry and no second turn.
+ *
+ * Python 3.11's Task schedules its first step from its constructor, with loop.call_soon(step, context=ctx). While
+ * ponte builds a Task for a request, an instance attribute shadows the loop's call_soon and keeps that one call
+ * instead of scheduling it; the step then runs at once, in the Task's own context, as the loop would have run it
+ * on its next turn. The Task is a real one, its step asyncio's own: current_task(), cancel(), asyncio.timeout()
+ * and anyio's cancel scopes see nothing different, and once the app waits on something the Task goes on as any
+ * other. No private asyncio name is used. At start-up one Task is built this way and checked (its step was kept,
+ * ran, and current_task() inside it was that Task); if anything differs (another Python, a loop without instance
+ * attributes), or with PONTE_ASGI_EAGER=off, Tasks are scheduled as asyncio does it (the path before eager).
+ */
+#include "asgi.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../server/log.h"
+
+static struct {
+    bool on;           /* the start-up check passed */
+    bool armed;        /* a Task is being built: the first call_soon is its first step */
+    PyObject *step;    /* what that call_soon was handed */
+    PyObject *ctx;     /* and in which context */
+    PyObject *name;    /* "call_soon" */
+    PyObject *capture; /* the callable shadowing loop.call_soon while a Task is built */
+    PyObject *kw_context;
+} K;
+
+/* loop.call_soon as the loop's class defines it, for what capture() does not keep. New ref or NULL. */
+static PyObject *
+real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *func = PyObject_GetAttr((PyObject *)Py_TYPE(pt_asgi.loop), K.name), *r = NULL;
+    PyObject **stack = malloc((size_t)(n + 1) * sizeof(*stack));
+
+    if (func != NULL && stack != NULL) {
+        stack[0] = pt_asgi.loop;
+        memcpy(stack + 1, args, (size_t)n * sizeof(*stack));
+        r = PyObject_Vectorcall(func, stack, (size_t)nargs + 1, kwnames);
+    } else if (stack == NULL) {
+        PyErr_NoMemory();
+    }
+    free(stack);
+    Py_XDECREF(func);
+    return r;
+}
+
+/* Shadows loop.call_soon while a Task is built: keeps call_soon(step, context=ctx), passes anything else on. */
+static PyObject *
+capture(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (K.armed && K.step == NULL && nargs == 1 && kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1
+        && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") == 0
+        && PyContext_CheckExact(args[1])) {
+        K.step = Py_NewRef(args[0]);
+        K.ctx = Py_NewRef(args[1]);
+        Py_RETURN_NONE; /* Task.__init__ drops the Handle call_soon returns */
+    }
+    return real_call_soon(args, nargs, kwnames);
+}
+
+static PyMethodDef capture_def = { "call_soon", (PyCFunction)(void (*)(void))capture, METH_FASTCALL | METH_KEYWORDS,
+                                   "ponte: keeps a new Task's first step to take it at once" };
+
+/* asyncio.Task(coro, loop=loop), its first step kept in K.step when eager. New ref, or NULL with an exception. */
+static PyObject *
+task_new(PyObject *coro)
+{
+    PyObject *args[2] = { coro, pt_asgi.loop };
+    PyObject *task, *type, *value, *tb;
+
+    if (!K.on) {
+        return PyObject_Vectorcall(pt_asgi.task_type, args, 1, pt_asgi.kw_loop);
+    }
+    if (PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0) {
+        return NULL;
+    }
+    K.armed = true;
+    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, pt_asgi.kw_loop);
+    K.armed = false;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyObject_DelAttr(pt_asgi.loop, K.name) < 0) {
+        pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
+    }
+    PyErr_Restore(type, value, tb);
+    if (task == NULL) {
+        Py_CLEAR(K.step);
+        Py_CLEAR(K.ctx);
+    }
+    return task;
+}
+
+/* Takes the step task_new kept, in its context, or schedules it if its context cannot be entered. */
+static void
+first_step(void)
+{
+    PyObject *step = K.step, *ctx = K.ctx, *r;
+
+    K.step = K.ctx = NULL;
+    if (step == NULL) {
+        return;
+    }
+    if (PyContext_Enter(ctx) == 0) {
+        PyObject *type, *value, *tb;
+
+        r = PyObject_CallNoArgs(step); /* the Task's own step: it catches what the app raises */
+        PyErr_Fetch(&type, &value, &tb);
+        if (PyContext_Exit(ctx) < 0) {
+            pt_py_log_exception("cannot leave an ASGI task's context", NULL);
+        }
+        PyErr_Restore(type, value, tb);
+    } else {
+        PyObject *stack[2] = { step, ctx };
+
+        PyErr_Clear();
+        r = real_call_soon(stack, 1, K.kw_context);
+    }
+    if (r == NULL) {
+        pt_py_log_exception("error in the first step of an ASGI task", NULL); /* KeyboardInterrupt, SystemExit */
+    }
+    Py_XDECREF(r);
+    Py_DECREF(step);
+    Py_DECREF(ctx);
+}
+
+int
+pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks, PyObject **slot)
+{
+    PyObject *run = pt_asgi_run_new(coro, owner, hooks);
+
+    if (run == NULL) {
+        return -1;
+    }
+    *slot = pt_asgi.task_factory == Py_None ? task_new(run) : PyObject_CallOneArg(pt_asgi.create_task, run);
+    Py_DECREF(run);
+    if (*slot == NULL) {
+        return -1;
+    }
+    first_step(); /* may end the request, and clear *slot with it */
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* The start-up check */
+
+static const char probe_src[] = "import asyncio\n"
+                                "async def probe(loop):\n"
+                                "    return asyncio.current_task(loop)\n";
+
+/* Builds one Task the eager way and says what differs from what eager needs, or NULL when nothing does. */
+static const char *
+eager_differs(void)
+{
+    PyObject *ns = PyDict_New(), *code = Py_CompileString(probe_src, "ponte/asgi_task.c", Py_file_input);
+    PyObject *r = ns && code ? PyEval_EvalCode(code, ns, ns) : NULL;
+    PyObject *probe = r ? PyDict_GetItemString(ns, "probe") : NULL; /* borrowed */
+    PyObject *coro = probe ? PyObject_CallOneArg(probe, pt_asgi.loop) : NULL;
+    PyObject *task = coro ? task_new(coro) : NULL, *done = NULL, *result = NULL, *dict = NULL;
+    const char *why = NULL;
+    bool kept = K.step != NULL;
+
+    if (task != NULL) {
+        first_step();
+        done = PyObject_CallMethod(task, "done", NULL);
+        result = done == Py_True ? PyObject_CallMethod(task, "result", NULL) : NULL;
+        dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
+    }
+    if (task == NULL) {
+        why = "a Task could not be built with the loop's call_soon shadowed";
+    } else if (!kept) {
+        why = "asyncio.Task() did not call loop.call_soon(step, context=...)";
+    } else if (done != Py_True) {
+        why = "the Task's first step did not finish it";
+    } else if (result != task) {
+        why = "asyncio.current_task() inside the first step was not the Task";
+    } else if (dict == NULL || PyDict_GetItemWithError(dict, K.name) != NULL) {
+        why = "the loop's call_soon was not given back";
+    }
+    PyErr_Clear();
+    Py_XDECREF(dict);
+    Py_XDECREF(result);
+    Py_XDECREF(done);
+    Py_XDECREF(task);
+    Py_XDECREF(coro);
+    Py_XDECREF(r);
+    Py_XDECREF(code);
+    Py_XDECREF(ns);
+    return why;
+}
+
+int
+pt_asgi_task_init(void)
+{
+    const char *env = getenv("PONTE_ASGI_EAGER"), *why;
+
+    K.name = PyUnicode_InternFromString("call_soon");
+    K.capture = PyCFunction_New(&capture_def, NULL);
+    K.kw_context = Py_BuildValue("(s)", "context");
+    if (K.name == NULL || K.capture == NULL || K.kw_context == NULL) {
+        return -1;
+    }
+    if (env != NULL && strcmp(env, "off") == 0) {
+        pt_log_info("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
+        return 0;
+    }
+    K.on = true;
+    why = eager_differs();
+    K.on = why == NULL;
+    if (why != NULL) {
+        pt_log_warning("ASGI: tasks start on the loop's next turn, not at once: %s", why);
+    } else {
+        pt_log_info("ASGI: a request's task takes its first step at once (eager; PONTE_ASGI_EAGER=off schedules it)");
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+"""ASGI routes that lean on asyncio's and anyio's view of the running Task, for test_asgi_tasks.py: ponte takes a
+Task's first step at once (gateway/asgi_task.c), and none of this may notice. Each route answers JSON."""
+
+import asyncio
+import contextvars
+import json
+import time
+
+import anyio
+
+REQUEST_VAR = contextvars.ContextVar("request_var", default="unset")
+
+
+async def current(scope):
+    task = asyncio.current_task()
+    first = {"is_task": isinstance(task, asyncio.Task), "done": task.done(), "in_all_tasks": task in asyncio.all_tasks(),
+             "coro": type(task.get_coro()).__name__}
+    await asyncio.sleep(0)
+    first["same_after_a_wait"] = asyncio.current_task() is task
+    return first
+
+
+async def timeout(scope):
+    t0 = time.monotonic()
+    try:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(5)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    return {"timed_out": timed_out, "seconds": time.monotonic() - t0, "cancelling": asyncio.current_task().cancelling()}
+
+
+async def wait_for(scope):
+    try:
+        await asyncio.wait_for(asyncio.sleep(5), 0.05)
+        return {"timed_out": False}
+    except asyncio.TimeoutError:
+        return {"timed_out": True}
+
+
+async def cancel_self(scope):
+    asyncio.current_task().cancel()
+    try:
+        await asyncio.sleep(0)
+        cancelled = False
+    except asyncio.CancelledError:
+        cancelled = True
+        asyncio.current_task().uncancel()
+    return {"cancelled": cancelled}
+
+
+async def anyio_scopes(scope):
+    with anyio.move_on_after(0.05) as moved:
+        await anyio.sleep(5)
+    try:
+        with anyio.fail_after(0.05):
+            await anyio.sleep(5)
+        failed = False
+    except TimeoutError:
+        failed = True
+    children = []
+
+    async def child(n):
+        await anyio.sleep(0.01)
+        children.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(child, n)
+    with anyio.CancelScope() as outer:
+        outer.cancel()
+        await anyio.sleep(5)
+    return {"moved_on": moved.cancel_called, "failed_after": failed, "children": sorted(children),
+            "cancelled_scope": outer.cancel_called}
+
+
+async def set_var(scope):
+    REQUEST_VAR.set(scope["query_string"].decode())
+    await asyncio.sleep(0)
+    return {"var": REQUEST_VAR.get()}
+
+
+async def get_var(scope):
+    return {"var": REQUEST_VAR.get()}
+
+
+async def set_var_no_wait(scope):
+    REQUEST_VAR.set(scope["query_string"].decode())
+    return {"var": REQUEST_VAR.get()}
+
+
+ROUTES = {"/current": current, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
+          "/anyio": anyio_scopes, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = json.dumps(await ROUTES[scope["path"]](scope)).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
