@@ -70,7 +70,7 @@ pt_asgi_handle_events(void)
     for (i = 0; i < E.nevents && E.events[i].kind != EV_START; i++) {
     }
     if (i < E.nevents) {
-        PyObject *f = PyObject_CallMethod(pt_asgi.loop, "get_task_factory", NULL);
+        PyObject *f = PyObject_CallNoArgs(pt_asgi.get_task_factory);
 
         Py_XSETREF(pt_asgi.task_factory, f != NULL ? f : Py_NewRef(Py_None));
         if (f == NULL) {
@@ -241,13 +241,13 @@ create_loop(PyObject *ns)
     if (r != NULL) {
         pt_asgi.create_task = PyObject_GetAttrString(pt_asgi.loop, "create_task");
         pt_asgi.create_future = PyObject_GetAttrString(pt_asgi.loop, "create_future");
+        pt_asgi.get_task_factory = PyObject_GetAttrString(pt_asgi.loop, "get_task_factory");
         pt_asgi.task_type = PyObject_GetAttrString(asyncio, "Task");
-        pt_asgi.kw_loop = Py_BuildValue("(s)", "loop");
     }
     Py_XDECREF(r);
     Py_XDECREF(asyncio);
     Py_XDECREF(selector);
-    if (!pt_asgi.create_task || !pt_asgi.create_future || !pt_asgi.task_type || !pt_asgi.kw_loop) {
+    if (!pt_asgi.create_task || !pt_asgi.create_future || !pt_asgi.get_task_factory || !pt_asgi.task_type) {
         return -1;
     }
     return pt_asgi_task_init();

@@ -21,10 +21,9 @@
 typedef struct {
     PyObject *app;
     const pt_config_t *cfg;
-    PyObject *loop; /* the asyncio event loop */
-    PyObject *create_task, *create_future;
+    PyObject *loop;                                           /* the asyncio event loop */
+    PyObject *create_task, *create_future, *get_task_factory; /* the loop's bound methods */
     PyObject *task_type;           /* asyncio.Task, called directly unless the app set a task factory */
-    PyObject *kw_loop;             /* ("loop",): the keyword names for Task(coro, loop=...) */
     PyObject *task_factory;        /* loop.get_task_factory(), read once per batch of new requests */
     PyObject *disconnect_event;    /* {"type": "http.disconnect"} */
     PyObject *client_disconnected; /* ponte.ClientDisconnected(OSError) */

@@ -20,13 +20,15 @@
 #include "../server/log.h"
 
 static struct {
-    bool on;           /* the start-up check passed */
-    bool armed;        /* a Task is being built: the first call_soon is its first step */
-    PyObject *step;    /* what that call_soon was handed */
-    PyObject *ctx;     /* and in which context */
-    PyObject *name;    /* "call_soon" */
-    PyObject *capture; /* the callable shadowing loop.call_soon while a Task is built */
-    PyObject *kw_context;
+    bool on;              /* the start-up check passed */
+    bool armed;           /* a Task is being built: the first call_soon is its first step */
+    PyObject *step;       /* what that call_soon was handed */
+    PyObject *ctx;        /* and in which context */
+    PyObject *name;       /* "call_soon" */
+    PyObject *capture;    /* the callable shadowing loop.call_soon while a Task is built */
+    PyObject *kw_context; /* ("context",) */
+    PyObject *kw_task;    /* ("loop", "name"): Task(coro, loop=..., name=...) */
+    uint64_t count;       /* Tasks named */
 } K;
 
 /* loop.call_soon as the loop's class defines it, for what capture() does not keep. New ref or NULL. */
@@ -66,22 +68,50 @@ capture(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
 static PyMethodDef capture_def = { "call_soon", (PyCFunction)(void (*)(void))capture, METH_FASTCALL | METH_KEYWORDS,
                                    "ponte: keeps a new Task's first step to take it at once" };
 
-/* asyncio.Task(coro, loop=loop), its first step kept in K.step when eager. New ref, or NULL with an exception. */
+/* "ponte-request-N": a Task named by asyncio's default ("Task-N") costs a PyUnicode_FromFormat per request, a
+ * twentieth of an ASGI hello's instructions. New ref. */
+static PyObject *
+task_name(void)
+{
+    char buf[48] = "ponte-request-", digits[24];
+    size_t len = strlen(buf), n = 0;
+    uint64_t v = ++K.count;
+
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0) {
+        buf[len++] = digits[--n];
+    }
+    return PyUnicode_FromStringAndSize(buf, (Py_ssize_t)len);
+}
+
+/* asyncio.Task(coro, loop=loop, name=...), its first step kept in K.step when eager. New ref, or NULL with an
+ * exception. */
 static PyObject *
 task_new(PyObject *coro)
 {
-    PyObject *args[2] = { coro, pt_asgi.loop };
-    PyObject *task, *type, *value, *tb;
+    PyObject *name = task_name();
+    PyObject *args[3] = { coro, pt_asgi.loop, name };
+    PyObject *task = NULL, *type, *value, *tb;
 
+    if (name == NULL) {
+        return NULL;
+    }
     if (!K.on) {
-        return PyObject_Vectorcall(pt_asgi.task_type, args, 1, pt_asgi.kw_loop);
+        task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, K.kw_task);
+        Py_DECREF(name);
+        return task;
     }
     if (PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0) {
+        Py_DECREF(name);
         return NULL;
     }
     K.armed = true;
-    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, pt_asgi.kw_loop);
+    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, K.kw_task);
     K.armed = false;
+    Py_DECREF(name);
     PyErr_Fetch(&type, &value, &tb);
     if (PyObject_DelAttr(pt_asgi.loop, K.name) < 0) {
         pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
@@ -200,7 +230,8 @@ pt_asgi_task_init(void)
     K.name = PyUnicode_InternFromString("call_soon");
     K.capture = PyCFunction_New(&capture_def, NULL);
     K.kw_context = Py_BuildValue("(s)", "context");
-    if (K.name == NULL || K.capture == NULL || K.kw_context == NULL) {
+    K.kw_task = Py_BuildValue("(ss)", "loop", "name");
+    if (K.name == NULL || K.capture == NULL || K.kw_context == NULL || K.kw_task == NULL) {
         return -1;
     }
     if (env != NULL && strcmp(env, "off") == 0) {

@@ -20,7 +20,8 @@ class TaskSemantics:
 
     def test_current_task_is_the_request_task(self):
         self.assertEqual(self.get("/current"), {"is_task": True, "done": False, "in_all_tasks": True,
-                                                "coro": "ASGIAppRun", "same_after_a_wait": True})
+                                                "coro": "ASGIAppRun", "name": "ponte-request-",
+                                                "same_after_a_wait": True})
 
     def test_asyncio_timeout_cancels_and_uncancels(self):
         r = self.get("/timeout")

@@ -14,7 +14,7 @@ REQUEST_VAR = contextvars.ContextVar("request_var", default="unset")
 async def current(scope):
     task = asyncio.current_task()
     first = {"is_task": isinstance(task, asyncio.Task), "done": task.done(), "in_all_tasks": task in asyncio.all_tasks(),
-             "coro": type(task.get_coro()).__name__}
+             "coro": type(task.get_coro()).__name__, "name": task.get_name().rstrip("0123456789")}
     await asyncio.sleep(0)
     first["same_after_a_wait"] = asyncio.current_task() is task
     return first
