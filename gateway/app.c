@@ -127,6 +127,10 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         goto fail;
     }
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
+    if (pt_gil_routes_init(cfg->gil_probe ? cfg->gil_routes : 0) < 0) {
+        fprintf(stderr, "ponte: error: out of memory for --gil-routes %d\n", cfg->gil_routes);
+        goto fail;
+    }
     pa = calloc(1, sizeof(*pa));
     if (pa == NULL || pt_py_prepare(cfg) < 0) {
         goto fail;

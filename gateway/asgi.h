@@ -54,6 +54,8 @@ PyObject *pt_asgi_ready(PyObject *value);
 typedef struct {
     void (*ended)(PyObject *owner, PyObject *exc);
     void (*closed)(PyObject *owner);
+    /* Optional, with --gil-routes: after each step, before ended(), the GIL it held and waited for (ns). */
+    void (*step_gil)(PyObject *owner, uint64_t hold, uint64_t wait);
 } pt_asgi_run_hooks_t;
 PyObject *pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
 

@@ -21,6 +21,7 @@ struct pt_asgi_ctx_s {
     pt_request_t *req; /* NULL once the app is finished with it */
     uint64_t seq;
     uint64_t t0;                   /* when the request started (for --gil-trace) */
+    uint64_t gil_hold, gil_wait;   /* by the app's steps so far (--gil-routes) */
     PyObject *receive, *send;      /* bound to this context */
     PyObject *task;                /* the Task running the app: kept alive while the request is open */
     PyObject *recv_fut, *send_fut; /* a receive()/send() waiting */
@@ -480,6 +481,9 @@ ctx_finish(pt_asgi_ctx_t *c)
                  req->target.base);
         pt_gil_trace_request(c->t0, label);
     }
+    /* From ended(), the last step's GIL already counted; ASGI requests do not wait for the GIL to start (they wait
+     * for the loop: its lag). */
+    pt_gil_route_done(req, c->gil_hold, 0, c->gil_wait, pt_gil_now());
     c->req = NULL;
     owned = req->app_data == c;
     req->app_data = NULL;
@@ -537,7 +541,17 @@ ctx_closed(PyObject *owner)
     }
 }
 
-static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed };
+/* --gil-routes: the GIL each step of the app held and waited for, summed for the request. */
+static void
+ctx_step_gil(PyObject *owner, uint64_t hold, uint64_t wait)
+{
+    pt_asgi_ctx_t *c = (pt_asgi_ctx_t *)owner;
+
+    c->gil_hold += hold;
+    c->gil_wait += wait;
+}
+
+static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed, ctx_step_gil };
 
 static PyMethodDef receive_def = { "receive", (PyCFunction)ctx_receive, METH_NOARGS, "ASGI receive()" };
 static PyMethodDef send_def = { "send", (PyCFunction)ctx_send, METH_O, "ASGI send(event)" };
@@ -568,6 +582,7 @@ ctx_new(pt_request_t *req)
     c->req = NULL;
     c->seq = req->seq;
     c->t0 = pt_gil_now();
+    c->gil_hold = c->gil_wait = 0;
     c->task = c->recv_fut = c->send_fut = c->headers = NULL;
     c->status = 0;
     c->started = c->head_sent = c->complete = c->body_done = c->disconnected = false;

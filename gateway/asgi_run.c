@@ -195,10 +195,29 @@ run_after(pt_run_t *r, PySendResult status, PyObject **result)
     return PYGEN_ERROR;
 }
 
+/* The GIL a step held and waited for, to its owner (--gil-routes): from the loop thread's totals before it. */
+static void
+step_gil(pt_run_t *r, uint64_t hold0, uint64_t wait0)
+{
+    uint64_t hold, wait;
+
+    pt_gil_my_use(&hold, &wait);
+    r->hooks->step_gil(r->owner, hold - hold0, wait - wait0);
+}
+
 static PySendResult
 run_am_send(pt_run_t *r, PyObject *arg, PyObject **result)
 {
-    return run_after(r, PyIter_Send(r->coro, arg, result), result);
+    uint64_t hold0, wait0;
+    PySendResult status;
+
+    if (r->hooks->step_gil == NULL || !pt_gil_routes_on()) {
+        return run_after(r, PyIter_Send(r->coro, arg, result), result);
+    }
+    pt_gil_my_use(&hold0, &wait0);
+    status = PyIter_Send(r->coro, arg, result);
+    step_gil(r, hold0, wait0);
+    return run_after(r, status, result);
 }
 
 /* The PySendResult protocol back to the iterator one: a value, or NULL with StopIteration or an error set. */
@@ -242,10 +261,15 @@ run_next(pt_run_t *r)
 static PyObject *
 run_throw(pt_run_t *r, PyObject *args)
 {
-    PyObject *meth = PyObject_GetAttrString(r->coro, "throw");
-    PyObject *result = meth ? PyObject_Call(meth, args, NULL) : NULL;
+    PyObject *meth = PyObject_GetAttrString(r->coro, "throw"), *result;
     PySendResult status = PYGEN_NEXT;
+    uint64_t hold0, wait0;
 
+    pt_gil_my_use(&hold0, &wait0);
+    result = meth ? PyObject_Call(meth, args, NULL) : NULL;
+    if (r->hooks->step_gil != NULL && pt_gil_routes_on()) {
+        step_gil(r, hold0, wait0);
+    }
     Py_XDECREF(meth);
     if (result == NULL) {
         status = PYGEN_ERROR;

@@ -104,7 +104,9 @@ build_json(void)
     for (k = 0; k < PT_GIL_HIST_BUCKETS - 1; k++) {
         pt_buf_printf(&M.json, "%s%.3f", k ? "," : "", pt_gil_bucket_le_s(k) * 1e6);
     }
-    pt_buf_append(&M.json, "]}", 2);
+    pt_buf_append(&M.json, "],\"routes\":", 11);
+    pt_gil_routes_json(&M.json);
+    pt_buf_append(&M.json, "}", 1);
 }
 
 /* Thread names as Prometheus label values (a Python thread may be called anything). */
@@ -219,6 +221,7 @@ metrics(pt_request_t *req)
         pt_buf_printf(&b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n", L[v->pairs[i].from],
                       L[v->pairs[i].to], (unsigned long long)v->pairs[i].count);
     }
+    pt_gil_routes_metrics(&b);
     pt_side_server_respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
     pt_buf_free(&b);
 }

@@ -40,10 +40,10 @@ typedef struct pt_ctx_s {
     PyObject *seq;     /* result itself when it is a list or tuple (no iterator needed) */
     PyObject *held;    /* a chunk taken from the iterable while the client is slow, sent once it drains */
     Py_ssize_t pos;
-    int64_t known_length; /* total body size when known before the head is written */
-    uint64_t t0;          /* when the app got the request (for --gil-trace) */
-    uint64_t wait0;       /* this thread's GIL wait total then (for --access-log-gil) */
-    pt_buf_t out;         /* bytes for the client not yet handed to the connection */
+    int64_t known_length;  /* total body size when known before the head is written */
+    uint64_t t0;           /* when the app got the request (for --gil-trace) */
+    uint64_t hold0, wait0; /* this thread's GIL held and waited totals then (--access-log-gil, --gil-routes) */
+    pt_buf_t out;          /* bytes for the client not yet handed to the connection */
     pt_header_t *hspans;
     size_t hcap;
     struct pt_ctx_s *next_free;
@@ -504,7 +504,13 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         flags |= PT_SEND_ABORT;
         break;
     }
-    req->gil_wait_run_ns = pt_gil_my_wait_ns() - ctx->wait0;
+    {
+        uint64_t hold, wait;
+
+        pt_gil_my_use(&hold, &wait);
+        req->gil_wait_run_ns = wait - ctx->wait0;
+        pt_gil_route_done(req, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, pt_gil_now());
+    }
     if (pt_gil_tracing()) {
         char label[64];
 
@@ -701,7 +707,7 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
     }
     ctx->req = req;
     ctx->t0 = pt_gil_now();
-    ctx->wait0 = pt_gil_my_wait_ns();
+    pt_gil_my_use(&ctx->hold0, &ctx->wait0);
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;

@@ -86,6 +86,8 @@ static const char usage[] =
     "hold/wait %\n"
     "                             per thread; a live table when stderr is a terminal, a log line otherwise (default "
     "off)\n"
+    "      --gil-routes N         GIL and latency per route (the path, numeric and UUID-like segments as {n} and\n"
+    "                             {uuid}) for the N busiest, the rest as \"other\" (default 20; 0: none)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 
@@ -105,6 +107,7 @@ enum {
     OPT_LIFESPAN,
     OPT_ROOT_PATH,
     OPT_GIL_REPORT,
+    OPT_GIL_ROUTES,
     OPT_GIL_MONITOR,
     OPT_GIL_TRACE,
     OPT_ACCESS_LOG_GIL,
@@ -158,6 +161,7 @@ static const struct option options[] = {
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
+    { "gil-routes", required_argument, NULL, OPT_GIL_ROUTES },
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
     { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
@@ -283,6 +287,7 @@ static const struct {
     { OPT_MIN_BODY_RATE, "min-body-rate", ARG_COUNT, FIELD(min_body_rate), 0, 1 << 30 },
     { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
     { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
+    { OPT_GIL_ROUTES, "gil-routes", ARG_COUNT, FIELD(gil_routes), 0, 256 },
     { OPT_WS_MAX_SIZE, "ws-max-size", ARG_COUNT, FIELD(ws_max_size), 1, 1u << 30 },
     { OPT_WS_PING_INTERVAL, "ws-ping-interval", ARG_SECONDS0, FIELD(ws_ping_interval), 0, 0 },
     { OPT_WS_PING_TIMEOUT, "ws-ping-timeout", ARG_SECONDS0, FIELD(ws_ping_timeout), 0, 0 },
@@ -493,6 +498,7 @@ set_defaults(pt_config_t *cfg)
     cfg->python_executable = PT_PYTHON_EXECUTABLE;
     cfg->ws = true;
     cfg->ws_max_size = 16 * 1024 * 1024;
+    cfg->gil_routes = 20;
     cfg->ws_ping_interval = 20;
     cfg->ws_ping_timeout = 20;
     cfg->ws_per_message_deflate = true;

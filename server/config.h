@@ -71,6 +71,7 @@ typedef struct {
     uint64_t min_body_rate;   /* bytes/s a request body must average after a grace period; 0: any */
     const char *python_executable; /* sys.executable of the embedded interpreter */
     double gil_report;             /* seconds between GIL summary lines in the log; 0: none */
+    int gil_routes;                /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */
     const char *gil_monitor;       /* address of the live GIL view, or NULL */
     const char *gil_trace;         /* Chrome trace-event JSON file, or NULL */
     bool gil_probe;                /* measure the GIL (default); off only to measure what measuring costs */

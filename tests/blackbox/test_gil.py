@@ -271,7 +271,7 @@ class Monitor(unittest.TestCase):
         names = set()
         for line in r.body.decode().splitlines():
             if line.startswith("#"):
-                self.assertRegex(line, r"^# (HELP|TYPE) ponte_(gil|asgi)_[a-z_]+ ")
+                self.assertRegex(line, r"^# (HELP|TYPE) ponte_(gil|asgi|route)_[a-z_]+ ")
                 continue
             self.assertRegex(line, sample)
             names.add(line.split("{")[0].split(" ")[0])

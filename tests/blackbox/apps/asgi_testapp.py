@@ -195,6 +195,14 @@ async def block(scope, receive, send):
     await respond(send, b"blocked", content_type=b"text/plain")
 
 
+async def spin(scope, receive, send):
+    """Burns CPU on the loop, holding the GIL, for ?seconds= (the per-route GIL table's known answer)."""
+    end = time.time() + float(query(scope).get("seconds", "0.005"))
+    while time.time() < end:
+        sum(range(1000))
+    await respond(send, b"spun", content_type=b"text/plain")
+
+
 async def slow(scope, receive, send):
     await asyncio.sleep(float(query(scope).get("delay", "0.5")))
     await respond(send, b"slept", content_type=b"text/plain")
@@ -258,7 +266,7 @@ ROUTES = {
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
     "/raise-after": raise_after, "/incomplete": incomplete, "/no-response": no_response, "/bad-event": bad_event, "/bad-header": bad_header,
-    "/slow": slow, "/block": block, "/big": big,
+    "/slow": slow, "/spin": spin, "/block": block, "/big": big,
 }
 
 
