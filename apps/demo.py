@@ -2,6 +2,7 @@
 under its own path (SCRIPT_NAME), the way a WSGI server mounts any app."""
 
 import html
+import os
 import sys
 
 import cpu_bound
@@ -36,6 +37,7 @@ li {{ margin: .4rem 0 }}
 <ul>
 {links}
 </ul>
+{gil}
 <h2>Try it</h2>
 <pre>wrk -t1 -c64 -d5s 'http://127.0.0.1:8000/io?delay=0.01'   # threads overlap the waits
 wrk -t1 -c8  -d5s 'http://127.0.0.1:8000/cpu?n=20000'     # one GIL: threads queue for it
@@ -52,7 +54,11 @@ def landing(environ, start_response):
     for prefix, (_, text) in MOUNTS.items():
         href = prefix + ("/" if prefix == "/django" else "")
         items.append('<li><a href="%s">%s</a> &mdash; %s</li>' % (href, prefix, html.escape(text)))
-    body = PAGE.format(mode=threads, links="\n".join(items)).encode()
+    url = os.environ.get("PONTE_DEMO_GIL_URL")
+    gil = ('<p><b>The GIL, live:</b> <a href="%s">%s</a> shows which thread holds it, which wait, and which route; '
+           'its buttons load this server for 10 s with I/O-bound or CPU-bound clients, no wrk needed.</p>'
+           % (html.escape(url), html.escape(url))) if url else ""
+    body = PAGE.format(mode=threads, links="\n".join(items), gil=gil).encode()
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
     return [body]
 

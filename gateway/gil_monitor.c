@@ -19,6 +19,7 @@
 
 #include "../server/listen.h"
 #include "../server/log.h"
+#include "../server/loopback_load.h"
 #include "../server/side_server.h"
 #include "gil_monitor_html.h"
 
@@ -28,6 +29,7 @@
 static struct {
     pt_side_server_t side;
     int worker_slot;
+    const pt_config_t *cfg;
     uv_timer_t tick;
     pt_gil_sampler_t sampler;
     pt_gil_view_t view; /* the latest snapshot: what /metrics and /events show */
@@ -106,6 +108,8 @@ build_json(void)
     }
     pt_buf_append(&M.json, "],\"routes\":", 11);
     pt_gil_routes_json(&M.json);
+    pt_buf_printf(&M.json, ",\"load_buttons\":%s,\"load\":", M.cfg->gil_load_io[0] ? "true" : "false");
+    pt_load_json(&M.json, uv_now(&M.side.loop));
     pt_buf_append(&M.json, "}", 1);
 }
 
@@ -309,6 +313,37 @@ set_interval(pt_request_t *req)
     pt_side_server_respond(req, "200 OK", "application/json", buf, (size_t)n);
 }
 
+/* POST /load?kind=io|cpu|mixed: the page's buttons, --gil-load's paths (server/loopback_load.c). */
+static void
+start_load(pt_request_t *req)
+{
+    const pt_config_t *cfg = M.cfg;
+    char err[160];
+    int r = -1;
+
+    if (req->method.len != 4 || memcmp(req->method.base, "POST", 4) != 0) {
+        pt_side_server_respond(req, "405 Method Not Allowed", "text/plain", "POST it\n", 8);
+        return;
+    }
+    if (!cfg->gil_load_io[0]) {
+        snprintf(err, sizeof(err), "no load configured (--gil-load IO_PATH,CPU_PATH)\n");
+    } else if (req->query.len == 7 && memcmp(req->query.base, "kind=io", 7) == 0) {
+        r = pt_load_start(&M.side.loop, "8 I/O-bound clients", cfg->gil_load_io, 8, NULL, 0, 10, err, sizeof(err));
+    } else if (req->query.len == 8 && memcmp(req->query.base, "kind=cpu", 8) == 0) {
+        r = pt_load_start(&M.side.loop, "8 CPU-bound clients", cfg->gil_load_cpu, 8, NULL, 0, 10, err, sizeof(err));
+    } else if (req->query.len == 10 && memcmp(req->query.base, "kind=mixed", 10) == 0) {
+        r = pt_load_start(&M.side.loop, "mixed: 4 I/O + 4 CPU", cfg->gil_load_io, 4, cfg->gil_load_cpu, 4, 10, err,
+                          sizeof(err));
+    } else {
+        snprintf(err, sizeof(err), "expected ?kind=io, cpu or mixed\n");
+    }
+    if (r == 0) {
+        pt_side_server_respond(req, "202 Accepted", "application/json", "{\"started\":true}", 16);
+    } else {
+        pt_side_server_respond(req, "409 Conflict", "text/plain", err, strlen(err));
+    }
+}
+
 static void
 on_request(pt_app_t *app, pt_request_t *req)
 {
@@ -324,6 +359,8 @@ on_request(pt_app_t *app, pt_request_t *req)
                                M.json.data ? M.json.len : 2);
     } else if (pt_side_server_path_is(req, "/interval")) {
         set_interval(req);
+    } else if (pt_side_server_path_is(req, "/load")) {
+        start_load(req);
     } else {
         pt_side_server_respond(req, "404 Not Found", "text/plain", "not found\n", 10);
     }
@@ -383,6 +420,7 @@ pt_gil_monitor_start(const pt_config_t *cfg, const char **url)
     int r;
 
     M.worker_slot = cfg->worker_slot;
+    M.cfg = cfg;
     r = pt_side_server_listen(&M.side, cfg, cfg->worker_slot ? worker_bind(cfg) : cfg->gil_monitor, &app);
     if (r < 0) {
         return r;

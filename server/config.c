@@ -86,6 +86,9 @@ static const char usage[] =
     "hold/wait %\n"
     "                             per thread; a live table when stderr is a terminal, a log line otherwise (default "
     "off)\n"
+    "      --gil-load IO,CPU      the page's load buttons: 8 clients on the I/O-bound path IO, on the CPU-bound\n"
+    "                             path CPU, or 4 and 4, for 10 s, on the server's loopback address (e.g.\n"
+    "                             '/io?delay=0.01,/cpu?n=20000'; needs --gil-monitor)\n"
     "      --gil-routes N         GIL and latency per route (the path, numeric and UUID-like segments as {n} and\n"
     "                             {uuid}) for the N busiest, the rest as \"other\" (default 20; 0: none)\n"
     "  -V, --version              print the version and exit\n"
@@ -108,6 +111,7 @@ enum {
     OPT_ROOT_PATH,
     OPT_GIL_REPORT,
     OPT_GIL_ROUTES,
+    OPT_GIL_LOAD,
     OPT_GIL_MONITOR,
     OPT_GIL_TRACE,
     OPT_ACCESS_LOG_GIL,
@@ -162,6 +166,7 @@ static const struct option options[] = {
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
     { "gil-report", required_argument, NULL, OPT_GIL_REPORT },
     { "gil-routes", required_argument, NULL, OPT_GIL_ROUTES },
+    { "gil-load", required_argument, NULL, OPT_GIL_LOAD },
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
     { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
@@ -466,6 +471,18 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
         }
         cfg->gil_monitor = arg;
         return 0;
+    case OPT_GIL_LOAD: {
+        const char *comma = strchr(arg, ',');
+
+        if (comma == NULL || arg[0] != '/' || comma[1] != '/' || strchr(comma + 1, ',') != NULL
+            || (size_t)(comma - arg) >= sizeof(cfg->gil_load_io) || strlen(comma + 1) >= sizeof(cfg->gil_load_cpu)) {
+            return bad("gil-load", arg, "expected IO_PATH,CPU_PATH, e.g. '/io?delay=0.01,/cpu?n=20000'");
+        }
+        memcpy(cfg->gil_load_io, arg, (size_t)(comma - arg));
+        cfg->gil_load_io[comma - arg] = '\0';
+        strcpy(cfg->gil_load_cpu, comma + 1);
+        return 0;
+    }
     case 'V': printf("ponte %s (%s, libuv %s)\n", PT_VERSION, pt_app_runtime_version(), uv_version_string()); return 1;
     case 'h': fputs(usage, stdout); return 1;
     case ':': fprintf(stderr, "ponte: error: %s needs a value (see ponte --help)\n", argv[optind - 1]); return -1;
@@ -553,6 +570,10 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
         fprintf(stderr,
                 "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report and "
                 "--access-log-gil nothing to show\n");
+        return -1;
+    }
+    if (cfg->gil_load_io[0] && !cfg->gil_monitor) {
+        fprintf(stderr, "ponte: error: --gil-load starts load from the GIL page: it needs --gil-monitor\n");
         return -1;
     }
     if (optind != argc - 1) {

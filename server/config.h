@@ -69,17 +69,18 @@ typedef struct {
     size_t limit_concurrency; /* requests in the app beyond which new ones get 503; 0: no limit */
     bool request_buffering;   /* worker threads get a body once it is in (or PT_BODY_HIGH of it), not at the head */
     uint64_t min_body_rate;   /* bytes/s a request body must average after a grace period; 0: any */
-    const char *python_executable; /* sys.executable of the embedded interpreter */
-    double gil_report;             /* seconds between GIL summary lines in the log; 0: none */
-    int gil_routes;                /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */
-    const char *gil_monitor;       /* address of the live GIL view, or NULL */
-    const char *gil_trace;         /* Chrome trace-event JSON file, or NULL */
-    bool gil_probe;                /* measure the GIL (default); off only to measure what measuring costs */
-    bool ws;                       /* ASGI apps get WebSocket upgrades; off: an upgrade is served as plain HTTP */
-    uint64_t ws_max_size;          /* the largest WebSocket message accepted, bytes (after inflating) -> 1009 */
-    double ws_ping_interval;       /* seconds between pings to an idle WebSocket peer; 0: none */
-    double ws_ping_timeout;        /* seconds a ping waits for its pong before the peer counts as gone; 0: ever */
-    bool ws_per_message_deflate;   /* negotiate permessage-deflate (RFC 7692) when the client offers it */
+    const char *python_executable;            /* sys.executable of the embedded interpreter */
+    double gil_report;                        /* seconds between GIL summary lines in the log; 0: none */
+    char gil_load_io[400], gil_load_cpu[400]; /* --gil-load: the page's load buttons' paths ("" when none) */
+    int gil_routes;              /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */
+    const char *gil_monitor;     /* address of the live GIL view, or NULL */
+    const char *gil_trace;       /* Chrome trace-event JSON file, or NULL */
+    bool gil_probe;              /* measure the GIL (default); off only to measure what measuring costs */
+    bool ws;                     /* ASGI apps get WebSocket upgrades; off: an upgrade is served as plain HTTP */
+    uint64_t ws_max_size;        /* the largest WebSocket message accepted, bytes (after inflating) -> 1009 */
+    double ws_ping_interval;     /* seconds between pings to an idle WebSocket peer; 0: none */
+    double ws_ping_timeout;      /* seconds a ping waits for its pong before the peer counts as gone; 0: ever */
+    bool ws_per_message_deflate; /* negotiate permessage-deflate (RFC 7692) when the client offers it */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

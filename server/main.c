@@ -14,6 +14,7 @@
 #include "server.h"
 #include "listen.h"
 #include "log.h"
+#include "loopback_load.h"
 #include "master.h"
 
 typedef struct {
@@ -177,6 +178,7 @@ start_serving(void)
         pt_app_unload(M.app);
         return 1;
     }
+    pt_load_set_target(M.listeners, M.nlisteners); /* for the GIL page's load buttons */
     uv_signal_init(M.loop, &M.sigint);
     uv_signal_init(M.loop, &M.sigterm);
     uv_signal_start(&M.sigint, on_signal, SIGINT);
