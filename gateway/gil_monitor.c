@@ -78,9 +78,11 @@ build_json(void)
     pt_buf_printf(&M.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), M.worker_slot);
     pt_buf_printf(&M.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
-                  "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,\"threads\":[",
+                  "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
+                  "\"handoffs_total\":%llu,\"threads\":[",
                   v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
-                  v->interval_us, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms);
+                  v->interval_us, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms,
+                  (unsigned long long)v->handoffs_total);
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 

@@ -293,6 +293,14 @@ class Monitor(unittest.TestCase):
             self.assertEqual(counts[-1], count)
             self.assertGreater(count, 0, metric)
         self.assertRegex(text, r'(?m)^ponte_gil_handoffs_between_total\{from="worker-\d",to="worker-\d"\} [1-9]')
+        # One story: the total and the pairs are the same hand-offs, in /metrics and in /snapshot (which the page's
+        # header and table read), to the count.
+        total = int(re.search(r"(?m)^ponte_gil_handoffs_total (\d+)$", text).group(1))
+        pairs = sum(int(n) for n in re.findall(r"(?m)^ponte_gil_handoffs_between_total\{[^}]*\} (\d+)$", text))
+        self.assertEqual(total, pairs)
+        snap = json.loads(get(port, "/snapshot").body)
+        self.assertEqual(snap["handoffs_total"], sum(n for _, _, n in snap["handoffs"]))
+        self.assertGreaterEqual(snap["handoffs_total"], total)
 
     def test_handoffs_and_histograms(self):
         """Three CPU-bound workers at a 5 ms switch interval: the GIL passes between every pair of them, waits are

@@ -58,6 +58,13 @@ class LivePage(unittest.TestCase):
                     busy = b.evaluate(page, "document.getElementById('busy').textContent")
                     self.assertRegex(busy, r"^\d+\.\d%$")
                     self.assertGreater(float(busy[:-1]), 50)
+                    # The header's busy % and rates are over the snapshots kept (said: up to 2 s), not one 100 ms
+                    # snapshot, so they do not flicker between 0 and ten times the rate.
+                    b.wait_for(page, "parseFloat(document.getElementById('window').textContent) >= 1.5", timeout=5)
+                    window = float(b.evaluate(page, "document.getElementById('window').textContent"))
+                    self.assertLessEqual(window, 3.0)  # KEEP is 20 snapshots, ticks of 100 ms plus scheduling delay
+                    self.assertRegex(b.evaluate(page, "document.getElementById('switches').textContent"),
+                                     r"^\d+(\.\d)?$")
                     self.assertEqual(b.evaluate(page, "document.getElementById('mode').textContent"), "exact")
                     rows = b.wait_for(page, "[...document.querySelectorAll('#pairs tr')].map(r => r.textContent)"
                                             ".filter(t => t.includes('worker-'))")
