@@ -18,25 +18,30 @@ LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) 
                   r"(?:, asyncio loop busy [\d.]+%)?; hold/wait:(.*)")
 
 
-def load(server, path, clients, seconds):
-    """`clients` connections each sending requests back to back for `seconds`; returns the count served."""
-    done = []
+def load_paths(server, paths, seconds):
+    """One connection per entry of `paths`, each sending requests back to back for `seconds`; {path: count}."""
+    done = {}
 
-    def run():
+    def run(path):
         c = Conn(server.connect())
         n, end = 0, time.time() + seconds
         while time.time() < end:
             assert c.request("GET", path).status == 200
             n += 1
         c.close()
-        done.append(n)
+        done[path] = done.get(path, 0) + n
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
+    threads = [threading.Thread(target=run, args=(p,)) for p in paths]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 30)
-    return sum(done)
+    return done
+
+
+def load(server, path, clients, seconds):
+    """`clients` connections each sending requests back to back for `seconds`; returns the count served."""
+    return load_paths(server, [path] * clients, seconds).get(path, 0)
 
 
 def reports(server):

@@ -6,33 +6,11 @@ none, and the sleepers, which must get the GIL back from the spinner, wait for i
 import json
 import os
 import re
-import threading
 import time
 import unittest
 
 from harness import APPS, Conn, Server, free_port, run_tests
-from test_gil import get
-
-
-def load(server, paths, seconds):
-    """One connection per path, each sending requests back to back for `seconds`; returns {path: count}."""
-    done = {}
-
-    def run(path):
-        c = Conn(server.connect())
-        n, end = 0, time.time() + seconds
-        while time.time() < end:
-            assert c.request("GET", path).status == 200
-            n += 1
-        c.close()
-        done[path] = done.get(path, 0) + n
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 30)
-    return done
+from test_gil import get, load_paths as load
 
 
 def into_the_window():
