@@ -250,6 +250,7 @@ create_loop(PyObject *ns)
     if (!pt_asgi.create_task || !pt_asgi.create_future || !pt_asgi.get_task_factory || !pt_asgi.task_type) {
         return -1;
     }
+    pt_asgi_loop_wake_keeps_gil(pt_asgi.loop);
     return pt_asgi_task_init();
 }
 

@@ -39,6 +39,8 @@ void pt_asgi_handle_events(void);
 /* ---- asgi_loop.c ---- */
 /* Creates the _ponte module and the select timer. 0, or -1 with an exception set. */
 int pt_asgi_loop_init(uv_loop_t *loop);
+/* Makes the loop's call_soon_threadsafe wake-up keep the GIL (see asgi_loop.c), where the loop has the method. */
+void pt_asgi_loop_wake_keeps_gil(PyObject *loop);
 /* Runs asyncio's run_forever until the server has closed everything (pt_app_t.run). */
 int pt_asgi_loop_run(PyThreadState **main_ts);
 

@@ -39,6 +39,13 @@ class TaskSemantics:
         self.assertEqual(self.get("/anyio"), {"moved_on": True, "failed_after": True, "children": [0, 1, 2],
                                               "cancelled_scope": True})
 
+    def test_call_soon_threadsafe_wakes_the_loop(self):
+        # ponte's loop sends call_soon_threadsafe's wake-up byte keeping the GIL (gateway/asgi_loop.c): it must
+        # still wake the loop at once, from a plain thread and from the executor.
+        r = self.get("/threadsafe")
+        self.assertEqual((r["woken"], r["executor"], r["wake"]), ("woken", True, "builtin_function_or_method"), r)
+        self.assertLess(r["seconds"], 1.0)
+
     def test_context_variables_stay_in_their_request(self):
         # A variable set in a first step (which ponte may take inside its own loop turn) must not leak into the
         # loop or the next request, whether the request waited once or not at all.

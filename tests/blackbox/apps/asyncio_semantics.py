@@ -4,6 +4,7 @@ Task's first step at once (gateway/asgi_task.c), and none of this may notice. Ea
 import asyncio
 import contextvars
 import json
+import threading
 import time
 
 import anyio
@@ -90,8 +91,20 @@ async def set_var_no_wait(scope):
     return {"var": REQUEST_VAR.get()}
 
 
+async def threadsafe(scope):
+    """Another thread wakes the loop with call_soon_threadsafe (as asgiref's executor does), and an executor job."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    threading.Thread(target=lambda: (time.sleep(0.05), loop.call_soon_threadsafe(fut.set_result, "woken"))).start()
+    t0 = time.monotonic()
+    woken = await fut
+    ran = await loop.run_in_executor(None, lambda: threading.current_thread() is not threading.main_thread())
+    return {"woken": woken, "seconds": time.monotonic() - t0, "executor": ran,
+            "wake": type(loop._write_to_self).__name__}
+
+
 ROUTES = {"/current": current, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
-          "/anyio": anyio_scopes, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var}
+          "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var}
 
 
 async def app(scope, receive, send):
