@@ -195,7 +195,14 @@ run_after(pt_run_t *r, PySendResult status, PyObject **result)
     return PYGEN_ERROR;
 }
 
-/* The GIL a step held and waited for, to its owner (--gil-routes): from the loop thread's totals before it. */
+/* Whether each step's GIL goes to the owner (--gil-routes, and an owner that takes it). */
+static bool
+steps_timed(const pt_run_t *r)
+{
+    return r->hooks->step_gil != NULL && pt_gil_routes_on();
+}
+
+/* The GIL a step held and waited for, to its owner: from the loop thread's totals before it. */
 static void
 step_gil(pt_run_t *r, uint64_t hold0, uint64_t wait0)
 {
@@ -211,7 +218,7 @@ run_am_send(pt_run_t *r, PyObject *arg, PyObject **result)
     uint64_t hold0, wait0;
     PySendResult status;
 
-    if (r->hooks->step_gil == NULL || !pt_gil_routes_on()) {
+    if (!steps_timed(r)) {
         return run_after(r, PyIter_Send(r->coro, arg, result), result);
     }
     pt_gil_my_use(&hold0, &wait0);
@@ -263,11 +270,14 @@ run_throw(pt_run_t *r, PyObject *args)
 {
     PyObject *meth = PyObject_GetAttrString(r->coro, "throw"), *result;
     PySendResult status = PYGEN_NEXT;
-    uint64_t hold0, wait0;
+    uint64_t hold0 = 0, wait0 = 0;
+    bool timed = steps_timed(r);
 
-    pt_gil_my_use(&hold0, &wait0);
+    if (timed) {
+        pt_gil_my_use(&hold0, &wait0);
+    }
     result = meth ? PyObject_Call(meth, args, NULL) : NULL;
-    if (r->hooks->step_gil != NULL && pt_gil_routes_on()) {
+    if (timed) {
         step_gil(r, hold0, wait0);
     }
     Py_XDECREF(meth);

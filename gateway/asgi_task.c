@@ -96,22 +96,17 @@ task_new(PyObject *coro)
     PyObject *args[3] = { coro, pt_asgi.loop, name };
     PyObject *task = NULL, *type, *value, *tb;
 
-    if (name == NULL) {
+    if (name == NULL || (K.on && PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0)) {
+        Py_XDECREF(name);
         return NULL;
     }
-    if (!K.on) {
-        task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, K.kw_task);
-        Py_DECREF(name);
-        return task;
-    }
-    if (PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0) {
-        Py_DECREF(name);
-        return NULL;
-    }
-    K.armed = true;
+    K.armed = K.on;
     task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, K.kw_task);
     K.armed = false;
     Py_DECREF(name);
+    if (!K.on) {
+        return task;
+    }
     PyErr_Fetch(&type, &value, &tb);
     if (PyObject_DelAttr(pt_asgi.loop, K.name) < 0) {
         pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);

@@ -81,15 +81,14 @@ bool pt_gil_tracing(void);
 void pt_gil_loop_busy(uint64_t ns);
 /* The calling thread's total GIL wait so far (ns): deltas give a request's wait. */
 uint64_t pt_gil_my_wait_ns(void);
-/* The calling thread's GIL held and waited so far (ns), a hold or wait in progress included. */
-void pt_gil_my_use(uint64_t *hold, uint64_t *wait);
+/* The calling thread's GIL held and waited so far (ns), a hold or wait in progress included; returns the time it
+ * read (pt_gil_now), so a caller that also needs "now" reads the clock once. */
+uint64_t pt_gil_my_use(uint64_t *hold, uint64_t *wait);
 void pt_gil_trace_request(uint64_t start_ns, const char *label);
 
 /* ---- gil_routes.c: the GIL and latency per route (--gil-routes) ---- */
 int pt_gil_routes_init(int max);
 bool pt_gil_routes_on(void);
-/* The route of a path (numeric segments as {n}, UUID-like ones as {uuid}) into key[96]. */
-void pt_gil_route_key(const char *path, size_t len, char *key);
 /* A finished request: the GIL its app held, waited for to start and waited for while it ran (ns), and when it ended. */
 void pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, uint64_t wait_run, uint64_t end_ns);
 /* The monitor's views: {"window_s", "max", "rows": [...]} for /snapshot, and /metrics' lines. */

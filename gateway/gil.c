@@ -307,23 +307,23 @@ pt_gil_my_wait_ns(void)
     return t ? atomic_load_explicit(&t->wait_ns, memory_order_relaxed) : 0;
 }
 
-void
+uint64_t
 pt_gil_my_use(uint64_t *hold, uint64_t *wait)
 {
     pt_gil_thread_t *t = me();
-    uint64_t since, now;
+    uint64_t since, now = now_ns();
 
     if (t == NULL) {
         *hold = *wait = 0;
-        return;
+        return now;
     }
-    now = now_ns();
     *hold = atomic_load_explicit(&t->hold_ns, memory_order_relaxed);
     *wait = atomic_load_explicit(&t->wait_ns, memory_order_relaxed);
     since = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
     *hold += since != 0 && now > since ? now - since : 0;
     since = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
     *wait += since != 0 && now > since ? now - since : 0;
+    return now;
 }
 
 bool

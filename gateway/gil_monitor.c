@@ -315,29 +315,41 @@ set_interval(pt_request_t *req)
     pt_side_server_respond(req, "200 OK", "application/json", buf, (size_t)n);
 }
 
+/* The page's load buttons: how many clients on --gil-load's I/O path and on its CPU path, for 10 s. */
+static const struct {
+    const char *query, *label;
+    int io, cpu;
+} LOADS[] = {
+    { "kind=io", "8 I/O-bound clients", 8, 0 },
+    { "kind=cpu", "8 CPU-bound clients", 0, 8 },
+    { "kind=mixed", "mixed: 4 I/O + 4 CPU", 4, 4 },
+};
+
 /* POST /load?kind=io|cpu|mixed: the page's buttons, --gil-load's paths (server/loopback_load.c). */
 static void
 start_load(pt_request_t *req)
 {
     const pt_config_t *cfg = M.cfg;
     char err[160];
+    size_t i;
     int r = -1;
 
     if (req->method.len != 4 || memcmp(req->method.base, "POST", 4) != 0) {
         pt_side_server_respond(req, "405 Method Not Allowed", "text/plain", "POST it\n", 8);
         return;
     }
+    for (i = 0; i < sizeof(LOADS) / sizeof(LOADS[0]); i++) {
+        if (req->query.len == strlen(LOADS[i].query) && memcmp(req->query.base, LOADS[i].query, req->query.len) == 0) {
+            break;
+        }
+    }
     if (!cfg->gil_load_io[0]) {
         snprintf(err, sizeof(err), "no load configured (--gil-load IO_PATH,CPU_PATH)\n");
-    } else if (req->query.len == 7 && memcmp(req->query.base, "kind=io", 7) == 0) {
-        r = pt_load_start(&M.side.loop, "8 I/O-bound clients", cfg->gil_load_io, 8, NULL, 0, 10, err, sizeof(err));
-    } else if (req->query.len == 8 && memcmp(req->query.base, "kind=cpu", 8) == 0) {
-        r = pt_load_start(&M.side.loop, "8 CPU-bound clients", cfg->gil_load_cpu, 8, NULL, 0, 10, err, sizeof(err));
-    } else if (req->query.len == 10 && memcmp(req->query.base, "kind=mixed", 10) == 0) {
-        r = pt_load_start(&M.side.loop, "mixed: 4 I/O + 4 CPU", cfg->gil_load_io, 4, cfg->gil_load_cpu, 4, 10, err,
-                          sizeof(err));
-    } else {
+    } else if (i == sizeof(LOADS) / sizeof(LOADS[0])) {
         snprintf(err, sizeof(err), "expected ?kind=io, cpu or mixed\n");
+    } else {
+        r = pt_load_start(&M.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io, cfg->gil_load_cpu, LOADS[i].cpu,
+                          10, err, sizeof(err));
     }
     if (r == 0) {
         pt_side_server_respond(req, "202 Accepted", "application/json", "{\"started\":true}", 16);

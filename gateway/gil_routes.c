@@ -107,8 +107,8 @@ is_number(const char *s, size_t len)
 }
 
 /* The route of a path, into key (KEY_MAX bytes, NUL-terminated; a longer one is cut). */
-void
-pt_gil_route_key(const char *path, size_t len, char *key)
+static void
+route_key(const char *path, size_t len, char *key)
 {
     size_t i = 0, k = 0;
 
@@ -199,7 +199,7 @@ pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, u
     if (!R.on) {
         return;
     }
-    pt_gil_route_key(req->path.base, req->path.len, key);
+    route_key(req->path.base, req->path.len, key);
     uv_mutex_lock(&R.lock);
     r = find(key);
     r->n++;
@@ -294,6 +294,7 @@ void
 pt_gil_routes_json(pt_buf_t *b)
 {
     uint64_t sec = pt_gil_now() / 1000000000u;
+    const char *sep = "";
     int i;
 
     pt_buf_printf(b, "{\"window_s\":%d,\"max\":%d,\"rows\":[", WINDOW_S, R.max);
@@ -307,7 +308,8 @@ pt_gil_routes_json(pt_buf_t *b)
                 continue;
             }
             w = window(r, sec);
-            pt_buf_printf(b, "%s{\"route\":", b->data[b->len - 1] == '[' ? "" : ",");
+            pt_buf_printf(b, "%s{\"route\":", sep);
+            sep = ",";
             quoted(b, r->key);
             pt_buf_printf(
                 b,

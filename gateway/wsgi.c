@@ -505,11 +505,10 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         break;
     }
     {
-        uint64_t hold, wait;
+        uint64_t hold, wait, now = pt_gil_my_use(&hold, &wait);
 
-        pt_gil_my_use(&hold, &wait);
         req->gil_wait_run_ns = wait - ctx->wait0;
-        pt_gil_route_done(req, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, pt_gil_now());
+        pt_gil_route_done(req, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, now);
     }
     if (pt_gil_tracing()) {
         char label[64];
@@ -706,8 +705,7 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
         return;
     }
     ctx->req = req;
-    ctx->t0 = pt_gil_now();
-    pt_gil_my_use(&ctx->hold0, &ctx->wait0);
+    ctx->t0 = pt_gil_my_use(&ctx->hold0, &ctx->wait0);
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;

@@ -90,7 +90,7 @@ static const char usage[] =
     "                             path CPU, or 4 and 4, for 10 s, on the server's loopback address (e.g.\n"
     "                             '/io?delay=0.01,/cpu?n=20000'; needs --gil-monitor)\n"
     "      --gil-routes N         GIL and latency per route (the path, numeric and UUID-like segments as {n} and\n"
-    "                             {uuid}) for the N busiest, the rest as \"other\" (default 20; 0: none)\n"
+    "                             {uuid}) for the first N seen, the rest as \"other\" (default 20; 0: none)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 
