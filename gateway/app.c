@@ -147,6 +147,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
         goto fail;
     }
     start_gil_timers(pa, loop);
+    pt_log_info("GIL sampler: %s", pt_gil_sampler_start(cfg));
     /* From here on the loop thread holds the GIL only while it runs Python itself (--threads 0, ASGI). */
     pa->main_ts = pt_gil_release();
     *out = &pa->base;
@@ -157,6 +158,7 @@ fail:
         Py_XDECREF(pa->app);
         free(pa);
     }
+    pt_gil_sampler_stop();
     pt_gil_trace_close();
     return -1;
 }
@@ -166,6 +168,7 @@ pt_app_unload(pt_app_t *app)
 {
     pt_pyapp_t *pa = (pt_pyapp_t *)app;
 
+    pt_gil_sampler_stop();
     pt_gil_trace_close();
     pt_gil_acquire(pa->main_ts);
     Py_CLEAR(pa->app);

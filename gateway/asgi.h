@@ -58,6 +58,8 @@ typedef struct {
     void (*closed)(PyObject *owner);
     /* Optional, with --gil-routes: after each step, before ended(), the GIL it held and waited for (ns). */
     void (*step_gil)(PyObject *owner, uint64_t hold, uint64_t wait);
+    /* Optional, with the GIL sampler: the route the owner serves (pt_gil_route_index), asked once. */
+    int (*route)(PyObject *owner);
 } pt_asgi_run_hooks_t;
 PyObject *pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
 

@@ -551,7 +551,16 @@ ctx_step_gil(PyObject *owner, uint64_t hold, uint64_t wait)
     c->gil_wait += wait;
 }
 
-static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed, ctx_step_gil };
+/* The sampler: the request's route. */
+static int
+ctx_route(PyObject *owner)
+{
+    pt_asgi_ctx_t *c = (pt_asgi_ctx_t *)owner;
+
+    return c->req != NULL ? pt_gil_route_index(c->req) : -1;
+}
+
+static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed, ctx_step_gil, ctx_route };
 
 static PyMethodDef receive_def = { "receive", (PyCFunction)ctx_receive, METH_NOARGS, "ASGI receive()" };
 static PyMethodDef send_def = { "send", (PyCFunction)ctx_send, METH_O, "ASGI send(event)" };

@@ -129,6 +129,7 @@ typedef struct {
     PyObject *coro;  /* the app's coroutine */
     PyObject *owner; /* told when it ends (the request's context) */
     const pt_asgi_run_hooks_t *hooks;
+    int route; /* what the sampler counts the steps under (-1: none) */
 } pt_run_t;
 
 static int
@@ -212,18 +213,38 @@ step_gil(pt_run_t *r, uint64_t hold0, uint64_t wait0)
     r->hooks->step_gil(r->owner, hold - hold0, wait - wait0);
 }
 
+/* The sampler counts what a step runs under its route: set for the step, the one before restored after. */
+static int
+route_begin(const pt_run_t *r)
+{
+    return r->route >= 0 ? pt_gil_set_route(r->route) : -1;
+}
+
+static void
+route_end(const pt_run_t *r, int before)
+{
+    if (r->route >= 0) {
+        pt_gil_set_route(before);
+    }
+}
+
 static PySendResult
 run_am_send(pt_run_t *r, PyObject *arg, PyObject **result)
 {
     uint64_t hold0, wait0;
     PySendResult status;
+    int before;
 
-    if (!steps_timed(r)) {
+    if (!steps_timed(r) && r->route < 0) {
         return run_after(r, PyIter_Send(r->coro, arg, result), result);
     }
+    before = route_begin(r);
     pt_gil_my_use(&hold0, &wait0);
     status = PyIter_Send(r->coro, arg, result);
-    step_gil(r, hold0, wait0);
+    if (steps_timed(r)) {
+        step_gil(r, hold0, wait0);
+    }
+    route_end(r, before);
     return run_after(r, status, result);
 }
 
@@ -272,6 +293,7 @@ run_throw(pt_run_t *r, PyObject *args)
     PySendResult status = PYGEN_NEXT;
     uint64_t hold0 = 0, wait0 = 0;
     bool timed = steps_timed(r);
+    int before = route_begin(r);
 
     if (timed) {
         pt_gil_my_use(&hold0, &wait0);
@@ -280,6 +302,7 @@ run_throw(pt_run_t *r, PyObject *args)
     if (timed) {
         step_gil(r, hold0, wait0);
     }
+    route_end(r, before);
     Py_XDECREF(meth);
     if (result == NULL) {
         status = PYGEN_ERROR;
@@ -376,6 +399,7 @@ pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hook
     run->coro = coro;
     run->owner = Py_NewRef(owner);
     run->hooks = hooks;
+    run->route = hooks->route != NULL && pt_gil_sampler_on() ? hooks->route(owner) : -1;
     PyObject_GC_Track(run);
     return (PyObject *)run;
 }

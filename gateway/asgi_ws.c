@@ -487,7 +487,7 @@ ws_closed(PyObject *owner)
     ws_finish((pt_asgi_ws_t *)owner, true);
 }
 
-static const pt_asgi_run_hooks_t ws_hooks = { ws_ended, ws_closed, NULL };
+static const pt_asgi_run_hooks_t ws_hooks = { ws_ended, ws_closed, NULL, NULL };
 
 static PyMethodDef receive_def = { "receive", (PyCFunction)ws_receive, METH_NOARGS, "ASGI receive()" };
 static PyMethodDef send_def = { "send", (PyCFunction)ws_send, METH_O, "ASGI send(event)" };

@@ -85,12 +85,21 @@ uint64_t pt_gil_my_wait_ns(void);
  * read (pt_gil_now), so a caller that also needs "now" reads the clock once. */
 uint64_t pt_gil_my_use(uint64_t *hold, uint64_t *wait);
 void pt_gil_trace_request(uint64_t start_ns, const char *label);
+/* The route (pt_gil_route_index) the calling thread's Python now works for, -1 for none; returns the one before. */
+int pt_gil_set_route(int route);
+/* The record of native thread tid: its index, and in *route the route it works for; -1 when ponte has none. */
+int pt_gil_thread_route(unsigned long tid, int *route);
 
 /* ---- gil_routes.c: the GIL and latency per route (--gil-routes) ---- */
+#define PT_GIL_ROUTES_MAX 256 /* --gil-routes' bound */
 int pt_gil_routes_init(int max);
 bool pt_gil_routes_on(void);
 /* A finished request: the GIL its app held, waited for to start and waited for while it ran (ns), and when it ended. */
 void pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, uint64_t wait_run, uint64_t end_ns);
+/* The route of a request, as an index the sampler keeps (the route table grows by it); -1 without --gil-routes. */
+int pt_gil_route_index(const pt_request_t *req);
+/* The route at an index, into out; "(no request)" for -1. */
+void pt_gil_route_name(int i, char *out, size_t cap);
 /* The monitor's views: {"window_s", "max", "rows": [...]} for /snapshot, and /metrics' lines. */
 void pt_gil_routes_json(pt_buf_t *b);
 void pt_gil_routes_metrics(pt_buf_t *b);
@@ -108,8 +117,35 @@ void pt_gil_probe_stop(void);
 unsigned long pt_gil_probe_interval_us(void);
 /* sys.setswitchinterval without the GIL: the interpreter reads the field on every wait. */
 void pt_gil_probe_set_interval_us(unsigned long us);
+/* Whether this file knows the running interpreter's layout: 0, or -1 with why not. */
+int pt_gil_probe_layout(char *why, size_t cap);
+/* One frame of the holder's stack: its code object, and that object's qualname and filename str objects (addresses
+ * in this process, perhaps freed since: read them with pt_gil_probe_str) and first line. */
+typedef struct {
+    uintptr_t code, name, file;
+    int line;
+} pt_gil_frame_t;
+/* The GIL holder's Python stack, innermost frame first, without the GIL: up to max frames, and the holder's native
+ * thread id in *tid. The number of frames (0: the holder runs no Python), or -1 when no thread holds the GIL. */
+int pt_gil_probe_stack(unsigned long *tid, pt_gil_frame_t *frames, int max);
+/* The text of the str object at addr, as UTF-8 in out: 0, or -1 if it is no longer a str (or not a 1-byte one). */
+int pt_gil_probe_str(uintptr_t addr, char *out, size_t cap);
+
+/* ---- gil_sampler.c: which Python code holds the GIL (--gil-sample-hz, --gil-profile) ---- */
+/* Starts the sampler's thread when something shows what it finds; returns its state for the log ("100 Hz"). */
+const char *pt_gil_sampler_start(const pt_config_t *cfg);
+bool pt_gil_sampler_on(void);
+/* Stops it and writes --gil-profile. */
+void pt_gil_sampler_stop(void);
+/* The live view: {"hz", "window_s", "samples", "held", "by_self", "by_total", "routes"} and /metrics' lines. */
+void pt_gil_sampler_json(pt_buf_t *b);
+void pt_gil_sampler_metrics(pt_buf_t *b);
+/* The samples since the last call, as trace events, through the trace file's writer (gil.c). */
+void pt_gil_sampler_trace(void (*write)(const char *fmt, ...), int pid, uint64_t t0);
 
 /* ---- gil_monitor.c: the live view on its own thread and loop ---- */
+/* s as a JSON string (also a Prometheus label value: both escape " and \). */
+void pt_gil_json_str(pt_buf_t *b, const char *s);
 /* Starts serving --gil-monitor; *url says where. 0 or a negative libuv error. */
 int pt_gil_monitor_start(const pt_config_t *cfg, const char **url);
 

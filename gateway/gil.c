@@ -56,6 +56,7 @@ typedef struct {
     _Atomic uint64_t acquisitions, forced, timeouts;
     _Atomic uint64_t from[PAIRS]; /* hand-offs to this thread, by the index of the thread that had it */
     _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
+    _Atomic int route1; /* the route this thread's Python works for, plus one (0: none), for the sampler */
     pt_trace_ring_t trace;
 } pt_gil_thread_t;
 
@@ -326,6 +327,29 @@ pt_gil_my_use(uint64_t *hold, uint64_t *wait)
     return now;
 }
 
+int
+pt_gil_set_route(int route)
+{
+    pt_gil_thread_t *t = me();
+
+    return t ? atomic_exchange_explicit(&t->route1, route + 1, memory_order_relaxed) - 1 : -1;
+}
+
+int
+pt_gil_thread_route(unsigned long tid, int *route)
+{
+    int i, n = atomic_load_explicit(&nthreads, memory_order_acquire);
+
+    for (i = 0; i < n; i++) {
+        if (atomic_load_explicit(&threads[i].used, memory_order_acquire) && (unsigned long)threads[i].tid == tid) {
+            *route = atomic_load_explicit(&threads[i].route1, memory_order_relaxed) - 1;
+            return i;
+        }
+    }
+    *route = -1;
+    return -1;
+}
+
 bool
 pt_gil_tracing(void)
 {
@@ -426,6 +450,7 @@ pt_gil_trace_flush(void)
         }
         atomic_store_explicit(&t->trace.tail, tail, memory_order_release);
     }
+    pt_gil_sampler_trace(trace_write, pid, trace_t0);
     fflush(trace_file);
 }
 

@@ -39,8 +39,8 @@ static struct {
     pt_buf_t event; /* the SSE frame: "data: <json>\n\n" */
 } M;
 
-static void
-json_string(pt_buf_t *b, const char *s)
+void
+pt_gil_json_str(pt_buf_t *b, const char *s)
 {
     pt_buf_append(b, "\"", 1);
     for (; *s; s++) {
@@ -87,7 +87,7 @@ build_json(void)
         const pt_gil_thread_view_t *t = &v->threads[i];
 
         pt_buf_printf(&M.json, "%s{\"name\":", i ? "," : "");
-        json_string(&M.json, t->name);
+        pt_gil_json_str(&M.json, t->name);
         pt_buf_printf(&M.json,
                       ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
                       "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":",
@@ -110,6 +110,8 @@ build_json(void)
     }
     pt_buf_append(&M.json, "],\"routes\":", 11);
     pt_gil_routes_json(&M.json);
+    pt_buf_append(&M.json, ",\"sampler\":", 11);
+    pt_gil_sampler_json(&M.json);
     pt_buf_printf(&M.json, ",\"load_buttons\":%s,\"load\":", M.cfg->gil_load_io[0] ? "true" : "false");
     pt_load_json(&M.json, uv_now(&M.side.loop));
     pt_buf_append(&M.json, "}", 1);
@@ -228,6 +230,7 @@ metrics(pt_request_t *req)
                       L[v->pairs[i].to], (unsigned long long)v->pairs[i].count);
     }
     pt_gil_routes_metrics(&b);
+    pt_gil_sampler_metrics(&b);
     pt_side_server_respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
     pt_buf_free(&b);
 }

@@ -13,6 +13,7 @@
  */
 #include "gateway.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -186,6 +187,34 @@ find(const char *key)
         return &R.routes[R.n++];
     }
     return &R.routes[R.max];
+}
+
+int
+pt_gil_route_index(const pt_request_t *req)
+{
+    char key[KEY_MAX];
+    int i;
+
+    if (!R.on) {
+        return -1;
+    }
+    route_key(req->path.base, req->path.len, key);
+    uv_mutex_lock(&R.lock);
+    i = (int)(find(key) - R.routes);
+    uv_mutex_unlock(&R.lock);
+    return i;
+}
+
+void
+pt_gil_route_name(int i, char *out, size_t cap)
+{
+    if (!R.on || i < 0 || i > R.max) {
+        snprintf(out, cap, "%s", "(no request)");
+        return;
+    }
+    uv_mutex_lock(&R.lock);
+    snprintf(out, cap, "%s", R.routes[i].key);
+    uv_mutex_unlock(&R.lock);
 }
 
 void

@@ -509,6 +509,7 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
 
         req->gil_wait_run_ns = wait - ctx->wait0;
         pt_gil_route_done(req, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, now);
+        pt_gil_set_route(-1);
     }
     if (pt_gil_tracing()) {
         char label[64];
@@ -706,6 +707,9 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
     }
     ctx->req = req;
     ctx->t0 = pt_gil_my_use(&ctx->hold0, &ctx->wait0);
+    if (pt_gil_sampler_on()) {
+        pt_gil_set_route(pt_gil_route_index(req)); /* until finish(): what the sampler counts this thread under */
+    }
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;

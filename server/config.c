@@ -91,6 +91,10 @@ static const char usage[] =
     "                             '/io?delay=0.01,/cpu?n=20000'; needs --gil-monitor)\n"
     "      --gil-routes N         GIL and latency per route (the path, numeric and UUID-like segments as {n} and\n"
     "                             {uuid}) for the first N seen, the rest as \"other\" (default 20; 0: none)\n"
+    "      --gil-sample-hz N      sample the GIL holder's Python stack N times a second, for the page's top\n"
+    "                             functions, --gil-profile and --gil-trace (default 100; 0: none; at most 1000)\n"
+    "      --gil-profile FILE     write those samples at exit as collapsed stacks, \"route;outer;...;inner count\"\n"
+    "                             (flamegraph.pl, speedscope; FILE.N for worker N under --processes)\n"
     "  -V, --version              print the version and exit\n"
     "  -h, --help                 print this help and exit\n";
 
@@ -114,6 +118,8 @@ enum {
     OPT_GIL_LOAD,
     OPT_GIL_MONITOR,
     OPT_GIL_TRACE,
+    OPT_GIL_SAMPLE_HZ,
+    OPT_GIL_PROFILE,
     OPT_ACCESS_LOG_GIL,
     OPT_GIL_PROBE,
     OPT_FD,
@@ -169,6 +175,8 @@ static const struct option options[] = {
     { "gil-load", required_argument, NULL, OPT_GIL_LOAD },
     { "gil-monitor", required_argument, NULL, OPT_GIL_MONITOR },
     { "gil-trace", required_argument, NULL, OPT_GIL_TRACE },
+    { "gil-sample-hz", required_argument, NULL, OPT_GIL_SAMPLE_HZ },
+    { "gil-profile", required_argument, NULL, OPT_GIL_PROFILE },
     { "gil-probe", required_argument, NULL, OPT_GIL_PROBE },
     { "fd", required_argument, NULL, OPT_FD },
     { "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
@@ -293,6 +301,8 @@ static const struct {
     { OPT_GIL_TRACE, "gil-trace", ARG_STRING, FIELD(gil_trace), 0, 0 },
     { OPT_GIL_REPORT, "gil-report", ARG_SECONDS, FIELD(gil_report), 0, 0 },
     { OPT_GIL_ROUTES, "gil-routes", ARG_COUNT, FIELD(gil_routes), 0, 256 },
+    { OPT_GIL_SAMPLE_HZ, "gil-sample-hz", ARG_COUNT, FIELD(gil_sample_hz), 0, 1000 },
+    { OPT_GIL_PROFILE, "gil-profile", ARG_STRING, FIELD(gil_profile), 0, 0 },
     { OPT_WS_MAX_SIZE, "ws-max-size", ARG_COUNT, FIELD(ws_max_size), 1, 1u << 30 },
     { OPT_WS_PING_INTERVAL, "ws-ping-interval", ARG_SECONDS0, FIELD(ws_ping_interval), 0, 0 },
     { OPT_WS_PING_TIMEOUT, "ws-ping-timeout", ARG_SECONDS0, FIELD(ws_ping_timeout), 0, 0 },
@@ -516,6 +526,7 @@ set_defaults(pt_config_t *cfg)
     cfg->ws = true;
     cfg->ws_max_size = 16 * 1024 * 1024;
     cfg->gil_routes = 20;
+    cfg->gil_sample_hz = 100;
     cfg->ws_ping_interval = 20;
     cfg->ws_ping_timeout = 20;
     cfg->ws_per_message_deflate = true;
@@ -566,10 +577,15 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
             return r;
         }
     }
-    if (!cfg->gil_probe && (cfg->gil_monitor || cfg->gil_trace || cfg->gil_report > 0 || cfg->access_log_gil)) {
+    if (!cfg->gil_probe
+        && (cfg->gil_monitor || cfg->gil_trace || cfg->gil_report > 0 || cfg->access_log_gil || cfg->gil_profile)) {
         fprintf(stderr,
-                "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report and "
+                "ponte: error: --gil-probe off leaves --gil-monitor, --gil-trace, --gil-report, --gil-profile and "
                 "--access-log-gil nothing to show\n");
+        return -1;
+    }
+    if (cfg->gil_profile && cfg->gil_sample_hz == 0) {
+        fprintf(stderr, "ponte: error: --gil-profile writes the sampler's stacks: it needs --gil-sample-hz above 0\n");
         return -1;
     }
     if (cfg->gil_load_io[0] && !cfg->gil_monitor) {

@@ -75,6 +75,8 @@ typedef struct {
     int gil_routes;              /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */
     const char *gil_monitor;     /* address of the live GIL view, or NULL */
     const char *gil_trace;       /* Chrome trace-event JSON file, or NULL */
+    int gil_sample_hz;           /* samples a second of the GIL holder's Python stack; 0: none */
+    const char *gil_profile;     /* collapsed-stack file of those samples, written at exit, or NULL */
     bool gil_probe;              /* measure the GIL (default); off only to measure what measuring costs */
     bool ws;                     /* ASGI apps get WebSocket upgrades; off: an upgrade is served as plain HTTP */
     uint64_t ws_max_size;        /* the largest WebSocket message accepted, bytes (after inflating) -> 1009 */

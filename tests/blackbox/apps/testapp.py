@@ -236,7 +236,32 @@ def spin(environ, start_response):
     return [b"spun"]
 
 
+def churn(environ, start_response):
+    """Stacks that come and go under the GIL sampler: short-lived threads, deep recursion, generators, exceptions."""
+    def deep(n):
+        if n == 0:
+            raise LookupError("bottom")
+        return deep(n - 1)
+
+    def frames():
+        for i in range(60):
+            try:
+                deep(i % 40)
+            except LookupError:
+                yield i
+
+    threads = [threading.Thread(target=lambda: sum(frames())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    total = sum(frames())
+    for t in threads:
+        t.join()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(total).encode()]
+
+
 ROUTES = {
+    "/churn": churn,
     "/echo": echo,
     "/spawn": spawn,
     "/spin": spin,

@@ -1,0 +1,636 @@
+/*
+ * Which Python code holds the GIL (--gil-sample-hz, default 100): a thread of its own wakes HZ times a second, asks
+ * the probe for the GIL holder's Python stack (gil_probe.c reads it without the GIL, through process_vm_readv, so
+ * a frame freed under it cannot crash the server) and counts it under the route the holder works for.
+ *
+ * What it keeps, under one mutex (the sampler writes; the monitor, the trace flush and the exit read):
+ * - functions: a code object named "qualname (file:first line)", with its samples as the innermost frame (self)
+ *   and anywhere on the stack (total), since start;
+ * - stacks: each distinct (route, stack) with its count, for --gil-profile's collapsed-stack file (flamegraph.pl,
+ *   speedscope): "route;outer;...;inner count";
+ * - the last WINDOW_S seconds of samples, for the live view: top functions overall and per route.
+ * Tables are bounded: past them a function is "[other functions]" and a stack counts as "[stacks table full]".
+ */
+#include "gateway.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../server/log.h"
+
+#define MAX_DEPTH 128
+#define FUNCS 4096
+#define FUNC_SLOTS (2 * FUNCS)
+#define CODES 8192
+#define STACKS 16384
+#define STACK_SLOTS (2 * STACKS)
+#define ARENA (1 << 20)
+#define WINDOW_S 5
+#define MAX_HZ 1000
+#define RING (MAX_HZ * (WINDOW_S + 1))
+#define TRACE_RING 16384
+#define NO_STACK UINT32_MAX /* a sample that found no thread holding the GIL */
+#define FULL_STACK (UINT32_MAX - 1)
+#define TOP 12
+
+enum {
+    F_NO_PYTHON,
+    F_OTHER,
+    F_FIRST
+}; /* fixed function ids */
+
+typedef struct {
+    char name[288]; /* "qualname (file:line)": 119 + 150 + the rest */
+    uint64_t self, total;
+    uint32_t mark; /* the sample that last counted it in total (a recursive function counts once) */
+} func_t;
+
+typedef struct {
+    uintptr_t code, name, file; /* the code object, and the name, file and line it had when first read */
+    int line, fid;
+} code_t;
+
+typedef struct {
+    uint64_t hash, count;
+    uint32_t off;
+    uint16_t depth;
+    int16_t route;
+} pstack_t;
+
+typedef struct {
+    uint64_t t;
+    uint32_t stack;
+    int32_t tid;
+} sample_t;
+
+static struct {
+    uv_mutex_t lock;
+    uv_thread_t thread;
+    bool on;
+    _Atomic bool stop;
+    int hz;
+    char profile[PATH_MAX];
+    uint64_t samples, held, mark;
+    func_t funcs[FUNCS];
+    int nfuncs;
+    int32_t func_slot[FUNC_SLOTS]; /* name hash -> fid + 1 */
+    code_t codes[CODES];           /* by code address */
+    pstack_t stacks[STACKS];
+    uint32_t nstacks, stack_slot[STACK_SLOTS]; /* hash -> index + 1 */
+    uint16_t arena[ARENA];
+    uint32_t arena_used;
+    uint64_t full;
+    sample_t ring[RING];
+    uint64_t nring;
+    sample_t trace[TRACE_RING];
+    uint64_t trace_head, trace_tail, trace_dropped;
+} S;
+
+static uint64_t
+mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    return h * 0xFF51AFD7ED558CCDull;
+}
+
+static uint64_t
+hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* A file as people read it: relative to the app's directory or to Python's library, else as it is. */
+static const char *
+short_file(const char *file)
+{
+    static const char *prefixes[] = { "/usr/lib/python3/dist-packages/", "/usr/local/lib/python3.11/dist-packages/",
+                                      "/usr/lib/python3.11/" };
+    static char cwd[PATH_MAX];
+    static size_t cwd_len;
+    size_t i;
+
+    if (cwd_len == 0 && getcwd(cwd, sizeof(cwd) - 1) != NULL) {
+        cwd_len = strlen(cwd);
+        cwd[cwd_len++] = '/';
+    }
+    if (cwd_len > 1 && strncmp(file, cwd, cwd_len) == 0) {
+        return file + cwd_len;
+    }
+    for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        if (strncmp(file, prefixes[i], strlen(prefixes[i])) == 0) {
+            return file + strlen(prefixes[i]);
+        }
+    }
+    return file;
+}
+
+static int
+func_id(const char *name)
+{
+    uint64_t h = hash_str(name);
+    uint32_t i = (uint32_t)h % FUNC_SLOTS;
+
+    for (; S.func_slot[i] != 0; i = (i + 1) % FUNC_SLOTS) {
+        if (strcmp(S.funcs[S.func_slot[i] - 1].name, name) == 0) {
+            return S.func_slot[i] - 1;
+        }
+    }
+    if (S.nfuncs == FUNCS) {
+        return F_OTHER;
+    }
+    snprintf(S.funcs[S.nfuncs].name, sizeof(S.funcs[0].name), "%s", name);
+    S.func_slot[i] = S.nfuncs + 1;
+    return S.nfuncs++;
+}
+
+/* The function of a frame: from the cache when the code object at that address still has the name, file and line
+ * it had (an address can be reused by another code object), else read and named anew. */
+static int
+frame_func(const pt_gil_frame_t *f)
+{
+    code_t *c = &S.codes[(f->code >> 4) % CODES];
+    char qualname[120], file[PATH_MAX], name[sizeof(S.funcs[0].name)];
+    size_t i;
+
+    if (c->code == f->code && c->name == f->name && c->file == f->file && c->line == f->line) {
+        return c->fid;
+    }
+    if (pt_gil_probe_str(f->name, qualname, sizeof(qualname)) < 0) {
+        snprintf(qualname, sizeof(qualname), "?");
+    }
+    if (pt_gil_probe_str(f->file, file, sizeof(file)) < 0) {
+        snprintf(file, sizeof(file), "?");
+    }
+    snprintf(name, sizeof(name), "%s (%.150s:%d)", qualname, short_file(file), f->line);
+    for (i = 0; name[i]; i++) {
+        name[i] = name[i] == ';' ? ',' : name[i]; /* the collapsed format's separator */
+    }
+    *c = (code_t){ f->code, f->name, f->file, f->line, func_id(name) };
+    return c->fid;
+}
+
+/* The stack table's entry for (route, fids root first); FULL_STACK when the table is full. */
+static uint32_t
+stack_id(int route, const uint16_t *fids, int depth)
+{
+    uint64_t h = mix(0, (uint64_t)(route + 1));
+    uint32_t i;
+    int k;
+
+    for (k = 0; k < depth; k++) {
+        h = mix(h, fids[k]);
+    }
+    for (i = (uint32_t)h % STACK_SLOTS; S.stack_slot[i] != 0; i = (i + 1) % STACK_SLOTS) {
+        pstack_t *s = &S.stacks[S.stack_slot[i] - 1];
+
+        if (s->hash == h && s->route == route && s->depth == depth
+            && memcmp(&S.arena[s->off], fids, (size_t)depth * sizeof(fids[0])) == 0) {
+            return S.stack_slot[i] - 1;
+        }
+    }
+    if (S.nstacks == STACKS || S.arena_used + (uint32_t)depth > ARENA) {
+        return FULL_STACK;
+    }
+    memcpy(&S.arena[S.arena_used], fids, (size_t)depth * sizeof(fids[0]));
+    S.stacks[S.nstacks] = (pstack_t){ h, 0, S.arena_used, (uint16_t)depth, (int16_t)route };
+    S.arena_used += (uint32_t)depth;
+    S.stack_slot[i] = S.nstacks + 1;
+    return S.nstacks++;
+}
+
+static void
+push(sample_t *ring, uint64_t *head, uint64_t cap, sample_t s)
+{
+    ring[*head % cap] = s;
+    (*head)++;
+}
+
+/* One sample: the holder's stack counted, under the lock. */
+static void
+sample_once(void)
+{
+    pt_gil_frame_t frames[MAX_DEPTH];
+    uint16_t fids[MAX_DEPTH + 1];
+    unsigned long tid = 0;
+    int n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH), route = -1, k;
+    sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid };
+
+    if (n >= 0) {
+        pt_gil_thread_route(tid, &route);
+    }
+    uv_mutex_lock(&S.lock);
+    S.samples++;
+    if (n >= 0) {
+        S.held++;
+        S.mark++;
+        for (k = 0; k < n; k++) {
+            fids[n - 1 - k] = (uint16_t)frame_func(&frames[k]);
+        }
+        if (n == 0) {
+            fids[n++] = F_NO_PYTHON;
+        }
+        S.funcs[fids[n - 1]].self++;
+        for (k = 0; k < n; k++) {
+            func_t *f = &S.funcs[fids[k]];
+
+            if (f->mark != (uint32_t)S.mark) {
+                f->mark = (uint32_t)S.mark;
+                f->total++;
+            }
+        }
+        s.stack = stack_id(route, fids, n);
+        if (s.stack == FULL_STACK) {
+            S.full++;
+        } else {
+            S.stacks[s.stack].count++;
+        }
+        if (pt_gil_tracing()) {
+            if (S.trace_head - S.trace_tail < TRACE_RING) {
+                push(S.trace, &S.trace_head, TRACE_RING, s);
+            } else {
+                S.trace_dropped++;
+            }
+        }
+    }
+    push(S.ring, &S.nring, RING, s);
+    uv_mutex_unlock(&S.lock);
+}
+
+static void
+sampler_main(void *arg)
+{
+    uint64_t period = 1000000000ull / (uint64_t)S.hz, next = pt_gil_now();
+
+    (void)arg;
+    pthread_setname_np(pthread_self(), "gil-sampler");
+    while (!S.stop) {
+        struct timespec ts;
+        uint64_t now;
+
+        next += period;
+        ts.tv_sec = (time_t)(next / 1000000000ull);
+        ts.tv_nsec = (long)(next % 1000000000ull);
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        }
+        sample_once();
+        now = pt_gil_now();
+        if (now > next + period) {
+            next = now; /* fell behind (a stopped process, a slow sample): skip, do not burst */
+        }
+    }
+}
+
+/* ---- the views, under the lock ---- */
+
+typedef struct {
+    int fid;
+    uint64_t self, total;
+} func_count_t;
+
+/* Per route in the window: its held samples, and (in pairs) its samples per innermost function. */
+#define PAIR_SLOTS 8192
+static struct {
+    uint64_t self[FUNCS], total[FUNCS];
+    uint32_t mark[FUNCS], mark_now;
+    uint64_t route_held[PT_GIL_ROUTES_MAX + 2];
+    struct {
+        int32_t route, fid; /* route + 1, and fid + 1 (0: empty slot) */
+        uint64_t n;
+    } pair[PAIR_SLOTS];
+} W;
+
+static void
+window_pair(int route, int fid)
+{
+    uint32_t i = (uint32_t)mix((uint64_t)route, (uint64_t)fid) % PAIR_SLOTS, probes;
+
+    for (probes = 0; probes < PAIR_SLOTS; probes++, i = (i + 1) % PAIR_SLOTS) {
+        if (W.pair[i].fid == 0) {
+            W.pair[i].route = route + 1;
+            W.pair[i].fid = fid + 1;
+        }
+        if (W.pair[i].route == route + 1 && W.pair[i].fid == fid + 1) {
+            W.pair[i].n++;
+            return;
+        }
+    }
+}
+
+/* Counts the samples of the last WINDOW_S seconds into W; returns them, and the held ones in *held. */
+static uint64_t
+window_count(uint64_t *held)
+{
+    uint64_t since = pt_gil_now() - (uint64_t)WINDOW_S * 1000000000ull, n = 0, j;
+    uint64_t first = S.nring > RING ? S.nring - RING : 0;
+
+    memset(&W, 0, sizeof(W));
+    *held = 0;
+    for (j = first; j < S.nring; j++) {
+        const sample_t *s = &S.ring[j % RING];
+        const pstack_t *st;
+        int k, route;
+
+        if (s->t < since) {
+            continue;
+        }
+        n++;
+        if (s->stack == NO_STACK || s->stack == FULL_STACK) {
+            continue;
+        }
+        (*held)++;
+        st = &S.stacks[s->stack];
+        route = st->route < 0 || st->route > PT_GIL_ROUTES_MAX ? PT_GIL_ROUTES_MAX + 1 : st->route;
+        W.route_held[route]++;
+        W.self[S.arena[st->off + st->depth - 1u]]++;
+        window_pair(st->route, S.arena[st->off + st->depth - 1u]);
+        W.mark_now++;
+        for (k = 0; k < st->depth; k++) {
+            int fid = S.arena[st->off + (uint32_t)k];
+
+            if (W.mark[fid] != W.mark_now) {
+                W.mark[fid] = W.mark_now;
+                W.total[fid]++;
+            }
+        }
+    }
+    return n;
+}
+
+/* The top n functions of counts a (and b beside), by a: their ids in out, their number returned. */
+static int
+top(const uint64_t *a, int n, int *out)
+{
+    int i, k = 0, j;
+
+    for (i = 0; i < S.nfuncs; i++) {
+        if (a[i] == 0) {
+            continue;
+        }
+        for (j = k < n ? k++ : n; j > 0 && a[out[j - 1]] < a[i]; j--) {
+            if (j < n) {
+                out[j] = out[j - 1];
+            }
+        }
+        if (j < n) {
+            out[j] = i;
+        }
+    }
+    return k;
+}
+
+static void
+func_rows(pt_buf_t *b, const char *key, const uint64_t *by)
+{
+    int ids[TOP], n = top(by, TOP, ids), i;
+
+    pt_buf_printf(b, ",\"%s\":[", key);
+    for (i = 0; i < n; i++) {
+        pt_buf_printf(b, "%s{\"name\":", i ? "," : "");
+        pt_gil_json_str(b, S.funcs[ids[i]].name);
+        pt_buf_printf(b, ",\"self\":%llu,\"total\":%llu}", (unsigned long long)W.self[ids[i]],
+                      (unsigned long long)W.total[ids[i]]);
+    }
+    pt_buf_append(b, "]", 1);
+}
+
+/* A route's top 3 innermost functions in the window. */
+static void
+route_row(pt_buf_t *b, int route, uint64_t held)
+{
+    uint64_t best[3] = { 0 };
+    int fid[3] = { 0 }, i, k;
+    char name[100];
+
+    for (i = 0; i < PAIR_SLOTS; i++) {
+        if (W.pair[i].fid == 0 || W.pair[i].route - 1 != route) {
+            continue;
+        }
+        for (k = 3; k > 0 && best[k - 1] < W.pair[i].n; k--) {
+            if (k < 3) {
+                best[k] = best[k - 1];
+                fid[k] = fid[k - 1];
+            }
+        }
+        if (k < 3) {
+            best[k] = W.pair[i].n;
+            fid[k] = W.pair[i].fid - 1;
+        }
+    }
+    pt_gil_route_name(route, name, sizeof(name));
+    pt_buf_printf(b, "{\"route\":");
+    pt_gil_json_str(b, name);
+    pt_buf_printf(b, ",\"held\":%llu,\"top\":[", (unsigned long long)held);
+    for (k = 0; k < 3 && best[k] > 0; k++) {
+        pt_buf_printf(b, "%s{\"name\":", k ? "," : "");
+        pt_gil_json_str(b, S.funcs[fid[k]].name);
+        pt_buf_printf(b, ",\"self\":%llu}", (unsigned long long)best[k]);
+    }
+    pt_buf_append(b, "]}", 2);
+}
+
+void
+pt_gil_sampler_json(pt_buf_t *b)
+{
+    uint64_t n, held;
+    const char *sep = "";
+    int r;
+
+    if (!S.on) {
+        pt_buf_printf(b, "{\"hz\":0}");
+        return;
+    }
+    uv_mutex_lock(&S.lock);
+    n = window_count(&held);
+    pt_buf_printf(b, "{\"hz\":%d,\"window_s\":%d,\"samples\":%llu,\"held\":%llu", S.hz, WINDOW_S, (unsigned long long)n,
+                  (unsigned long long)held);
+    func_rows(b, "by_self", W.self);
+    func_rows(b, "by_total", W.total);
+    pt_buf_printf(b, ",\"routes\":[");
+    for (r = 0; r <= PT_GIL_ROUTES_MAX + 1; r++) {
+        if (W.route_held[r] > 0) {
+            pt_buf_printf(b, "%s", sep);
+            sep = ",";
+            route_row(b, r > PT_GIL_ROUTES_MAX ? -1 : r, W.route_held[r]);
+        }
+    }
+    pt_buf_append(b, "]}", 2);
+    uv_mutex_unlock(&S.lock);
+}
+
+void
+pt_gil_sampler_metrics(pt_buf_t *b)
+{
+    int ids[20], n, i;
+
+    if (!S.on) {
+        return;
+    }
+    uv_mutex_lock(&S.lock);
+    pt_buf_printf(b,
+                  "# HELP ponte_gil_samples_total Samples of the GIL holder's stack (--gil-sample-hz), by whether "
+                  "a thread held the GIL.\n"
+                  "# TYPE ponte_gil_samples_total counter\n"
+                  "ponte_gil_samples_total{held=\"true\"} %llu\nponte_gil_samples_total{held=\"false\"} %llu\n"
+                  "# HELP ponte_gil_function_samples_total Samples with the function innermost (kind self) or "
+                  "anywhere on the holder's stack (kind total), the top 20 by self since start.\n"
+                  "# TYPE ponte_gil_function_samples_total counter\n",
+                  (unsigned long long)S.held, (unsigned long long)(S.samples - S.held));
+    for (i = 0; i < S.nfuncs; i++) {
+        W.self[i] = S.funcs[i].self;
+    }
+    n = top(W.self, 20, ids);
+    for (i = 0; i < n; i++) {
+        pt_buf_t label = { 0 };
+        const func_t *f = &S.funcs[ids[i]];
+
+        pt_gil_json_str(&label, f->name);
+        pt_buf_printf(b, "ponte_gil_function_samples_total{function=%.*s,kind=\"self\"} %llu\n", (int)label.len,
+                      label.data, (unsigned long long)f->self);
+        pt_buf_printf(b, "ponte_gil_function_samples_total{function=%.*s,kind=\"total\"} %llu\n", (int)label.len,
+                      label.data, (unsigned long long)f->total);
+        pt_buf_free(&label);
+    }
+    uv_mutex_unlock(&S.lock);
+}
+
+/* "route;outer;...;inner" of a stack, into b. */
+static void
+stack_text(pt_buf_t *b, const pstack_t *st)
+{
+    char route[100];
+    int k;
+
+    pt_gil_route_name(st->route, route, sizeof(route));
+    for (k = 0; route[k]; k++) {
+        route[k] = route[k] == ';' || route[k] == ' ' ? '_' : route[k];
+    }
+    pt_buf_printf(b, "%s", route);
+    for (k = 0; k < st->depth; k++) {
+        pt_buf_printf(b, ";%s", S.funcs[S.arena[st->off + (uint32_t)k]].name);
+    }
+}
+
+static void
+write_profile(void)
+{
+    char tmp[PATH_MAX + 8];
+    FILE *f;
+    uint32_t i;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", S.profile);
+    if ((f = fopen(tmp, "w")) == NULL) {
+        pt_log_error("--gil-profile %s: %s", S.profile, strerror(errno));
+        return;
+    }
+    uv_mutex_lock(&S.lock);
+    for (i = 0; i < S.nstacks; i++) {
+        pt_buf_t line = { 0 };
+
+        stack_text(&line, &S.stacks[i]);
+        fprintf(f, "%.*s %llu\n", (int)line.len, line.data, (unsigned long long)S.stacks[i].count);
+        pt_buf_free(&line);
+    }
+    if (S.full > 0) {
+        fprintf(f, "[stacks table full] %llu\n", (unsigned long long)S.full);
+    }
+    uv_mutex_unlock(&S.lock);
+    if (fclose(f) != 0 || rename(tmp, S.profile) != 0) {
+        pt_log_error("--gil-profile %s: %s", S.profile, strerror(errno));
+    }
+}
+
+void
+pt_gil_sampler_trace(void (*write)(const char *fmt, ...), int pid, uint64_t t0)
+{
+    if (!S.on) {
+        return;
+    }
+    uv_mutex_lock(&S.lock);
+    for (; S.trace_tail < S.trace_head; S.trace_tail++) {
+        const sample_t *s = &S.trace[S.trace_tail % TRACE_RING];
+        const pstack_t *st;
+        pt_buf_t name = { 0 }, stack = { 0 }, qs = { 0 };
+
+        if (s->stack == FULL_STACK || s->t < t0) {
+            continue;
+        }
+        st = &S.stacks[s->stack];
+        pt_gil_json_str(&name, S.funcs[S.arena[st->off + st->depth - 1u]].name);
+        stack_text(&stack, st);
+        pt_buf_append(&stack, "", 1); /* a C string for pt_gil_json_str */
+        pt_gil_json_str(&qs, stack.data);
+        write("{\"name\":%.*s,\"cat\":\"gil-sample\",\"ph\":\"i\",\"s\":\"t\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,"
+              "\"args\":{\"stack\":%.*s}}",
+              (int)name.len, name.data, pid, (int)s->tid, (double)(s->t - t0) / 1000.0, (int)qs.len, qs.data);
+        pt_buf_free(&name);
+        pt_buf_free(&stack);
+        pt_buf_free(&qs);
+    }
+    uv_mutex_unlock(&S.lock);
+}
+
+const char *
+pt_gil_sampler_start(const pt_config_t *cfg)
+{
+    static char why[200];
+    const char *path = cfg->gil_profile;
+
+    if (cfg->gil_sample_hz <= 0 || !cfg->gil_probe) {
+        return "off";
+    }
+    if (!cfg->gil_monitor && !path && !cfg->gil_trace) {
+        return "off (nothing shows it: --gil-monitor, --gil-profile or --gil-trace)";
+    }
+    if (pt_gil_probe_layout(why, sizeof(why)) < 0) {
+        return why;
+    }
+    S.hz = cfg->gil_sample_hz;
+    if (path != NULL) {
+        if (cfg->worker_slot) {
+            snprintf(S.profile, sizeof(S.profile), "%s.%d", path, cfg->worker_slot);
+        } else {
+            snprintf(S.profile, sizeof(S.profile), "%s", path);
+        }
+    }
+    S.nfuncs = F_FIRST;
+    strcpy(S.funcs[F_NO_PYTHON].name, "[no Python frame]");
+    strcpy(S.funcs[F_OTHER].name, "[other functions]");
+    if (uv_mutex_init(&S.lock) != 0 || uv_thread_create(&S.thread, sampler_main, NULL) != 0) {
+        return "off (no thread for it)";
+    }
+    S.on = true;
+    snprintf(why, sizeof(why), "%d Hz", S.hz);
+    return why;
+}
+
+bool
+pt_gil_sampler_on(void)
+{
+    return S.on;
+}
+
+void
+pt_gil_sampler_stop(void)
+{
+    if (!S.on) {
+        return;
+    }
+    S.stop = true;
+    uv_thread_join(&S.thread);
+    if (S.profile[0]) {
+        write_profile();
+    }
+}
