@@ -54,6 +54,7 @@ typedef struct {
     int nthreads, waiters;
     unsigned long interval_us;
     double span_s, busy_pct, switches_per_s, forced_per_s;
+    uint64_t end_ns; /* when the view was taken (pt_gil_now); it covers the span_s before */
     uint64_t handoffs_total;
     double loop_busy_pct;   /* ASGI: share of the interval the loop ran Python callbacks */
     double loop_lag_max_ms; /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */

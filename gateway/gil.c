@@ -375,7 +375,7 @@ pt_gil_trace_request(uint64_t start_ns, const char *label)
 /* ---- the trace file: Chrome trace-event JSON, drained from the rings by the loop ---- */
 
 static FILE *trace_file;
-static bool trace_first = true;
+static bool trace_first = true, trace_first_report = true;
 
 static void trace_write(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -401,8 +401,10 @@ pt_gil_trace_open(const char *path)
     trace_t0 = now_ns();
     trace_consumer = (pid_t)syscall(SYS_gettid);
     tracing = true;
-    trace_write("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"ponte %d\"}}", (int)getpid(),
-                (int)getpid());
+    /* ts 0 is CLOCK_MONOTONIC's monotonic_ns (also perf's clock, and Python's time.monotonic_ns()). */
+    trace_write("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"ponte %d\","
+                "\"monotonic_ns\":%llu}}",
+                (int)getpid(), (int)getpid(), (unsigned long long)trace_t0);
     return 0;
 }
 
@@ -534,10 +536,13 @@ pt_gil_start(bool on)
         snprintf(msg, sizeof(msg), "timing ponte's own acquire/release only (%s)", why);
         return msg;
     }
-    /* We hold the GIL now: that is the state the probe starts in. */
+    /* We hold the GIL now: that is the state the probe starts in, a hold like any other (one acquisition, one
+     * span in the trace), taken before the probe could see it. */
     t = me();
     if (t != NULL) {
         atomic_store_explicit(&t->holding_since, now_ns(), memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
+        atomic_store_explicit(&last_taker, t, memory_order_relaxed);
     }
     before = t ? atomic_load_explicit(&t->acquisitions, memory_order_relaxed) : 0;
     exact = true;
@@ -648,6 +653,7 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
         return -1;
     }
     v->span_s = span / 1e9;
+    v->end_ns = now;
     for (i = 0; i < PAIRS; i++) {
         at[i] = -1;
     }
@@ -746,6 +752,21 @@ pt_gil_report(void)
     if (v.loop_busy_total_ns) {
         snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
     }
-    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us%s; hold/wait:%s",
-                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, loop, len ? line : " (idle)");
+    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us%s, last %.2f s; "
+                "hold/wait:%s",
+                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, loop, v.span_s,
+                len ? line : " (idle)");
+    if (trace_file != NULL && v.end_ns - (uint64_t)(v.span_s * 1e9) >= trace_t0) {
+        /* The window the line covers, on a track of its own, so the log and the trace can be read together. */
+        if (trace_first_report) {
+            trace_first_report = false;
+            trace_write("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"args\":{\"name\":"
+                        "\"--gil-report windows\"}}",
+                        (int)getpid());
+        }
+        trace_write("{\"name\":\"gil report\",\"cat\":\"report\",\"ph\":\"X\",\"pid\":%d,\"tid\":0,\"ts\":%.3f,"
+                    "\"dur\":%.3f,\"args\":{\"busy_pct\":%.1f,\"switches_per_s\":%.0f}}",
+                    (int)getpid(), (double)(v.end_ns - trace_t0) / 1000.0 - v.span_s * 1e6, v.span_s * 1e6, v.busy_pct,
+                    v.switches_per_s);
+    }
 }

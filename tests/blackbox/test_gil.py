@@ -15,7 +15,7 @@ import unittest
 from harness import APPS, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us"
-                  r"(?:, asyncio loop busy [\d.]+%)?; hold/wait:(.*)")
+                  r"(?:, asyncio loop busy [\d.]+%)?, last [\d.]+ s; hold/wait:(.*)")
 
 
 def load_paths(server, paths, seconds):
