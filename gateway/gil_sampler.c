@@ -78,6 +78,7 @@ static struct {
     _Atomic bool stop;
     int hz;
     char profile[PATH_MAX];
+    char app_dir[PATH_MAX + 1]; /* absolute, ending in '/' */
     uint64_t samples, held, mark;
     func_t funcs[FUNCS];
     int nfuncs;
@@ -118,16 +119,10 @@ short_file(const char *file)
 {
     static const char *prefixes[] = { "/usr/lib/python3/dist-packages/", "/usr/local/lib/python3.11/dist-packages/",
                                       "/usr/lib/python3.11/" };
-    static char cwd[PATH_MAX];
-    static size_t cwd_len;
-    size_t i;
+    size_t i, len = strlen(S.app_dir);
 
-    if (cwd_len == 0 && getcwd(cwd, sizeof(cwd) - 1) != NULL) {
-        cwd_len = strlen(cwd);
-        cwd[cwd_len++] = '/';
-    }
-    if (cwd_len > 1 && strncmp(file, cwd, cwd_len) == 0) {
-        return file + cwd_len;
+    if (len > 1 && strncmp(file, S.app_dir, len) == 0) {
+        return file + len;
     }
     for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         if (strncmp(file, prefixes[i], strlen(prefixes[i])) == 0) {
@@ -598,6 +593,9 @@ pt_gil_sampler_start(const pt_config_t *cfg)
         return why;
     }
     S.hz = cfg->gil_sample_hz;
+    if (realpath(cfg->app_dir ? cfg->app_dir : ".", S.app_dir) != NULL) {
+        strcat(S.app_dir, "/");
+    }
     if (path != NULL) {
         if (cfg->worker_slot) {
             snprintf(S.profile, sizeof(S.profile), "%s.%d", path, cfg->worker_slot);
