@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, ".venv")
 # Pinned: a new release is a deliberate change here, measured like any other.
 PINS = ["granian==2.8.9", "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "websockets==17.4",
-        "gunicorn==27.0.1"]
+        "gunicorn==27.0.1", "py-spy==0.4.3"]
 STAMP = os.path.join(VENV, "ponte-pins.txt")
 
 
