@@ -75,8 +75,9 @@ def run(workload, seconds, pyspy, tmp):
     ours, n_ours = folded(prof)
     theirs, n_theirs = folded(raw)
     top = sorted(set(ours) | set(theirs), key=lambda k: -(ours.get(k, 0) / n_ours + theirs.get(k, 0) / n_theirs))
-    lines = ["**%s** (ponte: %d samples over the whole run; py-spy: %d over %d s of it)" % (
-        name, n_ours, n_theirs, seconds), "", "| function (innermost frame) | ponte self | py-spy --gil self |",
+    said = re.search(r"Samples: \d+ Errors: \d+", spy.stdout + spy.stderr)
+    lines = ["**%s** (ponte: %d samples over the whole run; py-spy: %d over %d s of it; py-spy said \"%s\")" % (
+        name, n_ours, n_theirs, seconds, said.group(0) if said else "?"), "", "| function (innermost frame) | ponte self | py-spy --gil self |",
         "|---|---:|---:|"]
     for k in top[:8]:
         lines.append("| `%s` | %.1f%% | %.1f%% |" % (k, 100.0 * ours.get(k, 0) / n_ours,
