@@ -44,6 +44,7 @@
 enum {
     F_NO_PYTHON,
     F_OTHER,
+    F_DEEPER,
     F_FIRST
 }; /* fixed function ids */
 
@@ -236,6 +237,11 @@ sample_once(void)
         }
         if (n == 0) {
             fids[n++] = F_NO_PYTHON;
+        } else if (n == MAX_DEPTH) {
+            /* The outermost frames were not read: say so at the root, where they would be. */
+            memmove(fids + 1, fids, (size_t)n * sizeof(fids[0]));
+            fids[0] = F_DEEPER;
+            n++;
         }
         S.funcs[fids[n - 1]].self++;
         for (k = 0; k < n; k++) {
@@ -606,6 +612,7 @@ pt_gil_sampler_start(const pt_config_t *cfg)
     S.nfuncs = F_FIRST;
     strcpy(S.funcs[F_NO_PYTHON].name, "[no Python frame]");
     strcpy(S.funcs[F_OTHER].name, "[other functions]");
+    strcpy(S.funcs[F_DEEPER].name, "[more frames than the sampler reads]");
     if (uv_mutex_init(&S.lock) != 0 || uv_thread_create(&S.thread, sampler_main, NULL) != 0) {
         return "off (no thread for it)";
     }

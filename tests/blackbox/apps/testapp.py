@@ -246,7 +246,7 @@ def churn(environ, start_response):
     def frames():
         for i in range(60):
             try:
-                deep(i % 40)
+                deep(100 + i % 60)  # 110 to 170 frames deep: past the 128 the sampler reads
             except LookupError:
                 yield i
 
