@@ -635,6 +635,10 @@ pt_gil_sampler_stop(void)
     }
     S.stop = true;
     uv_thread_join(&S.thread);
+    if (S.trace_dropped > 0) {
+        pt_log_warning("--gil-trace dropped %llu GIL samples (written more slowly than taken)",
+                       (unsigned long long)S.trace_dropped);
+    }
     if (S.profile[0]) {
         write_profile();
     }
