@@ -103,7 +103,28 @@ async def threadsafe(scope):
             "wake": type(loop._write_to_self).__name__}
 
 
-ROUTES = {"/current": current, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
+async def threadsafe_burst(scope):
+    """Wake-ups that come in bursts from several threads while the loop has nothing else to do (no timer, no
+    socket): ponte sends one wake-up byte per poll, so a lost one would leave a future unresolved for ever."""
+    loop = asyncio.get_running_loop()
+    futs = [loop.create_future() for _ in range(400)]
+
+    def resolve(mine):
+        for i, f in enumerate(mine):
+            if i % 7 == 0:
+                time.sleep(0.0002 * (i % 3))
+            loop.call_soon_threadsafe(f.set_result, 1)
+
+    threads = [threading.Thread(target=resolve, args=(futs[k::8],)) for k in range(8)]
+    for t in threads:
+        t.start()
+    total = sum(await asyncio.gather(*futs))
+    for t in threads:
+        t.join()
+    return {"resolved": total}
+
+
+ROUTES = {"/current": current, "/threadsafe_burst": threadsafe_burst, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
           "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var}
 
 
