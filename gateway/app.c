@@ -117,10 +117,12 @@ int
 pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
 {
     pt_pyapp_t *pa = NULL;
+    char trace_path[4096];
     int r;
 
-    if (cfg->gil_trace != NULL && (r = pt_gil_trace_open(cfg->gil_trace)) < 0) {
-        fprintf(stderr, "ponte: error: --gil-trace %s: %s\n", cfg->gil_trace, strerror(-r));
+    if (cfg->gil_trace != NULL
+        && (r = pt_gil_trace_open(pt_gil_process_path(cfg, cfg->gil_trace, trace_path, sizeof(trace_path)))) < 0) {
+        fprintf(stderr, "ponte: error: --gil-trace %s: %s\n", trace_path, strerror(-r));
         return -1;
     }
     if (pt_py_start(cfg) < 0) {

@@ -70,6 +70,9 @@ typedef struct {
     pt_gil_snap_t last[PT_GIL_MAX_THREADS];
 } pt_gil_sampler_t;
 int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
+/* A file each process writes (--gil-trace, --gil-profile): FILE itself, or FILE.N for worker N under --processes,
+ * so that workers do not write over each other. Into buf; returns buf. */
+const char *pt_gil_process_path(const pt_config_t *cfg, const char *path, char *buf, size_t cap);
 /* --gil-trace FILE: Chrome trace-event JSON (Perfetto, chrome://tracing). Open before the app loads; flush from
  * the loop (no GIL needed); close at exit. */
 int pt_gil_trace_open(const char *path);

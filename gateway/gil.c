@@ -391,6 +391,17 @@ trace_write(const char *fmt, ...)
     va_end(ap);
 }
 
+const char *
+pt_gil_process_path(const pt_config_t *cfg, const char *path, char *buf, size_t cap)
+{
+    if (cfg->worker_slot) {
+        snprintf(buf, cap, "%s.%d", path, cfg->worker_slot);
+    } else {
+        snprintf(buf, cap, "%s", path);
+    }
+    return buf;
+}
+
 int
 pt_gil_trace_open(const char *path)
 {

@@ -603,11 +603,7 @@ pt_gil_sampler_start(const pt_config_t *cfg)
         strcat(S.app_dir, "/");
     }
     if (path != NULL) {
-        if (cfg->worker_slot) {
-            snprintf(S.profile, sizeof(S.profile), "%s.%d", path, cfg->worker_slot);
-        } else {
-            snprintf(S.profile, sizeof(S.profile), "%s", path);
-        }
+        pt_gil_process_path(cfg, path, S.profile, sizeof(S.profile));
     }
     S.nfuncs = F_FIRST;
     strcpy(S.funcs[F_NO_PYTHON].name, "[no Python frame]");

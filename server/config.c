@@ -80,7 +80,7 @@ static const char usage[] =
     "the GIL:\n"
     "      --gil-monitor ADDR     serve the live GIL view (page, /events, /metrics) on ADDR, e.g. 127.0.0.1:8001\n"
     "      --gil-trace FILE       write every GIL hold and wait, and each request, as Chrome trace JSON\n"
-    "                             (open it in Perfetto or chrome://tracing)\n"
+    "                             (open it in Perfetto or chrome://tracing; FILE.N for worker N under --processes)\n"
     "      --gil-probe on|off     measure every GIL move (default on; off exists to measure what that costs)\n"
     "      --gil-report S         every S seconds, the GIL: busy %, waiters, switches/s, forced switches/s and "
     "hold/wait %\n"

@@ -6,6 +6,7 @@ stops the master; SIGTERM is graceful across workers; unix sockets, --fd and --r
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -371,6 +372,29 @@ class Processes(unittest.TestCase):
             self.assertEqual(page.status, 200)
             self.assertIn(b"fetch(\"workers\")", page.body)
             self.assertEqual(get(port, "/snapshot").status, 404)      # the master has no GIL of its own
+
+    def test_each_worker_writes_its_own_trace_and_profile(self):
+        """--gil-trace and --gil-profile under --processes: FILE.N per worker, each whole, each the worker's own."""
+        tmp = tempfile.mkdtemp(prefix="ponte-proc-trace-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        trace, profile = os.path.join(tmp, "gil.json"), os.path.join(tmp, "gil.folded")
+        with start("testapp:application", "--gil-trace", trace, "--gil-profile", profile) as s:
+            pids = set()
+            deadline = time.time() + 10
+            while len(pids) < 2 and time.time() < deadline:
+                pids.add(pid_over_new_connection(s))
+                c = Conn(s)
+                self.assertEqual(c.request("GET", "/spin?seconds=0.05").status, 200)
+                c.close()
+            self.assertEqual(pids, set(workers_of(s.proc.pid)))
+        self.assertEqual(sorted(os.listdir(tmp)), ["gil.folded.1", "gil.folded.2", "gil.json.1", "gil.json.2"])
+        seen = set()
+        for n in (1, 2):
+            with open("%s.%d" % (trace, n)) as f:
+                events = json.load(f)  # whole JSON: the workers did not write over each other
+            seen |= {e["pid"] for e in events}
+            self.assertEqual(len({e["pid"] for e in events}), 1, events[:3])
+        self.assertEqual(seen, pids)
 
     def test_options_that_need_processes(self):
         for opt in (["--max-requests", "5"], ["--timeout", "3"], ["--reuse-port"]):
