@@ -210,6 +210,9 @@ typedef struct {
     PyObject *filelike;
     Py_ssize_t blksize;
 } pt_file_wrapper_t;
+/* Whether the wrapper holds a regular file sendfile(2) can send: 0 with its descriptor, the file's position and
+ * the bytes from there to its end; -1 (no exception) to iterate it instead. */
+int pt_file_wrapper_regular(pt_file_wrapper_t *fw, int *fd, off_t *offset, size_t *count);
 
 /* ---- pool.c: worker threads ---- */
 typedef struct pt_pool_s pt_pool_t;

@@ -13,7 +13,6 @@
 
 #include <ctype.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../server/log.h"
@@ -43,6 +42,7 @@ typedef struct pt_ctx_s {
     int64_t known_length;  /* total body size when known before the head is written */
     uint64_t t0;           /* when the app got the request (for --gil-trace) */
     uint64_t hold0, wait0; /* this thread's GIL held and waited totals then (--access-log-gil, --gil-routes) */
+    int route;             /* what the GIL sampler counts this request's Python under (-1: none) */
     pt_buf_t out;          /* bytes for the client not yet handed to the connection */
     pt_header_t *hspans;
     size_t hcap;
@@ -620,41 +620,16 @@ pump(pt_ctx_t *ctx)
 static int
 try_sendfile(pt_ctx_t *ctx)
 {
-    pt_file_wrapper_t *fw = (pt_file_wrapper_t *)ctx->result;
     pt_request_t *req = ctx->req;
-    PyObject *r;
     int fd;
     off_t offset;
-    struct stat st;
     ssize_t sent;
     size_t count;
 
-    if (pt_on_loop_thread() || !ctx->started || fw->filelike == NULL) {
+    if (pt_on_loop_thread() || !ctx->started
+        || pt_file_wrapper_regular((pt_file_wrapper_t *)ctx->result, &fd, &offset, &count) < 0) {
         return 0;
     }
-    r = PyObject_CallMethodNoArgs(fw->filelike, pt_str.fileno);
-    if (r == NULL) {
-        PyErr_Clear(); /* not a real file (BytesIO and friends): iterate it */
-        return 0;
-    }
-    fd = PyLong_AsLong(r);
-    Py_DECREF(r);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        PyErr_Clear();
-        return 0;
-    }
-    r = PyObject_CallMethodNoArgs(fw->filelike, pt_str.tell);
-    if (r == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    offset = (off_t)PyLong_AsLongLong(r);
-    Py_DECREF(r);
-    if (offset < 0 || offset > st.st_size) {
-        PyErr_Clear();
-        return 0;
-    }
-    count = (size_t)(st.st_size - offset);
     ctx->known_length = (int64_t)count;
     if (write_head(ctx) < 0) {
         finish(ctx, WSGI_APP_ERROR);
@@ -707,9 +682,8 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
     }
     ctx->req = req;
     ctx->t0 = pt_gil_my_use(&ctx->hold0, &ctx->wait0);
-    if (pt_gil_sampler_on()) {
-        pt_gil_set_route(pt_gil_route_index(req)); /* until finish(): what the sampler counts this thread under */
-    }
+    ctx->route = pt_gil_sampler_on() ? pt_gil_route_index(req) : -1;
+    pt_gil_set_route(ctx->route); /* the sampler's: until finish(), or until the loop thread suspends it */
     ctx->started = ctx->head_sent = false;
     ctx->known_length = -1;
     ctx->pos = 0;
@@ -761,12 +735,17 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
         }
     }
     pump(ctx);
+    pt_gil_set_route(-1); /* done, or (on the loop thread) suspended until pt_wsgi_drain */
 }
 
 void
 pt_wsgi_drain(pt_wsgi_t *w, pt_request_t *req)
 {
-    pump((pt_ctx_t *)req->app_data);
+    pt_ctx_t *ctx = req->app_data;
+
+    pt_gil_set_route(ctx->route); /* --threads 0 resumes a response it suspended: the sampler counts it again */
+    pump(ctx);
+    pt_gil_set_route(-1);
 }
 
 void

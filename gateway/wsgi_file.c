@@ -5,6 +5,7 @@
 #include "gateway.h"
 
 #include <structmember.h>
+#include <sys/stat.h>
 
 static PyObject *
 file_wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -81,6 +82,37 @@ file_wrapper_close(pt_file_wrapper_t *self, PyObject *unused)
     }
     r = PyObject_CallMethod(self->filelike, "close", NULL);
     return r;
+}
+
+int
+pt_file_wrapper_regular(pt_file_wrapper_t *fw, int *fd, off_t *offset, size_t *count)
+{
+    PyObject *r = fw->filelike ? PyObject_CallMethodNoArgs(fw->filelike, pt_str.fileno) : NULL;
+    struct stat st;
+
+    if (r == NULL) {
+        PyErr_Clear(); /* not a real file (BytesIO and friends): iterate it */
+        return -1;
+    }
+    *fd = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (*fd < 0 || fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        PyErr_Clear();
+        return -1;
+    }
+    r = PyObject_CallMethodNoArgs(fw->filelike, pt_str.tell);
+    if (r == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    *offset = (off_t)PyLong_AsLongLong(r);
+    Py_DECREF(r);
+    if (*offset < 0 || *offset > st.st_size) {
+        PyErr_Clear();
+        return -1;
+    }
+    *count = (size_t)(st.st_size - *offset);
+    return 0;
 }
 
 static PyMethodDef file_wrapper_methods[] = {
