@@ -210,8 +210,9 @@ pt_gil_probe_stack(unsigned long *tid, pt_gil_frame_t *frames, int max)
     if (rt == NULL || (holder = _Py_atomic_load_relaxed(&rt->gilstate.tstate_current)) == 0) {
         return -1;
     }
+    *tid = 0;
     if (peek(&ts, holder, sizeof(ts)) < 0 || peek(&cf, (uintptr_t)ts.cframe, sizeof(cf)) < 0) {
-        return -1;
+        return 0; /* held, by a thread state that changed under the reader: a sample without frames */
     }
     *tid = ts.native_thread_id;
     for (at = (uintptr_t)cf.current_frame; at != 0 && n < max; n++) {
