@@ -1,5 +1,5 @@
-"""Which Python code holds the GIL (--gil-sample-hz, --gil-profile): known workloads with known answers. A route
-spins 5 ms in a named function and a route sleeps: at least 80% of the spinning route's GIL samples have that
+"""Which Python code holds the GIL (--gil-sample-hz, --gil-profile): known workloads with known answers
+(apps/gil_workloads.py, with nothing around them). A route spins 5 ms in a named function and a route sleeps: at least 80% of the spinning route's GIL samples have that
 function innermost, the sleeping route is almost never found holding, and the live view, /metrics, the
 collapsed-stack file and the Perfetto trace count the same samples. Stacks that come and go at 1 kHz (threads
 starting and ending, recursion unwinding through exceptions) crash nothing, which the sanitized run checks."""
@@ -65,9 +65,9 @@ class Sampler(unittest.TestCase):
         self.assertGreaterEqual(spin["top"][0]["self"], 0.8 * spin["held"], spin)
         self.assertEqual(sampler["by_self"][0]["name"], spin["top"][0]["name"], sampler)
         # The sleeping route waits on a timer, not on the GIL: per request, almost never found holding it against
-        # the spinner's 5 ms (as in test_gil_routes: its Python around the sleep grows several-fold under ASan).
+        # the spinner's 5 ms (per request, as the two routes do not serve the same number of requests).
         per_request = {r: routes.get(r, {"held": 0})["held"] / counts[p] for r, p in (("/spin", SPIN), ("/slow", SLEEP))}
-        self.assertLess(per_request["/slow"], per_request["/spin"] / 5, (per_request, routes))
+        self.assertLess(per_request["/slow"], per_request["/spin"] / 10, (per_request, routes))
         # /metrics counts what the live view names.
         m = re.search(r'^ponte_gil_function_samples_total\{function="%s",kind="self"\} (\d+)$'
                       % re.escape(spin["top"][0]["name"]), metrics, re.M)
@@ -92,10 +92,10 @@ class Sampler(unittest.TestCase):
         self.assertGreaterEqual(held, spin_total)
 
     def test_wsgi_spinner_found_in_its_function(self):
-        self.check_spinner("testapp:application", "spin", threads=4)
+        self.check_spinner("gil_workloads:application", "spin", threads=4)
 
     def test_asgi_spinner_found_in_its_function(self):
-        self.check_spinner("asgi_testapp:app", "spin", threads=None)
+        self.check_spinner("gil_workloads:asgi_app", "spin", threads=None)
 
     def test_stacks_that_come_and_go_at_1khz(self):
         s, port = self.start("testapp:application", "--gil-sample-hz", "1000", threads=4)
