@@ -233,15 +233,16 @@ run_am_send(pt_run_t *r, PyObject *arg, PyObject **result)
 {
     uint64_t hold0, wait0;
     PySendResult status;
+    bool timed = steps_timed(r);
     int before;
 
-    if (!steps_timed(r) && r->route < 0) {
+    if (!timed && r->route < 0) {
         return run_after(r, PyIter_Send(r->coro, arg, result), result);
     }
     before = route_begin(r);
     pt_gil_my_use(&hold0, &wait0);
     status = PyIter_Send(r->coro, arg, result);
-    if (steps_timed(r)) {
+    if (timed) {
         step_gil(r, hold0, wait0);
     }
     route_end(r, before);
