@@ -22,6 +22,7 @@ struct pt_asgi_ctx_s {
     uint64_t seq;
     uint64_t t0;                   /* when the request started (for --gil-trace) */
     uint64_t gil_hold, gil_wait;   /* by the app's steps so far (--gil-routes) */
+    int route;                     /* pt_gil_route_index, once the sampler asked for it (-1 before) */
     PyObject *receive, *send;      /* bound to this context */
     PyObject *task;                /* the Task running the app: kept alive while the request is open */
     PyObject *recv_fut, *send_fut; /* a receive()/send() waiting */
@@ -483,7 +484,7 @@ ctx_finish(pt_asgi_ctx_t *c)
     }
     /* From ended(), the last step's GIL already counted; ASGI requests do not wait for the GIL to start (they wait
      * for the loop: its lag). */
-    pt_gil_route_done(req, c->gil_hold, 0, c->gil_wait, pt_gil_now());
+    pt_gil_route_done(req, c->route, c->gil_hold, 0, c->gil_wait, pt_gil_now());
     c->req = NULL;
     owned = req->app_data == c;
     req->app_data = NULL;
@@ -551,13 +552,14 @@ ctx_step_gil(PyObject *owner, uint64_t hold, uint64_t wait)
     c->gil_wait += wait;
 }
 
-/* The sampler: the request's route. */
+/* The sampler: the request's route, kept for pt_gil_route_done at the end. */
 static int
 ctx_route(PyObject *owner)
 {
     pt_asgi_ctx_t *c = (pt_asgi_ctx_t *)owner;
 
-    return c->req != NULL ? pt_gil_route_index(c->req) : -1;
+    c->route = c->req != NULL ? pt_gil_route_index(c->req) : -1;
+    return c->route;
 }
 
 static const pt_asgi_run_hooks_t ctx_hooks = { ctx_ended, ctx_closed, ctx_step_gil, ctx_route };
@@ -592,6 +594,7 @@ ctx_new(pt_request_t *req)
     c->seq = req->seq;
     c->t0 = pt_gil_now();
     c->gil_hold = c->gil_wait = 0;
+    c->route = -1;
     c->task = c->recv_fut = c->send_fut = c->headers = NULL;
     c->status = 0;
     c->started = c->head_sent = c->complete = c->body_done = c->disconnected = false;

@@ -98,8 +98,10 @@ int pt_gil_thread_route(unsigned long tid, int *route);
 #define PT_GIL_ROUTES_MAX 256 /* --gil-routes' bound */
 int pt_gil_routes_init(int max);
 bool pt_gil_routes_on(void);
-/* A finished request: the GIL its app held, waited for to start and waited for while it ran (ns), and when it ended. */
-void pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, uint64_t wait_run, uint64_t end_ns);
+/* A finished request: the GIL its app held, waited for to start and waited for while it ran (ns), and when it ended;
+ * its route as pt_gil_route_index gave it, or -1 to find it from the request's path. */
+void pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wait_start, uint64_t wait_run,
+                       uint64_t end_ns);
 /* The route of a request, as an index the sampler keeps (the route table grows by it); -1 without --gil-routes. */
 int pt_gil_route_index(const pt_request_t *req);
 /* The route at an index, into out; "(no request)" for -1. */

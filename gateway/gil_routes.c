@@ -218,7 +218,8 @@ pt_gil_route_name(int i, char *out, size_t cap)
 }
 
 void
-pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, uint64_t wait_run, uint64_t end_ns)
+pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wait_start, uint64_t wait_run,
+                  uint64_t end_ns)
 {
     char key[KEY_MAX];
     uint64_t lat = end_ns > req->start_ns ? end_ns - req->start_ns : 0, sec = end_ns / 1000000000u;
@@ -228,9 +229,11 @@ pt_gil_route_done(const pt_request_t *req, uint64_t hold, uint64_t wait_start, u
     if (!R.on) {
         return;
     }
-    route_key(req->path.base, req->path.len, key);
+    if (route < 0 || route > R.max) {
+        route_key(req->path.base, req->path.len, key);
+    }
     uv_mutex_lock(&R.lock);
-    r = find(key);
+    r = route < 0 || route > R.max ? find(key) : &R.routes[route];
     r->n++;
     r->hold += hold;
     r->wait_start += wait_start;
@@ -299,20 +302,6 @@ window(const route_t *r, uint64_t sec)
     return w;
 }
 
-/* A route as a JSON string or a Prometheus label value: both escape " and \ (a path holds no control bytes). */
-static void
-quoted(pt_buf_t *b, const char *s)
-{
-    pt_buf_append(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') {
-            pt_buf_append(b, "\\", 1);
-        }
-        pt_buf_append(b, (unsigned char)*s < 0x20 ? "?" : s, 1);
-    }
-    pt_buf_append(b, "\"", 1);
-}
-
 static double
 per_req_ms(uint64_t ns, uint64_t n)
 {
@@ -339,7 +328,7 @@ pt_gil_routes_json(pt_buf_t *b)
             w = window(r, sec);
             pt_buf_printf(b, "%s{\"route\":", sep);
             sep = ",";
-            quoted(b, r->key);
+            pt_gil_json_str(b, r->key);
             pt_buf_printf(
                 b,
                 ",\"requests_total\":%llu,\"requests_per_s\":%.1f,\"gil_held_ms\":%.3f,\"gil_wait_start_ms\":%.3f,"
@@ -383,7 +372,7 @@ pt_gil_routes_metrics(pt_buf_t *b)
             continue;
         }
         w = window(r, sec);
-        quoted(&label, r->key);
+        pt_gil_json_str(&label, r->key); /* a path holds no control bytes: the JSON string is the label */
         pt_buf_printf(b, "ponte_route_requests_total{route=%.*s} %llu\n", (int)label.len, label.data,
                       (unsigned long long)r->n);
         pt_buf_printf(b, "ponte_route_gil_hold_seconds_total{route=%.*s} %.6f\n", (int)label.len, label.data,

@@ -508,7 +508,7 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
         uint64_t hold, wait, now = pt_gil_my_use(&hold, &wait);
 
         req->gil_wait_run_ns = wait - ctx->wait0;
-        pt_gil_route_done(req, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, now);
+        pt_gil_route_done(req, ctx->route, hold - ctx->hold0, req->gil_wait_start_ns, req->gil_wait_run_ns, now);
         pt_gil_set_route(-1);
     }
     if (pt_gil_tracing()) {
