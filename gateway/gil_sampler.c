@@ -296,11 +296,6 @@ sampler_main(void *arg)
 
 /* ---- the views, under the lock ---- */
 
-typedef struct {
-    int fid;
-    uint64_t self, total;
-} func_count_t;
-
 /* Per route in the window: its held samples, and (in pairs) its samples per innermost function. */
 #define PAIR_SLOTS 8192
 static struct {
@@ -370,13 +365,13 @@ window_count(uint64_t *held)
     return n;
 }
 
-/* The top n functions of counts a (and b beside), by a: their ids in out, their number returned. */
+/* The indexes of the n largest of a[0..len), largest first (the earlier of equals first), into out; how many. */
 static int
-top(const uint64_t *a, int n, int *out)
+top(const uint64_t *a, int len, int n, int *out)
 {
     int i, k = 0, j;
 
-    for (i = 0; i < S.nfuncs; i++) {
+    for (i = 0; i < len; i++) {
         if (a[i] == 0) {
             continue;
         }
@@ -395,7 +390,7 @@ top(const uint64_t *a, int n, int *out)
 static void
 func_rows(pt_buf_t *b, const char *key, const uint64_t *by)
 {
-    int ids[TOP], n = top(by, TOP, ids), i;
+    int ids[TOP], n = top(by, S.nfuncs, TOP, ids), i;
 
     pt_buf_printf(b, ",\"%s\":[", key);
     for (i = 0; i < n; i++) {
@@ -411,33 +406,26 @@ func_rows(pt_buf_t *b, const char *key, const uint64_t *by)
 static void
 route_row(pt_buf_t *b, int route, uint64_t held)
 {
-    uint64_t best[3] = { 0 };
-    int fid[3] = { 0 }, i, k;
+    static uint64_t count[PAIR_SLOTS];
+    static int fid[PAIR_SLOTS];
+    int i, k, len = 0, best[3], n;
     char name[100];
 
     for (i = 0; i < PAIR_SLOTS; i++) {
-        if (W.pair[i].fid == 0 || W.pair[i].route - 1 != route) {
-            continue;
-        }
-        for (k = 3; k > 0 && best[k - 1] < W.pair[i].n; k--) {
-            if (k < 3) {
-                best[k] = best[k - 1];
-                fid[k] = fid[k - 1];
-            }
-        }
-        if (k < 3) {
-            best[k] = W.pair[i].n;
-            fid[k] = W.pair[i].fid - 1;
+        if (W.pair[i].fid != 0 && W.pair[i].route - 1 == route) {
+            count[len] = W.pair[i].n;
+            fid[len++] = W.pair[i].fid - 1;
         }
     }
+    n = top(count, len, 3, best);
     pt_gil_route_name(route, name, sizeof(name));
     pt_buf_printf(b, "{\"route\":");
     pt_gil_json_str(b, name);
     pt_buf_printf(b, ",\"held\":%llu,\"top\":[", (unsigned long long)held);
-    for (k = 0; k < 3 && best[k] > 0; k++) {
+    for (k = 0; k < n; k++) {
         pt_buf_printf(b, "%s{\"name\":", k ? "," : "");
-        pt_gil_json_str(b, S.funcs[fid[k]].name);
-        pt_buf_printf(b, ",\"self\":%llu}", (unsigned long long)best[k]);
+        pt_gil_json_str(b, S.funcs[fid[best[k]]].name);
+        pt_buf_printf(b, ",\"self\":%llu}", (unsigned long long)count[best[k]]);
     }
     pt_buf_append(b, "]}", 2);
 }
@@ -492,7 +480,7 @@ pt_gil_sampler_metrics(pt_buf_t *b)
     for (i = 0; i < S.nfuncs; i++) {
         W.self[i] = S.funcs[i].self;
     }
-    n = top(W.self, 20, ids);
+    n = top(W.self, S.nfuncs, 20, ids);
     for (i = 0; i < n; i++) {
         pt_buf_t label = { 0 };
         const func_t *f = &S.funcs[ids[i]];
