@@ -16,8 +16,8 @@ from test_gil import LINE, get, load_paths as load
 
 
 def spans(trace):
-    """From the trace: {tid: name}, the holds [(ts_ns, end_ns, tid)] in order, waits {tid: [(ts_ns, ns)]}, report windows
-    [(start_ns, end_ns)], and the trace's time 0 as CLOCK_MONOTONIC ns."""
+    """From the trace: {tid: name}, the holds [(ts_ns, end_ns, tid)] in order, waits {tid: [(ts_ns, ns)]}, report
+    windows [(start_ns, end_ns)], and the trace's time 0 as CLOCK_MONOTONIC ns."""
     names, holds, waits, windows, t0 = {}, [], {}, [], None
     for e in trace:
         if e.get("ph") == "M" and e["name"] == "thread_name":
@@ -94,8 +94,9 @@ class Agree(unittest.TestCase):
             self.assertEqual([t["acquisitions"] for t in threads if t["name"] == name], [len(mine)], name)
             self.assertAlmostEqual(metric(body, "ponte_gil_hold_seconds_total", thread=name), held,
                                    delta=2e-6 + len(mine) * 1e-9, msg=name)
-            self.assertAlmostEqual(metric(body, "ponte_gil_wait_seconds_total", thread=name),
-                                   sum(d for ts, d in waits.get(tid, []) if ts < cut) / 1e9, delta=2e-6 + len(mine) * 1e-9, msg=name)
+            waited = sum(d for ts, d in waits.get(tid, []) if ts < cut) / 1e9
+            self.assertAlmostEqual(metric(body, "ponte_gil_wait_seconds_total", thread=name), waited,
+                                   delta=2e-6 + len(mine) * 1e-9, msg=name)
 
         # --gil-report: each line against the trace over the window it covers.
         lines = [m for m in (LINE.search(x) for x in log.splitlines()) if m]

@@ -1,8 +1,9 @@
 """Which Python code holds the GIL (--gil-sample-hz, --gil-profile): known workloads with known answers
-(apps/gil_workloads.py, with nothing around them). A route spins 5 ms in a named function and a route sleeps: at least 80% of the spinning route's GIL samples have that
-function innermost, the sleeping route is almost never found holding, and the live view, /metrics, the
-collapsed-stack file and the Perfetto trace count the same samples. Stacks that come and go at 1 kHz (threads
-starting and ending, recursion unwinding through exceptions) crash nothing, which the sanitized run checks."""
+(apps/gil_workloads.py, with nothing around them). A route spins 5 ms in a named function and a route sleeps: at
+least 80% of the spinning route's GIL samples have that function innermost, the sleeping route is almost never
+found holding, and the live view, /metrics, the collapsed-stack file and the Perfetto trace count the same
+samples. Stacks that come and go at 1 kHz (threads starting and ending, recursion unwinding through exceptions)
+crash nothing, which the sanitized run checks."""
 
 import json
 import os
@@ -66,7 +67,8 @@ class Sampler(unittest.TestCase):
         self.assertEqual(sampler["by_self"][0]["name"], spin["top"][0]["name"], sampler)
         # The sleeping route waits on a timer, not on the GIL: per request, almost never found holding it against
         # the spinner's 5 ms (per request, as the two routes do not serve the same number of requests).
-        per_request = {r: routes.get(r, {"held": 0})["held"] / counts[p] for r, p in (("/spin", SPIN), ("/slow", SLEEP))}
+        per_request = {r: routes.get(r, {"held": 0})["held"] / counts[p]
+                       for r, p in (("/spin", SPIN), ("/slow", SLEEP))}
         self.assertLess(per_request["/slow"], per_request["/spin"] / 10, (per_request, routes))
         # /metrics counts what the live view names.
         m = re.search(r'^ponte_gil_function_samples_total\{function="%s",kind="self"\} (\d+)$'

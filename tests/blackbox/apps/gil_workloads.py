@@ -4,6 +4,7 @@ without it. WSGI `application` and ASGI `asgi_app`."""
 
 import asyncio
 import time
+from urllib.parse import parse_qs
 
 
 def spin(seconds):
@@ -13,11 +14,7 @@ def spin(seconds):
 
 
 def arg(query, name, default):
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if key == name:
-            return float(value)
-    return default
+    return float(parse_qs(query).get(name, [default])[0])
 
 
 def application(environ, start_response):
