@@ -251,6 +251,9 @@ create_loop(PyObject *ns)
         return -1;
     }
     pt_asgi_loop_wake_keeps_gil(pt_asgi.loop);
+    if (pt_asgi_loop_once_install(pt_asgi.loop, ns) < 0) {
+        return -1;
+    }
     return pt_asgi_task_init();
 }
 

@@ -3,6 +3,7 @@
  *
  *   asgi.c         set-up, lifespan, and the server's events (queued without the GIL, handled with it)
  *   asgi_loop.c    the loop bridge: the _ponte module asyncio's LibuvSelector calls (asgi_selector.py)
+ *   asgi_loop_once.c  one turn of asyncio's loop (its _run_once), in C
  *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
  *   asgi_task.c    the Task that runs the app's coroutine, its first step taken at once
  *   asgi_scope.c   the connection scope of a request
@@ -43,6 +44,11 @@ int pt_asgi_loop_init(uv_loop_t *loop);
 void pt_asgi_loop_wake_keeps_gil(PyObject *loop);
 /* Runs asyncio's run_forever until the server has closed everything (pt_app_t.run). */
 int pt_asgi_loop_run(PyThreadState **main_ts);
+
+/* ---- asgi_loop_once.c ---- */
+/* Makes the loop's turn (_run_once) C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
+ * ns is asgi_selector.py's namespace. */
+int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
 
 /* ---- asgi_run.c ---- */
 int pt_asgi_run_init(void);

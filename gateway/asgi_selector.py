@@ -8,6 +8,7 @@ This file is compiled into ponte (gateway/meson.build) and run at start-up with 
 """
 
 import selectors
+from asyncio import format_helpers
 from collections.abc import Mapping
 
 import _ponte
@@ -95,3 +96,12 @@ class LibuvSelector(selectors.BaseSelector):
 
     def get_map(self):
         return self._map
+
+
+def _callback_failed(handle, exc):
+    """What asyncio's Handle._run does when a callback raised: the C turn of the loop (asgi_loop_once.c) calls it."""
+    cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)

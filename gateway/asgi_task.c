@@ -26,15 +26,19 @@ static struct {
     PyObject *ctx;        /* and in which context */
     PyObject *name;       /* "call_soon" */
     PyObject *capture;    /* the callable shadowing loop.call_soon while a Task is built */
+    PyObject *own;        /* the loop's call_soon as an instance attribute (asgi_loop_once.c), or NULL */
     PyObject *kw_context; /* ("context",) */
     PyObject *kw_task;    /* ("loop", "name"): Task(coro, loop=..., name=...) */
     uint64_t count;       /* Tasks named */
 } K;
 
-/* loop.call_soon as the loop's class defines it, for what capture() does not keep. New ref or NULL. */
+/* loop.call_soon as it is when no Task is being built, for what capture() does not keep. New ref or NULL. */
 static PyObject *
 real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (K.own != NULL) {
+        return PyObject_Vectorcall(K.own, args, (size_t)nargs, kwnames);
+    }
     Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *func = PyObject_GetAttr((PyObject *)Py_TYPE(pt_asgi.loop), K.name), *r = NULL;
     PyObject **stack = malloc((size_t)(n + 1) * sizeof(*stack));
@@ -108,7 +112,7 @@ task_new(PyObject *coro)
         return task;
     }
     PyErr_Fetch(&type, &value, &tb);
-    if (PyObject_DelAttr(pt_asgi.loop, K.name) < 0) {
+    if ((K.own != NULL ? PyObject_SetAttr(pt_asgi.loop, K.name, K.own) : PyObject_DelAttr(pt_asgi.loop, K.name)) < 0) {
         pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
     }
     PyErr_Restore(type, value, tb);
@@ -202,7 +206,7 @@ eager_differs(void)
         why = "the Task's first step did not finish it";
     } else if (result != task) {
         why = "asyncio.current_task() inside the first step was not the Task";
-    } else if (dict == NULL || PyDict_GetItemWithError(dict, K.name) != NULL) {
+    } else if (dict == NULL || PyDict_GetItemWithError(dict, K.name) != K.own) {
         why = "the loop's call_soon was not given back";
     }
     PyErr_Clear();
@@ -229,6 +233,12 @@ pt_asgi_task_init(void)
     if (K.name == NULL || K.capture == NULL || K.kw_context == NULL || K.kw_task == NULL) {
         return -1;
     }
+    /* Held: while a Task is built, capture takes its place in the loop's dict. */
+    PyObject *dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
+
+    K.own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, K.name)) : NULL;
+    Py_XDECREF(dict);
+    PyErr_Clear();
     if (env != NULL && strcmp(env, "off") == 0) {
         pt_log_info("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
         return 0;

@@ -60,18 +60,55 @@ class TaskSemantics:
 
     def test_the_start_up_log_says_how_tasks_start(self):
         self.assertIn(self.started_log, self.server.stderr())
+        self.assertIn(self.loop_log, self.server.stderr())
+
+    def test_call_soon_gives_asyncio_handles(self):
+        r = self.get("/handles")
+        self.assertEqual(r.pop("impl"), self.loop_impl)
+        self.assertEqual(r, {"ran": [1, ["a", "b"], "in-handle-context", 5], "types": ["Handle"], "is_handle": True,
+                             "context": True, "cancelled": [False, True], "repr": True})
+
+    def test_timers_fire_in_order_and_cancelled_ones_leave_the_heap(self):
+        r = self.get("/timers")
+        self.assertEqual(r["fired"], [1, 2, 3])
+        self.assertLessEqual(r["left_after_rebuild"], 100)  # 300 were scheduled, 200 of them cancelled
+        self.assertTrue(r["cancelled_count"])
+
+    def test_a_callback_that_raises_goes_to_the_exception_handler(self):
+        self.assertEqual(self.get("/callback_error"), {"message": True, "exception": "ValueError('from a callback')",
+                                                       "handle": True, "traceback": True, "then": ["after"]})
+        self.assertEqual(self.get("/current")["is_task"], True)
+
+    def test_debug_mode_runs_asyncios_own_loop(self):
+        self.assertEqual(self.get("/debug"), {"ran": ["debug", "threadsafe"], "source_traceback": True})
+        self.assertEqual(self.get("/handles")["impl"], self.loop_impl)
 
 
 class EagerFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "takes its first step at once (eager"
+    loop_log = "asyncio's loop turns and schedules in C"
+    loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
 
 
 class ScheduledFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)"
+    loop_log = "asyncio's loop turns and schedules in C"
+    loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
 
     @classmethod
     def extra_env(cls):
         return {"PONTE_ASGI_EAGER": "off"}
+
+
+class AsyncioOwnLoop(TaskSemantics, ServerCase, unittest.TestCase):
+    """The same, with asyncio's _run_once and call_soon in Python (PONTE_ASGI_LOOP=python)."""
+    started_log = "takes its first step at once (eager"
+    loop_log = "asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)"
+    loop_impl = ["method", "method"]
+
+    @classmethod
+    def extra_env(cls):
+        return {"PONTE_ASGI_LOOP": "python"}
 
 
 if __name__ == "__main__":

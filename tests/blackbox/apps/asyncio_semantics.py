@@ -124,8 +124,85 @@ async def threadsafe_burst(scope):
     return {"resolved": total}
 
 
+async def handles(scope):
+    """call_soon and call_soon_threadsafe (C in ponte's loop, gateway/asgi_loop_once.c) give real asyncio.Handles:
+    FIFO, arguments kept, the given context entered, a cancelled handle never run."""
+    loop = asyncio.get_running_loop()
+    ran = []
+    ctx = contextvars.copy_context()
+    ctx.run(REQUEST_VAR.set, "in-handle-context")
+    h1 = loop.call_soon(ran.append, 1)
+    h2 = loop.call_soon(lambda a, b: ran.append((a, b)), "a", "b")
+    h3 = loop.call_soon(lambda: ran.append(REQUEST_VAR.get()), context=ctx)
+    h4 = loop.call_soon(ran.append, "cancelled")
+    h4.cancel()
+    h5 = loop.call_soon_threadsafe(ran.append, 5)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    return {"ran": ran, "types": sorted({type(h).__name__ for h in (h1, h2, h3, h4, h5)}),
+            "is_handle": all(isinstance(h, asyncio.Handle) for h in (h1, h2, h3, h4, h5)),
+            "context": h3._context is ctx, "cancelled": [h.cancelled() for h in (h1, h4)],
+            "repr": repr(h4).startswith("<Handle cancelled"),
+            "impl": [type(loop._run_once).__name__, type(loop.call_soon).__name__]}
+
+
+async def timers(scope):
+    """Timers fire in order of their deadline; cancelled ones at the heap's head are dropped, and once more than
+    half of over 100 are cancelled the heap is rebuilt without them (asyncio's _run_once does both)."""
+    loop = asyncio.get_running_loop()
+    fired = []
+    for delay, tag in ((0.03, 3), (0.01, 1), (0.02, 2)):
+        loop.call_later(delay, fired.append, tag)
+    loop.call_later(0.001, fired.append, "cancelled").cancel()
+    far = [loop.call_later(60, fired.append, "far") for _ in range(300)]
+    for h in far[:200]:
+        h.cancel()
+    await asyncio.sleep(0.05)
+    left = len(loop._scheduled)
+    for h in far[200:]:
+        h.cancel()
+    return {"fired": fired, "left_after_rebuild": left, "cancelled_count": loop._timer_cancelled_count >= 0}
+
+
+async def callback_error(scope):
+    """A callback that raises goes to the loop's exception handler as Handle._run hands it, and the loop goes on."""
+    loop = asyncio.get_running_loop()
+    seen = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda lp, context: seen.append(context))
+
+    def fails():
+        raise ValueError("from a callback")
+
+    h = loop.call_soon(fails)
+    loop.call_soon(seen.append, "after")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    loop.set_exception_handler(previous)
+    first = seen[0]
+    return {"message": first["message"].startswith("Exception in callback"), "exception": repr(first["exception"]),
+            "handle": first["handle"] is h, "traceback": first["exception"].__traceback__ is not None,
+            "then": seen[1:]}
+
+
+async def debug_mode(scope):
+    """In debug mode the loop is asyncio's own again: handles carry where they were made, callbacks still run."""
+    loop = asyncio.get_running_loop()
+    ran = []
+    loop.set_debug(True)
+    try:
+        h = loop.call_soon(ran.append, "debug")
+        loop.call_soon_threadsafe(ran.append, "threadsafe")
+        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_debug(False)
+    return {"ran": ran, "source_traceback": h._source_traceback is not None}
+
+
 ROUTES = {"/current": current, "/threadsafe_burst": threadsafe_burst, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
-          "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var}
+          "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var,
+          "/handles": handles, "/timers": timers, "/callback_error": callback_error, "/debug": debug_mode}
 
 
 async def app(scope, receive, send):

@@ -1,0 +1,696 @@
+/*
+ * asyncio's event loop where it is hot, in C: a turn of the loop (BaseEventLoop._run_once) and the scheduling of a
+ * callback (call_soon, _call_soon, call_soon_threadsafe).
+ *
+ * A turn drops cancelled timers, polls (the selector is LibuvSelector: one libuv iteration), moves the timers that
+ * fell due to the ready queue, then runs the callbacks that were ready. Step for step what asyncio 3.11's
+ * base_events.py does, on the same attributes and with real asyncio.Handle objects, so every method left in Python
+ * (call_later, run_in_executor, add_reader, the Task and Future code) sees the state it expects.
+ *
+ * Why: Django over ASGI crosses between the loop and asgiref's executor thread about 11 times per request, and
+ * every crossing is a few callbacks (the future's _set_state, the Task's wake-up), each scheduled through
+ * call_soon and run by _run_once and Handle._run: Python bytecode that uvloop runs as C, and the bulk of what
+ * callgrind counted between ponte and uvicorn on uvloop (docs/benchmarks.md). A Handle and a TimerHandle run here
+ * as Handle._run runs them, context.run(callback, *args) without its Python frame; a handle of another type runs
+ * through its own _run().
+ *
+ * In debug mode (slow-callback warnings, source tracebacks, thread checks) each of these hands the call to
+ * asyncio's own method. They are installed as instance attributes of the loop, where run_forever, asyncio's Futures
+ * and Tasks look them up, and only where the loop's class has none of them overridden and has every attribute used
+ * here; PONTE_ASGI_LOOP=python keeps asyncio's.
+ */
+#include "asgi.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../server/log.h"
+
+static struct {
+    PyObject *python_run_once;          /* BaseEventLoop._run_once: a turn in debug mode */
+    PyObject *handle_type, *timer_type; /* asyncio.Handle and asyncio.TimerHandle, run here */
+    PyObject *heappop, *heapify;
+    PyObject *callback_failed; /* asgi_selector.py: what Handle._run does when a callback raises */
+    Py_ssize_t min_scheduled;  /* base_events._MIN_SCHEDULED_TIMER_HANDLES */
+    double min_cancelled;      /* base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION */
+    double max_timeout;        /* base_events.MAXIMUM_SELECT_TIMEOUT */
+    PyObject *s_scheduled, *s_timer_cancelled_count, *s_ready, *s_stopping, *s_selector, *s_clock_resolution, *s_debug,
+        *s_cancelled, *s_when, *s_timer_scheduled, *s_context, *s_callback, *s_args, *s_run, *s_select,
+        *s_process_events, *s_time, *s_popleft, *s_append, *s_closed, *s_loop, *s_repr, *s_source_traceback,
+        *s_call_soon, *s_call_soon_threadsafe, *s_call_soon_internal, *s_write_to_self;
+    PyObject *empty; /* () */
+} R;
+
+/* obj.name as a C truth value: 1, 0, or -1 with an exception set. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    int r = v != NULL ? PyObject_IsTrue(v) : -1;
+
+    Py_XDECREF(v);
+    return r;
+}
+
+/* loop.time(), as a double: -1 with an exception set on error (the clock never reads negative). */
+static double
+loop_time(PyObject *loop)
+{
+    PyObject *t = PyObject_CallMethodNoArgs(loop, R.s_time);
+    double v = t != NULL ? PyFloat_AsDouble(t) : -1;
+
+    Py_XDECREF(t);
+    return v;
+}
+
+/* Pops the heap's head and marks it unscheduled: `heapq.heappop(sched)._scheduled = False`. New ref, or NULL. */
+static PyObject *
+pop_timer(PyObject *sched)
+{
+    PyObject *h = PyObject_CallOneArg(R.heappop, sched);
+
+    if (h != NULL && PyObject_SetAttr(h, R.s_timer_scheduled, Py_False) < 0) {
+        Py_CLEAR(h);
+    }
+    return h;
+}
+
+/* The first part of a turn: cancelled timers leave loop._scheduled, all of them when they are many, else those at
+ * its head. 0, or -1 with an exception set. */
+static int
+drop_cancelled_timers(PyObject *loop)
+{
+    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled), *count_obj = NULL, *fresh = NULL, *h = NULL;
+    Py_ssize_t n, i;
+    long count;
+    int r = -1, c;
+
+    if (sched == NULL || (count_obj = PyObject_GetAttr(loop, R.s_timer_cancelled_count)) == NULL) {
+        goto done;
+    }
+    if (!PyList_Check(sched)) {
+        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        goto done;
+    }
+    count = PyLong_AsLong(count_obj);
+    if (count == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    n = PyList_GET_SIZE(sched);
+    if (n > R.min_scheduled && (double)count / (double)n > R.min_cancelled) {
+        if ((fresh = PyList_New(0)) == NULL) {
+            goto done;
+        }
+        for (i = 0; i < PyList_GET_SIZE(sched); i++) {
+            h = Py_NewRef(PyList_GET_ITEM(sched, i)); /* held: attribute access may run code */
+            if ((c = attr_true(h, R.s_cancelled)) < 0) {
+                goto done;
+            }
+            if (c ? PyObject_SetAttr(h, R.s_timer_scheduled, Py_False) < 0 : PyList_Append(fresh, h) < 0) {
+                goto done;
+            }
+            Py_CLEAR(h);
+        }
+        PyObject *ok = PyObject_CallOneArg(R.heapify, fresh);
+
+        if (ok == NULL) {
+            goto done;
+        }
+        Py_DECREF(ok);
+        if (PyObject_SetAttr(loop, R.s_scheduled, fresh) < 0) {
+            goto done;
+        }
+        count = 0;
+    } else {
+        while (PyList_GET_SIZE(sched) > 0) {
+            h = Py_NewRef(PyList_GET_ITEM(sched, 0));
+            if ((c = attr_true(h, R.s_cancelled)) <= 0) {
+                if (c < 0) {
+                    goto done;
+                }
+                break;
+            }
+            Py_CLEAR(h);
+            count--;
+            if ((h = pop_timer(sched)) == NULL) {
+                goto done;
+            }
+            Py_CLEAR(h);
+        }
+    }
+    if (count != PyLong_AsLong(count_obj)) {
+        PyObject *v = PyLong_FromLong(count);
+
+        if (v == NULL || PyObject_SetAttr(loop, R.s_timer_cancelled_count, v) < 0) {
+            Py_XDECREF(v);
+            goto done;
+        }
+        Py_DECREF(v);
+    }
+    r = 0;
+done:
+    Py_XDECREF(h);
+    Py_XDECREF(fresh);
+    Py_XDECREF(count_obj);
+    Py_XDECREF(sched);
+    return r;
+}
+
+/* How long the poll may block: 0 with callbacks ready or a stop asked, until the next timer, or None (forever).
+ * New ref, or NULL with an exception set. */
+static PyObject *
+select_timeout(PyObject *loop, PyObject *ready)
+{
+    PyObject *sched = NULL, *head = NULL, *when_obj = NULL;
+    PyObject *r = NULL;
+    Py_ssize_t n = PyObject_Length(ready);
+    int stopping = n == 0 ? attr_true(loop, R.s_stopping) : 0;
+    double when, now, t;
+
+    if (n < 0 || stopping < 0) {
+        return NULL;
+    }
+    if (n > 0 || stopping) {
+        return PyLong_FromLong(0);
+    }
+    if ((sched = PyObject_GetAttr(loop, R.s_scheduled)) == NULL || !PyList_Check(sched)) {
+        if (sched != NULL) {
+            PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        }
+        goto done;
+    }
+    if (PyList_GET_SIZE(sched) == 0) {
+        r = Py_NewRef(Py_None);
+        goto done;
+    }
+    head = Py_NewRef(PyList_GET_ITEM(sched, 0));
+    if ((when_obj = PyObject_GetAttr(head, R.s_when)) == NULL) {
+        goto done;
+    }
+    when = PyFloat_AsDouble(when_obj);
+    if ((when == -1 && PyErr_Occurred()) || ((now = loop_time(loop)) < 0 && PyErr_Occurred())) {
+        goto done;
+    }
+    t = when - now;
+    r = PyFloat_FromDouble(t < 0 ? 0 : t > R.max_timeout ? R.max_timeout : t);
+done:
+    Py_XDECREF(when_obj);
+    Py_XDECREF(head);
+    Py_XDECREF(sched);
+    return r;
+}
+
+/* Timers due by now (within the clock's resolution) move to the ready queue. 0, or -1 with an exception set. */
+static int
+queue_due_timers(PyObject *loop, PyObject *ready)
+{
+    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled), *res = NULL, *h = NULL, *w = NULL;
+    double end, when;
+    int r = -1;
+
+    if (sched == NULL || (res = PyObject_GetAttr(loop, R.s_clock_resolution)) == NULL) {
+        goto done;
+    }
+    if (!PyList_Check(sched)) {
+        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        goto done;
+    }
+    end = loop_time(loop);
+    if (end < 0 && PyErr_Occurred()) {
+        goto done;
+    }
+    end += PyFloat_AsDouble(res);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    while (PyList_GET_SIZE(sched) > 0) {
+        h = Py_NewRef(PyList_GET_ITEM(sched, 0));
+        if ((w = PyObject_GetAttr(h, R.s_when)) == NULL) {
+            goto done;
+        }
+        when = PyFloat_AsDouble(w);
+        Py_CLEAR(w);
+        if (when == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (when >= end) {
+            break;
+        }
+        Py_CLEAR(h);
+        if ((h = pop_timer(sched)) == NULL) {
+            goto done;
+        }
+        PyObject *ok = PyObject_CallMethodOneArg(ready, R.s_append, h);
+
+        if (ok == NULL) {
+            goto done;
+        }
+        Py_DECREF(ok);
+        Py_CLEAR(h);
+    }
+    r = 0;
+done:
+    Py_XDECREF(h);
+    Py_XDECREF(res);
+    Py_XDECREF(sched);
+    return r;
+}
+
+/*
+ * Runs one ready handle as Handle._run does: the callback in the handle's context, an exception other than
+ * SystemExit and KeyboardInterrupt handed to the loop's exception handler. 0, or -1 with an exception set (those
+ * two, or the handler's own failure), which ends the turn as it does in asyncio.
+ */
+static int
+run_handle(PyObject *h)
+{
+    PyObject *ctx = NULL, *cb = NULL, *args = NULL, *res = NULL;
+    PyObject *type, *value, *tb;
+    int r = -1;
+
+    if (!Py_IS_TYPE(h, (PyTypeObject *)R.handle_type) && !Py_IS_TYPE(h, (PyTypeObject *)R.timer_type)) {
+        res = PyObject_CallMethodNoArgs(h, R.s_run); /* its own _run: it reports what it catches itself */
+        goto done;
+    }
+    if ((ctx = PyObject_GetAttr(h, R.s_context)) == NULL || (cb = PyObject_GetAttr(h, R.s_callback)) == NULL
+        || (args = PyObject_GetAttr(h, R.s_args)) == NULL) {
+        goto done;
+    }
+    if (!PyContext_CheckExact(ctx) || !PyTuple_Check(args)) {
+        res = PyObject_CallMethodNoArgs(h, R.s_run); /* a context or arguments of another kind: asyncio's way */
+        goto done;
+    }
+    if (PyContext_Enter(ctx) == 0) {
+        res = PyObject_Call(cb, args, NULL);
+        if (PyContext_Exit(ctx) < 0) {
+            Py_CLEAR(res);
+        }
+    }
+    if (res == NULL && !PyErr_ExceptionMatches(PyExc_SystemExit) && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        res = PyObject_CallFunctionObjArgs(R.callback_failed, h, value, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+done:
+    if (res != NULL) {
+        r = 0;
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(args);
+    Py_XDECREF(cb);
+    Py_XDECREF(ctx);
+    return r;
+}
+
+/* Runs the callbacks ready at this point, not those they queue (they wait for the next turn, after a poll). */
+static int
+run_ready(PyObject *ready)
+{
+    PyObject *popleft = PyObject_GetAttr(ready, R.s_popleft), *h;
+    Py_ssize_t ntodo = PyObject_Length(ready), i;
+    int c, r = -1;
+
+    if (popleft == NULL || ntodo < 0) {
+        goto done;
+    }
+    for (i = 0; i < ntodo; i++) {
+        if ((h = PyObject_CallNoArgs(popleft)) == NULL) {
+            goto done;
+        }
+        c = attr_true(h, R.s_cancelled);
+        if (c < 0 || (c == 0 && run_handle(h) < 0)) {
+            Py_DECREF(h);
+            goto done;
+        }
+        Py_DECREF(h);
+    }
+    r = 0;
+done:
+    Py_XDECREF(popleft);
+    return r;
+}
+
+static PyObject *
+run_once(PyObject *loop, PyObject *unused)
+{
+    PyObject *ready = NULL, *timeout = NULL, *selector = NULL, *events = NULL, *r = NULL;
+    int debug = attr_true(loop, R.s_debug);
+
+    if (debug != 0) {
+        return debug < 0 ? NULL : PyObject_CallOneArg(R.python_run_once, loop);
+    }
+    if (drop_cancelled_timers(loop) < 0 || (ready = PyObject_GetAttr(loop, R.s_ready)) == NULL
+        || (timeout = select_timeout(loop, ready)) == NULL || (selector = PyObject_GetAttr(loop, R.s_selector)) == NULL
+        || (events = PyObject_CallMethodOneArg(selector, R.s_select, timeout)) == NULL) {
+        goto done;
+    }
+    r = PyObject_CallMethodOneArg(loop, R.s_process_events, events);
+    Py_CLEAR(events); /* as asyncio: breaks cycles when an exception occurs */
+    if (r == NULL || queue_due_timers(loop, ready) < 0 || run_ready(ready) < 0) {
+        Py_CLEAR(r);
+        goto done;
+    }
+done:
+    Py_XDECREF(events);
+    Py_XDECREF(selector);
+    Py_XDECREF(timeout);
+    Py_XDECREF(ready);
+    return r;
+}
+
+static PyMethodDef run_once_def = { "_run_once", run_once, METH_NOARGS,
+                                    "ponte: one turn of asyncio's loop (BaseEventLoop._run_once), in C" };
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Scheduling a callback: call_soon, _call_soon, call_soon_threadsafe */
+
+/*
+ * asyncio.Handle(callback, args, loop, context) as its __init__ builds it outside debug mode (the only mode these
+ * run in): the same type and slots, without running __init__'s Python. New ref, or NULL with an exception set.
+ */
+static PyObject *
+handle_new(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context)
+{
+    PyTypeObject *type = (PyTypeObject *)R.handle_type;
+    PyObject *h = type->tp_new(type, R.empty, NULL), *ctx = NULL;
+
+    if (h == NULL) {
+        return NULL;
+    }
+    ctx = context == NULL || context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
+    if (ctx == NULL || PyObject_SetAttr(h, R.s_context, ctx) < 0 || PyObject_SetAttr(h, R.s_loop, loop) < 0
+        || PyObject_SetAttr(h, R.s_callback, callback) < 0 || PyObject_SetAttr(h, R.s_args, args) < 0
+        || PyObject_SetAttr(h, R.s_cancelled, Py_False) < 0 || PyObject_SetAttr(h, R.s_repr, Py_None) < 0
+        || PyObject_SetAttr(h, R.s_source_traceback, Py_None) < 0) {
+        Py_CLEAR(h);
+    }
+    Py_XDECREF(ctx);
+    return h;
+}
+
+/* The handle, queued on loop._ready. New ref, or NULL with an exception set. */
+static PyObject *
+queue_handle(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context)
+{
+    PyObject *h = handle_new(loop, callback, args, context), *ready = NULL, *ok = NULL;
+
+    if (h != NULL && (ready = PyObject_GetAttr(loop, R.s_ready)) != NULL) {
+        ok = PyObject_CallMethodOneArg(ready, R.s_append, h);
+    }
+    Py_XDECREF(ready);
+    if (ok == NULL) {
+        Py_CLEAR(h);
+    }
+    Py_XDECREF(ok);
+    return h;
+}
+
+/* type(loop).name(loop, *args, **kw): asyncio's own method, for debug mode and for calls these do not take. */
+static PyObject *
+class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *func = PyObject_GetAttr((PyObject *)Py_TYPE(loop), name), *r = NULL;
+    PyObject **stack = PyMem_Malloc((size_t)(n + 1) * sizeof(*stack));
+
+    if (func != NULL && stack != NULL) {
+        stack[0] = loop;
+        memcpy(stack + 1, args, (size_t)n * sizeof(*stack));
+        r = PyObject_Vectorcall(func, stack, (size_t)nargs + 1, kwnames);
+    } else if (stack == NULL) {
+        PyErr_NoMemory();
+    }
+    PyMem_Free(stack);
+    Py_XDECREF(func);
+    return r;
+}
+
+/*
+ * call_soon(callback, *args, context=None) and call_soon_threadsafe(...): what asyncio does outside debug mode.
+ * 1 when done (*handle set, a new ref), 0 when asyncio's own method must take the call, -1 on error.
+ */
+static int
+schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **handle)
+{
+    PyObject *context = NULL, *cbargs;
+    Py_ssize_t i;
+    int debug, closed;
+
+    if (nargs < 1
+        || (kwnames != NULL
+            && (PyTuple_GET_SIZE(kwnames) != 1
+                || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") != 0))) {
+        return 0; /* asyncio's says what is wrong with the call */
+    }
+    if (kwnames != NULL) {
+        context = args[nargs];
+    }
+    if ((debug = attr_true(loop, R.s_debug)) != 0) {
+        return debug < 0 ? -1 : 0;
+    }
+    if ((closed = attr_true(loop, R.s_closed)) != 0) {
+        if (closed > 0) {
+            PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        }
+        return -1;
+    }
+    if ((cbargs = PyTuple_New(nargs - 1)) == NULL) {
+        return -1;
+    }
+    for (i = 1; i < nargs; i++) {
+        PyTuple_SET_ITEM(cbargs, i - 1, Py_NewRef(args[i]));
+    }
+    *handle = queue_handle(loop, args[0], cbargs, context);
+    Py_DECREF(cbargs);
+    return *handle != NULL ? 1 : -1;
+}
+
+static PyObject *
+call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *h = NULL;
+    int r = schedule(loop, args, nargs, kwnames, &h);
+
+    return r > 0 ? h : r < 0 ? NULL : class_call(loop, R.s_call_soon, args, nargs, kwnames);
+}
+
+/* From any thread, with the GIL: deque.append is atomic under it, as asyncio's relies on. */
+static PyObject *
+call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *h = NULL, *ok;
+    int r = schedule(loop, args, nargs, kwnames, &h);
+
+    if (r <= 0) {
+        return r < 0 ? NULL : class_call(loop, R.s_call_soon_threadsafe, args, nargs, kwnames);
+    }
+    ok = PyObject_CallMethodNoArgs(loop, R.s_write_to_self);
+    if (ok == NULL) {
+        Py_CLEAR(h);
+    }
+    Py_XDECREF(ok);
+    return h;
+}
+
+/* _call_soon(callback, args, context): what asyncio's call_soon and call_soon_threadsafe queue a handle through. */
+static PyObject *
+call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    int debug = nargs == 3 ? attr_true(loop, R.s_debug) : 0;
+
+    if (debug < 0) {
+        return NULL;
+    }
+    if (nargs != 3 || debug) {
+        return class_call(loop, R.s_call_soon_internal, args, nargs, NULL);
+    }
+    return queue_handle(loop, args[0], args[1], args[2]);
+}
+
+static PyMethodDef call_soon_def = { "call_soon", (PyCFunction)(void (*)(void))call_soon, METH_FASTCALL | METH_KEYWORDS,
+                                     "ponte: asyncio's call_soon, in C" };
+static PyMethodDef call_soon_threadsafe_def = { "call_soon_threadsafe",
+                                                (PyCFunction)(void (*)(void))call_soon_threadsafe,
+                                                METH_FASTCALL | METH_KEYWORDS,
+                                                "ponte: asyncio's call_soon_threadsafe, in C" };
+static PyMethodDef call_soon_internal_def = { "_call_soon", (PyCFunction)(void (*)(void))call_soon_internal,
+                                              METH_FASTCALL, "ponte: asyncio's _call_soon, in C" };
+
+/* The limits asyncio's _run_once reads from its module. NULL, or what is missing. */
+static const char *
+read_constants(PyObject *base)
+{
+    PyObject *v = PyObject_GetAttrString(base, "_MIN_SCHEDULED_TIMER_HANDLES");
+
+    R.min_scheduled = v ? PyLong_AsSsize_t(v) : -1;
+    Py_XDECREF(v);
+    v = PyObject_GetAttrString(base, "_MIN_CANCELLED_TIMER_HANDLES_FRACTION");
+    R.min_cancelled = v ? PyFloat_AsDouble(v) : -1;
+    Py_XDECREF(v);
+    v = PyObject_GetAttrString(base, "MAXIMUM_SELECT_TIMEOUT");
+    R.max_timeout = v ? PyFloat_AsDouble(v) : -1;
+    Py_XDECREF(v);
+    if (PyErr_Occurred() || R.min_scheduled < 0 || R.min_cancelled < 0 || R.max_timeout <= 0) {
+        return "asyncio.base_events has not the constants of its _run_once";
+    }
+    return NULL;
+}
+
+/* What the C turn needs of asyncio, looked up once. NULL, or why it cannot run (an exception may be set). */
+static const char *
+look_up(PyObject *loop, PyObject *ns)
+{
+    static const char *attrs[] = {
+        "_scheduled", "_timer_cancelled_count", "_ready", "_stopping", "_selector",     "_clock_resolution",
+        "_debug",     "_process_events",        "time",   "_closed",   "_write_to_self"
+    };
+    static const char *methods[] = { "_run_once", "call_soon", "_call_soon", "call_soon_threadsafe" };
+    PyObject *base = PyImport_ImportModule("asyncio.base_events");
+    PyObject *events = base ? PyImport_ImportModule("asyncio.events") : NULL;
+    PyObject *heapq = events ? PyImport_ImportModule("heapq") : NULL;
+    PyObject *cls = NULL, *v, *w;
+    const char *why = NULL;
+    size_t i;
+
+    if (heapq == NULL) {
+        why = "asyncio or heapq did not import";
+        goto done;
+    }
+    cls = PyObject_GetAttrString(base, "BaseEventLoop");
+    R.python_run_once = cls ? PyObject_GetAttrString(cls, "_run_once") : NULL;
+    R.handle_type = PyObject_GetAttrString(events, "Handle");
+    R.timer_type = R.handle_type ? PyObject_GetAttrString(events, "TimerHandle") : NULL;
+    R.heappop = PyObject_GetAttrString(heapq, "heappop");
+    R.heapify = PyObject_GetAttrString(heapq, "heapify");
+    R.callback_failed = PyDict_GetItemString(ns, "_callback_failed"); /* borrowed, then kept */
+    Py_XINCREF(R.callback_failed);
+    if (R.python_run_once == NULL || R.handle_type == NULL || R.timer_type == NULL || R.heappop == NULL
+        || R.heapify == NULL || R.callback_failed == NULL || !PyType_Check(R.handle_type)
+        || !PyType_Check(R.timer_type)) {
+        why = "asyncio has no BaseEventLoop._run_once, Handle or TimerHandle";
+        goto done;
+    }
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]) && why == NULL; i++) {
+        v = PyObject_GetAttrString((PyObject *)Py_TYPE(loop), methods[i]);
+        w = PyObject_GetAttrString(cls, methods[i]);
+        if (v == NULL || v != w) {
+            why = "the loop's class has a call_soon, call_soon_threadsafe or _run_once of its own";
+        }
+        Py_XDECREF(v);
+        Py_XDECREF(w);
+    }
+    if (why != NULL) {
+        goto done;
+    }
+    for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
+        if (!PyObject_HasAttrString(loop, attrs[i])) {
+            why = "the loop has no attribute the C turn uses";
+            goto done;
+        }
+    }
+    v = PyObject_GetAttrString(loop, "_ready");
+    if (v == NULL || strcmp(Py_TYPE(v)->tp_name, "collections.deque") != 0) {
+        why = "loop._ready is not a deque";
+    }
+    Py_XDECREF(v);
+    v = why == NULL ? PyObject_GetAttrString(loop, "_scheduled") : NULL;
+    if (why == NULL && (v == NULL || !PyList_Check(v))) {
+        why = "loop._scheduled is not a list";
+    }
+    Py_XDECREF(v);
+    if (why != NULL) {
+        goto done;
+    }
+    why = read_constants(base);
+done:
+    PyErr_Clear();
+    Py_XDECREF(cls);
+    Py_XDECREF(heapq);
+    Py_XDECREF(events);
+    Py_XDECREF(base);
+    return why;
+}
+
+static int
+intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        { &R.s_scheduled, "_scheduled" },
+        { &R.s_timer_cancelled_count, "_timer_cancelled_count" },
+        { &R.s_ready, "_ready" },
+        { &R.s_stopping, "_stopping" },
+        { &R.s_selector, "_selector" },
+        { &R.s_clock_resolution, "_clock_resolution" },
+        { &R.s_debug, "_debug" },
+        { &R.s_cancelled, "_cancelled" },
+        { &R.s_when, "_when" },
+        { &R.s_timer_scheduled, "_scheduled" },
+        { &R.s_context, "_context" },
+        { &R.s_callback, "_callback" },
+        { &R.s_args, "_args" },
+        { &R.s_run, "_run" },
+        { &R.s_select, "select" },
+        { &R.s_process_events, "_process_events" },
+        { &R.s_time, "time" },
+        { &R.s_popleft, "popleft" },
+        { &R.s_append, "append" },
+        { &R.s_closed, "_closed" },
+        { &R.s_loop, "_loop" },
+        { &R.s_repr, "_repr" },
+        { &R.s_source_traceback, "_source_traceback" },
+        { &R.s_call_soon, "call_soon" },
+        { &R.s_call_soon_threadsafe, "call_soon_threadsafe" },
+        { &R.s_call_soon_internal, "_call_soon" },
+        { &R.s_write_to_self, "_write_to_self" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) {
+            return -1;
+        }
+    }
+    R.empty = PyTuple_New(0);
+    return R.empty != NULL ? 0 : -1;
+}
+
+int
+pt_asgi_loop_once_install(PyObject *loop, PyObject *ns)
+{
+    static PyMethodDef *defs[] = { &run_once_def, &call_soon_def, &call_soon_internal_def, &call_soon_threadsafe_def };
+    const char *env = getenv("PONTE_ASGI_LOOP"), *why;
+    PyObject *f;
+    size_t i;
+
+    if (env != NULL && strcmp(env, "python") == 0) {
+        pt_log_info("ASGI: asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)");
+        return 0;
+    }
+    if (intern_names() < 0) {
+        return -1;
+    }
+    why = look_up(loop, ns);
+    if (why != NULL) {
+        pt_log_warning("ASGI: asyncio's loop turns and schedules in Python, not in C: %s", why);
+        return 0;
+    }
+    for (i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+        f = PyCFunction_New(defs[i], loop);
+        if (f == NULL || PyObject_SetAttrString(loop, defs[i]->ml_name, f) < 0) {
+            Py_XDECREF(f);
+            return -1;
+        }
+        Py_DECREF(f);
+    }
+    pt_log_info("ASGI: asyncio's loop turns and schedules in C (PONTE_ASGI_LOOP=python keeps asyncio's own)");
+    return 0;
+}
