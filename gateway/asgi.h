@@ -49,6 +49,9 @@ int pt_asgi_loop_run(PyThreadState **main_ts);
 /* Makes the loop's turn (_run_once) C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
  * ns is asgi_selector.py's namespace. */
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
+/* type(loop).name(loop, *args, **kwargs), vectorcall-style: the loop's class method, past any instance attribute. */
+PyObject *pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames);
 
 /* ---- asgi_run.c ---- */
 int pt_asgi_run_init(void);

@@ -63,6 +63,19 @@ loop_time(PyObject *loop)
     return v;
 }
 
+/* loop._scheduled, asyncio's heap of TimerHandles: a list. New ref, or NULL with an exception set. */
+static PyObject *
+timers_of(PyObject *loop)
+{
+    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled);
+
+    if (sched != NULL && !PyList_Check(sched)) {
+        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        Py_CLEAR(sched);
+    }
+    return sched;
+}
+
 /* Pops the heap's head and marks it unscheduled: `heapq.heappop(sched)._scheduled = False`. New ref, or NULL. */
 static PyObject *
 pop_timer(PyObject *sched)
@@ -80,16 +93,12 @@ pop_timer(PyObject *sched)
 static int
 drop_cancelled_timers(PyObject *loop)
 {
-    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled), *count_obj = NULL, *fresh = NULL, *h = NULL;
+    PyObject *sched = timers_of(loop), *count_obj = NULL, *fresh = NULL, *h = NULL;
     Py_ssize_t n, i;
     long count;
     int r = -1, c;
 
     if (sched == NULL || (count_obj = PyObject_GetAttr(loop, R.s_timer_cancelled_count)) == NULL) {
-        goto done;
-    }
-    if (!PyList_Check(sched)) {
-        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
         goto done;
     }
     count = PyLong_AsLong(count_obj);
@@ -173,10 +182,7 @@ select_timeout(PyObject *loop, PyObject *ready)
     if (n > 0 || stopping) {
         return PyLong_FromLong(0);
     }
-    if ((sched = PyObject_GetAttr(loop, R.s_scheduled)) == NULL || !PyList_Check(sched)) {
-        if (sched != NULL) {
-            PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
-        }
+    if ((sched = timers_of(loop)) == NULL) {
         goto done;
     }
     if (PyList_GET_SIZE(sched) == 0) {
@@ -204,15 +210,11 @@ done:
 static int
 queue_due_timers(PyObject *loop, PyObject *ready)
 {
-    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled), *res = NULL, *h = NULL, *w = NULL;
+    PyObject *sched = timers_of(loop), *res = NULL, *h = NULL, *w = NULL;
     double end, when;
     int r = -1;
 
     if (sched == NULL || (res = PyObject_GetAttr(loop, R.s_clock_resolution)) == NULL) {
-        goto done;
-    }
-    if (!PyList_Check(sched)) {
-        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
         goto done;
     }
     end = loop_time(loop);
@@ -412,8 +414,8 @@ queue_handle(PyObject *loop, PyObject *callback, PyObject *args, PyObject *conte
 }
 
 /* type(loop).name(loop, *args, **kw): asyncio's own method, for debug mode and for calls these do not take. */
-static PyObject *
-class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+PyObject *
+pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *func = PyObject_GetAttr((PyObject *)Py_TYPE(loop), name), *r = NULL;
@@ -477,7 +479,7 @@ call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     PyObject *h = NULL;
     int r = schedule(loop, args, nargs, kwnames, &h);
 
-    return r > 0 ? h : r < 0 ? NULL : class_call(loop, R.s_call_soon, args, nargs, kwnames);
+    return r > 0 ? h : r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon, args, nargs, kwnames);
 }
 
 /* From any thread, with the GIL: deque.append is atomic under it, as asyncio's relies on. */
@@ -488,7 +490,7 @@ call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, Py
     int r = schedule(loop, args, nargs, kwnames, &h);
 
     if (r <= 0) {
-        return r < 0 ? NULL : class_call(loop, R.s_call_soon_threadsafe, args, nargs, kwnames);
+        return r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon_threadsafe, args, nargs, kwnames);
     }
     ok = PyObject_CallMethodNoArgs(loop, R.s_write_to_self);
     if (ok == NULL) {
@@ -508,7 +510,7 @@ call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (nargs != 3 || debug) {
-        return class_call(loop, R.s_call_soon_internal, args, nargs, NULL);
+        return pt_asgi_loop_class_call(loop, R.s_call_soon_internal, args, nargs, NULL);
     }
     return queue_handle(loop, args[0], args[1], args[2]);
 }

@@ -39,20 +39,7 @@ real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
     if (K.own != NULL) {
         return PyObject_Vectorcall(K.own, args, (size_t)nargs, kwnames);
     }
-    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *func = PyObject_GetAttr((PyObject *)Py_TYPE(pt_asgi.loop), K.name), *r = NULL;
-    PyObject **stack = malloc((size_t)(n + 1) * sizeof(*stack));
-
-    if (func != NULL && stack != NULL) {
-        stack[0] = pt_asgi.loop;
-        memcpy(stack + 1, args, (size_t)n * sizeof(*stack));
-        r = PyObject_Vectorcall(func, stack, (size_t)nargs + 1, kwnames);
-    } else if (stack == NULL) {
-        PyErr_NoMemory();
-    }
-    free(stack);
-    Py_XDECREF(func);
-    return r;
+    return pt_asgi_loop_class_call(pt_asgi.loop, K.name, args, nargs, kwnames);
 }
 
 /* Shadows loop.call_soon while a Task is built: keeps call_soon(step, context=ctx), passes anything else on. */
