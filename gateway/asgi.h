@@ -42,6 +42,8 @@ void pt_asgi_handle_events(void);
 int pt_asgi_loop_init(uv_loop_t *loop);
 /* Makes the loop's call_soon_threadsafe wake-up keep the GIL (see asgi_loop.c), where the loop has the method. */
 void pt_asgi_loop_wake_keeps_gil(PyObject *loop);
+/* LibuvSelector.select(timeout) in C, given the selector's {fd: SelectorKey} (see asgi_loop.c). New ref or NULL. */
+PyObject *pt_asgi_loop_select(PyObject *keys, PyObject *timeout);
 /* Runs asyncio's run_forever until the server has closed everything (pt_app_t.run). */
 int pt_asgi_loop_run(PyThreadState **main_ts);
 
@@ -49,6 +51,8 @@ int pt_asgi_loop_run(PyThreadState **main_ts);
 /* Makes the loop's turn (_run_once) C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
  * ns is asgi_selector.py's namespace. */
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
+/* Whether the loop's class takes `method` from module.cls (asyncio's own, not an override). */
+bool pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method);
 /* type(loop).name(loop, *args, **kwargs), vectorcall-style: the loop's class method, past any instance attribute. */
 PyObject *pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames);

@@ -235,19 +235,22 @@ wake_ready_waiting(void)
     return n > 0;
 }
 
-static PyObject *
-mod_run_once(PyObject *mod, PyObject *arg)
+/*
+ * asyncio's select(timeout): one libuv iteration, with the GIL released, for at most `timeout` seconds (None:
+ * until something happens). Leaves the descriptors asyncio watches that libuv found ready in L.ready. 0, or -1
+ * with an exception set.
+ */
+static int
+poll_once(PyObject *arg)
 {
     double timeout = -1;
     PyThreadState *ts;
-    PyObject *list;
     int alive;
-    size_t i;
 
     if (arg != Py_None) {
         timeout = PyFloat_AsDouble(arg);
         if (timeout == -1 && PyErr_Occurred()) {
-            return NULL;
+            return -1;
         }
         if (timeout < 0) {
             timeout = 0;
@@ -280,8 +283,17 @@ mod_run_once(PyObject *mod, PyObject *arg)
         Py_XDECREF(r);
         L.stopped = true;
     }
-    list = PyList_New((Py_ssize_t)L.nready);
-    if (list == NULL) {
+    return 0;
+}
+
+/* _ponte.run_once(timeout) -> [(fd, events)], for LibuvSelector.select. */
+static PyObject *
+mod_run_once(PyObject *mod, PyObject *arg)
+{
+    PyObject *list;
+    size_t i;
+
+    if (poll_once(arg) < 0 || (list = PyList_New((Py_ssize_t)L.nready)) == NULL) {
         return NULL;
     }
     for (i = 0; i < L.nready; i++) {
@@ -294,6 +306,56 @@ mod_run_once(PyObject *mod, PyObject *arg)
         PyList_SET_ITEM(list, (Py_ssize_t)i, t);
     }
     return list;
+}
+
+/*
+ * LibuvSelector.select(timeout) without its Python: [(key, events)] for each ready descriptor registered in `keys`
+ * (the selector's {fd: SelectorKey}), events being what libuv saw of what the key asks for. New ref, or NULL.
+ */
+PyObject *
+pt_asgi_loop_select(PyObject *keys, PyObject *timeout)
+{
+    PyObject *list, *fd = NULL, *key, *pair;
+    size_t i;
+    long want;
+
+    if (poll_once(timeout) < 0 || (list = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < L.nready; i++) {
+        if ((fd = PyLong_FromLong(L.ready[i].fd)) == NULL) {
+            goto error;
+        }
+        key = PyDict_GetItemWithError(keys, fd); /* borrowed */
+        Py_CLEAR(fd);
+        if (key == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            continue;
+        }
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 3) {
+            PyErr_SetString(PyExc_TypeError, "a selector key is not a SelectorKey");
+            goto error;
+        }
+        want = PyLong_AsLong(PyTuple_GET_ITEM(key, 2)); /* key.events */
+        if (want == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if ((want &= L.ready[i].mask) == 0) {
+            continue;
+        }
+        pair = Py_BuildValue("(Ol)", key, want);
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_XDECREF(pair);
+            goto error;
+        }
+        Py_DECREF(pair);
+    }
+    return list;
+error:
+    Py_DECREF(list);
+    return NULL;
 }
 
 static PyObject *
@@ -347,6 +409,84 @@ write_to_self(PyObject *loop, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/*
+ * loop._read_from_self, the reader of that socket: the same loop (read until it would block, hand what was read to
+ * _process_self_data), keeping the GIL for a recv that never blocks, and without the BlockingIOError asyncio raises
+ * and catches to end each wake-up. call_soon_threadsafe's bytes are zeros, which both of asyncio's
+ * _process_self_data skip; only a signal number (add_signal_handler) is handed on, or everything where the loop's
+ * class has a _process_self_data of its own.
+ */
+static struct {
+    PyObject *ssock, *process_name;
+    int fd;
+    bool all_bytes; /* hand zeros on too */
+} RK;
+
+static PyObject *
+read_from_self(PyObject *loop, PyObject *unused)
+{
+    char buf[4096];
+    ssize_t n;
+
+    for (;;) {
+        n = recv(RK.fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            ssize_t i = 0;
+
+            while (!RK.all_bytes && i < n && buf[i] == 0) {
+                i++;
+            }
+            if (i < n) {
+                PyObject *data = PyBytes_FromStringAndSize(buf, n);
+                PyObject *r = data ? PyObject_CallMethodOneArg(loop, RK.process_name, data) : NULL;
+
+                Py_XDECREF(data);
+                if (r == NULL) {
+                    return NULL;
+                }
+                Py_DECREF(r);
+            }
+        } else if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else if (errno != EINTR) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef read_from_self_def = { "_read_from_self", read_from_self, METH_NOARGS,
+                                          "ponte: read the loop's wake-up bytes keeping the GIL" };
+
+/* Makes read_from_self the reader of the loop's self-pipe, where the loop has asyncio's. */
+static void
+read_keeps_gil(PyObject *loop)
+{
+    PyObject *ssock = NULL, *f = NULL, *r = NULL;
+
+    if (!pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop", "_read_from_self")
+        || !PyObject_HasAttrString(loop, "_add_reader")) {
+        pt_log_info("ASGI: the loop reads its wake-ups as asyncio does (no _read_from_self of asyncio's to replace)");
+        return;
+    }
+    RK.all_bytes = !pt_asgi_same_method(loop, "asyncio.unix_events", "_UnixSelectorEventLoop", "_process_self_data")
+        && !pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop", "_process_self_data");
+    RK.process_name = PyUnicode_InternFromString("_process_self_data");
+    ssock = PyObject_GetAttrString(loop, "_ssock");
+    RK.fd = ssock != NULL && ssock != Py_None ? PyObject_AsFileDescriptor(ssock) : -1;
+    f = RK.fd >= 0 && RK.process_name != NULL ? PyCFunction_New(&read_from_self_def, loop) : NULL;
+    /* _add_reader on a descriptor already watched replaces its reader (and cancels the old one's handle). */
+    r = f != NULL ? PyObject_CallMethod(loop, "_add_reader", "iO", RK.fd, f) : NULL;
+    if (r == NULL || PyObject_SetAttrString(loop, "_read_from_self", f) < 0) {
+        pt_py_log_exception("cannot replace the loop's _read_from_self", NULL);
+        Py_XDECREF(ssock);
+    } else {
+        RK.ssock = ssock; /* kept, so that its descriptor cannot be reused while it is watched */
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(f);
+}
+
 static PyMethodDef write_to_self_def = { "_write_to_self", write_to_self, METH_NOARGS,
                                          "ponte: wake the loop (call_soon_threadsafe) keeping the GIL" };
 
@@ -375,6 +515,7 @@ pt_asgi_loop_wake_keeps_gil(PyObject *loop)
         WK.loop = loop; /* borrowed: the loop outlives the server (pt_asgi.loop) */
     }
     PyErr_Clear();
+    read_keeps_gil(loop);
 }
 
 static PyMethodDef mod_methods[] = {

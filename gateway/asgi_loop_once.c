@@ -38,7 +38,10 @@ static struct {
         *s_cancelled, *s_when, *s_timer_scheduled, *s_context, *s_callback, *s_args, *s_run, *s_select,
         *s_process_events, *s_time, *s_popleft, *s_append, *s_closed, *s_loop, *s_repr, *s_source_traceback,
         *s_call_soon, *s_call_soon_threadsafe, *s_call_soon_internal, *s_write_to_self;
-    PyObject *empty; /* () */
+    PyObject *empty;             /* () */
+    PyObject *selector_type;     /* LibuvSelector: its select() is pt_asgi_loop_select */
+    bool process_events_is_base; /* the loop's _process_events is asyncio's, which does nothing with no events */
+    PyObject *s_keys;
 } R;
 
 /* obj.name as a C truth value: 1, 0, or -1 with an exception set. */
@@ -338,6 +341,27 @@ done:
     return r;
 }
 
+/* selector.select(timeout); for ponte's own LibuvSelector, the same without its Python. New ref, or NULL. */
+static PyObject *
+select_events(PyObject *selector, PyObject *timeout)
+{
+    PyObject *keys, *events;
+
+    if (!Py_IS_TYPE(selector, (PyTypeObject *)R.selector_type)) {
+        return PyObject_CallMethodOneArg(selector, R.s_select, timeout);
+    }
+    if ((keys = PyObject_GetAttr(selector, R.s_keys)) == NULL) {
+        return NULL;
+    }
+    if (!PyDict_Check(keys)) {
+        Py_DECREF(keys);
+        return PyObject_CallMethodOneArg(selector, R.s_select, timeout);
+    }
+    events = pt_asgi_loop_select(keys, timeout);
+    Py_DECREF(keys);
+    return events;
+}
+
 static PyObject *
 run_once(PyObject *loop, PyObject *unused)
 {
@@ -349,10 +373,14 @@ run_once(PyObject *loop, PyObject *unused)
     }
     if (drop_cancelled_timers(loop) < 0 || (ready = PyObject_GetAttr(loop, R.s_ready)) == NULL
         || (timeout = select_timeout(loop, ready)) == NULL || (selector = PyObject_GetAttr(loop, R.s_selector)) == NULL
-        || (events = PyObject_CallMethodOneArg(selector, R.s_select, timeout)) == NULL) {
+        || (events = select_events(selector, timeout)) == NULL) {
         goto done;
     }
-    r = PyObject_CallMethodOneArg(loop, R.s_process_events, events);
+    if (PyList_CheckExact(events) && PyList_GET_SIZE(events) == 0 && R.process_events_is_base) {
+        r = Py_NewRef(Py_None);
+    } else {
+        r = PyObject_CallMethodOneArg(loop, R.s_process_events, events);
+    }
     Py_CLEAR(events); /* as asyncio: breaks cycles when an exception occurs */
     if (r == NULL || queue_due_timers(loop, ready) < 0 || run_ready(ready) < 0) {
         Py_CLEAR(r);
@@ -524,6 +552,23 @@ static PyMethodDef call_soon_threadsafe_def = { "call_soon_threadsafe",
 static PyMethodDef call_soon_internal_def = { "_call_soon", (PyCFunction)(void (*)(void))call_soon_internal,
                                               METH_FASTCALL, "ponte: asyncio's _call_soon, in C" };
 
+bool
+pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    PyObject *c = mod ? PyObject_GetAttrString(mod, cls) : NULL;
+    PyObject *theirs = c ? PyObject_GetAttrString(c, method) : NULL;
+    PyObject *mine = theirs ? PyObject_GetAttrString((PyObject *)Py_TYPE(loop), method) : NULL;
+    bool same = mine != NULL && mine == theirs;
+
+    PyErr_Clear();
+    Py_XDECREF(mine);
+    Py_XDECREF(theirs);
+    Py_XDECREF(c);
+    Py_XDECREF(mod);
+    return same;
+}
+
 /* The limits asyncio's _run_once reads from its module. NULL, or what is missing. */
 static const char *
 read_constants(PyObject *base)
@@ -572,6 +617,10 @@ look_up(PyObject *loop, PyObject *ns)
     R.heapify = PyObject_GetAttrString(heapq, "heapify");
     R.callback_failed = PyDict_GetItemString(ns, "_callback_failed"); /* borrowed, then kept */
     Py_XINCREF(R.callback_failed);
+    R.selector_type = PyDict_GetItemString(ns, "LibuvSelector"); /* borrowed, then kept */
+    Py_XINCREF(R.selector_type);
+    R.process_events_is_base = pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop",
+                                                   "_process_events");
     if (R.python_run_once == NULL || R.handle_type == NULL || R.timer_type == NULL || R.heappop == NULL
         || R.heapify == NULL || R.callback_failed == NULL || !PyType_Check(R.handle_type)
         || !PyType_Check(R.timer_type)) {
@@ -653,6 +702,7 @@ intern_names(void)
         { &R.s_call_soon_threadsafe, "call_soon_threadsafe" },
         { &R.s_call_soon_internal, "_call_soon" },
         { &R.s_write_to_self, "_write_to_self" },
+        { &R.s_keys, "_keys" },
     };
     size_t i;
 

@@ -43,7 +43,8 @@ class TaskSemantics:
         # ponte's loop sends call_soon_threadsafe's wake-up byte keeping the GIL (gateway/asgi_loop.c): it must
         # still wake the loop at once, from a plain thread and from the executor.
         r = self.get("/threadsafe")
-        self.assertEqual((r["woken"], r["executor"], r["wake"]), ("woken", True, "builtin_function_or_method"), r)
+        self.assertEqual((r["woken"], r["executor"], r["wake"], r["reader"]),
+                         ("woken", True, "builtin_function_or_method", "builtin_function_or_method"), r)
         self.assertLess(r["seconds"], 1.0)
 
     def test_call_soon_threadsafe_bursts_from_many_threads_all_arrive(self):
@@ -78,6 +79,12 @@ class TaskSemantics:
         self.assertEqual(self.get("/callback_error"), {"message": True, "exception": "ValueError('from a callback')",
                                                        "handle": True, "traceback": True, "then": ["after"]})
         self.assertEqual(self.get("/current")["is_task"], True)
+
+    def test_a_signal_handler_still_runs(self):
+        # The self-pipe's reader is ponte's (it skips call_soon_threadsafe's zero bytes): a signal number must
+        # still reach asyncio's add_signal_handler.
+        self.assertEqual(self.get("/signal"), {"signal": "handled"})
+        self.assertEqual(self.get("/threadsafe")["woken"], "woken")
 
     def test_debug_mode_runs_asyncios_own_loop(self):
         self.assertEqual(self.get("/debug"), {"ran": ["debug", "threadsafe"], "source_traceback": True})

@@ -4,6 +4,8 @@ Task's first step at once (gateway/asgi_task.c), and none of this may notice. Ea
 import asyncio
 import contextvars
 import json
+import os
+import signal
 import threading
 import time
 
@@ -99,8 +101,23 @@ async def threadsafe(scope):
     t0 = time.monotonic()
     woken = await fut
     ran = await loop.run_in_executor(None, lambda: threading.current_thread() is not threading.main_thread())
+    reader = loop._selector.get_key(loop._ssock.fileno()).data[0]._callback
     return {"woken": woken, "seconds": time.monotonic() - t0, "executor": ran,
-            "wake": type(loop._write_to_self).__name__}
+            "wake": type(loop._write_to_self).__name__, "reader": type(reader).__name__}
+
+
+async def signal_handler(scope):
+    """A signal handled by asyncio (add_signal_handler) arrives through the same self-pipe as the wake-ups, as its
+    number: ponte's reader (gateway/asgi_loop.c) hands that byte to asyncio."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_signal_handler(signal.SIGWINCH, lambda: fut.done() or fut.set_result("handled"))
+    try:
+        os.kill(os.getpid(), signal.SIGWINCH)
+        got = await asyncio.wait_for(fut, 5)
+    finally:
+        loop.remove_signal_handler(signal.SIGWINCH)
+    return {"signal": got}
 
 
 async def threadsafe_burst(scope):
@@ -202,7 +219,8 @@ async def debug_mode(scope):
 
 ROUTES = {"/current": current, "/threadsafe_burst": threadsafe_burst, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
           "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var,
-          "/handles": handles, "/timers": timers, "/callback_error": callback_error, "/debug": debug_mode}
+          "/handles": handles, "/timers": timers, "/callback_error": callback_error, "/debug": debug_mode,
+          "/signal": signal_handler}
 
 
 async def app(scope, receive, send):
