@@ -477,12 +477,14 @@ read_keeps_gil(PyObject *loop)
     f = RK.fd >= 0 && RK.process_name != NULL ? PyCFunction_New(&read_from_self_def, loop) : NULL;
     /* _add_reader on a descriptor already watched replaces its reader (and cancels the old one's handle). */
     r = f != NULL ? PyObject_CallMethod(loop, "_add_reader", "iO", RK.fd, f) : NULL;
+    if (r != NULL) {
+        RK.ssock = ssock; /* kept, so that its descriptor cannot be reused while it is watched */
+        ssock = NULL;
+    }
     if (r == NULL || PyObject_SetAttrString(loop, "_read_from_self", f) < 0) {
         pt_py_log_exception("cannot replace the loop's _read_from_self", NULL);
-        Py_XDECREF(ssock);
-    } else {
-        RK.ssock = ssock; /* kept, so that its descriptor cannot be reused while it is watched */
     }
+    Py_XDECREF(ssock);
     Py_XDECREF(r);
     Py_XDECREF(f);
 }
