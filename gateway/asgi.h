@@ -3,7 +3,7 @@
  *
  *   asgi.c         set-up, lifespan, and the server's events (queued without the GIL, handled with it)
  *   asgi_loop.c    the loop bridge: the _ponte module asyncio's LibuvSelector calls (asgi_selector.py)
- *   asgi_loop_once.c  one turn of asyncio's loop (its _run_once), in C
+ *   asgi_loop_once.c  asyncio's loop turn (_run_once) and call_soon, in C
  *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
  *   asgi_task.c    the Task that runs the app's coroutine, its first step taken at once
  *   asgi_scope.c   the connection scope of a request
@@ -48,7 +48,7 @@ PyObject *pt_asgi_loop_select(PyObject *keys, PyObject *timeout);
 int pt_asgi_loop_run(PyThreadState **main_ts);
 
 /* ---- asgi_loop_once.c ---- */
-/* Makes the loop's turn (_run_once) C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
+/* Makes the loop's turn (_run_once) and call_soon C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
  * ns is asgi_selector.py's namespace. */
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
 /* Whether the loop's class takes `method` from module.cls (asyncio's own, not an override). */

@@ -79,6 +79,17 @@ timers_of(PyObject *loop)
     return sched;
 }
 
+/* A TimerHandle's deadline (its _when), in loop.time() seconds: -1 with an exception set on error. */
+static double
+timer_when(PyObject *h)
+{
+    PyObject *w = PyObject_GetAttr(h, R.s_when);
+    double when = w != NULL ? PyFloat_AsDouble(w) : -1;
+
+    Py_XDECREF(w);
+    return when;
+}
+
 /* Pops the heap's head and marks it unscheduled: `heapq.heappop(sched)._scheduled = False`. New ref, or NULL. */
 static PyObject *
 pop_timer(PyObject *sched)
@@ -173,7 +184,7 @@ done:
 static PyObject *
 select_timeout(PyObject *loop, PyObject *ready)
 {
-    PyObject *sched = NULL, *head = NULL, *when_obj = NULL;
+    PyObject *sched = NULL, *head = NULL;
     PyObject *r = NULL;
     Py_ssize_t n = PyObject_Length(ready);
     int stopping = n == 0 ? attr_true(loop, R.s_stopping) : 0;
@@ -193,17 +204,13 @@ select_timeout(PyObject *loop, PyObject *ready)
         goto done;
     }
     head = Py_NewRef(PyList_GET_ITEM(sched, 0));
-    if ((when_obj = PyObject_GetAttr(head, R.s_when)) == NULL) {
-        goto done;
-    }
-    when = PyFloat_AsDouble(when_obj);
+    when = timer_when(head);
     if ((when == -1 && PyErr_Occurred()) || ((now = loop_time(loop)) < 0 && PyErr_Occurred())) {
         goto done;
     }
     t = when - now;
     r = PyFloat_FromDouble(t < 0 ? 0 : t > R.max_timeout ? R.max_timeout : t);
 done:
-    Py_XDECREF(when_obj);
     Py_XDECREF(head);
     Py_XDECREF(sched);
     return r;
@@ -213,7 +220,7 @@ done:
 static int
 queue_due_timers(PyObject *loop, PyObject *ready)
 {
-    PyObject *sched = timers_of(loop), *res = NULL, *h = NULL, *w = NULL;
+    PyObject *sched = timers_of(loop), *res = NULL, *h = NULL;
     double end, when;
     int r = -1;
 
@@ -230,11 +237,7 @@ queue_due_timers(PyObject *loop, PyObject *ready)
     }
     while (PyList_GET_SIZE(sched) > 0) {
         h = Py_NewRef(PyList_GET_ITEM(sched, 0));
-        if ((w = PyObject_GetAttr(h, R.s_when)) == NULL) {
-            goto done;
-        }
-        when = PyFloat_AsDouble(w);
-        Py_CLEAR(w);
+        when = timer_when(h);
         if (when == -1 && PyErr_Occurred()) {
             goto done;
         }
@@ -601,7 +604,7 @@ look_up(PyObject *loop, PyObject *ns)
     PyObject *base = PyImport_ImportModule("asyncio.base_events");
     PyObject *events = base ? PyImport_ImportModule("asyncio.events") : NULL;
     PyObject *heapq = events ? PyImport_ImportModule("heapq") : NULL;
-    PyObject *cls = NULL, *v, *w;
+    PyObject *cls = NULL, *v;
     const char *why = NULL;
     size_t i;
 
@@ -627,17 +630,11 @@ look_up(PyObject *loop, PyObject *ns)
         why = "asyncio has no BaseEventLoop._run_once, Handle or TimerHandle";
         goto done;
     }
-    for (i = 0; i < sizeof(methods) / sizeof(methods[0]) && why == NULL; i++) {
-        v = PyObject_GetAttrString((PyObject *)Py_TYPE(loop), methods[i]);
-        w = PyObject_GetAttrString(cls, methods[i]);
-        if (v == NULL || v != w) {
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (!pt_asgi_same_method(loop, "asyncio.base_events", "BaseEventLoop", methods[i])) {
             why = "the loop's class has a call_soon, call_soon_threadsafe or _run_once of its own";
+            goto done;
         }
-        Py_XDECREF(v);
-        Py_XDECREF(w);
-    }
-    if (why != NULL) {
-        goto done;
     }
     for (i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
         if (!PyObject_HasAttrString(loop, attrs[i])) {
