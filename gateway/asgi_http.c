@@ -281,13 +281,12 @@ pt_asgi_write_head(pt_request_t *req, const pt_resp_ctx_t *rctx, int status, PyO
                    pt_buf_t *out, pt_header_t **spans, size_t *cap)
 {
     Py_ssize_t n = pt_asgi_header_spans(headers, spans, cap);
-    char line[64];
+    char line[PT_STATUS_LINE_MAX];
 
     if (n < 0) {
         return -1;
     }
-    snprintf(line, sizeof(line), "%d %s", status, pt_status_reason(status));
-    if (pt_resp_head(&req->resp, rctx, out, (pt_span_t){ line, strlen(line) }, *spans, (size_t)n, known_length) < 0) {
+    if (pt_resp_head(&req->resp, rctx, out, pt_status_line(status, line), *spans, (size_t)n, known_length) < 0) {
         PyErr_NoMemory();
         return -1;
     }

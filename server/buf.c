@@ -94,14 +94,6 @@ pt_buf_steal(pt_buf_t *b, size_t *len)
     return p;
 }
 
-bool
-pt_span_ieq(pt_span_t a, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    return a.len == n && strncasecmp(a.base, lit, n) == 0;
-}
-
 pt_span_t
 pt_span_next_item(pt_span_t *list, char sep)
 {

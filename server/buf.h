@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct {
     const char *base;
@@ -46,7 +47,38 @@ pt_buf_put(pt_buf_t *b, const void *p, size_t n)
     b->len += n;
 }
 
-bool pt_span_ieq(pt_span_t a, const char *lit);
+/* Whether a equals the string lit, ignoring ASCII case. Inline: with a literal, the length check is all most calls
+ * do. */
+static inline bool
+pt_span_ieq(pt_span_t a, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return a.len == n && strncasecmp(a.base, lit, n) == 0;
+}
+/* RFC 9110 5.6.2: tchar, a byte of a token (a method, a header name, a chunk extension). */
+static inline bool
+pt_is_tchar(unsigned char c)
+{
+    switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+    }
+}
 /* Decodes %XX escapes of src into dst (room for n bytes); malformed escapes are copied as they are. Returns the
  * decoded length. */
 size_t pt_percent_decode(const char *src, size_t n, char *dst);

@@ -45,23 +45,6 @@ pt_chunked_init(pt_chunked_t *ch, uint64_t max_total, size_t max_trailer, size_t
     };
 }
 
-/* RFC 9110 5.6.2: tchar. */
-static int
-is_tchar(unsigned char c)
-{
-    static const char others[] = "!#$%&'*+-.^_`|~";
-
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-        return 1;
-    }
-    for (const char *o = others; *o; o++) {
-        if (c == (unsigned char)*o) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static int
 hex_value(unsigned char c)
 {
@@ -94,9 +77,9 @@ ext_byte(pt_chunked_t *ch, unsigned char c)
 
     switch (ch->state) {
     case ST_EXT_BWS: ch->state = ws ? ST_EXT_BWS : c == ';' ? ST_EXT_NAME_BWS : ST_ERROR; break;
-    case ST_EXT_NAME_BWS: ch->state = ws ? ST_EXT_NAME_BWS : is_tchar(c) ? ST_EXT_NAME : ST_ERROR; break;
+    case ST_EXT_NAME_BWS: ch->state = ws ? ST_EXT_NAME_BWS : pt_is_tchar(c) ? ST_EXT_NAME : ST_ERROR; break;
     case ST_EXT_NAME:
-        if (!is_tchar(c)) {
+        if (!pt_is_tchar(c)) {
             ch->state = ws ? ST_EXT_NAME_END : c == '=' ? ST_EXT_VALUE_BWS : c == ';' ? ST_EXT_NAME_BWS : ST_ERROR;
         }
         break;
@@ -104,10 +87,10 @@ ext_byte(pt_chunked_t *ch, unsigned char c)
         ch->state = ws ? ST_EXT_NAME_END : c == '=' ? ST_EXT_VALUE_BWS : c == ';' ? ST_EXT_NAME_BWS : ST_ERROR;
         break;
     case ST_EXT_VALUE_BWS:
-        ch->state = ws ? ST_EXT_VALUE_BWS : c == '"' ? ST_EXT_QUOTED : is_tchar(c) ? ST_EXT_TOKEN : ST_ERROR;
+        ch->state = ws ? ST_EXT_VALUE_BWS : c == '"' ? ST_EXT_QUOTED : pt_is_tchar(c) ? ST_EXT_TOKEN : ST_ERROR;
         break;
     case ST_EXT_TOKEN:
-        if (!is_tchar(c)) {
+        if (!pt_is_tchar(c)) {
             ch->state = ws ? ST_EXT_BWS : c == ';' ? ST_EXT_NAME_BWS : ST_ERROR;
         }
         break;
@@ -183,7 +166,7 @@ trailer_byte(pt_chunked_t *ch, unsigned char c)
     case ST_TRAILER_START:
         if (c == '\r') {
             ch->state = ST_END_LF;
-        } else if (!is_tchar(c)) {
+        } else if (!pt_is_tchar(c)) {
             return fail(ch, 400, c == ' ' || c == '\t' ? "obs-fold in the trailer section" : "invalid trailer field");
         } else if (++ch->trailers > ch->max_trailers) {
             return fail(ch, 431, "more trailer fields than --max-headers");
@@ -194,7 +177,7 @@ trailer_byte(pt_chunked_t *ch, unsigned char c)
     case ST_TRAILER_NAME:
         if (c == ':') {
             ch->state = ST_TRAILER_VALUE;
-        } else if (!is_tchar(c)) {
+        } else if (!pt_is_tchar(c)) {
             return fail(ch, 400, "invalid trailer field name");
         }
         return 0;

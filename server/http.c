@@ -443,14 +443,6 @@ pt_http_init(pt_http_t *h, const llhttp_settings_t *settings, const pt_config_t 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* The request line and head, scanned before llhttp sees them */
 
-/* RFC 9110 5.6.2: tchar. */
-static bool
-is_tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-        || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 /* Whether llhttp 8.1 parses this method; any other token reaches llhttp as GET. */
 static bool
 llhttp_knows(const char *method)
@@ -502,13 +494,13 @@ method_scan(pt_http_t *h, const char *p, size_t n, size_t *used)
             h->method_len = 0;
             pt_conn_on_message_begin(h->conn); /* the header timeout runs from the first byte */
         }
-        if (is_tchar(c) && h->method_len < PT_METHOD_MAX) {
+        if (pt_is_tchar(c) && h->method_len < PT_METHOD_MAX) {
             h->method[h->method_len++] = (char)c;
             continue;
         }
         *used = i;
         if (c != ' ' || h->method_len == 0) {
-            refuse(h, 400, is_tchar(c) ? "a request method longer than 32 bytes" : "invalid request method");
+            refuse(h, 400, pt_is_tchar(c) ? "a request method longer than 32 bytes" : "invalid request method");
             return PT_HTTP_ERROR;
         }
         h->method[h->method_len] = '\0';

@@ -33,10 +33,7 @@ pt_header_name_valid(const char *p, size_t n)
         return false;
     }
     for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-              || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL))) {
+        if (!pt_is_tchar((unsigned char)p[i])) {
             return false;
         }
     }
@@ -62,6 +59,25 @@ bool
 pt_status_bodyless(int status)
 {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+pt_span_t
+pt_status_line(int status, char line[PT_STATUS_LINE_MAX])
+{
+    const char *reason = pt_status_reason(status);
+    size_t n = strlen(reason);
+
+    if (status < 100 || status > 999) {
+        int len = snprintf(line, PT_STATUS_LINE_MAX, "%d %s", status, reason); /* at most 11 + 1 + 31 bytes */
+
+        return (pt_span_t){ line, len > 0 ? (size_t)len : 0 };
+    }
+    line[0] = (char)('0' + status / 100);
+    line[1] = (char)('0' + status / 10 % 10);
+    line[2] = (char)('0' + status % 10);
+    line[3] = ' ';
+    memcpy(line + 4, reason, n); /* the longest reason is 31 bytes */
+    return (pt_span_t){ line, n + 4 };
 }
 
 const char *
@@ -343,13 +359,12 @@ pt_resp_end(pt_resp_t *r, pt_buf_t *out)
 int
 pt_resp_error(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, int status)
 {
-    char line[64];
+    char line[PT_STATUS_LINE_MAX];
     const char *reason = pt_status_reason(status);
     pt_header_t ct = { PT_SPAN("Content-Type"), PT_SPAN("text/plain; charset=utf-8") };
     size_t blen = strlen(reason);
 
-    snprintf(line, sizeof(line), "%d %s", status, reason);
-    if (pt_resp_head(r, ctx, out, (pt_span_t){ line, strlen(line) }, &ct, 1, (int64_t)blen) < 0
+    if (pt_resp_head(r, ctx, out, pt_status_line(status, line), &ct, 1, (int64_t)blen) < 0
         || pt_resp_body(r, out, reason, blen) < 0) {
         r->must_close = true;
         return -ENOMEM;

@@ -42,6 +42,24 @@ test_spans(void)
 }
 
 static void
+test_tchar(void)
+{
+    static const char others[] = "!#$%&'*+-.^_`|~";
+    int c, wrong = 0;
+
+    for (c = 0; c < 256; c++) {
+        bool tchar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c != 0 && memchr(others, c, sizeof(others) - 1) != NULL);
+
+        wrong += pt_is_tchar((unsigned char)c) != tchar;
+    }
+    CHECK(wrong == 0, "pt_is_tchar is RFC 9110's tchar for all 256 bytes (%d differ)", wrong);
+    CHECK(pt_span_ieq(PT_SPAN("Content-Length"), "content-length")
+              && !pt_span_ieq(PT_SPAN("Content-Lengt"), "content-length"),
+          "pt_span_ieq ignores case, not length");
+}
+
+static void
 test_percent_decode(void)
 {
     char out[64];
@@ -83,6 +101,7 @@ int
 main(void)
 {
     test_buf();
+    test_tchar();
     test_spans();
     test_percent_decode();
     test_bind();

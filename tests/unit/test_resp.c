@@ -198,6 +198,22 @@ test_header_rules(void)
 }
 
 static void
+test_status_line(void)
+{
+    char line[PT_STATUS_LINE_MAX];
+    pt_span_t s = pt_status_line(200, line);
+
+    CHECK(s.len == 6 && memcmp(s.base, "200 OK", 6) == 0, "200: %.*s", (int)s.len, s.base);
+    s = pt_status_line(431, line);
+    CHECK(s.len == 35 && memcmp(s.base, "431 Request Header Fields Too Large", 35) == 0, "the longest reason: %.*s",
+          (int)s.len, s.base);
+    s = pt_status_line(799, line);
+    CHECK(s.len == 11 && memcmp(s.base, "799 Unknown", 11) == 0, "a status with no reason: %.*s", (int)s.len, s.base);
+    s = pt_status_line(1000, line);
+    CHECK(s.len == 12 && memcmp(s.base, "1000 Unknown", 12) == 0, "outside 100-999: %.*s", (int)s.len, s.base);
+}
+
+static void
 test_date(void)
 {
     pt_span_t d = pt_http_date();
@@ -217,6 +233,7 @@ main(void)
     test_short_body_forces_close();
     test_simple();
     test_header_rules();
+    test_status_line();
     test_date();
     return tap_done();
 }
