@@ -251,7 +251,7 @@ create_loop(PyObject *ns)
         return -1;
     }
     pt_asgi_loop_wake_keeps_gil(pt_asgi.loop);
-    if (pt_asgi_loop_once_install(pt_asgi.loop, ns) < 0) {
+    if (pt_asgi_loop_once_install(pt_asgi.loop, ns) < 0 || pt_asgi_all_tasks_install() < 0) {
         return -1;
     }
     return pt_asgi_task_init();

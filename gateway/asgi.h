@@ -6,6 +6,7 @@
  *   asgi_loop_once.c  asyncio's loop turn (_run_once) and call_soon, in C
  *   asgi_run.c     the awaitables: an already-complete one, and the wrapper that runs an app's coroutine in a Task
  *   asgi_task.c    the Task that runs the app's coroutine, its first step taken at once
+ *   asgi_all_tasks.c  asyncio's set of live tasks (all_tasks()), its add in C
  *   asgi_scope.c   the connection scope of a request
  *   asgi_http.c    one HTTP request: receive() and send()
  *   asgi_ws.c      one WebSocket: receive() and send() over server/ws.h
@@ -51,11 +52,18 @@ int pt_asgi_loop_run(PyThreadState **main_ts);
 /* Makes the loop's turn (_run_once) and call_soon C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
  * ns is asgi_selector.py's namespace. */
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
+/* Whether f is the C call_soon installed here. */
+bool pt_asgi_loop_is_c_call_soon(PyObject *f);
 /* Whether the loop's class takes `method` from module.cls (asyncio's own, not an override). */
 bool pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method);
 /* type(loop).name(loop, *args, **kwargs), vectorcall-style: the loop's class method, past any instance attribute. */
 PyObject *pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames);
+
+/* ---- asgi_all_tasks.c ---- */
+/* Makes asyncio's task set add in C (see asgi_all_tasks.c), where it is the stdlib's WeakSet. 0, or -1 with an
+ * exception set. */
+int pt_asgi_all_tasks_install(void);
 
 /* ---- asgi_run.c ---- */
 int pt_asgi_run_init(void);
@@ -84,6 +92,9 @@ int pt_asgi_task_init(void);
  * first step at once, which may end the request and clear *slot. 0, or -1 with an exception set.
  */
 int pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks, PyObject **slot);
+/* For the loop's call_soon(*args, **kwnames): whether it was a new Task's first step, kept to be taken at once
+ * (then call_soon schedules nothing and returns None). */
+bool pt_asgi_task_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 /* Resolves the future in *slot (and clears the slot) unless it is already done. Steals `value` when given. */
 void pt_asgi_fut_resolve(PyObject **slot, PyObject *value, PyObject *exc);
 bool pt_asgi_fut_done(PyObject *fut);

@@ -508,7 +508,12 @@ static PyObject *
 call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *h = NULL;
-    int r = schedule(loop, args, nargs, kwnames, &h);
+    int r;
+
+    if (pt_asgi_task_capture(args, nargs, kwnames)) {
+        Py_RETURN_NONE; /* a request's Task being built: its first step is taken at once (asgi_task.c) */
+    }
+    r = schedule(loop, args, nargs, kwnames, &h);
 
     return r > 0 ? h : r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon, args, nargs, kwnames);
 }
@@ -554,6 +559,12 @@ static PyMethodDef call_soon_threadsafe_def = { "call_soon_threadsafe",
                                                 "ponte: asyncio's call_soon_threadsafe, in C" };
 static PyMethodDef call_soon_internal_def = { "_call_soon", (PyCFunction)(void (*)(void))call_soon_internal,
                                               METH_FASTCALL, "ponte: asyncio's _call_soon, in C" };
+
+bool
+pt_asgi_loop_is_c_call_soon(PyObject *f)
+{
+    return PyCFunction_Check(f) && ((PyCFunctionObject *)f)->m_ml == &call_soon_def;
+}
 
 bool
 pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method)

@@ -4,11 +4,12 @@
  * answered inside the loop turn that read it, with no Handle, no ready-queue entry and no second turn.
  *
  * Python 3.11's Task schedules its first step from its constructor, with loop.call_soon(step, context=ctx). While
- * ponte builds a Task for a request, an instance attribute shadows the loop's call_soon and keeps that one call
- * instead of scheduling it; the step then runs at once, in the Task's own context, as the loop would have run it
+ * ponte builds a Task for a request, that one call is kept instead of scheduled: by the loop's call_soon itself
+ * where it is ponte's C one (asgi_loop_once.c asks pt_asgi_task_capture), else by an instance attribute that
+ * shadows the loop's call_soon for the while. The step then runs at once, in the Task's own context, as the loop would have run it
  * on its next turn. The Task is a real one, its step asyncio's own: current_task(), cancel(), asyncio.timeout()
  * and anyio's cancel scopes see nothing different, and once the app waits on something the Task goes on as any
- * other. No private asyncio name is used. At start-up one Task is built this way and checked (its step was kept,
+ * other. No private asyncio name is used here. At start-up one Task is built this way and checked (its step was kept,
  * ran, and current_task() inside it was that Task); if anything differs (another Python, a loop without instance
  * attributes), or with PONTE_ASGI_EAGER=off, Tasks are scheduled as asyncio does it (the path before eager).
  */
@@ -21,6 +22,7 @@
 
 static struct {
     bool on;              /* the start-up check passed */
+    bool direct;          /* the loop's call_soon is ponte's C one, which asks pt_asgi_task_capture itself */
     bool armed;           /* a Task is being built: the first call_soon is its first step */
     PyObject *step;       /* what that call_soon was handed */
     PyObject *ctx;        /* and in which context */
@@ -42,15 +44,25 @@ real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
     return pt_asgi_loop_class_call(pt_asgi.loop, K.name, args, nargs, kwnames);
 }
 
-/* Shadows loop.call_soon while a Task is built: keeps call_soon(step, context=ctx), passes anything else on. */
-static PyObject *
-capture(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+bool
+pt_asgi_task_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (K.armed && K.step == NULL && nargs == 1 && kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1
         && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") == 0
         && PyContext_CheckExact(args[1])) {
         K.step = Py_NewRef(args[0]);
         K.ctx = Py_NewRef(args[1]);
+        return true;
+    }
+    return false;
+}
+
+/* Shadows loop.call_soon while a Task is built, where the loop's call_soon is not ponte's C one: keeps
+ * call_soon(step, context=ctx), passes anything else on. */
+static PyObject *
+capture(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (pt_asgi_task_capture(args, nargs, kwnames)) {
         Py_RETURN_NONE; /* Task.__init__ drops the Handle call_soon returns */
     }
     return real_call_soon(args, nargs, kwnames);
@@ -87,7 +99,7 @@ task_new(PyObject *coro)
     PyObject *args[3] = { coro, pt_asgi.loop, name };
     PyObject *task = NULL, *type, *value, *tb;
 
-    if (name == NULL || (K.on && PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0)) {
+    if (name == NULL || (K.on && !K.direct && PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0)) {
         Py_XDECREF(name);
         return NULL;
     }
@@ -98,11 +110,14 @@ task_new(PyObject *coro)
     if (!K.on) {
         return task;
     }
-    PyErr_Fetch(&type, &value, &tb);
-    if ((K.own != NULL ? PyObject_SetAttr(pt_asgi.loop, K.name, K.own) : PyObject_DelAttr(pt_asgi.loop, K.name)) < 0) {
-        pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
+    if (!K.direct) {
+        PyErr_Fetch(&type, &value, &tb);
+        if ((K.own != NULL ? PyObject_SetAttr(pt_asgi.loop, K.name, K.own) : PyObject_DelAttr(pt_asgi.loop, K.name))
+            < 0) {
+            pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
+        }
+        PyErr_Restore(type, value, tb);
     }
-    PyErr_Restore(type, value, tb);
     if (task == NULL) {
         Py_CLEAR(K.step);
         Py_CLEAR(K.ctx);
@@ -224,6 +239,7 @@ pt_asgi_task_init(void)
     PyObject *dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
 
     K.own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, K.name)) : NULL;
+    K.direct = K.own != NULL && pt_asgi_loop_is_c_call_soon(K.own);
     Py_XDECREF(dict);
     PyErr_Clear();
     if (env != NULL && strcmp(env, "off") == 0) {

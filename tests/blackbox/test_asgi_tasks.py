@@ -86,6 +86,15 @@ class TaskSemantics:
         self.assertEqual(self.get("/signal"), {"signal": "handled"})
         self.assertEqual(self.get("/threadsafe")["woken"], "woken")
 
+    def test_asyncios_task_set_adds_and_removes(self):
+        r = self.get("/all_tasks")
+        size = r.pop("size")
+        self.assertEqual(r, {"listed": [True, True], "added": 1, "pending_while_iterated": 1, "pending_after": 0,
+                             "left": 0, "add": self.task_set_add})
+        for _ in range(50):
+            self.get("/current")
+        self.assertEqual(self.get("/all_tasks")["size"], size)  # 50 finished request tasks left no entry behind
+
     def test_debug_mode_runs_asyncios_own_loop(self):
         self.assertEqual(self.get("/debug"), {"ran": ["debug", "threadsafe"], "source_traceback": True})
         self.assertEqual(self.get("/handles")["impl"], self.loop_impl)
@@ -95,12 +104,14 @@ class EagerFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "takes its first step at once (eager"
     loop_log = "asyncio's loop turns and schedules in C"
     loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
+    task_set_add = "builtin_function_or_method"
 
 
 class ScheduledFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)"
     loop_log = "asyncio's loop turns and schedules in C"
     loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
+    task_set_add = "builtin_function_or_method"
 
     @classmethod
     def extra_env(cls):
@@ -112,6 +123,7 @@ class AsyncioOwnLoop(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "takes its first step at once (eager"
     loop_log = "asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)"
     loop_impl = ["method", "method"]
+    task_set_add = "NoneType"
 
     @classmethod
     def extra_env(cls):

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from _weakrefset import _IterationGuard
 
 import anyio
 
@@ -217,7 +218,30 @@ async def debug_mode(scope):
     return {"ran": ran, "source_traceback": h._source_traceback is not None}
 
 
-ROUTES = {"/current": current, "/threadsafe_burst": threadsafe_burst, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
+async def all_tasks(scope):
+    """asyncio's task set (its add is C in ponte, gateway/asgi_all_tasks.c): a running task is in it, a finished
+    one leaves it once freed, and one freed while the set is being iterated leaves it when the iteration ends."""
+    registry = asyncio.tasks._all_tasks
+    me = asyncio.current_task()
+    size = len(registry.data)
+
+    async def child():
+        return 1
+
+    t = asyncio.get_running_loop().create_task(child())
+    listed = [t in asyncio.all_tasks(), me in asyncio.all_tasks()]
+    await t
+    await asyncio.sleep(0)  # the callback that woke this task held t: now only t does
+    added = len(registry.data) - size
+    with _IterationGuard(registry):  # what iterating the set enters: a removal waits in _pending_removals
+        del t
+        pending = len(registry._pending_removals)
+    return {"listed": listed, "added": added, "pending_while_iterated": pending,
+            "pending_after": len(registry._pending_removals), "left": len(registry.data) - size, "size": size,
+            "add": type(registry.__dict__.get("add")).__name__}
+
+
+ROUTES = {"/all_tasks": all_tasks, "/current": current, "/threadsafe_burst": threadsafe_burst, "/timeout": timeout, "/wait_for": wait_for, "/cancel_self": cancel_self,
           "/anyio": anyio_scopes, "/threadsafe": threadsafe, "/set_var": set_var, "/set_var_no_wait": set_var_no_wait, "/get_var": get_var,
           "/handles": handles, "/timers": timers, "/callback_error": callback_error, "/debug": debug_mode,
           "/signal": signal_handler}
