@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -56,28 +57,14 @@ pt_span_ieq(pt_span_t a, const char *lit)
 
     return a.len == n && strncasecmp(a.base, lit, n) == 0;
 }
-/* RFC 9110 5.6.2: tchar, a byte of a token (a method, a header name, a chunk extension). */
+/* RFC 9110 5.6.2: tchar, a byte of a token (a method, a header name, a chunk extension): a digit, a letter or one
+ * of !#$%&'*+-.^_`|~, as a bitmap of the 128 ASCII bytes (tests/unit/test_buf.c checks it against that rule). */
 static inline bool
 pt_is_tchar(unsigned char c)
 {
-    switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~': return true;
-    default: return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
-    }
+    static const uint64_t bits[2] = { 0x03ff6cfa00000000u, 0x57ffffffc7fffffeu };
+
+    return c < 128 && (bits[c >> 6] >> (c & 63) & 1) != 0;
 }
 /* Decodes %XX escapes of src into dst (room for n bytes); malformed escapes are copied as they are. Returns the
  * decoded length. */

@@ -516,6 +516,27 @@ method_scan(pt_http_t *h, const char *p, size_t n, size_t *used)
     return PT_HTTP_MORE;
 }
 
+/* The index of the first CR or LF in p[i..n), or n. */
+static size_t
+line_end(const char *p, size_t i, size_t n)
+{
+    const char *cr = memchr(p + i, '\r', n - i);
+    size_t end = cr != NULL ? (size_t)(cr - p) : n;
+    const char *lf = memchr(p + i, '\n', end - i);
+
+    return lf != NULL ? (size_t)(lf - p) : end;
+}
+
+/* The index of the first space, CR or LF in p[i..n), or n. */
+static size_t
+target_end(const char *p, size_t i, size_t n)
+{
+    while (i < n && p[i] != ' ' && p[i] != '\r' && p[i] != '\n') {
+        i++;
+    }
+    return i;
+}
+
 /*
  * The rest of the head, before llhttp parses it: the protocol must be "HTTP/" (llhttp 8.1 takes ICE/1.0 and
  * RTSP/1.0 too), and every CR must be followed by LF (llhttp 8.1 takes a bare CR followed by any byte as a line
@@ -545,6 +566,9 @@ line_scan(pt_http_t *h, const char *p, size_t n)
         if (h->line == LINE_TARGET) {
             h->line = b == ' ' ? LINE_VERSION : b == '\r' || b == '\n' ? LINE_REST : LINE_TARGET;
             h->version_pos = 0;
+            if (h->line == LINE_TARGET) {
+                i = target_end(p, i + 1, n) - 1; /* the bytes up to the next space or line end change nothing */
+            }
             continue;
         }
         if (h->line == LINE_VERSION) {
@@ -568,6 +592,7 @@ line_scan(pt_http_t *h, const char *p, size_t n)
             return refuse(h, 400, "obs-fold (a header line that starts with whitespace)");
         }
         h->scan_m = 0;
+        i = line_end(p, i + 1, n) - 1; /* the bytes up to the next CR or LF change nothing */
     }
     return 0;
 }
