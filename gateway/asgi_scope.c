@@ -6,6 +6,10 @@
 static PyObject *scope_asgi;      /* {"version": "3.0", "spec_version": "2.4"} */
 static PyObject *root_path_value; /* --root-path as a str */
 static PyObject *ws_extensions;   /* {"websocket.http.response": {}}: the app may deny with a response of its own */
+/* An HTTP scope's keys in their order, the constant values set and the others None: a request's scope is a copy
+ * (one allocation, the keys cloned) with its own values set in place, about half the instructions of inserting
+ * twelve keys into a new dict. */
+static PyObject *http_template;
 
 int
 pt_asgi_scope_init(const pt_config_t *cfg)
@@ -13,7 +17,25 @@ pt_asgi_scope_init(const pt_config_t *cfg)
     scope_asgi = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
     root_path_value = PyUnicode_FromString(cfg->root_path);
     ws_extensions = Py_BuildValue("{s:{}}", "websocket.http.response");
-    return scope_asgi != NULL && root_path_value != NULL && ws_extensions != NULL ? 0 : -1;
+    if (scope_asgi == NULL || root_path_value == NULL || ws_extensions == NULL) {
+        return -1;
+    }
+    struct {
+        PyObject *key, *value;
+    } items[] = {
+        { pt_str.type, pt_str.http }, { pt_str.asgi, scope_asgi },      { pt_str.http_version, Py_None },
+        { pt_str.method, Py_None },   { pt_str.scheme, Py_None },       { pt_str.path, Py_None },
+        { pt_str.raw_path, Py_None }, { pt_str.query_string, Py_None }, { pt_str.root_path, root_path_value },
+        { pt_str.headers, Py_None },  { pt_str.client, Py_None },       { pt_str.server, Py_None },
+    };
+
+    http_template = PyDict_New();
+    for (size_t i = 0; http_template != NULL && i < sizeof(items) / sizeof(items[0]); i++) {
+        if (PyDict_SetItem(http_template, items[i].key, items[i].value) < 0) {
+            Py_CLEAR(http_template);
+        }
+    }
+    return http_template != NULL ? 0 : -1;
 }
 
 /* scope["path"]: percent-decoded, as UTF-8. New ref. */
@@ -113,20 +135,15 @@ server_tuple(const pt_request_t *req)
 PyObject *
 pt_asgi_scope_http(const pt_request_t *req)
 {
-    PyObject *scope = _PyDict_NewPresized(pt_asgi.state ? 13 : 12);
+    PyObject *scope = PyDict_Copy(http_template);
 
-    if (scope == NULL || PyDict_SetItem(scope, pt_str.type, pt_str.http) < 0
-        || PyDict_SetItem(scope, pt_str.asgi, scope_asgi) < 0
-        || PyDict_SetItem(scope, pt_str.http_version, req->http_minor ? pt_str.v1_1 : pt_str.v1_0) < 0
+    if (scope == NULL || PyDict_SetItem(scope, pt_str.http_version, req->http_minor ? pt_str.v1_1 : pt_str.v1_0) < 0
         || scope_set(scope, pt_str.method, pt_str_method(req->method)) < 0
-        || scope_set(scope, pt_str.scheme,
-                     strcmp(req->url_scheme, "https") == 0 ? Py_NewRef(pt_str.https) : Py_NewRef(pt_str.http))
-            < 0
+        || PyDict_SetItem(scope, pt_str.scheme, strcmp(req->url_scheme, "https") == 0 ? pt_str.https : pt_str.http) < 0
         || scope_set(scope, pt_str.path, decode_path(req->path)) < 0
         || scope_set(scope, pt_str.raw_path, PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len)) < 0
         || scope_set(scope, pt_str.query_string, PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len))
             < 0
-        || PyDict_SetItem(scope, pt_str.root_path, root_path_value) < 0
         || scope_set(scope, pt_str.headers, build_headers(req)) < 0
         || scope_set(scope, pt_str.client, addr_tuple(req->remote_addr, req->remote_port)) < 0
         || scope_set(scope, pt_str.server, server_tuple(req)) < 0

@@ -39,6 +39,16 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(doc["body"], "data")
         for key, t in (("raw_path", "bytes"), ("query_string", "bytes"), ("headers", "list"), ("path", "str")):
             self.assertEqual(doc["types"][key], t, key)
+        # Each scope is a copy of one template (gateway/asgi_scope.c): every key set, in the same order, and
+        # nothing an app adds to one scope shows in the next.
+        self.assertEqual(list(doc["types"]), ["type", "asgi", "http_version", "method", "scheme", "path", "raw_path",
+                                              "query_string", "root_path", "headers", "client", "server"])
+        self.assertNotIn("NoneType", doc["types"].values())
+        c = self.conn()
+        self.assertEqual(json.loads(c.request("GET", "/scope_add").body), {"added": True})
+        doc = json.loads(c.request("GET", "/echo").body)
+        self.assertNotIn("added_by_app", doc["types"])
+        self.assertNotIn("x-added", [k for k, v in doc["headers"]])
 
     def test_http10(self):
         c = self.conn()

@@ -260,8 +260,14 @@ async def task_factory(scope, receive, send):
     await respond(send, {"calls": len(factory_calls), "task": type(asyncio.current_task()).__name__})
 
 
+async def scope_add(scope, receive, send):
+    scope["added_by_app"] = True
+    scope["headers"].append((b"x-added", b"1"))
+    await respond(send, {"added": True})
+
+
 ROUTES = {
-    "/task-factory": task_factory,
+    "/task-factory": task_factory, "/scope_add": scope_add,
     "/cancel-receive": cancel_receive, "/collect": collect, "/cancel-self": cancel_self, "/in-task": in_task,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
