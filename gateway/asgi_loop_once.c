@@ -1,6 +1,6 @@
 /*
  * asyncio's event loop where it is hot, in C: a turn of the loop (BaseEventLoop._run_once) and the scheduling of a
- * callback (call_soon, _call_soon, call_soon_threadsafe).
+ * callback (call_soon, _call_soon, call_soon_threadsafe), and get_debug, which every Future and Task asks.
  *
  * A turn drops cancelled timers, polls (the selector is LibuvSelector: one libuv iteration), moves the timers that
  * fell due to the ready queue, then runs the callbacks that were ready. Step for step what asyncio 3.11's
@@ -551,6 +551,15 @@ call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
     return queue_handle(loop, args[0], args[1], args[2]);
 }
 
+/* get_debug(): asked by every Future and Task the loop makes (a Python frame each, in asyncio). */
+static PyObject *
+get_debug(PyObject *loop, PyObject *unused)
+{
+    (void)unused;
+    return PyObject_GetAttr(loop, R.s_debug);
+}
+
+static PyMethodDef get_debug_def = { "get_debug", get_debug, METH_NOARGS, "ponte: asyncio's get_debug, in C" };
 static PyMethodDef call_soon_def = { "call_soon", (PyCFunction)(void (*)(void))call_soon, METH_FASTCALL | METH_KEYWORDS,
                                      "ponte: asyncio's call_soon, in C" };
 static PyMethodDef call_soon_threadsafe_def = { "call_soon_threadsafe",
@@ -611,7 +620,7 @@ look_up(PyObject *loop, PyObject *ns)
         "_scheduled", "_timer_cancelled_count", "_ready", "_stopping", "_selector",     "_clock_resolution",
         "_debug",     "_process_events",        "time",   "_closed",   "_write_to_self"
     };
-    static const char *methods[] = { "_run_once", "call_soon", "_call_soon", "call_soon_threadsafe" };
+    static const char *methods[] = { "_run_once", "call_soon", "_call_soon", "call_soon_threadsafe", "get_debug" };
     PyObject *base = PyImport_ImportModule("asyncio.base_events");
     PyObject *events = base ? PyImport_ImportModule("asyncio.events") : NULL;
     PyObject *heapq = events ? PyImport_ImportModule("heapq") : NULL;
@@ -643,7 +652,7 @@ look_up(PyObject *loop, PyObject *ns)
     }
     for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         if (!pt_asgi_same_method(loop, "asyncio.base_events", "BaseEventLoop", methods[i])) {
-            why = "the loop's class has a call_soon, call_soon_threadsafe or _run_once of its own";
+            why = "the loop's class has a call_soon, call_soon_threadsafe, _run_once or get_debug of its own";
             goto done;
         }
     }
@@ -726,7 +735,8 @@ intern_names(void)
 int
 pt_asgi_loop_once_install(PyObject *loop, PyObject *ns)
 {
-    static PyMethodDef *defs[] = { &run_once_def, &call_soon_def, &call_soon_internal_def, &call_soon_threadsafe_def };
+    static PyMethodDef *defs[] = { &run_once_def, &call_soon_def, &call_soon_internal_def, &call_soon_threadsafe_def,
+                                   &get_debug_def };
     const char *env = getenv("PONTE_ASGI_LOOP"), *why;
     PyObject *f;
     size_t i;

@@ -96,21 +96,22 @@ class TaskSemantics:
         self.assertEqual(self.get("/all_tasks")["size"], size)  # 50 finished request tasks left no entry behind
 
     def test_debug_mode_runs_asyncios_own_loop(self):
-        self.assertEqual(self.get("/debug"), {"ran": ["debug", "threadsafe"], "source_traceback": True})
+        self.assertEqual(self.get("/debug"), {"ran": ["debug", "threadsafe"], "source_traceback": True,
+                                              "get_debug": [False, True, False]})
         self.assertEqual(self.get("/handles")["impl"], self.loop_impl)
 
 
 class EagerFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "takes its first step at once (eager"
     loop_log = "asyncio's loop turns and schedules in C"
-    loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
+    loop_impl = ["builtin_function_or_method", "builtin_function_or_method", "builtin_function_or_method"]
     task_set_add = "builtin_function_or_method"
 
 
 class ScheduledFirstStep(TaskSemantics, ServerCase, unittest.TestCase):
     started_log = "tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)"
     loop_log = "asyncio's loop turns and schedules in C"
-    loop_impl = ["builtin_function_or_method", "builtin_function_or_method"]
+    loop_impl = ["builtin_function_or_method", "builtin_function_or_method", "builtin_function_or_method"]
     task_set_add = "builtin_function_or_method"
 
     @classmethod
@@ -122,7 +123,7 @@ class AsyncioOwnLoop(TaskSemantics, ServerCase, unittest.TestCase):
     """The same, with asyncio's _run_once and call_soon in Python (PONTE_ASGI_LOOP=python)."""
     started_log = "takes its first step at once (eager"
     loop_log = "asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)"
-    loop_impl = ["method", "method"]
+    loop_impl = ["method", "method", "method"]
     task_set_add = "NoneType"
 
     @classmethod

@@ -161,7 +161,7 @@ async def handles(scope):
             "is_handle": all(isinstance(h, asyncio.Handle) for h in (h1, h2, h3, h4, h5)),
             "context": h3._context is ctx, "cancelled": [h.cancelled() for h in (h1, h4)],
             "repr": repr(h4).startswith("<Handle cancelled"),
-            "impl": [type(loop._run_once).__name__, type(loop.call_soon).__name__]}
+            "impl": [type(loop._run_once).__name__, type(loop.call_soon).__name__, type(loop.get_debug).__name__]}
 
 
 async def timers(scope):
@@ -207,15 +207,18 @@ async def debug_mode(scope):
     """In debug mode the loop is asyncio's own again: handles carry where they were made, callbacks still run."""
     loop = asyncio.get_running_loop()
     ran = []
+    debug = [loop.get_debug()]
     loop.set_debug(True)
     try:
+        debug.append(loop.get_debug())
         h = loop.call_soon(ran.append, "debug")
         loop.call_soon_threadsafe(ran.append, "threadsafe")
         await asyncio.sleep(0.001)
         await asyncio.sleep(0)
     finally:
         loop.set_debug(False)
-    return {"ran": ran, "source_traceback": h._source_traceback is not None}
+    debug.append(loop.get_debug())
+    return {"ran": ran, "source_traceback": h._source_traceback is not None, "get_debug": debug}
 
 
 async def all_tasks(scope):
