@@ -192,27 +192,24 @@ ctx_wake_receive(pt_asgi_ctx_t *c)
 PyObject *
 pt_asgi_check_headers(PyObject *headers)
 {
-    PyObject *list = PyList_New(0), *it, *item;
+    static const char pair_msg[] = "each header must be a [name, value] pair of bytes";
+    PyObject *all = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs"), *list;
+    Py_ssize_t i, n;
 
-    if (list == NULL) {
+    if (all == NULL) {
         return NULL;
     }
-    it = PyObject_GetIter(headers);
-    if (it == NULL) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *seq = PySequence_Fast(item, "each header must be a [name, value] pair of bytes");
-        PyObject *name, *value, *pair;
+    n = PySequence_Fast_GET_SIZE(all);
+    list = PyList_New(n);
+    for (i = 0; list != NULL && i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(all, i), *seq = PySequence_Fast(item, pair_msg), *name, *value;
 
-        Py_DECREF(item);
         if (seq == NULL) {
             goto error;
         }
         if (PySequence_Fast_GET_SIZE(seq) != 2) {
             Py_DECREF(seq);
-            PyErr_SetString(PyExc_TypeError, "each header must be a [name, value] pair of bytes");
+            PyErr_SetString(PyExc_TypeError, pair_msg);
             goto error;
         }
         name = PySequence_Fast_GET_ITEM(seq, 0);
@@ -232,22 +229,22 @@ pt_asgi_check_headers(PyObject *headers)
             Py_DECREF(seq);
             goto error;
         }
-        pair = PyTuple_Pack(2, name, value);
-        Py_DECREF(seq);
-        if (pair == NULL || PyList_Append(list, pair) < 0) {
-            Py_XDECREF(pair);
-            goto error;
+        /* A tuple of two bytes is immutable all the way down: kept as it is. Anything else is copied into one. */
+        if (PyTuple_CheckExact(seq) && PyBytes_CheckExact(name) && PyBytes_CheckExact(value)) {
+            PyList_SET_ITEM(list, i, seq);
+        } else {
+            PyList_SET_ITEM(list, i, PyTuple_Pack(2, name, value));
+            Py_DECREF(seq);
+            if (PyList_GET_ITEM(list, i) == NULL) {
+                goto error;
+            }
         }
-        Py_DECREF(pair);
     }
-    if (PyErr_Occurred()) {
-        goto error;
-    }
-    Py_DECREF(it);
+    Py_DECREF(all);
     return list;
 error:
-    Py_DECREF(it);
-    Py_DECREF(list);
+    Py_DECREF(all);
+    Py_XDECREF(list);
     return NULL;
 }
 

@@ -202,6 +202,11 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertEqual(r.status, 500)
         self.assertNotIn(b"Injected", r.raw_head)
 
+    def test_header_shapes(self):
+        for shape in ("tuples", "lists", "generator", "tuple", "subclass"):
+            r = self.conn().request("GET", "/header-shapes?shape=" + shape)
+            self.assertEqual((r.status, r.header("x-one"), r.header("x-two"), r.body), (200, "1", "2", b"ok"), shape)
+
     def test_cancelled_receive(self):
         c = self.conn()
         c.send(b"POST /cancel-receive HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")

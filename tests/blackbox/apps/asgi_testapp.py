@@ -189,6 +189,23 @@ async def bad_header(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-evil", b"a\r\nInjected: 1")]})
 
 
+class Name(bytes):
+    pass
+
+
+async def header_shapes(scope, receive, send):
+    """Headers in every shape ASGI servers take: a list of tuples, of lists, a generator, a tuple; bytes subclasses.
+    Each pair must reach the wire as it was when sent, whatever the app does to its list afterwards."""
+    shape = query(scope)["shape"]
+    pairs = [(b"x-one", b"1"), (b"x-two", b"2")]
+    headers = {"tuples": pairs, "lists": [list(p) for p in pairs], "generator": (p for p in pairs),
+               "tuple": tuple(pairs), "subclass": [(Name(b"x-one"), Name(b"1")), (b"x-two", b"2")]}[shape]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if shape == "lists":
+        headers[0][1] = b"changed"
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def block(scope, receive, send):
     """A blocking call inside a coroutine: the whole loop stalls (what the loop-lag figure is for)."""
     time.sleep(float(query(scope).get("seconds", "0.3")))
@@ -267,7 +284,7 @@ async def scope_add(scope, receive, send):
 
 
 ROUTES = {
-    "/task-factory": task_factory, "/scope_add": scope_add,
+    "/task-factory": task_factory, "/scope_add": scope_add, "/header-shapes": header_shapes,
     "/cancel-receive": cancel_receive, "/collect": collect, "/cancel-self": cancel_self, "/in-task": in_task,
     "/echo": echo, "/stream": stream, "/flood": flood, "/disconnect": disconnect,
     "/after-response": after_response, "/asyncio": asyncio_features, "/raise-before": raise_before,
