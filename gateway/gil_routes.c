@@ -149,14 +149,12 @@ route_key(const char *path, size_t len, char *key)
 static int
 lat_bucket(uint64_t ns)
 {
-    int e = 0, sub;
+    int e, sub;
 
     if (ns < 1024) {
         return 0;
     }
-    while (e < 63 && (ns >> (e + 1)) != 0) {
-        e++;
-    }
+    e = 63 - __builtin_clzll(ns); /* the leading one's bit */
     /* ns is in [2^e, 2^(e+1)): the two bits after the leading one pick the quarter. */
     sub = e >= 2 ? (int)((ns >> (e - 2)) & 3) : 0;
     e -= 10;
@@ -189,20 +187,41 @@ find(const char *key)
     return &R.routes[R.max];
 }
 
-int
-pt_gil_route_index(const pt_request_t *req)
+/*
+ * The route of a request's path. Each thread remembers its last path and route: a path always maps to the same
+ * route (routes are only added, never moved or removed), so a run of requests to one path costs a memcmp instead
+ * of a key, a search and the lock.
+ */
+static int
+route_of(const pt_request_t *req)
 {
+    static _Thread_local struct {
+        char path[KEY_MAX];
+        size_t len;
+        int route;
+    } last = { .route = -1 };
     char key[KEY_MAX];
     int i;
 
-    if (!R.on) {
-        return -1;
+    if (last.route >= 0 && req->path.len == last.len && memcmp(req->path.base, last.path, last.len) == 0) {
+        return last.route;
     }
     route_key(req->path.base, req->path.len, key);
     uv_mutex_lock(&R.lock);
     i = (int)(find(key) - R.routes);
     uv_mutex_unlock(&R.lock);
+    if (req->path.len <= sizeof(last.path)) {
+        memcpy(last.path, req->path.base, req->path.len);
+        last.len = req->path.len;
+        last.route = i;
+    }
     return i;
+}
+
+int
+pt_gil_route_index(const pt_request_t *req)
+{
+    return R.on ? route_of(req) : -1;
 }
 
 void
@@ -221,7 +240,6 @@ void
 pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wait_start, uint64_t wait_run,
                   uint64_t end_ns)
 {
-    char key[KEY_MAX];
     uint64_t lat = end_ns > req->start_ns ? end_ns - req->start_ns : 0, sec = end_ns / 1000000000u;
     route_t *r;
     route_slot_t *s;
@@ -230,10 +248,10 @@ pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wa
         return;
     }
     if (route < 0 || route > R.max) {
-        route_key(req->path.base, req->path.len, key);
+        route = route_of(req);
     }
     uv_mutex_lock(&R.lock);
-    r = route < 0 || route > R.max ? find(key) : &R.routes[route];
+    r = &R.routes[route];
     r->n++;
     r->hold += hold;
     r->wait_start += wait_start;
