@@ -49,8 +49,8 @@ PyObject *pt_asgi_loop_select(PyObject *keys, PyObject *timeout);
 int pt_asgi_loop_run(PyThreadState **main_ts);
 
 /* ---- asgi_loop_once.c ---- */
-/* Makes the loop's turn (_run_once) and call_soon C, where the loop is asyncio's own selector loop. 0, or -1 with an exception set;
- * ns is asgi_selector.py's namespace. */
+/* Makes the loop's turn (_run_once), call_soon and get_debug C, where the loop is asyncio's own selector loop. 0,
+ * or -1 with an exception set; ns is asgi_selector.py's namespace. */
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
 /* Whether f is the C call_soon installed here. */
 bool pt_asgi_loop_is_c_call_soon(PyObject *f);

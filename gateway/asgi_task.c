@@ -6,12 +6,13 @@
  * Python 3.11's Task schedules its first step from its constructor, with loop.call_soon(step, context=ctx). While
  * ponte builds a Task for a request, that one call is kept instead of scheduled: by the loop's call_soon itself
  * where it is ponte's C one (asgi_loop_once.c asks pt_asgi_task_capture), else by an instance attribute that
- * shadows the loop's call_soon for the while. The step then runs at once, in the Task's own context, as the loop would have run it
- * on its next turn. The Task is a real one, its step asyncio's own: current_task(), cancel(), asyncio.timeout()
- * and anyio's cancel scopes see nothing different, and once the app waits on something the Task goes on as any
- * other. No private asyncio name is used here. At start-up one Task is built this way and checked (its step was kept,
- * ran, and current_task() inside it was that Task); if anything differs (another Python, a loop without instance
- * attributes), or with PONTE_ASGI_EAGER=off, Tasks are scheduled as asyncio does it (the path before eager).
+ * shadows the loop's call_soon for the while. The step then runs at once, in the Task's own context, as the loop
+ * would have run it on its next turn. The Task is a real one, its step asyncio's own: current_task(), cancel(),
+ * asyncio.timeout() and anyio's cancel scopes see nothing different, and once the app waits on something the Task
+ * goes on as any other. No private asyncio name is used here. At start-up one Task is built this way and checked
+ * (its step was kept, ran, and current_task() inside it was that Task); if anything differs (another Python, a
+ * loop without instance attributes), or with PONTE_ASGI_EAGER=off, Tasks are scheduled as asyncio does it (the
+ * path before eager).
  */
 #include "asgi.h"
 

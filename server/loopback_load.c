@@ -3,8 +3,8 @@
  * thread): a few keep-alive clients, each sending GET requests back to back for some seconds, then closing. The
  * GIL page's buttons start it, so a person without wrk sees what threads and the GIL do under I/O-bound and
  * CPU-bound load. Each client ends after the response in flight when the time is up, so the server finished
- * every request the load counted (the routes table agrees with it). It connects only to a loopback address the server listens on, at most PT_LOAD_MAX_CLIENTS
- * clients for at most PT_LOAD_MAX_SECONDS, one load at a time.
+ * every request the load counted (the routes table agrees with it). It connects only to a loopback address the
+ * server listens on, at most PT_LOAD_MAX_CLIENTS clients for at most PT_LOAD_MAX_SECONDS, one load at a time.
  */
 #include "loopback_load.h"
 
