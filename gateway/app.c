@@ -128,6 +128,8 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     if (pt_py_start(cfg) < 0) {
         goto fail;
     }
+    pt_log_info("Python: %s, %s", pt_app_runtime_version(),
+                pt_py_hosted ? "inside python3 (--interpreter host)" : "embedded in ponte (--interpreter embedded)");
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
     if (pt_gil_routes_init(cfg->gil_probe ? cfg->gil_routes : 0) < 0) {
         fprintf(stderr, "ponte: error: out of memory for --gil-routes %d\n", cfg->gil_routes);
@@ -174,8 +176,9 @@ pt_app_unload(pt_app_t *app)
     pt_gil_trace_close();
     pt_gil_acquire(pa->main_ts);
     Py_CLEAR(pa->app);
-    /* Runs atexit handlers and finalises modules, as `python app.py` would on exit. */
-    if (Py_FinalizeEx() < 0) {
+    /* Runs atexit handlers and finalises modules, as `python app.py` would on exit; inside python3, it does that
+     * itself once _ponte_host.main() has returned. */
+    if (!pt_py_hosted && Py_FinalizeEx() < 0) {
         pt_log_warning("errors while finalising Python");
     }
     free(pa);

@@ -13,6 +13,10 @@
 #include "../server/config.h"
 #include "../server/request.h"
 
+/* ---- host.c: true inside python3 (--interpreter host), where the interpreter is already running and is not ours
+ * to finalise ---- */
+extern bool pt_py_hosted;
+
 /* ---- gil.c: every GIL move of ponte's own threads goes through here ---- */
 /* Takes the GIL with this thread's state (a worker between requests, or the loop thread in --threads 0). */
 void pt_gil_acquire(PyThreadState *ts);

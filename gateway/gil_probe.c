@@ -6,9 +6,10 @@
  * threads waiting for it sleep in a timed wait on `cond` (a timeout means "ask the holder to drop"); a holder
  * forced to drop waits on `switch_cond` until another thread has really taken it.
  *
- * libpython imports pthread_cond_signal/_wait/_timedwait from glibc. ponte defines them in the executable (which
- * the dynamic linker searches first), records the event when the condition variable is one of those two, and
- * calls glibc's own function. Every other condition variable in the process costs one pointer comparison.
+ * The interpreter imports pthread_cond_signal/_wait/_timedwait from glibc. gil_cond.c defines them where its calls
+ * land first (the ponte executable, or libponte-gil.so preloaded into python3), records the event when the
+ * condition variable is one of those two, and calls glibc's own function; this file tells it which two, through
+ * pt_gil_cond_watch found with dlsym. Every other condition variable in the process costs one pointer comparison.
  * _PyRuntime is found with dlsym at run time rather than linked, so the executable does not copy the struct.
  *
  * The sampler (gil_sampler.c) asks this file for the GIL holder's Python stack. It reads the interpreter's memory
@@ -20,9 +21,9 @@
  */
 #define Py_BUILD_CORE 1
 #include "gateway.h"
+#include "gil_cond.h"
 
 #include <dlfcn.h>
-#include <errno.h>
 #include <internal/pycore_frame.h>
 #include <internal/pycore_runtime.h>
 #include <pthread.h>
@@ -32,81 +33,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-typedef int (*signal_fn)(pthread_cond_t *);
-typedef int (*wait_fn)(pthread_cond_t *, pthread_mutex_t *);
-typedef int (*timedwait_fn)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
-
-static signal_fn real_signal;
-static wait_fn real_wait;
-static timedwait_fn real_timedwait;
-
-/* The two GIL condition variables; NULL until pt_gil_probe_start (so nothing is recorded before). */
-static pthread_cond_t *volatile gil_cond;
-static pthread_cond_t *volatile gil_switch_cond;
-
-static void
-resolve(void)
-{
-    /* GLIBC_2.3.2 is the version libpython links against (nm -D shows pthread_cond_signal@GLIBC_2.3.2). */
-    real_signal = (signal_fn)dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2");
-    real_wait = (wait_fn)dlvsym(RTLD_NEXT, "pthread_cond_wait", "GLIBC_2.3.2");
-    real_timedwait = (timedwait_fn)dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
-    if (real_signal == NULL || real_wait == NULL || real_timedwait == NULL) {
-        real_signal = (signal_fn)dlsym(RTLD_NEXT, "pthread_cond_signal");
-        real_wait = (wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait");
-        real_timedwait = (timedwait_fn)dlsym(RTLD_NEXT, "pthread_cond_timedwait");
-    }
-}
-
-/* Exported from the executable (meson: export_dynamic) so that libpython's calls land here. */
-int pthread_cond_signal(pthread_cond_t *c);
-int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
-int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t);
-
-int
-pthread_cond_signal(pthread_cond_t *c)
-{
-    if (real_signal == NULL) {
-        resolve();
-    }
-    if (c == gil_switch_cond) {
-        pt_gil_on_taken(); /* take_gil: signalled right after this thread took the GIL */
-    } else if (c == gil_cond) {
-        pt_gil_on_dropped(); /* drop_gil: signalled right after this thread released it */
-    }
-    return real_signal(c);
-}
-
-int
-pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t)
-{
-    int r;
-
-    if (real_timedwait == NULL) {
-        resolve();
-    }
-    if (c != gil_cond) {
-        return real_timedwait(c, m, t);
-    }
-    pt_gil_on_wait(); /* take_gil: the GIL is held by another thread */
-    r = real_timedwait(c, m, t);
-    if (r == ETIMEDOUT) {
-        pt_gil_on_wait_timeout(); /* an interval passed without a switch: the holder will be asked to drop */
-    }
-    return r;
-}
-
-int
-pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
-{
-    if (real_wait == NULL) {
-        resolve();
-    }
-    if (c == gil_switch_cond) {
-        pt_gil_on_forced(); /* drop_gil after a drop request: wait until someone else has the GIL */
-    }
-    return real_wait(c, m);
-}
+/* The probe's events, as gil.c records them. */
+static const pt_gil_cond_events_t events = {
+    pt_gil_on_wait, pt_gil_on_wait_timeout, pt_gil_on_taken, pt_gil_on_dropped, pt_gil_on_forced,
+};
+static pt_gil_cond_watch_fn *watch;
 
 /* The interpreter that is running: Py_Version, or what PONTE_GIL_PROBE_FAKE_VERSION ("3.12") pretends, which the
  * tests use to see the probe refuse a version it does not know. */
@@ -146,23 +77,21 @@ pt_gil_probe_start(char *why, size_t cap)
     if (pt_gil_probe_layout(why, cap) < 0) {
         return -1;
     }
-    snprintf(why, cap, "the probe could not find the GIL");
-    if (real_signal == NULL) {
-        resolve();
-    }
-    if (rt == NULL || real_signal == NULL || real_wait == NULL || real_timedwait == NULL) {
+    watch = (pt_gil_cond_watch_fn *)dlsym(RTLD_DEFAULT, "pt_gil_cond_watch");
+    if (watch == NULL) {
+        snprintf(why, cap, "libponte-gil.so is not loaded (gateway/host.c preloads it)");
         return -1;
     }
-    gil_cond = &rt->ceval.gil.cond;
-    gil_switch_cond = &rt->ceval.gil.switch_cond;
-    return 0;
+    snprintf(why, cap, "the probe could not find the GIL");
+    return rt != NULL && watch(&rt->ceval.gil.cond, &rt->ceval.gil.switch_cond, &events) == 0 ? 0 : -1;
 }
 
 void
 pt_gil_probe_stop(void)
 {
-    gil_cond = NULL;
-    gil_switch_cond = NULL;
+    if (watch != NULL) {
+        watch(NULL, NULL, NULL);
+    }
 }
 
 unsigned long

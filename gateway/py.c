@@ -25,6 +25,9 @@ pt_py_start(const pt_config_t *cfg)
     PyConfig config;
     PyStatus st;
 
+    if (pt_py_hosted) {
+        return 0; /* python3 started it, with this thread holding the GIL */
+    }
     PyConfig_InitPythonConfig(&config);
     /* Signals are the server's (libuv); Python must not turn SIGINT into KeyboardInterrupt in some app thread. */
     config.install_signal_handlers = 0;

@@ -54,6 +54,14 @@ struct pt_app_s {
 int pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **app);
 /* Releases the application and the interpreter, after stop. */
 void pt_app_unload(pt_app_t *app);
+/*
+ * --interpreter host (or auto, with ponte's extension module installed): replaces this process with python3
+ * running ponte as that module, with the same arguments (gateway/host.c). Returns only when this process is to
+ * serve: 0 (embedded, or already inside python3), or -1 after saying why.
+ */
+int pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv);
+/* server/main.c: ponte from its command line to its exit status, for main() and for the extension module. */
+int pt_main(int argc, char **argv);
 /* A version string for --version, e.g. "CPython 3.11.2". */
 const char *pt_app_runtime_version(void);
 

@@ -31,6 +31,9 @@ static const char usage[] =
     "      --lifespan MODE        ASGI lifespan events: auto, on or off (default auto: used if the app answers)\n"
     "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
+    "      --interpreter MODE     host: run inside /usr/bin/python3 (Debian's optimised build), ponte loaded into it\n"
+    "                             as an extension module; embedded: in the libpython linked into ponte (about 9%\n"
+    "                             slower on pure Python); auto (default): host when ponte's module is installed\n"
     "      --access-log           log one line per request to stdout (default)\n"
     "      --no-access-log        do not\n"
     "      --access-log-gil       add the GIL wait of each request: to start the app, and while it ran (seconds)\n"
@@ -140,6 +143,7 @@ enum {
     OPT_WS_PING_INTERVAL,
     OPT_WS_PING_TIMEOUT,
     OPT_WS_PER_MESSAGE_DEFLATE,
+    OPT_INTERPRETER,
 };
 
 static const struct option options[] = {
@@ -147,6 +151,7 @@ static const struct option options[] = {
     { "interface", required_argument, NULL, 'i' },
     { "threads", required_argument, NULL, 't' },
     { "app-dir", required_argument, NULL, OPT_APP_DIR },
+    { "interpreter", required_argument, NULL, OPT_INTERPRETER },
     { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
     { "no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG },
     { "access-log-gil", no_argument, NULL, OPT_ACCESS_LOG_GIL },
@@ -435,6 +440,7 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     static const char *const levels[] = { "debug", "info", "warning", "error", "critical" };
     static const char *const onoff[] = { "off", "on" };
     static const char *const ws_modes[] = { "off", "on", "none", "auto" };
+    static const char *const interpreters[] = { "auto", "host", "embedded" };
     char why[160];
     int i;
 
@@ -450,6 +456,10 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     case 'i':
         i = choose("interface", arg, interfaces, 4, "expected auto, wsgi, asgi or asgi2");
         cfg->interface = i >= 0 ? (pt_interface_t)i : cfg->interface;
+        return i < 0 ? -1 : 0;
+    case OPT_INTERPRETER:
+        i = choose("interpreter", arg, interpreters, 3, "expected auto, host or embedded");
+        cfg->interpreter = i >= 0 ? (pt_interpreter_t)i : cfg->interpreter;
         return i < 0 ? -1 : 0;
     case OPT_LIFESPAN:
         i = choose("lifespan", arg, lifespans, 3, "expected auto, on or off");

@@ -27,6 +27,13 @@ typedef enum {
     PT_IFACE_ASGI2, /* legacy double callable: app(scope) -> instance(receive, send) */
 } pt_interface_t;
 
+/* Which interpreter runs the app (gateway/host.c). */
+typedef enum {
+    PT_INTERP_AUTO,     /* host when ponte's extension module is installed, else embedded */
+    PT_INTERP_HOST,     /* exec Debian's python3 and run there, ponte loaded as an extension module */
+    PT_INTERP_EMBEDDED, /* the libpython linked into the ponte executable */
+} pt_interpreter_t;
+
 typedef enum {
     PT_LIFESPAN_AUTO,
     PT_LIFESPAN_ON,
@@ -69,7 +76,8 @@ typedef struct {
     size_t limit_concurrency; /* requests in the app beyond which new ones get 503; 0: no limit */
     bool request_buffering;   /* worker threads get a body once it is in (or PT_BODY_HIGH of it), not at the head */
     uint64_t min_body_rate;   /* bytes/s a request body must average after a grace period; 0: any */
-    const char *python_executable;            /* sys.executable of the embedded interpreter */
+    const char *python_executable; /* sys.executable of the interpreter; the host under PT_INTERP_HOST */
+    pt_interpreter_t interpreter;
     double gil_report;                        /* seconds between GIL summary lines in the log; 0: none */
     char gil_load_io[400], gil_load_cpu[400]; /* --gil-load: the page's load buttons' paths ("" when none) */
     int gil_routes;              /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */

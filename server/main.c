@@ -1,5 +1,7 @@
 /*
  * ponte: parse the command line, load the app, listen, run the loop, shut down gracefully on SIGTERM/SIGINT.
+ * pt_main is the whole of it: main() here, and _ponte.main() in the extension module that runs it inside
+ * /usr/bin/python3 (gateway/host.c; this file is compiled for each).
  */
 #include <malloc.h>
 #include <signal.h>
@@ -222,7 +224,7 @@ finish(void)
 }
 
 int
-main(int argc, char **argv)
+pt_main(int argc, char **argv)
 {
     static char stdout_buf[64 * 1024];
     int r;
@@ -239,6 +241,9 @@ main(int argc, char **argv)
 
     if (M.cfg.processes > 0) {
         return pt_master_run(&M.cfg, argc, argv);
+    }
+    if (pt_app_exec_host(&M.cfg, argc, argv) < 0) {
+        return 1;
     }
     M.loop = uv_default_loop();
     pt_set_loop_thread();
@@ -262,3 +267,11 @@ main(int argc, char **argv)
     finish();
     return 0;
 }
+
+#ifndef PT_PYTHON_MODULE
+int
+main(int argc, char **argv)
+{
+    return pt_main(argc, argv);
+}
+#endif

@@ -82,6 +82,62 @@ class StartupErrors(unittest.TestCase):
         self.assertRegex(r.stdout, r"^ponte \d+\.\d+\.\d+ \(CPython 3\.\d+")
 
 
+class Interpreter(unittest.TestCase):
+    """--interpreter: the plain build runs the app inside /usr/bin/python3 (ponte loaded as an extension module,
+    its GIL library preloaded), a sanitized build in the libpython linked into ponte; both look the same to the
+    app."""
+
+    SANITIZED = bool(os.environ.get("PONTE_SANITIZED"))
+    PYTHON = os.path.realpath("/usr/bin/python3")
+
+    def info(self, *args, env=None):
+        with Server("startup_cases:interpreter_info", *args, env=env) as s:
+            got = json.loads(Conn(s).request("GET", "/").body)
+            log = s.stderr()
+        self.assertEqual(got["executable"], "/usr/bin/python3")
+        self.assertEqual(got["argv"], ["ponte"])
+        self.assertEqual(got["leftovers"], [])
+        self.assertEqual(got["path0"], os.path.realpath(APPS), "--app-dir first, no script directory before it")
+        self.assertIn("GIL probe: exact", log)
+        return got
+
+    def test_default(self):
+        got = self.info()
+        self.assertEqual(got["exe"], os.path.realpath(PONTE) if self.SANITIZED else self.PYTHON)
+        self.assertEqual(got["ld_preload"], "unset")
+        self.assertEqual(got["child_ld_preload"], "unset", "ponte's GIL library is not preloaded into subprocesses")
+
+    def test_embedded(self):
+        got = self.info("--interpreter", "embedded")
+        self.assertEqual(got["exe"], os.path.realpath(PONTE))
+        self.assertEqual(got["child_ld_preload"], "unset")
+
+    def test_users_ld_preload_is_kept(self):
+        lib = next(p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")
+                   if os.path.exists(p))
+        env = {"LD_PRELOAD": lib}
+        if self.SANITIZED:  # ASan wants its runtime first; libz before it is harmless
+            env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+        for mode in ("auto", "embedded"):
+            with self.subTest(interpreter=mode):
+                got = self.info("--interpreter", mode, env=env)
+                self.assertEqual(got["ld_preload"], lib)
+                self.assertEqual(got["child_ld_preload"], lib)
+
+    def test_host(self):
+        if self.SANITIZED:
+            r = run_ponte("--interpreter", "host", "-b", "127.0.0.1:0", "hello:app", app_dir=REPO_APPS)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("ponte: error: --interpreter host: no _ponte_host", r.stderr)
+            return
+        self.assertEqual(self.info("--interpreter", "host")["exe"], self.PYTHON)
+
+    def test_bad_value(self):
+        r = run_ponte("--interpreter", "pypy", "hello:app")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("expected auto, host or embedded", r.stderr)
+
+
 class Running(unittest.TestCase):
     def test_file_path_app_and_dotted_attribute(self):
         path = os.path.join(APPS, "startup_cases.py")
@@ -95,10 +151,11 @@ class Running(unittest.TestCase):
         self.assertEqual(info["prefix"], "/usr")
 
     def test_extension_modules_work(self):
-        with Server("startup_cases:extension_modules") as s:
-            got = json.loads(Conn(s).request("GET", "/").body)
-        self.assertEqual(got, {"decimal": "3.30", "sqlite3": 42, "ssl": True, "json": True, "ctypes": 1,
-                               "asyncio": "_asyncio"})
+        for mode in ("auto", "embedded"):
+            with self.subTest(interpreter=mode), Server("startup_cases:extension_modules", "--interpreter", mode) as s:
+                got = json.loads(Conn(s).request("GET", "/").body)
+            self.assertEqual(got, {"decimal": "3.30", "sqlite3": 42, "ssl": True, "json": True, "ctypes": 1,
+                                   "asyncio": "_asyncio"})
 
     def test_ipv6_unix_and_ipv4_together(self):
         sock = tempfile.mktemp(prefix="ponte-", suffix=".sock")

@@ -16,6 +16,27 @@ def sys_info(environ, start_response):
     return [body]
 
 
+def interpreter_info(environ, start_response):
+    """Which program runs the app (python3 under --interpreter host, the ponte executable embedded), what the app
+    sees of its command line, and the LD_PRELOAD it and its subprocesses get (ponte's own must not leak to them)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    child = subprocess.run(["/bin/sh", "-c", 'printf %s "${LD_PRELOAD-unset}"'], capture_output=True, text=True)
+    body = json.dumps({
+        "exe": os.path.realpath("/proc/self/exe"),
+        "executable": sys.executable,
+        "argv": sys.argv,
+        "ld_preload": os.environ.get("LD_PRELOAD", "unset"),
+        "child_ld_preload": child.stdout,
+        "leftovers": sorted(k for k in os.environ if k.startswith("PONTE_LD")),
+        "path0": sys.path[0],
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
 def extension_modules(environ, start_response):
     """Each C extension from lib-dynload that an app is likely to load, used once: they resolve the C API from the
     executable (a static libpython) or from libpython3.X.so, and must work the same either way."""

@@ -1,0 +1,114 @@
+/*
+ * Where the GIL probe meets the interpreter: pthread_cond_signal, _wait and _timedwait, defined where the
+ * interpreter's calls land first, each passing the call on to glibc's after noting it when the condition variable
+ * is one of the GIL's two (gil_probe.c says which, and what each call means).
+ *
+ * No Python here, and nothing else: this file is linked into the ponte executable (which the dynamic linker
+ * searches first, so the libpython linked into it calls these), and built alone as libponte-gil.so, which the
+ * executable puts in LD_PRELOAD when it runs ponte inside /usr/bin/python3 (gateway/host.c). Preloaded into any
+ * other program (a subprocess that inherits it, valgrind's launcher), it watches nothing and costs one comparison
+ * per call. gil_probe.c finds pt_gil_cond_watch with dlsym, so either copy serves.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+
+#include "gil_cond.h"
+
+typedef int (*signal_fn)(pthread_cond_t *);
+typedef int (*wait_fn)(pthread_cond_t *, pthread_mutex_t *);
+typedef int (*timedwait_fn)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
+
+static signal_fn real_signal;
+static wait_fn real_wait;
+static timedwait_fn real_timedwait;
+
+/* The two GIL condition variables; NULL while nothing is watched. events is set before them. */
+static pthread_cond_t *volatile gil_cond;
+static pthread_cond_t *volatile gil_switch_cond;
+static const pt_gil_cond_events_t *volatile events;
+
+static void
+resolve(void)
+{
+    /* GLIBC_2.3.2 is the version libpython links against (nm -D shows pthread_cond_signal@GLIBC_2.3.2). */
+    real_signal = (signal_fn)dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2");
+    real_wait = (wait_fn)dlvsym(RTLD_NEXT, "pthread_cond_wait", "GLIBC_2.3.2");
+    real_timedwait = (timedwait_fn)dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
+    if (real_signal == NULL || real_wait == NULL || real_timedwait == NULL) {
+        real_signal = (signal_fn)dlsym(RTLD_NEXT, "pthread_cond_signal");
+        real_wait = (wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait");
+        real_timedwait = (timedwait_fn)dlsym(RTLD_NEXT, "pthread_cond_timedwait");
+    }
+}
+
+int
+pt_gil_cond_watch(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gil_cond_events_t *ev)
+{
+    if (real_signal == NULL) {
+        resolve();
+    }
+    if (real_signal == NULL || real_wait == NULL || real_timedwait == NULL) {
+        return -1;
+    }
+    gil_cond = NULL;
+    gil_switch_cond = NULL;
+    if (ev != NULL) {
+        events = ev; /* kept after a stop: a call that read the old pointers may still be on its way here */
+    }
+    gil_switch_cond = switch_cond;
+    gil_cond = cond;
+    return 0;
+}
+
+/* Exported (meson: export_dynamic on the executable; a shared library's own) so that the interpreter's calls land
+ * here. */
+int pthread_cond_signal(pthread_cond_t *c);
+int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m);
+int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t);
+
+int
+pthread_cond_signal(pthread_cond_t *c)
+{
+    if (real_signal == NULL) {
+        resolve();
+    }
+    if (c == gil_switch_cond) {
+        events->taken(); /* take_gil: signalled right after this thread took the GIL */
+    } else if (c == gil_cond) {
+        events->dropped(); /* drop_gil: signalled right after this thread released it */
+    }
+    return real_signal(c);
+}
+
+int
+pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t)
+{
+    int r;
+
+    if (real_timedwait == NULL) {
+        resolve();
+    }
+    if (c != gil_cond) {
+        return real_timedwait(c, m, t);
+    }
+    events->wait(); /* take_gil: the GIL is held by another thread */
+    r = real_timedwait(c, m, t);
+    if (r == ETIMEDOUT) {
+        events->wait_timeout(); /* an interval passed without a switch: the holder will be asked to drop */
+    }
+    return r;
+}
+
+int
+pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    if (real_wait == NULL) {
+        resolve();
+    }
+    if (c == gil_switch_cond) {
+        events->forced(); /* drop_gil after a drop request: wait until someone else has the GIL */
+    }
+    return real_wait(c, m);
+}

@@ -1,0 +1,24 @@
+/*
+ * gil_cond.c's one entry point, for gil_probe.c (which finds it with dlsym: it lives in the executable or in the
+ * preloaded libponte-gil.so).
+ */
+#ifndef PT_GIL_COND_H
+#define PT_GIL_COND_H
+
+#include <pthread.h>
+
+/* What the GIL's condition variables tell, as the functions of gil.c that record it. */
+typedef struct {
+    void (*wait)(void);         /* a thread starts waiting for the GIL */
+    void (*wait_timeout)(void); /* its wait timed out: it will ask the holder to drop */
+    void (*taken)(void);        /* a thread took it */
+    void (*dropped)(void);      /* a thread released it */
+    void (*forced)(void);       /* a holder asked to drop waits until another thread has it */
+} pt_gil_cond_events_t;
+
+/* Watches these two condition variables, telling ev; NULL, NULL, NULL watches none. 0, or -1 if glibc's functions
+ * were not found. */
+typedef int pt_gil_cond_watch_fn(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gil_cond_events_t *ev);
+pt_gil_cond_watch_fn pt_gil_cond_watch;
+
+#endif
