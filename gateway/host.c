@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,7 @@ module_main(PyObject *self, PyObject *arg)
         argv[i + 1] = PyBytes_AS_STRING(item);
     }
     pt_py_hosted = true;
+    prctl(PR_SET_NAME, "ponte"); /* the name ps, top and pgrep show; the threads started from here inherit it */
     r = pt_main((int)n + 1, argv);
     free(argv);
     Py_DECREF(bytes);

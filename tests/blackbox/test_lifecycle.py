@@ -94,6 +94,8 @@ class Interpreter(unittest.TestCase):
         with Server("startup_cases:interpreter_info", *args, env=env) as s:
             got = json.loads(Conn(s).request("GET", "/").body)
             log = s.stderr()
+            with open("/proc/%d/comm" % s.proc.pid) as f:
+                self.assertEqual(f.read().strip(), "ponte", "ps, top and pgrep see ponte, not python3")
         self.assertEqual(got["executable"], "/usr/bin/python3")
         self.assertEqual(got["argv"], ["ponte"])
         self.assertEqual(got["leftovers"], [])
