@@ -51,22 +51,28 @@ found(char *out, size_t cap, const char *dir, const char *name)
     return (size_t)snprintf(out, cap, "%s/%s", dir, name) < cap && is_file(out);
 }
 
-/* The module beside the executable (a build tree), else where meson installs it; the GIL library beside it. */
+/* The module beside the executable (a build tree), else where meson installs it; the GIL library ("" if missing)
+ * beside it. */
 static bool
 find_module(char *module, char *gil, size_t cap)
 {
-    char dir[PATH_MAX];
-    size_t len = sizeof(dir);
+    char here[PATH_MAX];
+    size_t len = sizeof(here);
     char *slash;
+    const char *dirs[2] = { NULL, PT_MODULE_DIR };
+    int i;
 
-    if (uv_exepath(dir, &len) == 0 && (slash = strrchr(dir, '/')) != NULL) {
+    if (uv_exepath(here, &len) == 0 && (slash = strrchr(here, '/')) != NULL) {
         *slash = '\0';
-        if (found(module, cap, dir, PT_MODULE_FILE)) {
-            return found(gil, cap, dir, PT_GIL_LIB_FILE) || (gil[0] = '\0', true);
-        }
+        dirs[0] = here;
     }
-    if (found(module, cap, PT_MODULE_DIR, PT_MODULE_FILE)) {
-        return found(gil, cap, PT_MODULE_DIR, PT_GIL_LIB_FILE) || (gil[0] = '\0', true);
+    for (i = 0; i < 2; i++) {
+        if (dirs[i] != NULL && found(module, cap, dirs[i], PT_MODULE_FILE)) {
+            if (!found(gil, cap, dirs[i], PT_GIL_LIB_FILE)) {
+                gil[0] = '\0';
+            }
+            return true;
+        }
     }
     return false;
 }

@@ -1,6 +1,6 @@
 /*
  * ponte: parse the command line, load the app, listen, run the loop, shut down gracefully on SIGTERM/SIGINT.
- * pt_main is the whole of it: main() here, and _ponte.main() in the extension module that runs it inside
+ * pt_main is the whole of it: main() here, and _ponte_host.main() in the extension module that runs it inside
  * /usr/bin/python3 (gateway/host.c; this file is compiled for each).
  */
 #include <malloc.h>

@@ -1,7 +1,7 @@
 """Slow clients, with Debian's slowhttptest: slowloris (a head sent a few bytes at a time), a slow body, a slow
 reader. ponte closes the attackers' connections at their timeouts, and a normal client served at the same time
 keeps at least 80% of the rate it had before the attack (on the plain build; the server runs on CPU 0, the clients
-on CPU 1). Each rate is measured against a control, the same server unattacked on CPU 1, one request to each in
+on CPU 1). Each rate is measured against a control, the same server unattacked on CPU 0, one request to each in
 turn: measured alone, twice a few seconds apart, the rate moved by 0.73 to 1.25x with no server change and failed
 the bound in both directions. Loopback only; each attack is 100 connections for a bounded time.
 
