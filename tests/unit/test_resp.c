@@ -195,6 +195,26 @@ test_header_rules(void)
     CHECK(!pt_header_value_valid("a\r\nInjected: 1", 15) && !pt_header_value_valid("a\nb", 3)
               && !pt_header_value_valid("a\x7f", 2),
           "CR, LF, DEL are not");
+
+    /* Values are checked eight bytes at a time: every byte value, at every place in values of 1 to 24 bytes
+     * (whole words, a tail, both), against the rule byte by byte. Around it: 'a', or 0xff (obs-text, next to which
+     * a subtraction could borrow), or a tab. */
+    int wrong = 0;
+    for (int fill = 0; fill < 3; fill++) {
+        for (size_t n = 1; n <= 24; n++) {
+            for (size_t at = 0; at < n; at++) {
+                for (int c = 0; c < 256; c++) {
+                    char v[24];
+                    bool want = !((c < 0x20 && c != '\t') || c == 0x7f);
+
+                    memset(v, fill == 0 ? 'a' : fill == 1 ? '\xff' : '\t', sizeof(v));
+                    v[at] = (char)c;
+                    wrong += pt_header_value_valid(v, n) != want;
+                }
+            }
+        }
+    }
+    CHECK(wrong == 0, "every byte at every place of 1..24-byte values is judged as byte by byte (%d wrong)", wrong);
 }
 
 static void
