@@ -62,7 +62,9 @@ typedef struct {
 
 static pt_gil_thread_t threads[MAX_THREADS];
 static _Atomic int nthreads;
-static _Thread_local pt_gil_thread_t *self;
+/* The thread's record, read on every GIL event: initial-exec, one load instead of a call to __tls_get_addr in the
+ * module python3 dlopens, for 8 of the bytes of static TLS glibc keeps spare for such modules. */
+static _Thread_local pt_gil_thread_t *self __attribute__((tls_model("initial-exec")));
 static _Thread_local char pending_name[32];
 static _Thread_local char pending_role[8];
 static _Atomic(pt_gil_thread_t *) last_taker;
@@ -77,12 +79,12 @@ static uint64_t trace_t0;
 static pid_t trace_consumer; /* the thread that drains the rings (the loop thread, which opened the trace) */
 
 static void
-trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
+trace_append(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
 {
     uint32_t head, tail;
     pt_trace_ev_t *e;
 
-    if (!tracing || start < trace_t0) {
+    if (start < trace_t0) {
         return;
     }
     if (t->trace.ev == NULL) {
@@ -115,6 +117,15 @@ trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const ch
     atomic_store_explicit(&t->trace.head, head + 1, memory_order_release);
 }
 
+/* Appends a span when --gil-trace is on; off, it costs the probe's events one test. */
+static inline void
+trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
+{
+    if (__builtin_expect(tracing, 0)) {
+        trace_append(t, kind, start, end, label);
+    }
+}
+
 static uint64_t
 now_ns(void)
 {
@@ -140,27 +151,32 @@ pt_gil_bucket_le_s(int k)
 }
 
 static pt_gil_thread_t *
+enrol(void)
+{
+    int i = atomic_fetch_add_explicit(&nthreads, 1, memory_order_relaxed);
+
+    if (i >= MAX_THREADS) {
+        atomic_fetch_sub_explicit(&nthreads, 1, memory_order_relaxed);
+        return NULL; /* beyond what we track: the thread goes uncounted */
+    }
+    self = &threads[i];
+    self->index = i;
+    self->tid = (pid_t)syscall(SYS_gettid);
+    snprintf(self->role, sizeof(self->role), "%s", pending_role[0] ? pending_role : "app");
+    if (pending_name[0]) {
+        memcpy(self->name, pending_name, sizeof(self->name));
+    } else if (pthread_getname_np(pthread_self(), self->name, sizeof(self->name)) != 0 || !self->name[0]) {
+        snprintf(self->name, sizeof(self->name), "thread-%d", (int)self->tid);
+    }
+    atomic_store_explicit(&self->used, 1, memory_order_release);
+    return self;
+}
+
+/* This thread's record, made on its first GIL event. */
+static inline pt_gil_thread_t *
 me(void)
 {
-    if (self == NULL) {
-        int i = atomic_fetch_add_explicit(&nthreads, 1, memory_order_relaxed);
-
-        if (i >= MAX_THREADS) {
-            atomic_fetch_sub_explicit(&nthreads, 1, memory_order_relaxed);
-            return NULL; /* beyond what we track: the thread goes uncounted */
-        }
-        self = &threads[i];
-        self->index = i;
-        self->tid = (pid_t)syscall(SYS_gettid);
-        snprintf(self->role, sizeof(self->role), "%s", pending_role[0] ? pending_role : "app");
-        if (pending_name[0]) {
-            memcpy(self->name, pending_name, sizeof(self->name));
-        } else if (pthread_getname_np(pthread_self(), self->name, sizeof(self->name)) != 0 || !self->name[0]) {
-            snprintf(self->name, sizeof(self->name), "thread-%d", (int)self->tid);
-        }
-        atomic_store_explicit(&self->used, 1, memory_order_release);
-    }
-    return self;
+    return __builtin_expect(self != NULL, 1) ? self : enrol();
 }
 
 void
