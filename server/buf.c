@@ -6,6 +6,12 @@
 #include <stdlib.h>
 #include <strings.h>
 
+const bool pt_tchar_table[256] = {
+    ['0' ... '9'] = true, ['A' ... 'Z'] = true, ['a' ... 'z'] = true, ['!'] = true, ['#'] = true, ['$'] = true,
+    ['%'] = true,         ['&'] = true,         ['\''] = true,        ['*'] = true, ['+'] = true, ['-'] = true,
+    ['.'] = true,         ['^'] = true,         ['_'] = true,         ['`'] = true, ['|'] = true, ['~'] = true,
+};
+
 int
 pt_buf_reserve(pt_buf_t *b, size_t extra)
 {

@@ -58,13 +58,14 @@ pt_span_ieq(pt_span_t a, const char *lit)
     return a.len == n && strncasecmp(a.base, lit, n) == 0;
 }
 /* RFC 9110 5.6.2: tchar, a byte of a token (a method, a header name, a chunk extension): a digit, a letter or one
- * of !#$%&'*+-.^_`|~, as a bitmap of the 128 ASCII bytes (tests/unit/test_buf.c checks it against that rule). */
+ * of !#$%&'*+-.^_`|~. A table of the 256 bytes (buf.c): one load a byte, checked on every header name of every
+ * response (tests/unit/test_buf.c checks it against that rule). */
+extern const bool pt_tchar_table[256];
+
 static inline bool
 pt_is_tchar(unsigned char c)
 {
-    static const uint64_t bits[2] = { 0x03ff6cfa00000000u, 0x57ffffffc7fffffeu };
-
-    return c < 128 && (bits[c >> 6] >> (c & 63) & 1) != 0;
+    return pt_tchar_table[c];
 }
 /* Decodes %XX escapes of src into dst (room for n bytes); malformed escapes are copied as they are. Returns the
  * decoded length. */
