@@ -106,6 +106,38 @@ addr_tuple(const char *host, int port)
     return t;
 }
 
+/* The client's (host, port), kept by port number: a connection's later requests, and a new connection from the
+ * same address and port, share the tuple (immutable, and equal by construction) instead of making a str, an int and
+ * a tuple for each request. 256 slots, one per value of the port's low byte; a slot whose address or port differs
+ * is replaced. New ref. */
+typedef struct {
+    PyObject *tuple;
+    int port;
+    char host[48]; /* an IPv6 address is at most 45 characters */
+} client_slot_t;
+
+static PyObject *
+client_tuple(const char *host, int port)
+{
+    static client_slot_t slots[256];
+    size_t n = host ? strlen(host) : sizeof(slots[0].host);
+    client_slot_t *slot = &slots[port & 0xFF];
+    PyObject *t;
+
+    if (n >= sizeof(slot->host) || port < 0) {
+        return addr_tuple(host, port); /* a unix socket's client (no address) */
+    }
+    if (slot->tuple == NULL || slot->port != port || memcmp(slot->host, host, n + 1) != 0) {
+        if ((t = addr_tuple(host, port)) == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(slot->tuple, t);
+        slot->port = port;
+        memcpy(slot->host, host, n + 1);
+    }
+    return Py_NewRef(slot->tuple);
+}
+
 /* The server's (host, port): the same for every request on a listener, so the last one is kept (tuples are
  * immutable: every scope may share it). New ref. */
 static PyObject *
@@ -145,7 +177,7 @@ pt_asgi_scope_http(const pt_request_t *req)
         || scope_set(scope, pt_str.query_string, PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len))
             < 0
         || scope_set(scope, pt_str.headers, build_headers(req)) < 0
-        || scope_set(scope, pt_str.client, addr_tuple(req->remote_addr, req->remote_port)) < 0
+        || scope_set(scope, pt_str.client, client_tuple(req->remote_addr, req->remote_port)) < 0
         || scope_set(scope, pt_str.server, server_tuple(req)) < 0
         || (pt_asgi.state != NULL && scope_set(scope, pt_str.state, PyDict_Copy(pt_asgi.state)) < 0)) {
         Py_XDECREF(scope);

@@ -50,6 +50,23 @@ class ASGI(ServerCase, unittest.TestCase):
         self.assertNotIn("added_by_app", doc["types"])
         self.assertNotIn("x-added", [k for k, v in doc["headers"]])
 
+    def test_scope_client_is_each_connections_own(self):
+        # scope["client"] tuples are kept by port (gateway/asgi_scope.c, 256 slots by the port's low byte): 300
+        # connections open at once, so some ports share a slot, each see their own port, twice over.
+        conns = [Conn(self.server) for _ in range(300)]
+        try:
+            wrong = []
+            for _ in range(2):
+                for c in conns:
+                    client = json.loads(c.request("GET", "/echo").body)["client"]
+                    if client != ["127.0.0.1", c.sock.getsockname()[1]]:
+                        wrong.append((client, c.sock.getsockname()))
+            self.assertEqual(wrong, [])
+            self.assertGreater(300 - len({c.sock.getsockname()[1] & 0xFF for c in conns}), 0)
+        finally:
+            for c in conns:
+                c.close()
+
     def test_http10(self):
         c = self.conn()
         r = c.request("GET", "/echo", version="HTTP/1.0")
