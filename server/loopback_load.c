@@ -62,12 +62,16 @@ pt_load_set_target(const pt_listener_t *ls, int n)
             if ((ntohl(v4->sin_addr.s_addr) >> 24) != 127) {
                 continue;
             }
-            snprintf(LD.target, sizeof(LD.target), "%s:%d", host, ls[i].port);
+            if (snprintf(LD.target, sizeof(LD.target), "%s:%d", host, ls[i].port) >= (int)sizeof(LD.target)) {
+                continue; /* cannot be: host parsed as an address */
+            }
         } else if (uv_ip6_addr(host, ls[i].port, v6) == 0) {
             if (!IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr)) {
                 continue;
             }
-            snprintf(LD.target, sizeof(LD.target), "[%s]:%d", host, ls[i].port);
+            if (snprintf(LD.target, sizeof(LD.target), "[%s]:%d", host, ls[i].port) >= (int)sizeof(LD.target)) {
+                continue;
+            }
         } else {
             continue;
         }
