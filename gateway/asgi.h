@@ -85,6 +85,13 @@ typedef struct {
 PyObject *pt_asgi_run_new(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks);
 
 /* ---- asgi_task.c ---- */
+/* Whether a vectorcall's keyword names are exactly ('context',): asyncio's call_soon(callback, context=ctx). */
+static inline bool
+pt_asgi_kw_is_context(PyObject *kwnames)
+{
+    return kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1
+        && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") == 0;
+}
 /* Checks whether a Task's first step can be taken at once (see asgi_task.c), once the loop exists. */
 int pt_asgi_task_init(void);
 /*

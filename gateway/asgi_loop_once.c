@@ -475,10 +475,7 @@ schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     Py_ssize_t i;
     int debug, closed;
 
-    if (nargs < 1
-        || (kwnames != NULL
-            && (PyTuple_GET_SIZE(kwnames) != 1
-                || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") != 0))) {
+    if (nargs < 1 || (kwnames != NULL && !pt_asgi_kw_is_context(kwnames))) {
         return 0; /* asyncio's says what is wrong with the call */
     }
     if (kwnames != NULL) {

@@ -48,9 +48,7 @@ real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 bool
 pt_asgi_task_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (K.armed && K.step == NULL && nargs == 1 && kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1
-        && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") == 0
-        && PyContext_CheckExact(args[1])) {
+    if (K.armed && K.step == NULL && nargs == 1 && pt_asgi_kw_is_context(kwnames) && PyContext_CheckExact(args[1])) {
         K.step = Py_NewRef(args[0]);
         K.ctx = Py_NewRef(args[1]);
         return true;
