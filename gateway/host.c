@@ -4,7 +4,7 @@
  * Debian builds /usr/bin/python3.11 with link-time optimisation; the libpython3.11.a and .so it ships for embedding
  * have none, and run pure Python about 9% slower (docs/benchmarks.md, "The interpreter"). Only that executable
  * has the optimised interpreter, so ponte goes to it: the ponte executable parses its arguments, then replaces
- * itself (same pid) with `python3 -P -c BOOT VERSION MODULE ARGS...`, where MODULE is ponte built as an extension
+ * itself (same pid) with `python3 -P -c BOOT VERSION MODULE ARGV...`, where MODULE is ponte built as an extension
  * module (_ponte_host.cpython-3XX-ARCH.so, the same server and gateway code) and BOOT is host_boot.py, which
  * imports it and calls its main(): the same pt_main as the executable's, on the interpreter python3 has started.
  *
@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../server/log.h"
@@ -119,7 +120,7 @@ pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
         }
         return 0;
     }
-    args = calloc((size_t)argc + 6, sizeof(*args));
+    args = calloc((size_t)argc + 7, sizeof(*args));
     if (args == NULL || set_preload(gil) < 0) {
         fprintf(stderr, "ponte: error: cannot start %s: out of memory\n", cfg->python_executable);
         free(args);
@@ -131,8 +132,8 @@ pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
     args[3] = (char *)host_boot_py;
     args[4] = (char *)(STR(PY_MAJOR_VERSION) "." STR(PY_MINOR_VERSION));
     args[5] = module;
-    for (i = 1; i < argc; i++) {
-        args[5 + i] = argv[i];
+    for (i = 0; i < argc; i++) {
+        args[6 + i] = argv[i]; /* with ponte's own name, for the command line ps shows (show_command_line) */
     }
     fflush(NULL);
     execv(cfg->python_executable, args);
@@ -148,7 +149,61 @@ pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
     return cfg->interpreter == PT_INTERP_HOST ? -1 : 0;
 }
 
-/* _ponte_host.main(args): the server, in this interpreter, with args as its command line. Returns its exit status. */
+/*
+ * ps, top and /proc/PID/cmdline show python3's command line: `/usr/bin/python3 -P -c <host_boot.py, some 1,500
+ * bytes> 3.11 MODULE ARGS`. The kernel reads it from the process's argument area ([arg_start, arg_end) in
+ * /proc/self/stat), so that area is rewritten in place with ponte's own (argv, NUL-separated, NUL-padded), as
+ * servers that name their processes do; python3 copied those strings at start-up and reads them no more. Arguments
+ * that do not fit (they always do: the boot script alone is longer) are left out.
+ */
+static void
+show_command_line(int argc, char **argv)
+{
+    char stat[1024], *p, *area;
+    unsigned long long start, end;
+    size_t n, cap, len = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    int i;
+
+    if (f == NULL) {
+        return;
+    }
+    n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    p = strrchr(stat, ')'); /* the name before it may hold spaces; fields count from the one after */
+    for (i = 2; p != NULL && i < 48; i++) {
+        p = strchr(p + 1, ' '); /* the space before field i + 1 */
+    }
+    if (p == NULL || sscanf(p + 1, "%llu %llu", &start, &end) != 2 || end <= start) {
+        return; /* fields 48 and 49: arg_start and arg_end (Linux 3.5 and later) */
+    }
+    area = (char *)(uintptr_t)start;
+    cap = (size_t)(end - start);
+    char *line = calloc(cap, 1), *was = malloc(cap), *shown = malloc(cap + 1);
+    struct iovec local = { was, cap }, remote = { area, cap };
+
+    /* Only where the area holds what the kernel shows as this process's command line: under valgrind, say, the
+     * stat fields name the tool's own (read here without touching it, so a wrong address cannot fault). */
+    f = fopen("/proc/self/cmdline", "r");
+    if (line != NULL && was != NULL && shown != NULL && f != NULL && fread(shown, 1, cap + 1, f) == cap
+        && process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)cap && memcmp(was, shown, cap) == 0) {
+        for (i = 0; i < argc && len + strlen(argv[i]) + 1 <= cap; i++) {
+            memcpy(line + len, argv[i], strlen(argv[i]) + 1);
+            len += strlen(argv[i]) + 1;
+        }
+        memcpy(area, line, cap); /* the rest NUL, so the kernel keeps to the arguments */
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    free(line);
+    free(was);
+    free(shown);
+}
+
+/* _ponte_host.main(argv): the server, in this interpreter, with argv as its command line (argv[0] the name the
+ * ponte executable was run by). Returns its exit status. */
 static PyObject *
 module_main(PyObject *self, PyObject *arg)
 {
@@ -157,28 +212,28 @@ module_main(PyObject *self, PyObject *arg)
     Py_ssize_t n, i;
     int r;
 
-    if (!PyList_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "main() takes the list of arguments");
+    if (!PyList_Check(arg) || PyList_GET_SIZE(arg) < 1) {
+        PyErr_SetString(PyExc_TypeError, "main() takes the command line, as a list starting with the program name");
         return NULL;
     }
     n = PyList_GET_SIZE(arg);
     bytes = PyList_New(n);
-    argv = calloc((size_t)n + 2, sizeof(*argv));
+    argv = calloc((size_t)n + 1, sizeof(*argv));
     if (bytes == NULL || argv == NULL) {
         goto fail;
     }
-    argv[0] = (char *)"ponte";
     for (i = 0; i < n; i++) {
         item = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(arg, i));
         if (item == NULL) {
             goto fail;
         }
         PyList_SET_ITEM(bytes, i, item);
-        argv[i + 1] = PyBytes_AS_STRING(item);
+        argv[i] = PyBytes_AS_STRING(item);
     }
     pt_py_hosted = true;
-    prctl(PR_SET_NAME, "ponte"); /* the name ps, top and pgrep show; the threads started from here inherit it */
-    r = pt_main((int)n + 1, argv);
+    prctl(PR_SET_NAME, "ponte"); /* the name top and pgrep show; the threads started from here inherit it */
+    show_command_line((int)n, argv);
+    r = pt_main((int)n, argv);
     free(argv);
     Py_DECREF(bytes);
     return PyLong_FromLong(r);
@@ -189,7 +244,7 @@ fail:
 }
 
 static PyMethodDef module_methods[] = {
-    { "main", module_main, METH_O, "main(args) -> exit status: run ponte with this command line (no program name)" },
+    { "main", module_main, METH_O, "main(argv) -> exit status: run ponte with this command line" },
     { NULL, NULL, 0, NULL },
 };
 

@@ -1,13 +1,14 @@
-"""What python3 runs for `ponte --interpreter host` (gateway/host.c), as `python3 -P -c THIS VERSION MODULE ARGS...`:
+"""What python3 runs for `ponte --interpreter host` (gateway/host.c), as `python3 -P -c THIS VERSION MODULE ARGV...`:
 checks that this Python is the one ponte was built for, takes ponte's GIL library back out of LD_PRELOAD (it is
 loaded already; the app's subprocesses must not inherit it), imports ponte's extension module from its file and
-runs the server with ARGS. Compiled into ponte (gateway/meson.build); its exit status is the server's."""
+runs the server with ARGV, ponte's command line (its program name first). Compiled into ponte
+(gateway/meson.build); its exit status is the server's."""
 
 
 def _ponte_boot():
     import os
     import sys
-    built_for, module, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    built_for, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
     running = "%d.%d" % sys.version_info[:2]
     if running != built_for:
         sys.exit("ponte: error: %s is Python %s; ponte was built for %s (--interpreter embedded runs its own)"
@@ -21,7 +22,7 @@ def _ponte_boot():
     ponte = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ponte)
     sys.argv = ["ponte"]  # as under --interpreter embedded
-    return ponte.main(args)
+    return ponte.main(argv)
 
 
 raise SystemExit(_ponte_boot())

@@ -96,6 +96,9 @@ class Interpreter(unittest.TestCase):
             log = s.stderr()
             with open("/proc/%d/comm" % s.proc.pid) as f:
                 self.assertEqual(f.read().strip(), "ponte", "ps, top and pgrep see ponte, not python3")
+            with open("/proc/%d/cmdline" % s.proc.pid, "rb") as f:
+                shown = [a.decode() for a in f.read().rstrip(b"\0").split(b"\0")]
+            self.assertEqual(shown, s.args, "ps shows the command line ponte was started with, not python3's")
         self.assertEqual(got["executable"], "/usr/bin/python3")
         self.assertEqual(got["argv"], ["ponte"])
         self.assertEqual(got["leftovers"], [])
