@@ -106,10 +106,32 @@ addr_tuple(const char *host, int port)
     return t;
 }
 
+/* (host, port) from the tuple kept in *kept when its host and port are these, else a new one, kept in its place
+ * (tuples are immutable: every scope may share one). A host of cap bytes or more is not kept. New ref. */
+static PyObject *
+kept_addr_tuple(PyObject **kept, int *kept_port, char *kept_host, size_t cap, const char *host, int port)
+{
+    size_t n = host ? strlen(host) : cap;
+    PyObject *t;
+
+    if (n >= cap) {
+        return addr_tuple(host, port); /* a unix socket's client (no address), or a name too long to keep */
+    }
+    if (*kept == NULL || *kept_port != port || memcmp(kept_host, host, n + 1) != 0) {
+        if ((t = addr_tuple(host, port)) == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(*kept, t);
+        *kept_port = port;
+        memcpy(kept_host, host, n + 1);
+    }
+    return Py_NewRef(*kept);
+}
+
 /* The client's (host, port), kept by port number: a connection's later requests, and a new connection from the
- * same address and port, share the tuple (immutable, and equal by construction) instead of making a str, an int and
- * a tuple for each request. 256 slots, one per value of the port's low byte; a slot whose address or port differs
- * is replaced. New ref. */
+ * same address and port, share the tuple (equal by construction) instead of making a str, an int and a tuple for
+ * each request. 256 slots, one per value of the port's low byte; a slot whose address or port differs is
+ * replaced. New ref. */
 typedef struct {
     PyObject *tuple;
     int port;
@@ -120,48 +142,20 @@ static PyObject *
 client_tuple(const char *host, int port)
 {
     static client_slot_t slots[256];
-    size_t n = host ? strlen(host) : sizeof(slots[0].host);
     client_slot_t *slot = &slots[port & 0xFF];
-    PyObject *t;
 
-    if (n >= sizeof(slot->host) || port < 0) {
-        return addr_tuple(host, port); /* a unix socket's client (no address) */
-    }
-    if (slot->tuple == NULL || slot->port != port || memcmp(slot->host, host, n + 1) != 0) {
-        if ((t = addr_tuple(host, port)) == NULL) {
-            return NULL;
-        }
-        Py_XSETREF(slot->tuple, t);
-        slot->port = port;
-        memcpy(slot->host, host, n + 1);
-    }
-    return Py_NewRef(slot->tuple);
+    return kept_addr_tuple(&slot->tuple, &slot->port, slot->host, sizeof(slot->host), host, port);
 }
 
-/* The server's (host, port): the same for every request on a listener, so the last one is kept (tuples are
- * immutable: every scope may share it). New ref. */
+/* The server's (host, port): the same for every request on a listener, so the last one is kept. New ref. */
 static PyObject *
 server_tuple(const pt_request_t *req)
 {
     static PyObject *last;
     static char last_name[256];
     static int last_port = -1;
-    const char *name = req->server_name;
 
-    if (name == NULL || strlen(name) >= sizeof(last_name)) {
-        return addr_tuple(name, req->server_port);
-    }
-    if (last == NULL || last_port != req->server_port || strcmp(last_name, name) != 0) {
-        PyObject *t = addr_tuple(name, req->server_port);
-
-        if (t == NULL) {
-            return NULL;
-        }
-        Py_XSETREF(last, t);
-        memcpy(last_name, name, strlen(name) + 1);
-        last_port = req->server_port;
-    }
-    return Py_NewRef(last);
+    return kept_addr_tuple(&last, &last_port, last_name, sizeof(last_name), req->server_name, req->server_port);
 }
 
 PyObject *
