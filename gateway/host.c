@@ -180,24 +180,24 @@ show_command_line(int argc, char **argv)
     }
     area = (char *)(uintptr_t)start;
     cap = (size_t)(end - start);
-    char *line = calloc(cap, 1), *was = malloc(cap), *shown = malloc(cap + 1);
+    char *was = malloc(cap), *shown = malloc(cap + 1);
     struct iovec local = { was, cap }, remote = { area, cap };
 
     /* Only where the area holds what the kernel shows as this process's command line: under valgrind, say, the
-     * stat fields name the tool's own (read here without touching it, so a wrong address cannot fault). */
+     * stat fields name the tool's own (read here without touching it, so a wrong address cannot fault). argv's
+     * strings are the module's own copies, not in the area. */
     f = fopen("/proc/self/cmdline", "r");
-    if (line != NULL && was != NULL && shown != NULL && f != NULL && fread(shown, 1, cap + 1, f) == cap
+    if (was != NULL && shown != NULL && f != NULL && fread(shown, 1, cap + 1, f) == cap
         && process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)cap && memcmp(was, shown, cap) == 0) {
-        for (i = 0; i < argc && len + strlen(argv[i]) + 1 <= cap; i++) {
-            memcpy(line + len, argv[i], strlen(argv[i]) + 1);
-            len += strlen(argv[i]) + 1;
+        for (i = 0; i < argc && len + (n = strlen(argv[i]) + 1) <= cap; i++) {
+            memcpy(area + len, argv[i], n);
+            len += n;
         }
-        memcpy(area, line, cap); /* the rest NUL, so the kernel keeps to the arguments */
+        memset(area + len, 0, cap - len); /* the rest NUL, so the kernel keeps to the arguments */
     }
     if (f != NULL) {
         fclose(f);
     }
-    free(line);
     free(was);
     free(shown);
 }
