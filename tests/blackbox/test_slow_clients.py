@@ -56,17 +56,19 @@ class SlowClients:
     args = ("--header-timeout", "2", "--client-timeout", "2", "--no-access-log")
 
     @classmethod
+    def start_on_cpu0(cls):
+        s = Server(cls.app, *cls.args, threads=cls.threads)
+        s.args = ["taskset", "-c", "0"] + s.args
+        s.start()
+        return s
+
+    @classmethod
     def setUpClass(cls):
         if shutil.which("slowhttptest") is None:
             raise AssertionError("slowhttptest is missing: apt-get install slowhttptest (.ci/deps does)")
         os.sched_setaffinity(0, {1} if os.cpu_count() > 1 else {0})     # this process and slowhttptest: CPU 1
-        cls.server = Server(cls.app, *cls.args, threads=cls.threads)
-        cls.server.args = ["taskset", "-c", "0"] + cls.server.args
-        cls.server.start()
-        # The same server, unattacked, on the same CPU: what the attacked one's rate is measured against.
-        cls.control = Server(cls.app, *cls.args, threads=cls.threads)
-        cls.control.args = ["taskset", "-c", "0"] + cls.control.args
-        cls.control.start()
+        # The attacked server, and the same server unattacked on the same CPU: what its rate is measured against.
+        cls.server, cls.control = cls.start_on_cpu0(), cls.start_on_cpu0()
 
     @classmethod
     def tearDownClass(cls):
