@@ -128,8 +128,9 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     if (pt_py_start(cfg) < 0) {
         goto fail;
     }
-    pt_log_info("Python: %s, %s", pt_app_runtime_version(),
-                pt_py_hosted ? "inside python3 (--interpreter host)" : "embedded in ponte (--interpreter embedded)");
+    pt_log_info("Python: %s, %s%s", pt_app_runtime_version(),
+                pt_py_hosted ? "inside python3 (--interpreter host)" : "embedded in ponte (--interpreter embedded)",
+                pt_py_venv_note());
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
     if (pt_gil_routes_init(cfg->gil_probe ? cfg->gil_routes : 0) < 0) {
         fprintf(stderr, "ponte: error: out of memory for --gil-routes %d\n", cfg->gil_routes);

@@ -1,19 +1,21 @@
 /*
  * asyncio's registry of live tasks (what asyncio.all_tasks() reads), with its add() in C.
  *
- * Every Task registers itself from its constructor: asyncio.tasks._all_tasks.add(task), a weakref.WeakSet whose
- * add() is Python (a frame, then a weakref whose callback is another Python function), and when the task is freed
- * that callback runs as a second frame to discard it. Per ASGI request that is one Task, and the two frames were
- * about 3.5k of an ASGI hello's 32k instructions (callgrind: _asyncio's Task init calling WeakSet.add, and
- * PyObject_ClearWeakRefs calling _remove).
+ * Up to Python 3.13 every Task registers itself from its constructor into a weakref.WeakSet: 3.11's
+ * asyncio.tasks._all_tasks, 3.12 and 3.13's _scheduled_tasks (a Task whose eager first step finishes it never gets
+ * there; one that goes on waiting does). WeakSet.add() is Python (a frame, then a weakref whose callback is another
+ * Python function), and when the task is freed that callback runs as a second frame to discard it. Per ASGI request
+ * that is one Task, and the two frames were about 3.5k of an ASGI hello's 32k instructions on 3.11 (callgrind:
+ * _asyncio's Task init calling WeakSet.add, and PyObject_ClearWeakRefs calling _remove). From 3.14 asyncio keeps
+ * its tasks in C itself (a list per thread) and there is nothing here to replace.
  *
  * Here add() and the removal callback are C, step for step WeakSet.add and WeakSet.__init__'s _remove: the same
  * set (self.data) of weak references, the same _pending_removals while the set is being iterated, the same
  * TypeError for what cannot be weakly referenced. add() is installed as an instance attribute of that one WeakSet,
  * where Task's constructor (C or Python) looks it up; every other method of the set stays asyncio's, and
- * asyncio.all_tasks() sees what it saw before. Installed only when the set is the stdlib's WeakSet with the
- * attributes used here, and after a check that an object added is found and is gone once freed; otherwise, or with
- * PONTE_ASGI_LOOP=python, the set stays as it is.
+ * asyncio.all_tasks() sees what it saw before. Installed only on the versions named above, when the set is the
+ * stdlib's WeakSet with the attributes used here, and after a check that an object added is found and is gone
+ * once freed; otherwise, or with PONTE_ASGI_LOOP=python, the set stays as it is, and the log says why.
  */
 #include "asgi.h"
 
@@ -22,11 +24,20 @@
 
 #include "../server/log.h"
 
+/* The WeakSet each version's Task constructor adds to; "" where asyncio registers tasks in C. */
+#if PY_VERSION_HEX < 0x030C0000
+#define TASK_SET "_all_tasks"
+#elif PY_VERSION_HEX < 0x030E0000
+#define TASK_SET "_scheduled_tasks"
+#else
+#define TASK_SET ""
+#endif
+
 static struct {
     PyObject *dict;   /* the set's __dict__ */
     PyObject *remove; /* the removal callback, bound to a weak reference to the set */
     PyObject *s_data, *s_pending, *s_iterating, *s_commit, *s_append, *s_discard, *s_add;
-} T;
+} task_set;
 
 /*
  * self.<name>, from the set's __dict__ (WeakSet keeps all of its state there: no slots, no descriptors of these
@@ -35,7 +46,7 @@ static struct {
 static PyObject *
 member(PyObject *self, PyObject *name)
 {
-    PyObject *v = PyDict_GetItemWithError(T.dict, name);
+    PyObject *v = PyDict_GetItemWithError(task_set.dict, name);
 
     if (v != NULL) {
         return Py_NewRef(v);
@@ -64,11 +75,11 @@ call_on_member(PyObject *self, PyObject *name, PyObject *method, PyObject *arg)
     if (target == NULL) {
         return -1;
     }
-    if (PySet_CheckExact(target) && method == T.s_add) {
+    if (PySet_CheckExact(target) && method == task_set.s_add) {
         rc = PySet_Add(target, arg);
-    } else if (PySet_CheckExact(target) && method == T.s_discard) {
+    } else if (PySet_CheckExact(target) && method == task_set.s_discard) {
         rc = PySet_Discard(target, arg) < 0 ? -1 : 0;
-    } else if (PyList_CheckExact(target) && method == T.s_append) {
+    } else if (PyList_CheckExact(target) && method == task_set.s_append) {
         rc = PyList_Append(target, arg);
     } else if ((r = PyObject_CallMethodOneArg(target, method, arg)) != NULL) {
         rc = 0;
@@ -82,20 +93,16 @@ call_on_member(PyObject *self, PyObject *name, PyObject *method, PyObject *arg)
 static PyObject *
 removed(PyObject *selfref, PyObject *item)
 {
-    PyObject *self = PyWeakref_GetObject(selfref); /* borrowed; None once the set is gone */
-    int busy, rc;
+    PyObject *self;
+    int busy, rc = PyWeakref_GetRef(selfref, &self);
 
-    if (self == NULL) {
-        return NULL;
+    if (rc <= 0) {
+        return rc < 0 ? NULL : Py_NewRef(Py_None); /* the set itself is gone */
     }
-    if (self == Py_None) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(self);
-    busy = member_true(self, T.s_iterating);
+    busy = member_true(self, task_set.s_iterating);
     rc = busy < 0 ? -1
-        : busy    ? call_on_member(self, T.s_pending, T.s_append, item)
-                  : call_on_member(self, T.s_data, T.s_discard, item);
+        : busy    ? call_on_member(self, task_set.s_pending, task_set.s_append, item)
+                  : call_on_member(self, task_set.s_data, task_set.s_discard, item);
     Py_DECREF(self);
     if (rc < 0) {
         return NULL;
@@ -107,22 +114,22 @@ removed(PyObject *selfref, PyObject *item)
 static PyObject *
 add(PyObject *self, PyObject *item)
 {
-    int pending = member_true(self, T.s_pending), rc;
+    int pending = member_true(self, task_set.s_pending), rc;
     PyObject *ref, *r;
 
     if (pending < 0) {
         return NULL;
     }
     if (pending) {
-        if ((r = PyObject_CallMethodNoArgs(self, T.s_commit)) == NULL) {
+        if ((r = PyObject_CallMethodNoArgs(self, task_set.s_commit)) == NULL) {
             return NULL;
         }
         Py_DECREF(r);
     }
-    if ((ref = PyWeakref_NewRef(item, T.remove)) == NULL) {
+    if ((ref = PyWeakref_NewRef(item, task_set.remove)) == NULL) {
         return NULL;
     }
-    rc = call_on_member(self, T.s_data, T.s_add, ref);
+    rc = call_on_member(self, task_set.s_data, task_set.s_add, ref);
     Py_DECREF(ref);
     if (rc < 0) {
         return NULL;
@@ -187,7 +194,7 @@ set_differs(PyObject *set, PyObject *weakset_type)
 static Py_ssize_t
 data_len(PyObject *set)
 {
-    PyObject *data = PyObject_GetAttr(set, T.s_data);
+    PyObject *data = PyObject_GetAttr(set, task_set.s_data);
     Py_ssize_t n = data != NULL ? PyObject_Size(data) : -1;
 
     Py_XDECREF(data);
@@ -200,7 +207,7 @@ add_differs(PyObject *set)
 {
     Py_ssize_t before = data_len(set), during = -1;
     PyObject *fut = before >= 0 ? PyObject_CallNoArgs(pt_asgi.create_future) : NULL;
-    PyObject *r = fut ? PyObject_CallMethodOneArg(set, T.s_add, fut) : NULL;
+    PyObject *r = fut ? PyObject_CallMethodOneArg(set, task_set.s_add, fut) : NULL;
     int found = r ? PySequence_Contains(set, fut) : -1;
     const char *why = NULL;
 
@@ -226,31 +233,36 @@ pt_asgi_all_tasks_install(void)
     if (env != NULL && strcmp(env, "python") == 0) {
         return 0;
     }
-    T.s_data = PyUnicode_InternFromString("data");
-    T.s_pending = PyUnicode_InternFromString("_pending_removals");
-    T.s_iterating = PyUnicode_InternFromString("_iterating");
-    T.s_commit = PyUnicode_InternFromString("_commit_removals");
-    T.s_append = PyUnicode_InternFromString("append");
-    T.s_discard = PyUnicode_InternFromString("discard");
-    T.s_add = PyUnicode_InternFromString("add");
-    if (!T.s_data || !T.s_pending || !T.s_iterating || !T.s_commit || !T.s_append || !T.s_discard || !T.s_add) {
+    if (TASK_SET[0] == '\0') {
+        pt_log_debug("ASGI: asyncio registers its tasks in C itself (3.14+): no task set to replace");
+        return 0;
+    }
+    task_set.s_data = PyUnicode_InternFromString("data");
+    task_set.s_pending = PyUnicode_InternFromString("_pending_removals");
+    task_set.s_iterating = PyUnicode_InternFromString("_iterating");
+    task_set.s_commit = PyUnicode_InternFromString("_commit_removals");
+    task_set.s_append = PyUnicode_InternFromString("append");
+    task_set.s_discard = PyUnicode_InternFromString("discard");
+    task_set.s_add = PyUnicode_InternFromString("add");
+    if (!task_set.s_data || !task_set.s_pending || !task_set.s_iterating || !task_set.s_commit || !task_set.s_append
+        || !task_set.s_discard || !task_set.s_add) {
         return -1;
     }
     tasks = PyImport_ImportModule("asyncio.tasks");
     weakrefset = tasks ? PyImport_ImportModule("_weakrefset") : NULL;
-    set = weakrefset ? PyObject_GetAttrString(tasks, "_all_tasks") : NULL;
+    set = weakrefset ? PyObject_GetAttrString(tasks, TASK_SET) : NULL;
     weakset_type = set ? PyObject_GetAttrString(weakrefset, "WeakSet") : NULL;
     PyErr_Clear();
-    why = set == NULL ? "asyncio.tasks has no _all_tasks" : set_differs(set, weakset_type);
+    why = set == NULL ? "asyncio.tasks has no " TASK_SET : set_differs(set, weakset_type);
     if (why == NULL) {
-        T.dict = PyObject_GenericGetDict(set, NULL);
-        selfref = T.dict ? PyWeakref_NewRef(set, NULL) : NULL;
-        T.remove = selfref ? PyCFunction_New(&removed_def, selfref) : NULL;
-        f = T.remove ? PyCFunction_New(&add_def, set) : NULL;
-        if (f == NULL || PyObject_SetAttr(set, T.s_add, f) < 0) {
+        task_set.dict = PyObject_GenericGetDict(set, NULL);
+        selfref = task_set.dict ? PyWeakref_NewRef(set, NULL) : NULL;
+        task_set.remove = selfref ? PyCFunction_New(&removed_def, selfref) : NULL;
+        f = task_set.remove ? PyCFunction_New(&add_def, set) : NULL;
+        if (f == NULL || PyObject_SetAttr(set, task_set.s_add, f) < 0) {
             goto done;
         }
-        if ((why = add_differs(set)) != NULL && PyObject_DelAttr(set, T.s_add) < 0) {
+        if ((why = add_differs(set)) != NULL && PyObject_DelAttr(set, task_set.s_add) < 0) {
             goto done;
         }
     }

@@ -131,7 +131,7 @@ mod_poll_start(PyObject *mod, PyObject *args)
 static PyObject *
 mod_poll_stop(PyObject *mod, PyObject *arg)
 {
-    int fd = _PyLong_AsInt(arg);
+    int fd = PyLong_AsInt(arg);
     size_t i;
 
     if (fd == -1 && PyErr_Occurred()) {

@@ -3,9 +3,14 @@
  * callback (call_soon, _call_soon, call_soon_threadsafe), and get_debug, which every Future and Task asks.
  *
  * A turn drops cancelled timers, polls (the selector is LibuvSelector: one libuv iteration), moves the timers that
- * fell due to the ready queue, then runs the callbacks that were ready. Step for step what asyncio 3.11's
+ * fell due to the ready queue, then runs the callbacks that were ready. Step for step what asyncio's
  * base_events.py does, on the same attributes and with real asyncio.Handle objects, so every method left in Python
  * (call_later, run_in_executor, add_reader, the Task and Future code) sees the state it expects.
+ *
+ * Written for asyncio 3.11, checked against 3.13 to 3.15 (3.13's new timeout arithmetic gives the same values); the
+ * two later changes are gated by version: 3.14's call_soon_threadsafe queues an events._ThreadSafeHandle (run by
+ * its own _run(), under its lock) and 3.15 moves timers due by now + max(resolution, ulp(now)). Another version
+ * runs asyncio's own methods, and the log says so.
  *
  * Why: Django over ASGI crosses between the loop and asgiref's executor thread about 11 times per request, and
  * every crossing is a few callbacks (the future's _set_state, the Task's wake-up), each scheduled through
@@ -21,14 +26,21 @@
  */
 #include "asgi.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../server/log.h"
 
+#define ASYNCIO_FIRST 0x030B                             /* the asyncio versions this file follows: 3.11 */
+#define ASYNCIO_LAST 0x030F                              /* to 3.15 */
+#define THREADSAFE_HANDLE (PY_VERSION_HEX >= 0x030E0000) /* 3.14: call_soon_threadsafe's _ThreadSafeHandle */
+#define DUE_BY_ULP (PY_VERSION_HEX >= 0x030F0000)        /* 3.15: end_time = now + max(resolution, ulp(now)) */
+
 static struct {
     PyObject *python_run_once;          /* BaseEventLoop._run_once: a turn in debug mode */
     PyObject *handle_type, *timer_type; /* asyncio.Handle and asyncio.TimerHandle, run here */
+    PyObject *threadsafe_type, *rlock;  /* 3.14: events._ThreadSafeHandle and threading.RLock */
     PyObject *heappop, *heapify;
     PyObject *callback_failed; /* asgi_selector.py: what Handle._run does when a callback raises */
     Py_ssize_t min_scheduled;  /* base_events._MIN_SCHEDULED_TIMER_HANDLES */
@@ -37,7 +49,7 @@ static struct {
     PyObject *s_scheduled, *s_timer_cancelled_count, *s_ready, *s_stopping, *s_selector, *s_clock_resolution, *s_debug,
         *s_cancelled, *s_when, *s_timer_scheduled, *s_context, *s_callback, *s_args, *s_run, *s_select,
         *s_process_events, *s_time, *s_popleft, *s_append, *s_closed, *s_loop, *s_repr, *s_source_traceback,
-        *s_call_soon, *s_call_soon_threadsafe, *s_call_soon_internal, *s_write_to_self;
+        *s_call_soon, *s_call_soon_threadsafe, *s_call_soon_internal, *s_write_to_self, *s_lock;
     PyObject *empty;             /* () */
     PyObject *selector_type;     /* LibuvSelector: its select() is pt_asgi_loop_select */
     bool process_events_is_base; /* the loop's _process_events is asyncio's, which does nothing with no events */
@@ -231,7 +243,7 @@ queue_due_timers(PyObject *loop, PyObject *ready)
     if (end < 0 && PyErr_Occurred()) {
         goto done;
     }
-    end += PyFloat_AsDouble(res);
+    end += DUE_BY_ULP ? fmax(PyFloat_AsDouble(res), nextafter(end, INFINITY) - end) : PyFloat_AsDouble(res);
     if (PyErr_Occurred()) {
         goto done;
     }
@@ -405,13 +417,14 @@ static PyMethodDef run_once_def = { "_run_once", run_once, METH_NOARGS,
 
 /*
  * asyncio.Handle(callback, args, loop, context) as its __init__ builds it outside debug mode (the only mode these
- * run in): the same type and slots, without running __init__'s Python. New ref, or NULL with an exception set.
+ * run in): the same type and slots, without running __init__'s Python; with threadsafe, on 3.14 and later, an
+ * events._ThreadSafeHandle, whose __init__ adds its lock. New ref, or NULL with an exception set.
  */
 static PyObject *
-handle_new(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context)
+handle_new(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context, bool threadsafe)
 {
-    PyTypeObject *type = (PyTypeObject *)R.handle_type;
-    PyObject *h = type->tp_new(type, R.empty, NULL), *ctx = NULL;
+    PyTypeObject *type = (PyTypeObject *)(threadsafe && R.threadsafe_type ? R.threadsafe_type : R.handle_type);
+    PyObject *h = type->tp_new(type, R.empty, NULL), *ctx = NULL, *lock = NULL;
 
     if (h == NULL) {
         return NULL;
@@ -420,18 +433,21 @@ handle_new(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context
     if (ctx == NULL || PyObject_SetAttr(h, R.s_context, ctx) < 0 || PyObject_SetAttr(h, R.s_loop, loop) < 0
         || PyObject_SetAttr(h, R.s_callback, callback) < 0 || PyObject_SetAttr(h, R.s_args, args) < 0
         || PyObject_SetAttr(h, R.s_cancelled, Py_False) < 0 || PyObject_SetAttr(h, R.s_repr, Py_None) < 0
-        || PyObject_SetAttr(h, R.s_source_traceback, Py_None) < 0) {
+        || PyObject_SetAttr(h, R.s_source_traceback, Py_None) < 0
+        || (type == (PyTypeObject *)R.threadsafe_type
+            && ((lock = PyObject_CallNoArgs(R.rlock)) == NULL || PyObject_SetAttr(h, R.s_lock, lock) < 0))) {
         Py_CLEAR(h);
     }
+    Py_XDECREF(lock);
     Py_XDECREF(ctx);
     return h;
 }
 
 /* The handle, queued on loop._ready. New ref, or NULL with an exception set. */
 static PyObject *
-queue_handle(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context)
+queue_handle(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context, bool threadsafe)
 {
-    PyObject *h = handle_new(loop, callback, args, context), *ready = NULL, *ok = NULL;
+    PyObject *h = handle_new(loop, callback, args, context, threadsafe), *ready = NULL, *ok = NULL;
 
     if (h != NULL && (ready = PyObject_GetAttr(loop, R.s_ready)) != NULL) {
         ok = PyObject_CallMethodOneArg(ready, R.s_append, h);
@@ -469,7 +485,7 @@ pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, P
  * 1 when done (*handle set, a new ref), 0 when asyncio's own method must take the call, -1 on error.
  */
 static int
-schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **handle)
+schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, bool threadsafe, PyObject **handle)
 {
     PyObject *context = NULL, *cbargs;
     Py_ssize_t i;
@@ -496,7 +512,7 @@ schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     for (i = 1; i < nargs; i++) {
         PyTuple_SET_ITEM(cbargs, i - 1, Py_NewRef(args[i]));
     }
-    *handle = queue_handle(loop, args[0], cbargs, context);
+    *handle = queue_handle(loop, args[0], cbargs, context, threadsafe);
     Py_DECREF(cbargs);
     return *handle != NULL ? 1 : -1;
 }
@@ -510,7 +526,7 @@ call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     if (pt_asgi_task_capture(args, nargs, kwnames)) {
         Py_RETURN_NONE; /* a request's Task being built: its first step is taken at once (asgi_task.c) */
     }
-    r = schedule(loop, args, nargs, kwnames, &h);
+    r = schedule(loop, args, nargs, kwnames, false, &h);
 
     return r > 0 ? h : r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon, args, nargs, kwnames);
 }
@@ -520,7 +536,7 @@ static PyObject *
 call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *h = NULL, *ok;
-    int r = schedule(loop, args, nargs, kwnames, &h);
+    int r = schedule(loop, args, nargs, kwnames, true, &h);
 
     if (r <= 0) {
         return r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon_threadsafe, args, nargs, kwnames);
@@ -533,7 +549,7 @@ call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, Py
     return h;
 }
 
-/* _call_soon(callback, args, context): what asyncio's call_soon and call_soon_threadsafe queue a handle through. */
+/* _call_soon(callback, args, context): what call_soon (and up to 3.13 call_soon_threadsafe) queues handles with. */
 static PyObject *
 call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -545,7 +561,7 @@ call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 3 || debug) {
         return pt_asgi_loop_class_call(loop, R.s_call_soon_internal, args, nargs, NULL);
     }
-    return queue_handle(loop, args[0], args[1], args[2]);
+    return queue_handle(loop, args[0], args[1], args[2], false);
 }
 
 /* get_debug(): asked by every Future and Task the loop makes (a Python frame each, in asyncio). */
@@ -609,6 +625,18 @@ read_constants(PyObject *base)
     return NULL;
 }
 
+/* 3.14's events._ThreadSafeHandle and the lock its __init__ gives it. NULL, or why they are not there. */
+static const char *
+look_up_threadsafe_handle(PyObject *events)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+
+    R.threadsafe_type = PyObject_GetAttrString(events, "_ThreadSafeHandle");
+    R.rlock = threading && R.threadsafe_type ? PyObject_GetAttrString(threading, "RLock") : NULL;
+    Py_XDECREF(threading);
+    return R.rlock && PyType_Check(R.threadsafe_type) ? NULL : "asyncio.events has no _ThreadSafeHandle, or no RLock";
+}
+
 /* What the C turn needs of asyncio, looked up once. NULL, or why it cannot run (an exception may be set). */
 static const char *
 look_up(PyObject *loop, PyObject *ns)
@@ -625,8 +653,15 @@ look_up(PyObject *loop, PyObject *ns)
     const char *why = NULL;
     size_t i;
 
+    if ((Py_Version >> 16) < ASYNCIO_FIRST || (Py_Version >> 16) > ASYNCIO_LAST) {
+        why = "it follows the _run_once of asyncio 3.11 to 3.15 only";
+        goto done;
+    }
     if (heapq == NULL) {
         why = "asyncio or heapq did not import";
+        goto done;
+    }
+    if (THREADSAFE_HANDLE && (why = look_up_threadsafe_handle(events)) != NULL) {
         goto done;
     }
     cls = PyObject_GetAttrString(base, "BaseEventLoop");
@@ -716,6 +751,7 @@ intern_names(void)
         { &R.s_call_soon_threadsafe, "call_soon_threadsafe" },
         { &R.s_call_soon_internal, "_call_soon" },
         { &R.s_write_to_self, "_write_to_self" },
+        { &R.s_lock, "_lock" },
         { &R.s_keys, "_keys" },
     };
     size_t i;

@@ -8,6 +8,7 @@ This file is compiled into ponte (gateway/meson.build) and run at start-up with 
 """
 
 import selectors
+import sys
 from asyncio import format_helpers
 from collections.abc import Mapping
 
@@ -99,8 +100,12 @@ class LibuvSelector(selectors.BaseSelector):
 
 
 def _callback_failed(handle, exc):
-    """What asyncio's Handle._run does when a callback raised: the C turn of the loop (asgi_loop_once.c) calls it."""
-    cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    """What asyncio's Handle._run does when a callback raised: the C turn of the loop (asgi_loop_once.c) calls it.
+    From 3.13 Handle._run passes the loop's debug flag to the formatter (which then shortens long arguments less)."""
+    if sys.version_info >= (3, 13):
+        cb = format_helpers._format_callback_source(handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
     context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
     if handle._source_traceback:
         context["source_traceback"] = handle._source_traceback

@@ -1,7 +1,11 @@
 /*
- * The asyncio.Task that runs an app's coroutine, with its first step taken at once ("eager"), as Python 3.12's
- * asyncio.eager_task_factory does: a request whose app answers without waiting (a hello, a cached page) is
- * answered inside the loop turn that read it, with no Handle, no ready-queue entry and no second turn.
+ * The asyncio.Task that runs an app's coroutine, with its first step taken at once ("eager"): a request whose app
+ * answers without waiting (a hello, a cached page) is answered inside the loop turn that read it, with no Handle,
+ * no ready-queue entry and no second turn.
+ *
+ * From Python 3.12 asyncio does this itself: Task(coro, loop=..., name=..., eager_start=True), public and documented,
+ * takes the first step from the constructor when the loop is running (as it is whenever a request arrives), with
+ * current_task() set; that is what runs there, and none of what follows.
  *
  * Python 3.11's Task schedules its first step from its constructor, with loop.call_soon(step, context=ctx). While
  * ponte builds a Task for a request, that one call is kept instead of scheduled: by the loop's call_soon itself
@@ -10,9 +14,9 @@
  * would have run it on its next turn. The Task is a real one, its step asyncio's own: current_task(), cancel(),
  * asyncio.timeout() and anyio's cancel scopes see nothing different, and once the app waits on something the Task
  * goes on as any other. No private asyncio name is used here. At start-up one Task is built this way and checked
- * (its step was kept, ran, and current_task() inside it was that Task); if anything differs (another Python, a
- * loop without instance attributes), or with PONTE_ASGI_EAGER=off, Tasks are scheduled as asyncio does it (the
- * path before eager).
+ * (its step was kept, ran, and current_task() inside it was that Task); if anything differs (a loop without
+ * instance attributes, a call_soon of its own), or with PONTE_ASGI_EAGER=off (on any version), Tasks are
+ * scheduled as asyncio does it (the path before eager).
  */
 #include "asgi.h"
 
@@ -21,8 +25,12 @@
 
 #include "../server/log.h"
 
+/* The version whose asyncio takes a Task's first step itself (eager_start). */
+#define ASYNCIO_EAGER_START (PY_VERSION_HEX >= 0x030C0000)
+
 static struct {
-    bool on;              /* the start-up check passed */
+    bool by_asyncio;      /* eager_start=True does it (3.12+) */
+    bool on;              /* 3.11: the start-up check passed */
     bool direct;          /* the loop's call_soon is ponte's C one, which asks pt_asgi_task_capture itself */
     bool armed;           /* a Task is being built: the first call_soon is its first step */
     PyObject *step;       /* what that call_soon was handed */
@@ -31,26 +39,27 @@ static struct {
     PyObject *capture;    /* the callable shadowing loop.call_soon while a Task is built */
     PyObject *own;        /* the loop's call_soon as an instance attribute (asgi_loop_once.c), or NULL */
     PyObject *kw_context; /* ("context",) */
-    PyObject *kw_task;    /* ("loop", "name"): Task(coro, loop=..., name=...) */
+    PyObject *kw_task;    /* ("loop", "name"[, "eager_start"]): Task(coro, loop=..., name=...[, eager_start=True]) */
     uint64_t count;       /* Tasks named */
-} K;
+} eager;
 
 /* loop.call_soon as it is when no Task is being built, for what capture() does not keep. New ref or NULL. */
 static PyObject *
 real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (K.own != NULL) {
-        return PyObject_Vectorcall(K.own, args, (size_t)nargs, kwnames);
+    if (eager.own != NULL) {
+        return PyObject_Vectorcall(eager.own, args, (size_t)nargs, kwnames);
     }
-    return pt_asgi_loop_class_call(pt_asgi.loop, K.name, args, nargs, kwnames);
+    return pt_asgi_loop_class_call(pt_asgi.loop, eager.name, args, nargs, kwnames);
 }
 
 bool
 pt_asgi_task_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (K.armed && K.step == NULL && nargs == 1 && pt_asgi_kw_is_context(kwnames) && PyContext_CheckExact(args[1])) {
-        K.step = Py_NewRef(args[0]);
-        K.ctx = Py_NewRef(args[1]);
+    if (eager.armed && eager.step == NULL && nargs == 1 && pt_asgi_kw_is_context(kwnames)
+        && PyContext_CheckExact(args[1])) {
+        eager.step = Py_NewRef(args[0]);
+        eager.ctx = Py_NewRef(args[1]);
         return true;
     }
     return false;
@@ -77,7 +86,7 @@ task_name(void)
 {
     char buf[48] = "ponte-request-", digits[24];
     size_t len = strlen(buf), n = 0;
-    uint64_t v = ++K.count;
+    uint64_t v = ++eager.count;
 
     do {
         digits[n++] = (char)('0' + v % 10);
@@ -89,37 +98,43 @@ task_name(void)
     return PyUnicode_FromStringAndSize(buf, (Py_ssize_t)len);
 }
 
-/* asyncio.Task(coro, loop=loop, name=...), its first step kept in K.step when eager. New ref, or NULL with an
+/* asyncio.Task(coro, loop=loop, name=...), its first step kept in eager.step when eager. New ref, or NULL with an
  * exception. */
 static PyObject *
 task_new(PyObject *coro)
 {
     PyObject *name = task_name();
-    PyObject *args[3] = { coro, pt_asgi.loop, name };
+    PyObject *args[4] = { coro, pt_asgi.loop, name, Py_True };
     PyObject *task = NULL, *type, *value, *tb;
 
-    if (name == NULL || (K.on && !K.direct && PyObject_SetAttr(pt_asgi.loop, K.name, K.capture) < 0)) {
+    if (eager.by_asyncio) {
+        task = name ? PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager.kw_task) : NULL;
+        Py_XDECREF(name);
+        return task;
+    }
+    if (name == NULL || (eager.on && !eager.direct && PyObject_SetAttr(pt_asgi.loop, eager.name, eager.capture) < 0)) {
         Py_XDECREF(name);
         return NULL;
     }
-    K.armed = K.on;
-    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, K.kw_task);
-    K.armed = false;
+    eager.armed = eager.on;
+    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager.kw_task);
+    eager.armed = false;
     Py_DECREF(name);
-    if (!K.on) {
+    if (!eager.on) {
         return task;
     }
-    if (!K.direct) {
+    if (!eager.direct) {
         PyErr_Fetch(&type, &value, &tb);
-        if ((K.own != NULL ? PyObject_SetAttr(pt_asgi.loop, K.name, K.own) : PyObject_DelAttr(pt_asgi.loop, K.name))
+        if ((eager.own != NULL ? PyObject_SetAttr(pt_asgi.loop, eager.name, eager.own)
+                               : PyObject_DelAttr(pt_asgi.loop, eager.name))
             < 0) {
             pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
         }
         PyErr_Restore(type, value, tb);
     }
     if (task == NULL) {
-        Py_CLEAR(K.step);
-        Py_CLEAR(K.ctx);
+        Py_CLEAR(eager.step);
+        Py_CLEAR(eager.ctx);
     }
     return task;
 }
@@ -128,9 +143,9 @@ task_new(PyObject *coro)
 static void
 first_step(void)
 {
-    PyObject *step = K.step, *ctx = K.ctx, *r;
+    PyObject *step = eager.step, *ctx = eager.ctx, *r;
 
-    K.step = K.ctx = NULL;
+    eager.step = eager.ctx = NULL;
     if (step == NULL) {
         return;
     }
@@ -147,7 +162,7 @@ first_step(void)
         PyObject *stack[2] = { step, ctx };
 
         PyErr_Clear();
-        r = real_call_soon(stack, 1, K.kw_context);
+        r = real_call_soon(stack, 1, eager.kw_context);
     }
     if (r == NULL) {
         pt_py_log_exception("error in the first step of an ASGI task", NULL); /* KeyboardInterrupt, SystemExit */
@@ -191,7 +206,7 @@ eager_differs(void)
     PyObject *coro = probe ? PyObject_CallOneArg(probe, pt_asgi.loop) : NULL;
     PyObject *task = coro ? task_new(coro) : NULL, *done = NULL, *result = NULL, *dict = NULL;
     const char *why = NULL;
-    bool kept = K.step != NULL;
+    bool kept = eager.step != NULL;
 
     if (task != NULL) {
         first_step();
@@ -207,7 +222,7 @@ eager_differs(void)
         why = "the Task's first step did not finish it";
     } else if (result != task) {
         why = "asyncio.current_task() inside the first step was not the Task";
-    } else if (dict == NULL || PyDict_GetItemWithError(dict, K.name) != K.own) {
+    } else if (dict == NULL || PyDict_GetItemWithError(dict, eager.name) != eager.own) {
         why = "the loop's call_soon was not given back";
     }
     PyErr_Clear();
@@ -227,27 +242,34 @@ pt_asgi_task_init(void)
 {
     const char *env = getenv("PONTE_ASGI_EAGER"), *why;
 
-    K.name = PyUnicode_InternFromString("call_soon");
-    K.capture = PyCFunction_New(&capture_def, NULL);
-    K.kw_context = Py_BuildValue("(s)", "context");
-    K.kw_task = Py_BuildValue("(ss)", "loop", "name");
-    if (K.name == NULL || K.capture == NULL || K.kw_context == NULL || K.kw_task == NULL) {
+    eager.name = PyUnicode_InternFromString("call_soon");
+    eager.capture = PyCFunction_New(&capture_def, NULL);
+    eager.kw_context = Py_BuildValue("(s)", "context");
+    eager.kw_task = Py_BuildValue("(ss)", "loop", "name");
+    if (eager.name == NULL || eager.capture == NULL || eager.kw_context == NULL || eager.kw_task == NULL) {
         return -1;
+    }
+    if (ASYNCIO_EAGER_START && !(env != NULL && strcmp(env, "off") == 0)) {
+        Py_SETREF(eager.kw_task, Py_BuildValue("(sss)", "loop", "name", "eager_start"));
+        eager.by_asyncio = eager.kw_task != NULL;
+        pt_log_info("ASGI: a request's task takes its first step at once (eager, by asyncio's eager_start; "
+                    "PONTE_ASGI_EAGER=off schedules it)");
+        return eager.kw_task != NULL ? 0 : -1;
     }
     /* Held: while a Task is built, capture takes its place in the loop's dict. */
     PyObject *dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
 
-    K.own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, K.name)) : NULL;
-    K.direct = K.own != NULL && pt_asgi_loop_is_c_call_soon(K.own);
+    eager.own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, eager.name)) : NULL;
+    eager.direct = eager.own != NULL && pt_asgi_loop_is_c_call_soon(eager.own);
     Py_XDECREF(dict);
     PyErr_Clear();
     if (env != NULL && strcmp(env, "off") == 0) {
         pt_log_info("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
         return 0;
     }
-    K.on = true;
+    eager.on = true;
     why = eager_differs();
-    K.on = why == NULL;
+    eager.on = why == NULL;
     if (why != NULL) {
         pt_log_warning("ASGI: tasks start on the loop's next turn, not at once: %s", why);
     } else {

@@ -7,11 +7,18 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdbool.h>
+
+#include "py_compat.h"
 #include <uv.h>
 
 #include "../server/app.h"
 #include "../server/config.h"
 #include "../server/request.h"
+
+/* ---- venv.c: the virtual environment served from ---- */
+/* Its bin/python into python ("" when no venv is in use: --virtualenv, $VIRTUAL_ENV, or the one ponte is installed
+ * in). 0, or -1 after printing why (not a venv, one of another CPython). */
+int pt_venv_python(const pt_config_t *cfg, char *python, size_t cap);
 
 /* ---- host.c: true inside python3 (--interpreter host), where the interpreter is already running and is not ours
  * to finalise ---- */
@@ -240,8 +247,11 @@ int pt_wsgi_app_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_
 int pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *loop, PyThreadState **main_ts);
 
 /* ---- py.c: the interpreter ---- */
-/* Starts the interpreter as cfg->python_executable, signals left to the server. 0, or -1 after printing why. */
+/* Starts the interpreter as cfg->python_executable or a venv's python (venv.c), signals left to the server. 0, or
+ * -1 after printing why. */
 int pt_py_start(const pt_config_t *cfg);
+/* ", venv PATH" when sys.prefix is a virtual environment, else "" (for the start-up log; GIL held). */
+const char *pt_py_venv_note(void);
 /* Interned strings, --app-dir on sys.path, Python thread names, the SIGUSR2 stack dump. 0, or -1 after printing. */
 int pt_py_prepare(const pt_config_t *cfg);
 /* The callable named by "module:attr" or "file.py:attr". New ref, or NULL after printing why. */

@@ -29,6 +29,14 @@ static pthread_cond_t *volatile gil_cond;
 static pthread_cond_t *volatile gil_switch_cond;
 static const pt_gil_cond_events_t *volatile events;
 
+/* Calibration (pt_gil_cond_calibrate): which condition variables one thread signals. */
+static struct {
+    volatile int on;
+    pthread_t thread;
+    pthread_cond_t **seen;
+    int max, n;
+} calibration;
+
 static void
 resolve(void)
 {
@@ -62,6 +70,27 @@ pt_gil_cond_watch(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gi
     return 0;
 }
 
+int
+pt_gil_cond_calibrate(pthread_cond_t **seen, int max)
+{
+    if (seen == NULL) {
+        __atomic_store_n(&calibration.on, 0, __ATOMIC_SEQ_CST);
+        return calibration.n;
+    }
+    if (real_signal == NULL) {
+        resolve();
+    }
+    if (real_signal == NULL) {
+        return -1;
+    }
+    calibration.thread = pthread_self();
+    calibration.seen = seen;
+    calibration.max = max;
+    calibration.n = 0;
+    __atomic_store_n(&calibration.on, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
 /* Exported (meson: export_dynamic on the executable; a shared library's own) so that the interpreter's calls land
  * here. */
 int pthread_cond_signal(pthread_cond_t *c);
@@ -73,6 +102,10 @@ pthread_cond_signal(pthread_cond_t *c)
 {
     if (real_signal == NULL) {
         resolve();
+    }
+    if (__builtin_expect(calibration.on, 0) && pthread_equal(pthread_self(), calibration.thread)
+        && calibration.n < calibration.max) {
+        calibration.seen[calibration.n++] = c;
     }
     if (c == gil_switch_cond) {
         events->taken(); /* take_gil: signalled right after this thread took the GIL */

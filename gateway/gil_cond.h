@@ -1,5 +1,5 @@
 /*
- * gil_cond.c's one entry point, for gil_probe.c (which finds it with dlsym: it lives in the executable or in the
+ * gil_cond.c's two entry points, for gil_probe.c (which finds it with dlsym: it lives in the executable or in the
  * preloaded libponte-gil.so).
  */
 #ifndef PT_GIL_COND_H
@@ -20,5 +20,10 @@ typedef struct {
  * were not found. */
 typedef int pt_gil_cond_watch_fn(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gil_cond_events_t *ev);
 pt_gil_cond_watch_fn pt_gil_cond_watch;
+
+/* Calibration: with seen, starts noting (up to max) the condition variables the calling thread signals; with NULL,
+ * stops and returns how many it noted. -1 if glibc's functions were not found. Not re-entrant: one caller, once. */
+typedef int pt_gil_cond_calibrate_fn(pthread_cond_t **seen, int max);
+pt_gil_cond_calibrate_fn pt_gil_cond_calibrate;
 
 #endif

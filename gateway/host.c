@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "../server/log.h"
+#include "../server/main.h"
 #include "host_boot.h"
 
 bool pt_py_hosted;
@@ -52,22 +53,26 @@ found(char *out, size_t cap, const char *dir, const char *name)
     return (size_t)snprintf(out, cap, "%s/%s", dir, name) < cap && is_file(out);
 }
 
-/* The module beside the executable (a build tree), else where meson installs it; the GIL library ("" if missing)
- * beside it. */
+/* The module beside the executable (a build tree), else in the package pip installed with it (VENV/bin/ponte and
+ * VENV/lib/python3.X/site-packages/ponte/, ~/.local likewise), else where meson installs it; the GIL library (""
+ * if missing) beside it. */
 static bool
 find_module(char *module, char *gil, size_t cap)
 {
-    char here[PATH_MAX];
+    char here[PATH_MAX], pip[PATH_MAX + 64];
     size_t len = sizeof(here);
     char *slash;
-    const char *dirs[2] = { NULL, PT_MODULE_DIR };
+    const char *dirs[3] = { NULL, NULL, PT_MODULE_DIR };
     int i;
 
     if (uv_exepath(here, &len) == 0 && (slash = strrchr(here, '/')) != NULL) {
         *slash = '\0';
         dirs[0] = here;
+        snprintf(pip, sizeof(pip), "%s/../lib/python%d.%d/site-packages/ponte", here, PY_MAJOR_VERSION,
+                 PY_MINOR_VERSION);
+        dirs[1] = pip;
     }
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         if (dirs[i] != NULL && found(module, cap, dirs[i], PT_MODULE_FILE)) {
             if (!found(gil, cap, dirs[i], PT_GIL_LIB_FILE)) {
                 gil[0] = '\0';
@@ -103,13 +108,18 @@ set_preload(const char *lib)
 int
 pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
 {
-    char module[PATH_MAX], gil[PATH_MAX];
+    char module[PATH_MAX], gil[PATH_MAX], venv_python[PATH_MAX];
+    const char *python;
     char **args;
     int i;
 
     if (pt_py_hosted || cfg->interpreter == PT_INTERP_EMBEDDED) {
         return 0;
     }
+    if (pt_venv_python(cfg, venv_python, sizeof(venv_python)) < 0) {
+        return -1;
+    }
+    python = venv_python[0] != '\0' ? venv_python : cfg->python_executable; /* a venv's python is the venv */
     if (!find_module(module, gil, sizeof(module))) {
         if (cfg->interpreter == PT_INTERP_HOST) {
             fprintf(stderr,
@@ -122,11 +132,11 @@ pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
     }
     args = calloc((size_t)argc + 7, sizeof(*args));
     if (args == NULL || set_preload(gil) < 0) {
-        fprintf(stderr, "ponte: error: cannot start %s: out of memory\n", cfg->python_executable);
+        fprintf(stderr, "ponte: error: cannot start %s: out of memory\n", python);
         free(args);
         return -1;
     }
-    args[0] = (char *)cfg->python_executable;
+    args[0] = (char *)python;
     args[1] = (char *)"-P"; /* no script directory or cwd on sys.path: --app-dir says what goes there */
     args[2] = (char *)"-c";
     args[3] = (char *)host_boot_py;
@@ -136,9 +146,9 @@ pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv)
         args[6 + i] = argv[i]; /* with ponte's own name, for the command line ps shows (show_command_line) */
     }
     fflush(NULL);
-    execv(cfg->python_executable, args);
+    execv(python, args);
     fprintf(stderr, "ponte: %s: cannot run %s: %s%s\n", cfg->interpreter == PT_INTERP_HOST ? "error" : "warning",
-            cfg->python_executable, strerror(errno),
+            python, strerror(errno),
             cfg->interpreter == PT_INTERP_HOST ? "" : "; serving with the embedded interpreter");
     free(args);
     unsetenv("LD_PRELOAD");

@@ -1,6 +1,7 @@
 /*
- * The embedded interpreter: start it (as Debian's /usr/bin/python3, so sys.executable and sys.prefix are right),
- * prepare it, import the app and tell its interface; and the one way gateway/ logs a Python exception.
+ * The embedded interpreter: start it (as Debian's /usr/bin/python3, or a venv's bin/python, so sys.executable and
+ * sys.prefix are right), prepare it, import the app and tell its interface; and the one way gateway/ logs a Python
+ * exception.
  */
 #include "gateway.h"
 
@@ -13,9 +14,19 @@
 const char *
 pt_app_runtime_version(void)
 {
-    static char v[64];
+    static char v[PATH_MAX + 64];
+#ifdef Py_GIL_DISABLED
+    const char *build = "free-threaded";
+#elif defined(Py_DEBUG)
+    const char *build = "GIL, debug";
+#else
+    const char *build = "GIL";
+#endif
 
-    snprintf(v, sizeof(v), "CPython %.*s", (int)strcspn(Py_GetVersion(), " "), Py_GetVersion());
+    /* The version that runs (a patch release may differ from the headers'), how it was built, and the interpreter
+     * ponte starts when no virtual environment is active. */
+    snprintf(v, sizeof(v), "CPython %.*s (%s, %s)", (int)strcspn(Py_GetVersion(), " "), Py_GetVersion(), build,
+             PT_PYTHON_EXECUTABLE);
     return v;
 }
 
@@ -24,17 +35,24 @@ pt_py_start(const pt_config_t *cfg)
 {
     PyConfig config;
     PyStatus st;
+    char venv_python[PATH_MAX];
+    const char *python;
 
     if (pt_py_hosted) {
         return 0; /* python3 started it, with this thread holding the GIL */
     }
+    if (pt_venv_python(cfg, venv_python, sizeof(venv_python)) < 0) {
+        return -1;
+    }
+    /* As the venv's bin/python: Python then finds the venv's pyvenv.cfg beside it (venv.c). */
+    python = venv_python[0] != '\0' ? venv_python : cfg->python_executable;
     PyConfig_InitPythonConfig(&config);
     /* Signals are the server's (libuv); Python must not turn SIGINT into KeyboardInterrupt in some app thread. */
     config.install_signal_handlers = 0;
     config.parse_argv = 0;
-    st = PyConfig_SetBytesString(&config, &config.program_name, cfg->python_executable);
+    st = PyConfig_SetBytesString(&config, &config.program_name, python);
     if (!PyStatus_Exception(st)) {
-        st = PyConfig_SetBytesString(&config, &config.executable, cfg->python_executable);
+        st = PyConfig_SetBytesString(&config, &config.executable, python);
     }
     if (!PyStatus_Exception(st)) {
         char *argv[] = { (char *)"ponte", NULL };
@@ -51,6 +69,22 @@ pt_py_start(const pt_config_t *cfg)
         return -1;
     }
     return 0;
+}
+
+const char *
+pt_py_venv_note(void)
+{
+    static char note[PATH_MAX + 16];
+    PyObject *prefix = PySys_GetObject("prefix"), *base = PySys_GetObject("base_prefix"); /* borrowed */
+    const char *s;
+
+    note[0] = '\0';
+    if (prefix != NULL && base != NULL && PyUnicode_Check(prefix) && PyObject_RichCompareBool(prefix, base, Py_NE) == 1
+        && (s = PyUnicode_AsUTF8(prefix)) != NULL) {
+        snprintf(note, sizeof(note), ", venv %s", s);
+    }
+    PyErr_Clear();
+    return note;
 }
 
 /* --timeout: on SIGUSR2 (from the worker's own check, or from the master when its loop is blocked), every thread's
@@ -188,6 +222,51 @@ pt_py_startup_error(const char *fmt, const char *a, const char *b)
     }
 }
 
+/* Says why the app's module did not import, with the traceback. A module the app's own imports lack (flask, not
+ * installed where this Python looks) is not the app missing: it is named, with where Python looked. */
+static void
+import_failed(const char *modname)
+{
+    PyObject *type, *value, *tb, *name = NULL, *prefix;
+    const char *missing = NULL, *where = "?";
+    size_t len = 0;
+
+    if (!PyErr_ExceptionMatches(PyExc_ModuleNotFoundError)) {
+        pt_py_startup_error(PyErr_ExceptionMatches(PyExc_FileNotFoundError)
+                                ? "cannot import '%s': file not found%s"
+                                : "cannot import '%s': it raised an exception%s",
+                            modname, "");
+        return;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    name = value ? PyObject_GetAttrString(value, "name") : NULL;
+    if (name != NULL && PyUnicode_Check(name) && (missing = PyUnicode_AsUTF8(name)) != NULL) {
+        len = strlen(missing);
+    }
+    PyErr_Clear();
+    prefix = PySys_GetObject("prefix"); /* borrowed */
+    if (prefix != NULL && PyUnicode_Check(prefix) && (where = PyUnicode_AsUTF8(prefix)) == NULL) {
+        PyErr_Clear();
+        where = "?";
+    }
+    PyErr_Restore(type, value, tb);
+    /* The app's module itself, or a package it lives in ("site" of "site.wsgi"): the app is not where looked. */
+    if (missing == NULL || (strncmp(modname, missing, len) == 0 && (modname[len] == '\0' || modname[len] == '.'))) {
+        pt_py_startup_error("cannot import '%s': module not found (check --app-dir and the module's name)%s", modname,
+                            "");
+    } else {
+        char msg[1024];
+
+        snprintf(msg, sizeof(msg),
+                 "importing '%%s' failed: it imports '%s', which this Python (sys.prefix %s) does not have: install "
+                 "it there, or serve from the virtual environment that has it (--virtualenv, or activate it)%%s",
+                 missing, where);
+        pt_py_startup_error(msg, modname, "");
+    }
+    Py_XDECREF(name);
+}
+
 /* Finds the callable named by "module:attr" (attr may be dotted; without it, 'application' then 'app'). New ref. */
 PyObject *
 pt_py_load_app(const char *spec)
@@ -210,11 +289,7 @@ pt_py_load_app(const char *spec)
         mod = PyImport_ImportModule(modname);
     }
     if (mod == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_ModuleNotFoundError) || PyErr_ExceptionMatches(PyExc_FileNotFoundError)) {
-            pt_py_startup_error("cannot import '%s': module not found%s", modname, "");
-        } else {
-            pt_py_startup_error("cannot import '%s': it raised an exception%s", modname, "");
-        }
+        import_failed(modname);
         return NULL;
     }
     if (attr == NULL) {

@@ -444,7 +444,7 @@ call_close(pt_ctx_t *ctx)
     if (ctx->result == NULL) {
         return;
     }
-    if (_PyObject_LookupAttr(ctx->result, pt_str.close, &close) < 0) {
+    if (PyObject_GetOptionalAttr(ctx->result, pt_str.close, &close) < 0) {
         pt_py_log_exception("error looking up the response iterable's close()", ctx->req);
         return;
     }

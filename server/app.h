@@ -60,8 +60,6 @@ void pt_app_unload(pt_app_t *app);
  * serve: 0 (embedded, or already inside python3), or -1 after saying why.
  */
 int pt_app_exec_host(const pt_config_t *cfg, int argc, char **argv);
-/* server/main.c: ponte from its command line to its exit status, for main() and for the extension module. */
-int pt_main(int argc, char **argv);
 /* A version string for --version, e.g. "CPython 3.11.2". */
 const char *pt_app_runtime_version(void);
 

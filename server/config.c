@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <getopt.h>
+#include <llhttp.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,9 @@ static const char usage[] =
     "      --lifespan MODE        ASGI lifespan events: auto, on or off (default auto: used if the app answers)\n"
     "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
+    "  -H, --virtualenv DIR       serve from the virtual environment DIR, of the CPython ponte was built for: its\n"
+    "                             packages import, sys.executable is its python (default: $VIRTUAL_ENV when a venv\n"
+    "                             is active, else the venv ponte is installed in, if any; --venv too)\n"
     "      --interpreter MODE     host: run inside /usr/bin/python3 (Debian's optimised build), ponte loaded into it\n"
     "                             as an extension module; embedded: in the libpython linked into ponte (about 9%\n"
     "                             slower on pure Python); auto (default): host when ponte's module is installed\n"
@@ -168,6 +172,8 @@ static const struct option options[] = {
     { "limit-concurrency", required_argument, NULL, OPT_LIMIT_CONCURRENCY },
     { "request-buffering", required_argument, NULL, OPT_REQUEST_BUFFERING },
     { "min-body-rate", required_argument, NULL, OPT_MIN_BODY_RATE },
+    { "virtualenv", required_argument, NULL, 'H' },
+    { "venv", required_argument, NULL, 'H' },
     { "ws", required_argument, NULL, OPT_WS },
     { "ws-max-size", required_argument, NULL, OPT_WS_MAX_SIZE },
     { "ws-ping-interval", required_argument, NULL, OPT_WS_PING_INTERVAL },
@@ -289,6 +295,7 @@ static const struct {
     { OPT_MAX_REQUESTS_JITTER, "max-requests-jitter", ARG_COUNT, FIELD(max_requests_jitter), 0, 1 << 30 },
     { OPT_TIMEOUT, "timeout", ARG_SECONDS, FIELD(timeout), 0, 0 },
     { OPT_APP_DIR, "app-dir", ARG_STRING, FIELD(app_dir), 0, 0 },
+    { 'H', "virtualenv", ARG_STRING, FIELD(virtualenv), 0, 0 },
     { OPT_ACCESS_LOG, "access-log", ARG_TRUE, FIELD(access_log), 0, 0 },
     { OPT_NO_ACCESS_LOG, "no-access-log", ARG_FALSE, FIELD(access_log), 0, 0 },
     { OPT_ACCESS_LOG_GIL, "access-log-gil", ARG_TRUE, FIELD(access_log_gil), 0, 0 },
@@ -503,7 +510,10 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
         strcpy(cfg->gil_load_cpu, comma + 1);
         return 0;
     }
-    case 'V': printf("ponte %s (%s, libuv %s)\n", PT_VERSION, pt_app_runtime_version(), uv_version_string()); return 1;
+    case 'V':
+        printf("ponte %s, %s, libuv %s, llhttp %d.%d.%d\n", PT_VERSION, pt_app_runtime_version(), uv_version_string(),
+               LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+        return 1;
     case 'h': fputs(usage, stdout); return 1;
     case ':': fprintf(stderr, "ponte: error: %s needs a value (see ponte --help)\n", argv[optind - 1]); return -1;
     default: fprintf(stderr, "ponte: error: unknown option %s (see ponte --help)\n", argv[optind - 1]); return -1;
@@ -579,7 +589,7 @@ pt_config_parse(pt_config_t *cfg, int argc, char **argv)
     set_defaults(cfg);
     opterr = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, ":b:i:t:p:Vh", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":b:i:t:p:H:Vh", options, NULL)) != -1) {
         for (k = 0; k < sizeof(fields) / sizeof(fields[0]) && fields[k].opt != opt; k++) {
         }
         r = k < sizeof(fields) / sizeof(fields[0]) ? set_field(cfg, k, optarg) : parse_special(cfg, opt, optarg, argv);

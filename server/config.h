@@ -60,7 +60,8 @@ typedef struct {
     pt_lifespan_t lifespan; /* ASGI lifespan events */
     int threads;            /* WSGI pool size; 0 runs the app on the loop thread */
     const char *app_dir;
-    const char *root_path; /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
+    const char *virtualenv; /* --virtualenv DIR, or NULL: $VIRTUAL_ENV, else the venv ponte is installed in */
+    const char *root_path;  /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
     bool access_log;
     bool access_log_gil; /* append the request's GIL wait to access log lines */
     pt_log_level_t log_level;
@@ -76,7 +77,7 @@ typedef struct {
     size_t limit_concurrency; /* requests in the app beyond which new ones get 503; 0: no limit */
     bool request_buffering;   /* worker threads get a body once it is in (or PT_BODY_HIGH of it), not at the head */
     uint64_t min_body_rate;   /* bytes/s a request body must average after a grace period; 0: any */
-    const char *python_executable; /* sys.executable of the interpreter; the host under PT_INTERP_HOST */
+    const char *python_executable; /* the interpreter outside a venv: sys.executable, the host under PT_INTERP_HOST */
     pt_interpreter_t interpreter;
     double gil_report;                        /* seconds between GIL summary lines in the log; 0: none */
     char gil_load_io[400], gil_load_cpu[400]; /* --gil-load: the page's load buttons' paths ("" when none) */

@@ -17,6 +17,7 @@
 #include "listen.h"
 #include "log.h"
 #include "loopback_load.h"
+#include "main.h"
 #include "master.h"
 
 typedef struct {

@@ -16,6 +16,15 @@ APPS = os.path.join(HERE, "apps")
 REPO_APPS = os.path.abspath(os.path.join(HERE, "..", "..", "apps"))
 PONTE = os.path.abspath(os.environ.get("PONTE", os.path.join(HERE, "..", "..", "build", "ponte")))
 TIMEOUT = 10.0
+# The CPython ponte was built for, from `ponte --version` ("ponte 0.1.0, CPython 3.11.2 (GIL, /usr/bin/python3), ..."):
+# its minor version ("3.11", and (3, 11) to compare) and the interpreter it starts outside a venv.
+# And the llhttp it parses with (8 on Debian 12, 9 later), whose verdicts differ on a few requests.
+_VERSION = subprocess.run([PONTE, "--version"], capture_output=True, text=True, check=True).stdout
+_CPYTHON = re.search(r"CPython (\d+)\.(\d+)\S* \([^,]*, ([^)]+)\)", _VERSION)
+BUILT_FOR = "%s.%s" % _CPYTHON.group(1, 2)
+BUILT_FOR_INFO = tuple(int(x) for x in _CPYTHON.group(1, 2))
+BUILT_PYTHON = _CPYTHON.group(3)
+LLHTTP_INFO = tuple(int(x) for x in re.search(r"llhttp (\d+)\.(\d+)", _VERSION).groups())
 SANITIZED = os.environ.get("PONTE_SANITIZED") == "1"
 
 
@@ -62,6 +71,7 @@ class Server:
             self.args += ["--threads", str(threads)]
         self.args += list(args) + [app]
         self.env = dict(os.environ)
+        self.env.pop("VIRTUAL_ENV", None)  # ponte would serve from an active venv: tests say so when they mean it
         self.warnings_file = tempfile.NamedTemporaryFile(prefix="ponte-wsgi-warnings-", delete=False).name
         self.env["PONTE_TEST_WARNINGS"] = self.warnings_file
         self.env.update(env or {})

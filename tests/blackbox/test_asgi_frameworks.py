@@ -1,6 +1,7 @@
-"""Real ASGI frameworks from Debian on ponte: Starlette (python3-starlette) and FastAPI (python3-fastapi):
-routing, JSON, a request body, a streaming response, a WebSocket route (with Debian's python3-websockets client),
-lifespan (startup state, shutdown)."""
+"""A real ASGI framework from Debian on ponte, Starlette (python3-starlette): routing, JSON, a request body, a
+streaming response, a WebSocket route (with Debian's python3-websockets client), lifespan (startup state,
+shutdown). FastAPI is test_asgi_fastapi.py: sid builds its pydantic-core for 3.14 and 3.15 only, so it is not in the
+core suite every CPython runs (test_pip serves FastAPI from PyPI on each)."""
 
 import asyncio
 import json
@@ -39,10 +40,13 @@ class StarletteApp(ServerCase, unittest.TestCase):
     def test_websocket_route_missing_is_403(self):
         async def go():
             url = "ws://127.0.0.1:%d/nope" % self.server.port
-            with self.assertRaises(websockets.InvalidStatusCode) as cm:
+            # websockets 10 (Debian 12) raises InvalidStatusCode; 13 and later (sid) InvalidStatus with a response
+            rejected = getattr(websockets.exceptions, "InvalidStatus", None) or websockets.InvalidStatusCode
+            with self.assertRaises(rejected) as cm:
                 async with websockets.connect(url):
                     pass
-            self.assertEqual(cm.exception.status_code, 403)
+            e = cm.exception
+            self.assertEqual(e.response.status_code if hasattr(e, "response") else e.status_code, 403)
         asyncio.run(asyncio.wait_for(go(), 30))
 
     def test_routing_and_json(self):
@@ -62,31 +66,6 @@ class StarletteApp(ServerCase, unittest.TestCase):
         r = self.conn().request("GET", "/stream?n=4")
         self.assertEqual(r.header("transfer-encoding"), "chunked")
         self.assertEqual(r.body, b"0\n1\n2\n3\n")
-
-
-class FastAPIApp(ServerCase, unittest.TestCase):
-    app = "fastapi_app:app"
-    app_dir = ASGI_APPS
-
-    def test_startup_event_ran(self):
-        self.assertEqual(json.loads(self.conn().request("GET", "/").body), {"ready": True, "server": "ponte"})
-
-    def test_path_and_query(self):
-        c = self.conn()
-        self.assertEqual(json.loads(c.request("GET", "/items/7?q=hi").body), {"item_id": 7, "q": "hi"})
-        self.assertEqual(c.request("GET", "/items/seven").status, 422)
-
-    def test_validated_body(self):
-        c = self.conn()
-        r = c.request("POST", "/notes", [("Content-Type", "application/json")], b'{"text": "hi", "stars": 3}')
-        self.assertEqual(json.loads(r.body), {"text": "HI", "stars": 3})
-        r = c.request("POST", "/notes", [("Content-Type", "application/json")], b'{"stars": "many"}')
-        self.assertEqual(r.status, 422)
-
-    def test_streaming_and_sync_view(self):
-        c = self.conn()
-        self.assertEqual(c.request("GET", "/stream?n=3").body, b"line 0\nline 1\nline 2\n")
-        self.assertEqual(json.loads(c.request("GET", "/sync").body), {"sync": True})
 
 
 class Twins(unittest.TestCase):

@@ -6,7 +6,7 @@ context variables behave as asyncio defines them (apps/asyncio_semantics.py)."""
 import json
 import unittest
 
-from harness import ServerCase, run_tests
+from harness import BUILT_FOR_INFO, ServerCase, run_tests
 
 
 class TaskSemantics:
@@ -66,7 +66,9 @@ class TaskSemantics:
     def test_call_soon_gives_asyncio_handles(self):
         r = self.get("/handles")
         self.assertEqual(r.pop("impl"), self.loop_impl)
-        self.assertEqual(r, {"ran": [1, ["a", "b"], "in-handle-context", 5], "types": ["Handle"], "is_handle": True,
+        # from 3.14 call_soon_threadsafe's handle is an events._ThreadSafeHandle, in asyncio as in ponte's C
+        types = ["Handle", "_ThreadSafeHandle"] if BUILT_FOR_INFO >= (3, 14) else ["Handle"]
+        self.assertEqual(r, {"ran": [1, ["a", "b"], "in-handle-context", 5], "types": types, "is_handle": True,
                              "context": True, "cancelled": [False, True], "repr": True})
 
     def test_timers_fire_in_order_and_cancelled_ones_leave_the_heap(self):
@@ -89,8 +91,11 @@ class TaskSemantics:
     def test_asyncios_task_set_adds_and_removes(self):
         r = self.get("/all_tasks")
         size = r.pop("size")
-        self.assertEqual(r, {"listed": [True, True], "added": 1, "pending_while_iterated": 1, "pending_after": 0,
-                             "left": 0, "add": self.task_set_add})
+        if BUILT_FOR_INFO >= (3, 14):  # asyncio's own C list: nothing of ponte's to check but what all_tasks() says
+            self.assertEqual(r, {"listed": [True, True], "finished_listed": False})
+        else:
+            self.assertEqual(r, {"listed": [True, True], "added": 1, "pending_while_iterated": 1, "pending_after": 0,
+                                 "left": 0, "add": self.task_set_add})
         for _ in range(50):
             self.get("/current")
         self.assertEqual(self.get("/all_tasks")["size"], size)  # 50 finished request tasks left no entry behind

@@ -1,4 +1,4 @@
-"""A real Django 3.2 project (Debian's python3-django) served end to end: pages, a form POST with a CSRF cookie
+"""A real Django project (Debian's python3-django: 3.2 on Debian 12, 5.2 in sid) served end to end: pages, a form POST with a CSRF cookie
 round trip, the JSON view, 404s; through WSGI (worker threads and the loop thread), through ASGI, and mounted
 under /django by the demo (SCRIPT_NAME)."""
 
@@ -45,7 +45,7 @@ class DjangoBase(ServerCase):
         r = self.get(self.conn(), "/")
         self.assertEqual(r.status, 200)
         self.assertIn(b"<h1>Notes</h1>", r.body)
-        self.assertIn(b"Django 3.2", r.body)
+        self.assertRegex(r.body, rb"A Django \d+\.\d+\.\d+ app on ponte")
         self.assertIn("text/html", r.header("content-type"))
 
     def test_post_with_csrf_round_trip(self):

@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import APPS, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests
+from harness import APPS, BUILT_FOR, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+) us"
                   r"(?:, asyncio loop busy [\d.]+%)?, last [\d.]+ s; hold/wait:(.*)")
@@ -70,16 +70,17 @@ class GILView(unittest.TestCase):
         self.assertIn("nothing to show", r.stderr)
 
     def test_probe_refuses_an_unknown_python(self):
-        # gateway/gil_probe.c reads 3.11's layout; any other version (faked here) gets the fallback, said in the log,
-        # and the view still works from ponte's own GIL calls.
+        # The probe reads the layout of the CPython ponte was built for (gateway/cpython.h); any other version
+        # (faked here: 3.12, which no build supports) gets the fallback, said in the log, and the view still works
+        # from ponte's own GIL calls.
         with Server("cpu_bound:app", "--gil-report", "0.5", "--no-access-log", threads=2, app_dir=REPO_APPS,
-                    env={"PONTE_GIL_PROBE_FAKE_VERSION": "3.13"}) as s:
+                    env={"PONTE_GIL_PROBE_FAKE_VERSION": "3.12"}) as s:
             served = load(s, "/?n=100000", clients=2, seconds=1.5)
             time.sleep(0.6)
             log = s.stderr()
             busy = [r for r in reports(s) if r["busy"] > 0]
-        self.assertIn("GIL probe: timing ponte's own acquire/release only (CPython 3.13 is running; the probe knows "
-                      "the GIL of 3.11 only", log)
+        self.assertIn("GIL probe: timing ponte's own acquire/release only (CPython 3.12 is running; this ponte "
+                      "knows the GIL of %s (gateway/cpython.h))" % BUILT_FOR, log)
         self.assertGreater(served, 0)
         self.assertTrue(busy, "no interval with the GIL held was reported in the fallback mode")
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 import unittest
 
-from harness import APPS, Conn, Server, free_port, run_tests
+from harness import APPS, BUILT_FOR, Conn, Server, free_port, run_tests
 from test_gil import get, load_paths as load
 
 SPIN = "/spin?seconds=0.005"
@@ -121,7 +121,7 @@ class Sampler(unittest.TestCase):
         with s:
             self.assertEqual(self.snapshot(port)["sampler"], {"hz": 0})
             log = s.stderr()
-        self.assertIn("GIL sampler: CPython 3.12 is running; the probe knows the GIL of 3.11 only", log)
+        self.assertIn("GIL sampler: CPython 3.12 is running; this ponte knows the GIL of %s" % BUILT_FOR, log)
         bad = Server("testapp:application", "--gil-profile", self.tmp(".folded"), "--gil-sample-hz", "0", app_dir=APPS)
         with self.assertRaises(RuntimeError) as e:
             bad.start()

@@ -6,9 +6,13 @@ import contextvars
 import json
 import os
 import signal
+import sys
 import threading
 import time
-from _weakrefset import _IterationGuard
+
+# The WeakSet a Task registers in from its constructor (gateway/asgi_all_tasks.c); from 3.14 asyncio keeps its C
+# tasks in a list of its own, and there is no set to look at.
+TASK_SET = "_all_tasks" if sys.version_info < (3, 12) else "_scheduled_tasks" if sys.version_info < (3, 14) else None
 
 import anyio
 
@@ -224,13 +228,20 @@ async def debug_mode(scope):
 async def all_tasks(scope):
     """asyncio's task set (its add is C in ponte, gateway/asgi_all_tasks.c): a running task is in it, a finished
     one leaves it once freed, and one freed while the set is being iterated leaves it when the iteration ends."""
-    registry = asyncio.tasks._all_tasks
     me = asyncio.current_task()
-    size = len(registry.data)
 
     async def child():
         return 1
 
+    await asyncio.sleep(0)  # from 3.12 a task started eagerly joins the set when it first waits: now, if not yet
+    if TASK_SET is None:
+        t = asyncio.get_running_loop().create_task(child())
+        listed = [t in asyncio.all_tasks(), me in asyncio.all_tasks()]
+        await t
+        return {"listed": listed, "size": len(asyncio.all_tasks()), "finished_listed": t in asyncio.all_tasks()}
+    from _weakrefset import _IterationGuard
+    registry = getattr(asyncio.tasks, TASK_SET)
+    size = len(registry.data)
     t = asyncio.get_running_loop().create_task(child())
     listed = [t in asyncio.all_tasks(), me in asyncio.all_tasks()]
     await t

@@ -1,0 +1,45 @@
+/*
+ * What ponte reads of one CPython minor version's internals, behind one narrow interface: where the GIL is, who
+ * holds it, and the holder's Python stack. One file implements it per shape of those internals, compiled against
+ * that interpreter's own internal headers (Py_BUILD_CORE); meson picks it by the version it builds for:
+ *
+ *   3.11        cpython_311.c   the GIL in _PyRuntime.ceval, the holder in gilstate.tstate_current, _PyCFrame
+ *   3.13        cpython_313.c   the GIL per interpreter (PEP 684), last_holder, f_executable a PyObject *
+ *   3.14, 3.15  cpython_314.c   f_executable a tagged _PyStackRef; frames owned by the interpreter skipped
+ *
+ * From 3.13 the interpreter describes its own layout (_Py_DebugOffsets, cpython_debug_offsets.h): the files check
+ * what they were compiled with against it, so a patch release that moved a field is refused rather than misread.
+ * A new minor version is one new file (or a row above, when its shapes are an older one's) and a line in
+ * gateway/meson.build. gil_probe.c is the only caller.
+ */
+#ifndef PT_CPYTHON_H
+#define PT_CPYTHON_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway.h"
+
+/* The main interpreter's GIL: its two condition variables (gil_probe.c says what each signal means) and its
+ * switch interval in µs, which take_gil reads on every wait. */
+typedef struct {
+    pthread_cond_t *cond, *switch_cond;
+    unsigned long *interval;
+} pt_cpython_gil_t;
+
+/* Finds the running main interpreter's GIL: 0, or -1 with why not (the running interpreter's own description of
+ * its layout disagrees with the one compiled in). */
+int pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap);
+/* The thread state that holds the GIL now (an address, to read with pt_cpython_peek), 0 if none. Any thread, no
+ * GIL. */
+uintptr_t pt_cpython_holder(void);
+/* The Python stack of the thread state at ts, innermost frame first, up to max frames; *tid its native thread id
+ * (0 if its state could not be read). Any thread, no GIL: everything is read with pt_cpython_peek. */
+int pt_cpython_stack(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max);
+
+/* Copies len bytes at addr (this process; perhaps freed since) into dst: 0, or -1 if any byte was not readable.
+ * gil_probe.c. */
+int pt_cpython_peek(void *dst, uintptr_t addr, size_t len);
+
+#endif
