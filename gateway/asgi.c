@@ -37,7 +37,7 @@ static struct {
     void (*exit_done)(void *arg);
     void *exit_arg;
     PyThreadState **main_ts;
-} E;
+} queued;
 
 static void start_exit(void);
 
@@ -47,18 +47,18 @@ static void start_exit(void);
 static void
 queue_event(pt_event_kind_t kind, pt_request_t *req)
 {
-    if (E.nevents == E.evcap) {
-        size_t cap = E.evcap ? E.evcap * 2 : 64;
-        pt_event_t *e = realloc(E.events, cap * sizeof(*e));
+    if (queued.nevents == queued.evcap) {
+        size_t cap = queued.evcap ? queued.evcap * 2 : 64;
+        pt_event_t *e = realloc(queued.events, cap * sizeof(*e));
 
         if (e == NULL) {
             pt_log_error("out of memory queueing an ASGI event");
             abort();
         }
-        E.events = e;
-        E.evcap = cap;
+        queued.events = e;
+        queued.evcap = cap;
     }
-    E.events[E.nevents++] = (pt_event_t){ kind, req, req->seq };
+    queued.events[queued.nevents++] = (pt_event_t){ kind, req, req->seq };
 }
 
 /* Handlers may queue more (a send failing closes a connection): the batch is walked by index. */
@@ -67,9 +67,9 @@ pt_asgi_handle_events(void)
 {
     size_t i;
 
-    for (i = 0; i < E.nevents && E.events[i].kind != EV_START; i++) {
+    for (i = 0; i < queued.nevents && queued.events[i].kind != EV_START; i++) {
     }
-    if (i < E.nevents) {
+    if (i < queued.nevents) {
         PyObject *f = PyObject_CallNoArgs(pt_asgi.get_task_factory);
 
         Py_XSETREF(pt_asgi.task_factory, f != NULL ? f : Py_NewRef(Py_None));
@@ -77,8 +77,8 @@ pt_asgi_handle_events(void)
             pt_py_log_exception("cannot read the asyncio task factory", NULL);
         }
     }
-    for (i = 0; i < E.nevents; i++) {
-        pt_event_t ev = E.events[i];
+    for (i = 0; i < queued.nevents; i++) {
+        pt_event_t ev = queued.events[i];
 
         if (ev.req->seq != ev.seq) {
             continue; /* the request was finished and its connection reused since */
@@ -90,8 +90,8 @@ pt_asgi_handle_events(void)
         case EV_GONE: ev.req->websocket ? pt_asgi_ws_gone(ev.req) : pt_asgi_http_gone(ev.req); break;
         }
     }
-    E.nevents = 0;
-    if (E.exit_pending) {
+    queued.nevents = 0;
+    if (queued.exit_pending) {
         start_exit();
     }
 }
@@ -99,7 +99,7 @@ pt_asgi_handle_events(void)
 bool
 pt_asgi_events_pending(void)
 {
-    return E.nevents > 0 || E.exit_pending;
+    return queued.nevents > 0 || queued.exit_pending;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -108,11 +108,11 @@ pt_asgi_events_pending(void)
 static PyObject *
 exit_done(PyObject *self, PyObject *task)
 {
-    if (E.exit_done != NULL) {
-        void (*done)(void *) = E.exit_done;
+    if (queued.exit_done != NULL) {
+        void (*done)(void *) = queued.exit_done;
 
-        E.exit_done = NULL;
-        done(E.exit_arg);
+        queued.exit_done = NULL;
+        done(queued.exit_arg);
     }
     Py_RETURN_NONE;
 }
@@ -125,9 +125,9 @@ start_exit(void)
 {
     PyObject *coro = NULL, *task = NULL, *cb = NULL, *r = NULL;
 
-    E.exit_pending = false;
-    if (E.lifespan != NULL) {
-        coro = PyObject_CallMethod(E.lifespan, "shutdown", NULL);
+    queued.exit_pending = false;
+    if (queued.lifespan != NULL) {
+        coro = PyObject_CallMethod(queued.lifespan, "shutdown", NULL);
         task = coro ? PyObject_CallOneArg(pt_asgi.create_task, coro) : NULL;
         cb = task ? PyCFunction_New(&exit_done_def, NULL) : NULL;
         r = cb ? PyObject_CallMethod(task, "add_done_callback", "O", cb) : NULL;
@@ -148,9 +148,9 @@ static void
 asgi_before_exit(pt_app_t *app, void (*done)(void *arg), void *arg)
 {
     /* Called inside uv_run without the GIL: run_once starts the shutdown once it has the GIL back. */
-    E.exit_done = done;
-    E.exit_arg = arg;
-    E.exit_pending = true;
+    queued.exit_done = done;
+    queued.exit_arg = arg;
+    queued.exit_pending = true;
 }
 
 static void
@@ -196,7 +196,7 @@ run_startup(PyObject *ns, const pt_config_t *cfg)
         PyObject *supported = PyObject_GetAttrString(ls, "supported");
 
         if (supported != NULL && PyObject_IsTrue(supported)) {
-            E.lifespan = Py_NewRef(ls);
+            queued.lifespan = Py_NewRef(ls);
             pt_asgi.state = PyObject_GetAttrString(ls, "state");
         }
         Py_XDECREF(supported);
@@ -212,7 +212,7 @@ run_startup(PyObject *ns, const pt_config_t *cfg)
 static int
 asgi_run(pt_app_t *app, uv_loop_t *loop)
 {
-    return pt_asgi_loop_run(E.main_ts);
+    return pt_asgi_loop_run(queued.main_ts);
 }
 
 /* Runs Python source embedded in ponte (asgi_selector.py, asgi_lifespan.py) in the namespace `ns`. */
@@ -265,7 +265,7 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
 
     pt_asgi.app = Py_NewRef(app);
     pt_asgi.cfg = cfg;
-    E.main_ts = main_ts;
+    queued.main_ts = main_ts;
     pt_asgi.client_disconnected = PyErr_NewExceptionWithDoc(
         "ponte.ClientDisconnected", "send() after the client went away (an OSError).", PyExc_OSError, NULL);
     pt_asgi.disconnect_event = Py_BuildValue("{s:s}", "type", "http.disconnect");

@@ -40,7 +40,7 @@ static struct {
     bool stopped;
     uint64_t left_select; /* when libuv last returned: the loop's busy stretch (its lag) is measured from there */
     uv_async_t keepalive; /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
-} L;
+} bridge;
 
 static void
 on_poll(uv_poll_t *h, int status, int events)
@@ -54,25 +54,25 @@ on_poll(uv_poll_t *h, int status, int events)
     } else {
         mask = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
     }
-    for (i = 0; i < L.nready; i++) {
-        if (L.ready[i].fd == p->fd) {
-            L.ready[i].mask |= mask;
+    for (i = 0; i < bridge.nready; i++) {
+        if (bridge.ready[i].fd == p->fd) {
+            bridge.ready[i].mask |= mask;
             return;
         }
     }
-    if (L.nready == L.readycap) {
-        size_t cap = L.readycap ? L.readycap * 2 : 32;
-        void *r = realloc(L.ready, cap * sizeof(*L.ready));
+    if (bridge.nready == bridge.readycap) {
+        size_t cap = bridge.readycap ? bridge.readycap * 2 : 32;
+        void *r = realloc(bridge.ready, cap * sizeof(*bridge.ready));
 
         if (r == NULL) {
             return; /* level-triggered: it is reported again next time */
         }
-        L.ready = r;
-        L.readycap = cap;
+        bridge.ready = r;
+        bridge.readycap = cap;
     }
-    L.ready[L.nready].fd = p->fd;
-    L.ready[L.nready].mask = mask;
-    L.nready++;
+    bridge.ready[bridge.nready].fd = p->fd;
+    bridge.ready[bridge.nready].mask = mask;
+    bridge.nready++;
 }
 
 static void
@@ -90,24 +90,24 @@ mod_poll_start(PyObject *mod, PyObject *args)
     if (!PyArg_ParseTuple(args, "ii:poll_start", &fd, &events)) {
         return NULL;
     }
-    if ((size_t)fd >= L.npolls) {
+    if ((size_t)fd >= bridge.npolls) {
         size_t n = (size_t)fd + 64;
-        pt_poll_t **np = realloc(L.polls, n * sizeof(*np));
+        pt_poll_t **np = realloc(bridge.polls, n * sizeof(*np));
 
         if (np == NULL) {
             return PyErr_NoMemory();
         }
-        memset(np + L.npolls, 0, (n - L.npolls) * sizeof(*np));
-        L.polls = np;
-        L.npolls = n;
+        memset(np + bridge.npolls, 0, (n - bridge.npolls) * sizeof(*np));
+        bridge.polls = np;
+        bridge.npolls = n;
     }
-    p = L.polls[fd];
+    p = bridge.polls[fd];
     if (p == NULL) {
         p = calloc(1, sizeof(*p));
         if (p == NULL) {
             return PyErr_NoMemory();
         }
-        r = uv_poll_init(L.uvloop, &p->h, fd);
+        r = uv_poll_init(bridge.uvloop, &p->h, fd);
         if (r < 0) {
             free(p);
             PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
@@ -117,7 +117,7 @@ mod_poll_start(PyObject *mod, PyObject *args)
         p->fd = fd;
         /* asyncio's descriptors alone must not keep libuv running once the server has stopped. */
         uv_unref((uv_handle_t *)&p->h);
-        L.polls[fd] = p;
+        bridge.polls[fd] = p;
     }
     p->events = events;
     r = uv_poll_start(&p->h, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), on_poll);
@@ -137,16 +137,16 @@ mod_poll_stop(PyObject *mod, PyObject *arg)
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (fd >= 0 && (size_t)fd < L.npolls && L.polls[fd] != NULL) {
-        pt_poll_t *p = L.polls[fd];
+    if (fd >= 0 && (size_t)fd < bridge.npolls && bridge.polls[fd] != NULL) {
+        pt_poll_t *p = bridge.polls[fd];
 
-        L.polls[fd] = NULL;
+        bridge.polls[fd] = NULL;
         if (!uv_is_closing((uv_handle_t *)&p->h)) {
             uv_close((uv_handle_t *)&p->h, on_poll_close);
         }
-        for (i = 0; i < L.nready; i++) {
-            if (L.ready[i].fd == fd) {
-                L.ready[i] = L.ready[--L.nready];
+        for (i = 0; i < bridge.nready; i++) {
+            if (bridge.ready[i].fd == fd) {
+                bridge.ready[i] = bridge.ready[--bridge.nready];
                 break;
             }
         }
@@ -171,10 +171,10 @@ on_select_timer(uv_poll_t *p, int status, int events)
 
     (void)status;
     (void)events;
-    while (read(L.select_tfd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
+    while (read(bridge.select_tfd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
     }
-    if (L.select_armed) {
-        L.select_armed = false;
+    if (bridge.select_armed) {
+        bridge.select_armed = false;
         uv_stop(p->loop);
     }
 }
@@ -191,8 +191,8 @@ select_timer_arm(double timeout)
     ns = (long long)now.tv_nsec + (long long)(timeout * 1e9);
     its.it_value.tv_sec = now.tv_sec + (time_t)(ns / 1000000000LL);
     its.it_value.tv_nsec = (long)(ns % 1000000000LL);
-    if (timerfd_settime(L.select_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
-        L.select_armed = true;
+    if (timerfd_settime(bridge.select_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+        bridge.select_armed = true;
     }
 }
 
@@ -201,8 +201,8 @@ select_timer_disarm(void)
 {
     struct itimerspec off = { { 0, 0 }, { 0, 0 } };
 
-    if (L.select_armed && timerfd_settime(L.select_tfd, 0, &off, NULL) == 0) {
-        L.select_armed = false;
+    if (bridge.select_armed && timerfd_settime(bridge.select_tfd, 0, &off, NULL) == 0) {
+        bridge.select_armed = false;
     }
 }
 
@@ -213,7 +213,7 @@ static struct {
     PyObject *loop, *ready_name, *csock;
     int fd;
     bool pending;
-} WK;
+} wake;
 
 /* Whether asyncio has callbacks ready that the loop has not run yet (loop._ready). */
 static bool
@@ -222,10 +222,10 @@ wake_ready_waiting(void)
     PyObject *ready;
     Py_ssize_t n;
 
-    if (WK.loop == NULL) {
+    if (wake.loop == NULL) {
         return false;
     }
-    ready = PyObject_GetAttr(WK.loop, WK.ready_name);
+    ready = PyObject_GetAttr(wake.loop, wake.ready_name);
     n = ready != NULL ? PyObject_Length(ready) : -1;
     Py_XDECREF(ready);
     if (n < 0) {
@@ -237,7 +237,7 @@ wake_ready_waiting(void)
 
 /*
  * asyncio's select(timeout): one libuv iteration, with the GIL released, for at most `timeout` seconds (None:
- * until something happens). Leaves the descriptors asyncio watches that libuv found ready in L.ready. 0, or -1
+ * until something happens). Leaves the descriptors asyncio watches that libuv found ready in bridge.ready. 0, or -1
  * with an exception set.
  */
 static int
@@ -259,10 +259,11 @@ poll_once(PyObject *arg)
     if (pt_asgi_events_pending() || wake_ready_waiting()) {
         timeout = 0; /* work queued while Python ran: do not block before handling it */
     }
-    if (L.left_select != 0) {
-        pt_gil_loop_busy(pt_gil_now() - L.left_select); /* how long Python ran since: events, first steps, callbacks */
+    if (bridge.left_select != 0) {
+        pt_gil_loop_busy(pt_gil_now()
+                         - bridge.left_select); /* how long Python ran since: events, first steps, callbacks */
     }
-    L.nready = 0;
+    bridge.nready = 0;
     if (timeout > 0) {
         select_timer_arm(timeout);
     } else if (timeout < 0) {
@@ -270,18 +271,18 @@ poll_once(PyObject *arg)
     }
     /* From here (no Python runs before the GIL goes), a call_soon_threadsafe must send its byte to wake the poll;
      * anything it queued before was seen by wake_ready_waiting above. */
-    WK.pending = false;
+    wake.pending = false;
     ts = pt_gil_release();
-    alive = uv_run(L.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    alive = uv_run(bridge.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     pt_gil_acquire(ts);
-    L.left_select = pt_gil_now();
+    bridge.left_select = pt_gil_now();
     pt_asgi_handle_events(); /* new requests take their first step here (asgi_task.c) */
-    if (!alive && L.serving && !L.stopped) {
+    if (!alive && bridge.serving && !bridge.stopped) {
         /* The server has shut down (every handle closed): end asyncio's run_forever too. */
         PyObject *r = PyObject_CallMethod(pt_asgi.loop, "stop", NULL);
 
         Py_XDECREF(r);
-        L.stopped = true;
+        bridge.stopped = true;
     }
     return 0;
 }
@@ -293,11 +294,11 @@ mod_run_once(PyObject *mod, PyObject *arg)
     PyObject *list;
     size_t i;
 
-    if (poll_once(arg) < 0 || (list = PyList_New((Py_ssize_t)L.nready)) == NULL) {
+    if (poll_once(arg) < 0 || (list = PyList_New((Py_ssize_t)bridge.nready)) == NULL) {
         return NULL;
     }
-    for (i = 0; i < L.nready; i++) {
-        PyObject *t = Py_BuildValue("(ii)", L.ready[i].fd, L.ready[i].mask);
+    for (i = 0; i < bridge.nready; i++) {
+        PyObject *t = Py_BuildValue("(ii)", bridge.ready[i].fd, bridge.ready[i].mask);
 
         if (t == NULL) {
             Py_DECREF(list);
@@ -322,8 +323,8 @@ pt_asgi_loop_select(PyObject *keys, PyObject *timeout)
     if (poll_once(timeout) < 0 || (list = PyList_New(0)) == NULL) {
         return NULL;
     }
-    for (i = 0; i < L.nready; i++) {
-        if ((fd = PyLong_FromLong(L.ready[i].fd)) == NULL) {
+    for (i = 0; i < bridge.nready; i++) {
+        if ((fd = PyLong_FromLong(bridge.ready[i].fd)) == NULL) {
             goto error;
         }
         key = PyDict_GetItemWithError(keys, fd); /* borrowed */
@@ -342,7 +343,7 @@ pt_asgi_loop_select(PyObject *keys, PyObject *timeout)
         if (want == -1 && PyErr_Occurred()) {
             goto error;
         }
-        if ((want &= L.ready[i].mask) == 0) {
+        if ((want &= bridge.ready[i].mask) == 0) {
             continue;
         }
         pair = Py_BuildValue("(Ol)", key, want);
@@ -390,19 +391,19 @@ write_to_self(PyObject *loop, PyObject *unused)
 {
     PyObject *csock;
 
-    if (WK.pending && loop == WK.loop) {
+    if (wake.pending && loop == wake.loop) {
         Py_RETURN_NONE;
     }
     csock = PyObject_GetAttrString(loop, "_csock");
-    if (csock != NULL && csock != Py_None && csock != WK.csock) {
+    if (csock != NULL && csock != Py_None && csock != wake.csock) {
         int fd = PyObject_AsFileDescriptor(csock);
 
-        Py_XSETREF(WK.csock, Py_NewRef(csock));
-        WK.fd = fd;
+        Py_XSETREF(wake.csock, Py_NewRef(csock));
+        wake.fd = fd;
     }
-    if (csock != NULL && csock != Py_None && WK.fd >= 0
-        && (send(WK.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN || errno == EWOULDBLOCK)) {
-        WK.pending = loop == WK.loop;
+    if (csock != NULL && csock != Py_None && wake.fd >= 0
+        && (send(wake.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN || errno == EWOULDBLOCK)) {
+        wake.pending = loop == wake.loop;
     }
     Py_XDECREF(csock);
     PyErr_Clear(); /* no self-pipe (closed, or not made yet): nothing to wake */
@@ -420,7 +421,7 @@ static struct {
     PyObject *ssock, *process_name;
     int fd;
     bool all_bytes; /* hand zeros on too */
-} RK;
+} self_reader;
 
 static PyObject *
 read_from_self(PyObject *loop, PyObject *unused)
@@ -429,16 +430,16 @@ read_from_self(PyObject *loop, PyObject *unused)
     ssize_t n;
 
     for (;;) {
-        n = recv(RK.fd, buf, sizeof buf, MSG_DONTWAIT);
+        n = recv(self_reader.fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0) {
             ssize_t i = 0;
 
-            while (!RK.all_bytes && i < n && buf[i] == 0) {
+            while (!self_reader.all_bytes && i < n && buf[i] == 0) {
                 i++;
             }
             if (i < n) {
                 PyObject *data = PyBytes_FromStringAndSize(buf, n);
-                PyObject *r = data ? PyObject_CallMethodOneArg(loop, RK.process_name, data) : NULL;
+                PyObject *r = data ? PyObject_CallMethodOneArg(loop, self_reader.process_name, data) : NULL;
 
                 Py_XDECREF(data);
                 if (r == NULL) {
@@ -469,16 +470,17 @@ read_keeps_gil(PyObject *loop)
         pt_log_info("ASGI: the loop reads its wake-ups as asyncio does (no _read_from_self of asyncio's to replace)");
         return;
     }
-    RK.all_bytes = !pt_asgi_same_method(loop, "asyncio.unix_events", "_UnixSelectorEventLoop", "_process_self_data")
+    self_reader.all_bytes = !pt_asgi_same_method(loop, "asyncio.unix_events", "_UnixSelectorEventLoop",
+                                                 "_process_self_data")
         && !pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop", "_process_self_data");
-    RK.process_name = PyUnicode_InternFromString("_process_self_data");
+    self_reader.process_name = PyUnicode_InternFromString("_process_self_data");
     ssock = PyObject_GetAttrString(loop, "_ssock");
-    RK.fd = ssock != NULL && ssock != Py_None ? PyObject_AsFileDescriptor(ssock) : -1;
-    f = RK.fd >= 0 && RK.process_name != NULL ? PyCFunction_New(&read_from_self_def, loop) : NULL;
+    self_reader.fd = ssock != NULL && ssock != Py_None ? PyObject_AsFileDescriptor(ssock) : -1;
+    f = self_reader.fd >= 0 && self_reader.process_name != NULL ? PyCFunction_New(&read_from_self_def, loop) : NULL;
     /* _add_reader on a descriptor already watched replaces its reader (and cancels the old one's handle). */
-    r = f != NULL ? PyObject_CallMethod(loop, "_add_reader", "iO", RK.fd, f) : NULL;
+    r = f != NULL ? PyObject_CallMethod(loop, "_add_reader", "iO", self_reader.fd, f) : NULL;
     if (r != NULL) {
-        RK.ssock = ssock; /* kept, so that its descriptor cannot be reused while it is watched */
+        self_reader.ssock = ssock; /* kept, so that its descriptor cannot be reused while it is watched */
         ssock = NULL;
     }
     if (r == NULL || PyObject_SetAttrString(loop, "_read_from_self", f) < 0) {
@@ -511,10 +513,10 @@ pt_asgi_loop_wake_keeps_gil(PyObject *loop)
     Py_DECREF(f);
     /* Coalescing needs to see the loop's queue of ready callbacks (BaseEventLoop._ready); without it every call
      * sends its byte. */
-    WK.fd = -1;
-    WK.ready_name = PyUnicode_InternFromString("_ready");
-    if (WK.ready_name != NULL && PyObject_HasAttr(loop, WK.ready_name)) {
-        WK.loop = loop; /* borrowed: the loop outlives the server (pt_asgi.loop) */
+    wake.fd = -1;
+    wake.ready_name = PyUnicode_InternFromString("_ready");
+    if (wake.ready_name != NULL && PyObject_HasAttr(loop, wake.ready_name)) {
+        wake.loop = loop; /* borrowed: the loop outlives the server (pt_asgi.loop) */
     }
     PyErr_Clear();
     read_keeps_gil(loop);
@@ -548,16 +550,16 @@ pt_asgi_loop_init(uv_loop_t *loop)
 {
     PyObject *mod, *modules;
 
-    L.uvloop = loop;
-    L.select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (L.select_tfd < 0 || uv_poll_init(loop, &L.select_timer, L.select_tfd) != 0) {
+    bridge.uvloop = loop;
+    bridge.select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (bridge.select_tfd < 0 || uv_poll_init(loop, &bridge.select_timer, bridge.select_tfd) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     /* Always watched, but unreferenced: it must not keep uv_run alive once the server has closed everything. */
-    uv_poll_start(&L.select_timer, UV_READABLE, on_select_timer);
-    uv_unref((uv_handle_t *)&L.select_timer);
-    uv_async_init(loop, &L.keepalive, NULL);
+    uv_poll_start(&bridge.select_timer, UV_READABLE, on_select_timer);
+    uv_unref((uv_handle_t *)&bridge.select_timer);
+    uv_async_init(loop, &bridge.keepalive, NULL);
     mod = PyModule_Create(&mod_def);
     modules = PyImport_GetModuleDict(); /* borrowed */
     if (mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
@@ -575,7 +577,7 @@ pt_asgi_loop_run(PyThreadState **main_ts)
     PyObject *r;
 
     pt_gil_acquire(*main_ts);
-    L.serving = true;
+    bridge.serving = true;
     r = PyObject_CallMethod(pt_asgi.loop, "run_forever", NULL);
     if (r == NULL) {
         pt_py_log_exception("the asyncio loop stopped with an error", NULL);
@@ -583,6 +585,6 @@ pt_asgi_loop_run(PyThreadState **main_ts)
     Py_XDECREF(r);
     *main_ts = pt_gil_release();
     /* Close callbacks of what the walk closed still have to run. */
-    uv_run(L.uvloop, UV_RUN_NOWAIT);
+    uv_run(bridge.uvloop, UV_RUN_NOWAIT);
     return 0;
 }

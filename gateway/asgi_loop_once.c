@@ -32,11 +32,10 @@
 
 #include "../server/log.h"
 
-#define ASYNCIO_FIRST 0x030B                             /* the asyncio versions this file follows: 3.11 */
-#define ASYNCIO_LAST 0x030F                              /* to 3.15 */
 #define THREADSAFE_HANDLE (PY_VERSION_HEX >= 0x030E0000) /* 3.14: call_soon_threadsafe's _ThreadSafeHandle */
 #define DUE_BY_ULP (PY_VERSION_HEX >= 0x030F0000)        /* 3.15: end_time = now + max(resolution, ulp(now)) */
 
+/* What the C turn uses of asyncio, looked up once (look_up, intern_names). */
 static struct {
     PyObject *python_run_once;          /* BaseEventLoop._run_once: a turn in debug mode */
     PyObject *handle_type, *timer_type; /* asyncio.Handle and asyncio.TimerHandle, run here */
@@ -54,7 +53,7 @@ static struct {
     PyObject *selector_type;     /* LibuvSelector: its select() is pt_asgi_loop_select */
     bool process_events_is_base; /* the loop's _process_events is asyncio's, which does nothing with no events */
     PyObject *s_keys;
-} R;
+} aio;
 
 /* obj.name as a C truth value: 1, 0, or -1 with an exception set. */
 static int
@@ -71,7 +70,7 @@ attr_true(PyObject *obj, PyObject *name)
 static double
 loop_time(PyObject *loop)
 {
-    PyObject *t = PyObject_CallMethodNoArgs(loop, R.s_time);
+    PyObject *t = PyObject_CallMethodNoArgs(loop, aio.s_time);
     double v = t != NULL ? PyFloat_AsDouble(t) : -1;
 
     Py_XDECREF(t);
@@ -82,7 +81,7 @@ loop_time(PyObject *loop)
 static PyObject *
 timers_of(PyObject *loop)
 {
-    PyObject *sched = PyObject_GetAttr(loop, R.s_scheduled);
+    PyObject *sched = PyObject_GetAttr(loop, aio.s_scheduled);
 
     if (sched != NULL && !PyList_Check(sched)) {
         PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
@@ -95,7 +94,7 @@ timers_of(PyObject *loop)
 static double
 timer_when(PyObject *h)
 {
-    PyObject *w = PyObject_GetAttr(h, R.s_when);
+    PyObject *w = PyObject_GetAttr(h, aio.s_when);
     double when = w != NULL ? PyFloat_AsDouble(w) : -1;
 
     Py_XDECREF(w);
@@ -106,9 +105,9 @@ timer_when(PyObject *h)
 static PyObject *
 pop_timer(PyObject *sched)
 {
-    PyObject *h = PyObject_CallOneArg(R.heappop, sched);
+    PyObject *h = PyObject_CallOneArg(aio.heappop, sched);
 
-    if (h != NULL && PyObject_SetAttr(h, R.s_timer_scheduled, Py_False) < 0) {
+    if (h != NULL && PyObject_SetAttr(h, aio.s_timer_scheduled, Py_False) < 0) {
         Py_CLEAR(h);
     }
     return h;
@@ -124,7 +123,7 @@ drop_cancelled_timers(PyObject *loop)
     long count;
     int r = -1, c;
 
-    if (sched == NULL || (count_obj = PyObject_GetAttr(loop, R.s_timer_cancelled_count)) == NULL) {
+    if (sched == NULL || (count_obj = PyObject_GetAttr(loop, aio.s_timer_cancelled_count)) == NULL) {
         goto done;
     }
     count = PyLong_AsLong(count_obj);
@@ -132,34 +131,34 @@ drop_cancelled_timers(PyObject *loop)
         goto done;
     }
     n = PyList_GET_SIZE(sched);
-    if (n > R.min_scheduled && (double)count / (double)n > R.min_cancelled) {
+    if (n > aio.min_scheduled && (double)count / (double)n > aio.min_cancelled) {
         if ((fresh = PyList_New(0)) == NULL) {
             goto done;
         }
         for (i = 0; i < PyList_GET_SIZE(sched); i++) {
             h = Py_NewRef(PyList_GET_ITEM(sched, i)); /* held: attribute access may run code */
-            if ((c = attr_true(h, R.s_cancelled)) < 0) {
+            if ((c = attr_true(h, aio.s_cancelled)) < 0) {
                 goto done;
             }
-            if (c ? PyObject_SetAttr(h, R.s_timer_scheduled, Py_False) < 0 : PyList_Append(fresh, h) < 0) {
+            if (c ? PyObject_SetAttr(h, aio.s_timer_scheduled, Py_False) < 0 : PyList_Append(fresh, h) < 0) {
                 goto done;
             }
             Py_CLEAR(h);
         }
-        PyObject *ok = PyObject_CallOneArg(R.heapify, fresh);
+        PyObject *ok = PyObject_CallOneArg(aio.heapify, fresh);
 
         if (ok == NULL) {
             goto done;
         }
         Py_DECREF(ok);
-        if (PyObject_SetAttr(loop, R.s_scheduled, fresh) < 0) {
+        if (PyObject_SetAttr(loop, aio.s_scheduled, fresh) < 0) {
             goto done;
         }
         count = 0;
     } else {
         while (PyList_GET_SIZE(sched) > 0) {
             h = Py_NewRef(PyList_GET_ITEM(sched, 0));
-            if ((c = attr_true(h, R.s_cancelled)) <= 0) {
+            if ((c = attr_true(h, aio.s_cancelled)) <= 0) {
                 if (c < 0) {
                     goto done;
                 }
@@ -176,7 +175,7 @@ drop_cancelled_timers(PyObject *loop)
     if (count != PyLong_AsLong(count_obj)) {
         PyObject *v = PyLong_FromLong(count);
 
-        if (v == NULL || PyObject_SetAttr(loop, R.s_timer_cancelled_count, v) < 0) {
+        if (v == NULL || PyObject_SetAttr(loop, aio.s_timer_cancelled_count, v) < 0) {
             Py_XDECREF(v);
             goto done;
         }
@@ -199,7 +198,7 @@ select_timeout(PyObject *loop, PyObject *ready)
     PyObject *sched = NULL, *head = NULL;
     PyObject *r = NULL;
     Py_ssize_t n = PyObject_Length(ready);
-    int stopping = n == 0 ? attr_true(loop, R.s_stopping) : 0;
+    int stopping = n == 0 ? attr_true(loop, aio.s_stopping) : 0;
     double when, now, t;
 
     if (n < 0 || stopping < 0) {
@@ -221,7 +220,7 @@ select_timeout(PyObject *loop, PyObject *ready)
         goto done;
     }
     t = when - now;
-    r = PyFloat_FromDouble(t < 0 ? 0 : t > R.max_timeout ? R.max_timeout : t);
+    r = PyFloat_FromDouble(t < 0 ? 0 : t > aio.max_timeout ? aio.max_timeout : t);
 done:
     Py_XDECREF(head);
     Py_XDECREF(sched);
@@ -236,7 +235,7 @@ queue_due_timers(PyObject *loop, PyObject *ready)
     double end, when;
     int r = -1;
 
-    if (sched == NULL || (res = PyObject_GetAttr(loop, R.s_clock_resolution)) == NULL) {
+    if (sched == NULL || (res = PyObject_GetAttr(loop, aio.s_clock_resolution)) == NULL) {
         goto done;
     }
     end = loop_time(loop);
@@ -260,7 +259,7 @@ queue_due_timers(PyObject *loop, PyObject *ready)
         if ((h = pop_timer(sched)) == NULL) {
             goto done;
         }
-        PyObject *ok = PyObject_CallMethodOneArg(ready, R.s_append, h);
+        PyObject *ok = PyObject_CallMethodOneArg(ready, aio.s_append, h);
 
         if (ok == NULL) {
             goto done;
@@ -288,16 +287,16 @@ run_handle(PyObject *h)
     PyObject *type, *value, *tb;
     int r = -1;
 
-    if (!Py_IS_TYPE(h, (PyTypeObject *)R.handle_type) && !Py_IS_TYPE(h, (PyTypeObject *)R.timer_type)) {
-        res = PyObject_CallMethodNoArgs(h, R.s_run); /* its own _run: it reports what it catches itself */
+    if (!Py_IS_TYPE(h, (PyTypeObject *)aio.handle_type) && !Py_IS_TYPE(h, (PyTypeObject *)aio.timer_type)) {
+        res = PyObject_CallMethodNoArgs(h, aio.s_run); /* its own _run: it reports what it catches itself */
         goto done;
     }
-    if ((ctx = PyObject_GetAttr(h, R.s_context)) == NULL || (cb = PyObject_GetAttr(h, R.s_callback)) == NULL
-        || (args = PyObject_GetAttr(h, R.s_args)) == NULL) {
+    if ((ctx = PyObject_GetAttr(h, aio.s_context)) == NULL || (cb = PyObject_GetAttr(h, aio.s_callback)) == NULL
+        || (args = PyObject_GetAttr(h, aio.s_args)) == NULL) {
         goto done;
     }
     if (!PyContext_CheckExact(ctx) || !PyTuple_Check(args)) {
-        res = PyObject_CallMethodNoArgs(h, R.s_run); /* a context or arguments of another kind: asyncio's way */
+        res = PyObject_CallMethodNoArgs(h, aio.s_run); /* a context or arguments of another kind: asyncio's way */
         goto done;
     }
     if (PyContext_Enter(ctx) == 0) {
@@ -312,7 +311,7 @@ run_handle(PyObject *h)
         if (tb != NULL) {
             PyException_SetTraceback(value, tb);
         }
-        res = PyObject_CallFunctionObjArgs(R.callback_failed, h, value, NULL);
+        res = PyObject_CallFunctionObjArgs(aio.callback_failed, h, value, NULL);
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);
@@ -332,7 +331,7 @@ done:
 static int
 run_ready(PyObject *ready)
 {
-    PyObject *popleft = PyObject_GetAttr(ready, R.s_popleft), *h;
+    PyObject *popleft = PyObject_GetAttr(ready, aio.s_popleft), *h;
     Py_ssize_t ntodo = PyObject_Length(ready), i;
     int c, r = -1;
 
@@ -343,7 +342,7 @@ run_ready(PyObject *ready)
         if ((h = PyObject_CallNoArgs(popleft)) == NULL) {
             goto done;
         }
-        c = attr_true(h, R.s_cancelled);
+        c = attr_true(h, aio.s_cancelled);
         if (c < 0 || (c == 0 && run_handle(h) < 0)) {
             Py_DECREF(h);
             goto done;
@@ -362,15 +361,15 @@ select_events(PyObject *selector, PyObject *timeout)
 {
     PyObject *keys, *events;
 
-    if (!Py_IS_TYPE(selector, (PyTypeObject *)R.selector_type)) {
-        return PyObject_CallMethodOneArg(selector, R.s_select, timeout);
+    if (!Py_IS_TYPE(selector, (PyTypeObject *)aio.selector_type)) {
+        return PyObject_CallMethodOneArg(selector, aio.s_select, timeout);
     }
-    if ((keys = PyObject_GetAttr(selector, R.s_keys)) == NULL) {
+    if ((keys = PyObject_GetAttr(selector, aio.s_keys)) == NULL) {
         return NULL;
     }
     if (!PyDict_Check(keys)) {
         Py_DECREF(keys);
-        return PyObject_CallMethodOneArg(selector, R.s_select, timeout);
+        return PyObject_CallMethodOneArg(selector, aio.s_select, timeout);
     }
     events = pt_asgi_loop_select(keys, timeout);
     Py_DECREF(keys);
@@ -381,20 +380,21 @@ static PyObject *
 run_once(PyObject *loop, PyObject *unused)
 {
     PyObject *ready = NULL, *timeout = NULL, *selector = NULL, *events = NULL, *r = NULL;
-    int debug = attr_true(loop, R.s_debug);
+    int debug = attr_true(loop, aio.s_debug);
 
     if (debug != 0) {
-        return debug < 0 ? NULL : PyObject_CallOneArg(R.python_run_once, loop);
+        return debug < 0 ? NULL : PyObject_CallOneArg(aio.python_run_once, loop);
     }
-    if (drop_cancelled_timers(loop) < 0 || (ready = PyObject_GetAttr(loop, R.s_ready)) == NULL
-        || (timeout = select_timeout(loop, ready)) == NULL || (selector = PyObject_GetAttr(loop, R.s_selector)) == NULL
+    if (drop_cancelled_timers(loop) < 0 || (ready = PyObject_GetAttr(loop, aio.s_ready)) == NULL
+        || (timeout = select_timeout(loop, ready)) == NULL
+        || (selector = PyObject_GetAttr(loop, aio.s_selector)) == NULL
         || (events = select_events(selector, timeout)) == NULL) {
         goto done;
     }
-    if (PyList_CheckExact(events) && PyList_GET_SIZE(events) == 0 && R.process_events_is_base) {
+    if (PyList_CheckExact(events) && PyList_GET_SIZE(events) == 0 && aio.process_events_is_base) {
         r = Py_NewRef(Py_None);
     } else {
-        r = PyObject_CallMethodOneArg(loop, R.s_process_events, events);
+        r = PyObject_CallMethodOneArg(loop, aio.s_process_events, events);
     }
     Py_CLEAR(events); /* as asyncio: breaks cycles when an exception occurs */
     if (r == NULL || queue_due_timers(loop, ready) < 0 || run_ready(ready) < 0) {
@@ -423,19 +423,19 @@ static PyMethodDef run_once_def = { "_run_once", run_once, METH_NOARGS,
 static PyObject *
 handle_new(PyObject *loop, PyObject *callback, PyObject *args, PyObject *context, bool threadsafe)
 {
-    PyTypeObject *type = (PyTypeObject *)(threadsafe && R.threadsafe_type ? R.threadsafe_type : R.handle_type);
-    PyObject *h = type->tp_new(type, R.empty, NULL), *ctx = NULL, *lock = NULL;
+    PyTypeObject *type = (PyTypeObject *)(threadsafe && aio.threadsafe_type ? aio.threadsafe_type : aio.handle_type);
+    PyObject *h = type->tp_new(type, aio.empty, NULL), *ctx = NULL, *lock = NULL;
 
     if (h == NULL) {
         return NULL;
     }
     ctx = context == NULL || context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
-    if (ctx == NULL || PyObject_SetAttr(h, R.s_context, ctx) < 0 || PyObject_SetAttr(h, R.s_loop, loop) < 0
-        || PyObject_SetAttr(h, R.s_callback, callback) < 0 || PyObject_SetAttr(h, R.s_args, args) < 0
-        || PyObject_SetAttr(h, R.s_cancelled, Py_False) < 0 || PyObject_SetAttr(h, R.s_repr, Py_None) < 0
-        || PyObject_SetAttr(h, R.s_source_traceback, Py_None) < 0
-        || (type == (PyTypeObject *)R.threadsafe_type
-            && ((lock = PyObject_CallNoArgs(R.rlock)) == NULL || PyObject_SetAttr(h, R.s_lock, lock) < 0))) {
+    if (ctx == NULL || PyObject_SetAttr(h, aio.s_context, ctx) < 0 || PyObject_SetAttr(h, aio.s_loop, loop) < 0
+        || PyObject_SetAttr(h, aio.s_callback, callback) < 0 || PyObject_SetAttr(h, aio.s_args, args) < 0
+        || PyObject_SetAttr(h, aio.s_cancelled, Py_False) < 0 || PyObject_SetAttr(h, aio.s_repr, Py_None) < 0
+        || PyObject_SetAttr(h, aio.s_source_traceback, Py_None) < 0
+        || (type == (PyTypeObject *)aio.threadsafe_type
+            && ((lock = PyObject_CallNoArgs(aio.rlock)) == NULL || PyObject_SetAttr(h, aio.s_lock, lock) < 0))) {
         Py_CLEAR(h);
     }
     Py_XDECREF(lock);
@@ -449,8 +449,8 @@ queue_handle(PyObject *loop, PyObject *callback, PyObject *args, PyObject *conte
 {
     PyObject *h = handle_new(loop, callback, args, context, threadsafe), *ready = NULL, *ok = NULL;
 
-    if (h != NULL && (ready = PyObject_GetAttr(loop, R.s_ready)) != NULL) {
-        ok = PyObject_CallMethodOneArg(ready, R.s_append, h);
+    if (h != NULL && (ready = PyObject_GetAttr(loop, aio.s_ready)) != NULL) {
+        ok = PyObject_CallMethodOneArg(ready, aio.s_append, h);
     }
     Py_XDECREF(ready);
     if (ok == NULL) {
@@ -497,10 +497,10 @@ schedule(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (kwnames != NULL) {
         context = args[nargs];
     }
-    if ((debug = attr_true(loop, R.s_debug)) != 0) {
+    if ((debug = attr_true(loop, aio.s_debug)) != 0) {
         return debug < 0 ? -1 : 0;
     }
-    if ((closed = attr_true(loop, R.s_closed)) != 0) {
+    if ((closed = attr_true(loop, aio.s_closed)) != 0) {
         if (closed > 0) {
             PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         }
@@ -528,7 +528,7 @@ call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwn
     }
     r = schedule(loop, args, nargs, kwnames, false, &h);
 
-    return r > 0 ? h : r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon, args, nargs, kwnames);
+    return r > 0 ? h : r < 0 ? NULL : pt_asgi_loop_class_call(loop, aio.s_call_soon, args, nargs, kwnames);
 }
 
 /* From any thread, with the GIL: deque.append is atomic under it, as asyncio's relies on. */
@@ -539,9 +539,9 @@ call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, Py
     int r = schedule(loop, args, nargs, kwnames, true, &h);
 
     if (r <= 0) {
-        return r < 0 ? NULL : pt_asgi_loop_class_call(loop, R.s_call_soon_threadsafe, args, nargs, kwnames);
+        return r < 0 ? NULL : pt_asgi_loop_class_call(loop, aio.s_call_soon_threadsafe, args, nargs, kwnames);
     }
-    ok = PyObject_CallMethodNoArgs(loop, R.s_write_to_self);
+    ok = PyObject_CallMethodNoArgs(loop, aio.s_write_to_self);
     if (ok == NULL) {
         Py_CLEAR(h);
     }
@@ -553,13 +553,13 @@ call_soon_threadsafe(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, Py
 static PyObject *
 call_soon_internal(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
 {
-    int debug = nargs == 3 ? attr_true(loop, R.s_debug) : 0;
+    int debug = nargs == 3 ? attr_true(loop, aio.s_debug) : 0;
 
     if (debug < 0) {
         return NULL;
     }
     if (nargs != 3 || debug) {
-        return pt_asgi_loop_class_call(loop, R.s_call_soon_internal, args, nargs, NULL);
+        return pt_asgi_loop_class_call(loop, aio.s_call_soon_internal, args, nargs, NULL);
     }
     return queue_handle(loop, args[0], args[1], args[2], false);
 }
@@ -569,7 +569,7 @@ static PyObject *
 get_debug(PyObject *loop, PyObject *unused)
 {
     (void)unused;
-    return PyObject_GetAttr(loop, R.s_debug);
+    return PyObject_GetAttr(loop, aio.s_debug);
 }
 
 static PyMethodDef get_debug_def = { "get_debug", get_debug, METH_NOARGS, "ponte: asyncio's get_debug, in C" };
@@ -611,15 +611,15 @@ read_constants(PyObject *base)
 {
     PyObject *v = PyObject_GetAttrString(base, "_MIN_SCHEDULED_TIMER_HANDLES");
 
-    R.min_scheduled = v ? PyLong_AsSsize_t(v) : -1;
+    aio.min_scheduled = v ? PyLong_AsSsize_t(v) : -1;
     Py_XDECREF(v);
     v = PyObject_GetAttrString(base, "_MIN_CANCELLED_TIMER_HANDLES_FRACTION");
-    R.min_cancelled = v ? PyFloat_AsDouble(v) : -1;
+    aio.min_cancelled = v ? PyFloat_AsDouble(v) : -1;
     Py_XDECREF(v);
     v = PyObject_GetAttrString(base, "MAXIMUM_SELECT_TIMEOUT");
-    R.max_timeout = v ? PyFloat_AsDouble(v) : -1;
+    aio.max_timeout = v ? PyFloat_AsDouble(v) : -1;
     Py_XDECREF(v);
-    if (PyErr_Occurred() || R.min_scheduled < 0 || R.min_cancelled < 0 || R.max_timeout <= 0) {
+    if (PyErr_Occurred() || aio.min_scheduled < 0 || aio.min_cancelled < 0 || aio.max_timeout <= 0) {
         return "asyncio.base_events has not the constants of its _run_once";
     }
     return NULL;
@@ -631,10 +631,11 @@ look_up_threadsafe_handle(PyObject *events)
 {
     PyObject *threading = PyImport_ImportModule("threading");
 
-    R.threadsafe_type = PyObject_GetAttrString(events, "_ThreadSafeHandle");
-    R.rlock = threading && R.threadsafe_type ? PyObject_GetAttrString(threading, "RLock") : NULL;
+    aio.threadsafe_type = PyObject_GetAttrString(events, "_ThreadSafeHandle");
+    aio.rlock = threading && aio.threadsafe_type ? PyObject_GetAttrString(threading, "RLock") : NULL;
     Py_XDECREF(threading);
-    return R.rlock && PyType_Check(R.threadsafe_type) ? NULL : "asyncio.events has no _ThreadSafeHandle, or no RLock";
+    return aio.rlock && PyType_Check(aio.threadsafe_type) ? NULL
+                                                          : "asyncio.events has no _ThreadSafeHandle, or no RLock";
 }
 
 /* What the C turn needs of asyncio, looked up once. NULL, or why it cannot run (an exception may be set). */
@@ -653,7 +654,7 @@ look_up(PyObject *loop, PyObject *ns)
     const char *why = NULL;
     size_t i;
 
-    if ((Py_Version >> 16) < ASYNCIO_FIRST || (Py_Version >> 16) > ASYNCIO_LAST) {
+    if ((Py_Version >> 16) < 0x030B || (Py_Version >> 16) > 0x030F) { /* the asyncio versions followed here */
         why = "it follows the _run_once of asyncio 3.11 to 3.15 only";
         goto done;
     }
@@ -665,20 +666,20 @@ look_up(PyObject *loop, PyObject *ns)
         goto done;
     }
     cls = PyObject_GetAttrString(base, "BaseEventLoop");
-    R.python_run_once = cls ? PyObject_GetAttrString(cls, "_run_once") : NULL;
-    R.handle_type = PyObject_GetAttrString(events, "Handle");
-    R.timer_type = R.handle_type ? PyObject_GetAttrString(events, "TimerHandle") : NULL;
-    R.heappop = PyObject_GetAttrString(heapq, "heappop");
-    R.heapify = PyObject_GetAttrString(heapq, "heapify");
-    R.callback_failed = PyDict_GetItemString(ns, "_callback_failed"); /* borrowed, then kept */
-    Py_XINCREF(R.callback_failed);
-    R.selector_type = PyDict_GetItemString(ns, "LibuvSelector"); /* borrowed, then kept */
-    Py_XINCREF(R.selector_type);
-    R.process_events_is_base = pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop",
-                                                   "_process_events");
-    if (R.python_run_once == NULL || R.handle_type == NULL || R.timer_type == NULL || R.heappop == NULL
-        || R.heapify == NULL || R.callback_failed == NULL || !PyType_Check(R.handle_type)
-        || !PyType_Check(R.timer_type)) {
+    aio.python_run_once = cls ? PyObject_GetAttrString(cls, "_run_once") : NULL;
+    aio.handle_type = PyObject_GetAttrString(events, "Handle");
+    aio.timer_type = aio.handle_type ? PyObject_GetAttrString(events, "TimerHandle") : NULL;
+    aio.heappop = PyObject_GetAttrString(heapq, "heappop");
+    aio.heapify = PyObject_GetAttrString(heapq, "heapify");
+    aio.callback_failed = PyDict_GetItemString(ns, "_callback_failed"); /* borrowed, then kept */
+    Py_XINCREF(aio.callback_failed);
+    aio.selector_type = PyDict_GetItemString(ns, "LibuvSelector"); /* borrowed, then kept */
+    Py_XINCREF(aio.selector_type);
+    aio.process_events_is_base = pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop",
+                                                     "_process_events");
+    if (aio.python_run_once == NULL || aio.handle_type == NULL || aio.timer_type == NULL || aio.heappop == NULL
+        || aio.heapify == NULL || aio.callback_failed == NULL || !PyType_Check(aio.handle_type)
+        || !PyType_Check(aio.timer_type)) {
         why = "asyncio has no BaseEventLoop._run_once, Handle or TimerHandle";
         goto done;
     }
@@ -724,35 +725,35 @@ intern_names(void)
         PyObject **slot;
         const char *name;
     } names[] = {
-        { &R.s_scheduled, "_scheduled" },
-        { &R.s_timer_cancelled_count, "_timer_cancelled_count" },
-        { &R.s_ready, "_ready" },
-        { &R.s_stopping, "_stopping" },
-        { &R.s_selector, "_selector" },
-        { &R.s_clock_resolution, "_clock_resolution" },
-        { &R.s_debug, "_debug" },
-        { &R.s_cancelled, "_cancelled" },
-        { &R.s_when, "_when" },
-        { &R.s_timer_scheduled, "_scheduled" },
-        { &R.s_context, "_context" },
-        { &R.s_callback, "_callback" },
-        { &R.s_args, "_args" },
-        { &R.s_run, "_run" },
-        { &R.s_select, "select" },
-        { &R.s_process_events, "_process_events" },
-        { &R.s_time, "time" },
-        { &R.s_popleft, "popleft" },
-        { &R.s_append, "append" },
-        { &R.s_closed, "_closed" },
-        { &R.s_loop, "_loop" },
-        { &R.s_repr, "_repr" },
-        { &R.s_source_traceback, "_source_traceback" },
-        { &R.s_call_soon, "call_soon" },
-        { &R.s_call_soon_threadsafe, "call_soon_threadsafe" },
-        { &R.s_call_soon_internal, "_call_soon" },
-        { &R.s_write_to_self, "_write_to_self" },
-        { &R.s_lock, "_lock" },
-        { &R.s_keys, "_keys" },
+        { &aio.s_scheduled, "_scheduled" },
+        { &aio.s_timer_cancelled_count, "_timer_cancelled_count" },
+        { &aio.s_ready, "_ready" },
+        { &aio.s_stopping, "_stopping" },
+        { &aio.s_selector, "_selector" },
+        { &aio.s_clock_resolution, "_clock_resolution" },
+        { &aio.s_debug, "_debug" },
+        { &aio.s_cancelled, "_cancelled" },
+        { &aio.s_when, "_when" },
+        { &aio.s_timer_scheduled, "_scheduled" },
+        { &aio.s_context, "_context" },
+        { &aio.s_callback, "_callback" },
+        { &aio.s_args, "_args" },
+        { &aio.s_run, "_run" },
+        { &aio.s_select, "select" },
+        { &aio.s_process_events, "_process_events" },
+        { &aio.s_time, "time" },
+        { &aio.s_popleft, "popleft" },
+        { &aio.s_append, "append" },
+        { &aio.s_closed, "_closed" },
+        { &aio.s_loop, "_loop" },
+        { &aio.s_repr, "_repr" },
+        { &aio.s_source_traceback, "_source_traceback" },
+        { &aio.s_call_soon, "call_soon" },
+        { &aio.s_call_soon_threadsafe, "call_soon_threadsafe" },
+        { &aio.s_call_soon_internal, "_call_soon" },
+        { &aio.s_write_to_self, "_write_to_self" },
+        { &aio.s_lock, "_lock" },
+        { &aio.s_keys, "_keys" },
     };
     size_t i;
 
@@ -761,8 +762,8 @@ intern_names(void)
             return -1;
         }
     }
-    R.empty = PyTuple_New(0);
-    return R.empty != NULL ? 0 : -1;
+    aio.empty = PyTuple_New(0);
+    return aio.empty != NULL ? 0 : -1;
 }
 
 int

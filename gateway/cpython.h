@@ -3,9 +3,10 @@
  * holds it, and the holder's Python stack. One file implements it per shape of those internals, compiled against
  * that interpreter's own internal headers (Py_BUILD_CORE); meson picks it by the version it builds for:
  *
- *   3.11        cpython_311.c   the GIL in _PyRuntime.ceval, the holder in gilstate.tstate_current, _PyCFrame
- *   3.13        cpython_313.c   the GIL per interpreter (PEP 684), last_holder, f_executable a PyObject *
- *   3.14, 3.15  cpython_314.c   f_executable a tagged _PyStackRef; frames owned by the interpreter skipped
+ *   3.11             cpython_311.c   the GIL in _PyRuntime.ceval, the holder in gilstate.tstate_current, _PyCFrame
+ *   3.13, 3.14, 3.15 cpython_313.c   the GIL per interpreter (PEP 684), last_holder, current_frame; its two
+ *                                    version lines: 3.14's f_executable is a tagged _PyStackRef, and the frames
+ *                                    the interpreter owns are numbered anew
  *
  * From 3.13 the interpreter describes its own layout (_Py_DebugOffsets, cpython_debug_offsets.h): the files check
  * what they were compiled with against it, so a patch release that moved a field is refused rather than misread.

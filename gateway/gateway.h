@@ -24,7 +24,8 @@ int pt_venv_python(const pt_config_t *cfg, char *python, size_t cap);
  * to finalise ---- */
 extern bool pt_py_hosted;
 
-/* ---- gil.c: every GIL move of ponte's own threads goes through here ---- */
+/* ---- gil.c: every GIL move of ponte's own threads goes through here (and gil_names.c, gil_report.c, gil_trace.c,
+ * which read its per-thread records, gil_records.h) ---- */
 /* Takes the GIL with this thread's state (a worker between requests, or the loop thread in --threads 0). */
 void pt_gil_acquire(PyThreadState *ts);
 /* Drops it; returns the state to pass back to pt_gil_acquire. */
@@ -33,9 +34,10 @@ PyThreadState *pt_gil_release(void);
 const char *pt_gil_start(bool on);
 /* Names the calling thread in the GIL statistics ("loop", "worker-3") and gives its role ("loop", "worker", "app"). */
 void pt_gil_thread_name(const char *name, const char *role);
-/* Wraps threading's thread bootstrap so that threads the app starts appear under their Python names (GIL held). */
+/* gil_names.c: wraps threading's thread bootstrap so that threads the app starts appear under their Python names
+ * (GIL held). */
 int pt_gil_name_python_threads(void);
-/* Logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */
+/* gil_report.c: logs one line: GIL busy %, waiters, switches/s, forced/s, per-thread hold/wait % since the last call. */
 void pt_gil_report(void);
 
 #define PT_GIL_MAX_THREADS 512
@@ -84,8 +86,8 @@ int pt_gil_sample(pt_gil_sampler_t *sampler, pt_gil_view_t *view);
 /* A file each process writes (--gil-trace, --gil-profile): FILE itself, or FILE.N for worker N under --processes,
  * so that workers do not write over each other. Into buf; returns buf. */
 const char *pt_gil_process_path(const pt_config_t *cfg, const char *path, char *buf, size_t cap);
-/* --gil-trace FILE: Chrome trace-event JSON (Perfetto, chrome://tracing). Open before the app loads; flush from
- * the loop (no GIL needed); close at exit. */
+/* gil_trace.c: --gil-trace FILE: Chrome trace-event JSON (Perfetto, chrome://tracing). Open before the app loads;
+ * flush from the loop (no GIL needed); close at exit. */
 int pt_gil_trace_open(const char *path);
 void pt_gil_trace_flush(void);
 void pt_gil_trace_close(void);
@@ -127,7 +129,7 @@ void pt_gil_on_taken(void);
 void pt_gil_on_dropped(void);
 void pt_gil_on_forced(void);
 
-/* ---- gil_probe.c: CPython 3.11's GIL internals, in one file ---- */
+/* ---- gil_probe.c: how the GIL's moves are observed (each CPython's internals: cpython.h) ---- */
 /* Starts the exact probe: 0, or -1 with why not in `why` (another CPython than the layout known here, no GIL found). */
 int pt_gil_probe_start(char *why, size_t cap);
 void pt_gil_probe_stop(void);

@@ -37,7 +37,7 @@ static struct {
     int nsubscribers;
     pt_buf_t json;
     pt_buf_t event; /* the SSE frame: "data: <json>\n\n" */
-} M;
+} monitor;
 
 void
 pt_gil_json_str(pt_buf_t *b, const char *s)
@@ -71,12 +71,12 @@ json_counts(pt_buf_t *b, const uint64_t *c, int n)
 static void
 build_json(void)
 {
-    const pt_gil_view_t *v = &M.view;
+    const pt_gil_view_t *v = &monitor.view;
     int i, k;
 
-    M.json.len = 0;
-    pt_buf_printf(&M.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), M.worker_slot);
-    pt_buf_printf(&M.json,
+    monitor.json.len = 0;
+    pt_buf_printf(&monitor.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), monitor.worker_slot);
+    pt_buf_printf(&monitor.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
                   "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
                   "\"handoffs_total\":%llu,\"threads\":[",
@@ -86,35 +86,35 @@ build_json(void)
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
-        pt_buf_printf(&M.json, "%s{\"name\":", i ? "," : "");
-        pt_gil_json_str(&M.json, t->name);
-        pt_buf_printf(&M.json,
+        pt_buf_printf(&monitor.json, "%s{\"name\":", i ? "," : "");
+        pt_gil_json_str(&monitor.json, t->name);
+        pt_buf_printf(&monitor.json,
                       ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
                       "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":",
                       t->role, t->tid, t->state, t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
                       (unsigned long long)t->total.forced);
-        json_counts(&M.json, t->hold_hist, PT_GIL_HIST_BUCKETS);
-        pt_buf_printf(&M.json, ",\"wait_hist\":");
-        json_counts(&M.json, t->wait_hist, PT_GIL_HIST_BUCKETS);
-        pt_buf_append(&M.json, "}", 1);
+        json_counts(&monitor.json, t->hold_hist, PT_GIL_HIST_BUCKETS);
+        pt_buf_printf(&monitor.json, ",\"wait_hist\":");
+        json_counts(&monitor.json, t->wait_hist, PT_GIL_HIST_BUCKETS);
+        pt_buf_append(&monitor.json, "}", 1);
     }
     /* Cumulative hand-offs per pair of threads, [from, to, count] with indexes into "threads". */
-    pt_buf_printf(&M.json, "],\"handoffs\":[");
+    pt_buf_printf(&monitor.json, "],\"handoffs\":[");
     for (i = 0; i < v->npairs; i++) {
-        pt_buf_printf(&M.json, "%s[%d,%d,%llu]", i ? "," : "", v->pairs[i].from, v->pairs[i].to,
+        pt_buf_printf(&monitor.json, "%s[%d,%d,%llu]", i ? "," : "", v->pairs[i].from, v->pairs[i].to,
                       (unsigned long long)v->pairs[i].count);
     }
-    pt_buf_printf(&M.json, "],\"bucket_le_us\":[");
+    pt_buf_printf(&monitor.json, "],\"bucket_le_us\":[");
     for (k = 0; k < PT_GIL_HIST_BUCKETS - 1; k++) {
-        pt_buf_printf(&M.json, "%s%.3f", k ? "," : "", pt_gil_bucket_le_s(k) * 1e6);
+        pt_buf_printf(&monitor.json, "%s%.3f", k ? "," : "", pt_gil_bucket_le_s(k) * 1e6);
     }
-    pt_buf_append(&M.json, "],\"routes\":", 11);
-    pt_gil_routes_json(&M.json);
-    pt_buf_append(&M.json, ",\"sampler\":", 11);
-    pt_gil_sampler_json(&M.json);
-    pt_buf_printf(&M.json, ",\"load_buttons\":%s,\"load\":", M.cfg->gil_load_io[0] ? "true" : "false");
-    pt_load_json(&M.json, uv_now(&M.side.loop));
-    pt_buf_append(&M.json, "}", 1);
+    pt_buf_append(&monitor.json, "],\"routes\":", 11);
+    pt_gil_routes_json(&monitor.json);
+    pt_buf_append(&monitor.json, ",\"sampler\":", 11);
+    pt_gil_sampler_json(&monitor.json);
+    pt_buf_printf(&monitor.json, ",\"load_buttons\":%s,\"load\":", monitor.cfg->gil_load_io[0] ? "true" : "false");
+    pt_load_json(&monitor.json, uv_now(&monitor.side.loop));
+    pt_buf_append(&monitor.json, "}", 1);
 }
 
 /* Thread names as Prometheus label values (a Python thread may be called anything). */
@@ -125,8 +125,8 @@ escape_labels(void)
 {
     int i;
 
-    for (i = 0; i < M.view.nthreads; i++) {
-        const char *s = M.view.threads[i].name;
+    for (i = 0; i < monitor.view.nthreads; i++) {
+        const char *s = monitor.view.threads[i].name;
         size_t k = 0;
 
         for (; *s && k < sizeof(L[i]) - 2; s++) {
@@ -143,7 +143,7 @@ escape_labels(void)
 static void
 histogram(pt_buf_t *b, const char *name, const char *help, int hold)
 {
-    const pt_gil_view_t *v = &M.view;
+    const pt_gil_view_t *v = &monitor.view;
     int i, k;
 
     pt_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
@@ -169,7 +169,7 @@ histogram(pt_buf_t *b, const char *name, const char *help, int hold)
 static void
 metrics(pt_request_t *req)
 {
-    const pt_gil_view_t *v = &M.view;
+    const pt_gil_view_t *v = &monitor.view;
     pt_buf_t b = { 0 };
     int i;
 
@@ -238,10 +238,10 @@ metrics(pt_request_t *req)
 static void
 drop_subscriber(int i)
 {
-    pt_request_t *req = M.subscribers[i];
+    pt_request_t *req = monitor.subscribers[i];
     pt_buf_t out = { 0 };
 
-    M.subscribers[i] = M.subscribers[--M.nsubscribers];
+    monitor.subscribers[i] = monitor.subscribers[--monitor.nsubscribers];
     pt_req_send(req, &out, PT_SEND_ABORT | PT_SEND_DONE);
 }
 
@@ -250,22 +250,22 @@ on_tick(uv_timer_t *t)
 {
     int i;
 
-    if (pt_gil_sample(&M.sampler, &M.view) < 0) {
+    if (pt_gil_sample(&monitor.sampler, &monitor.view) < 0) {
         return;
     }
     build_json();
-    M.event.len = 0;
-    pt_buf_append(&M.event, "data: ", 6);
-    pt_buf_append(&M.event, M.json.data, M.json.len);
-    pt_buf_append(&M.event, "\n\n", 2);
-    for (i = M.nsubscribers - 1; i >= 0; i--) {
-        pt_request_t *req = M.subscribers[i];
+    monitor.event.len = 0;
+    pt_buf_append(&monitor.event, "data: ", 6);
+    pt_buf_append(&monitor.event, monitor.json.data, monitor.json.len);
+    pt_buf_append(&monitor.event, "\n\n", 2);
+    for (i = monitor.nsubscribers - 1; i >= 0; i--) {
+        pt_request_t *req = monitor.subscribers[i];
         pt_buf_t out = { 0 };
 
         if (pt_req_must_wait(req)) {
             continue; /* a slow viewer skips frames instead of buffering them */
         }
-        pt_resp_body(&req->resp, &out, M.event.data, M.event.len); /* one event, one chunk */
+        pt_resp_body(&req->resp, &out, monitor.event.data, monitor.event.len); /* one event, one chunk */
         if (pt_req_send(req, &out, 0) < 0) {
             pt_buf_free(&out);
             drop_subscriber(i);
@@ -286,7 +286,7 @@ subscribe(pt_request_t *req)
         { PT_SPAN("Access-Control-Allow-Origin"), PT_SPAN("*") },
     };
 
-    if (M.nsubscribers == MAX_SUBSCRIBERS) {
+    if (monitor.nsubscribers == MAX_SUBSCRIBERS) {
         pt_side_server_respond(req, "503 Service Unavailable", "text/plain", "too many viewers\n", 17);
         return;
     }
@@ -294,7 +294,7 @@ subscribe(pt_request_t *req)
     pt_resp_body(&req->resp, &out, "retry: 1000\n\n", 13);
     pt_req_send(req, &out, 0);
     pt_buf_free(&out);
-    M.subscribers[M.nsubscribers++] = req;
+    monitor.subscribers[monitor.nsubscribers++] = req;
 }
 
 static void
@@ -332,7 +332,7 @@ static const struct {
 static void
 start_load(pt_request_t *req)
 {
-    const pt_config_t *cfg = M.cfg;
+    const pt_config_t *cfg = monitor.cfg;
     char err[160];
     size_t i;
     int r = -1;
@@ -351,8 +351,8 @@ start_load(pt_request_t *req)
     } else if (i == sizeof(LOADS) / sizeof(LOADS[0])) {
         snprintf(err, sizeof(err), "expected ?kind=io, cpu or mixed\n");
     } else {
-        r = pt_load_start(&M.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io, cfg->gil_load_cpu, LOADS[i].cpu,
-                          10, err, sizeof(err));
+        r = pt_load_start(&monitor.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io, cfg->gil_load_cpu,
+                          LOADS[i].cpu, 10, err, sizeof(err));
     }
     if (r == 0) {
         pt_side_server_respond(req, "202 Accepted", "application/json", "{\"started\":true}", 16);
@@ -372,8 +372,8 @@ on_request(pt_app_t *app, pt_request_t *req)
     } else if (pt_side_server_path_is(req, "/metrics")) {
         metrics(req);
     } else if (pt_side_server_path_is(req, "/snapshot")) {
-        pt_side_server_respond(req, "200 OK", "application/json", M.json.data ? M.json.data : "{}",
-                               M.json.data ? M.json.len : 2);
+        pt_side_server_respond(req, "200 OK", "application/json", monitor.json.data ? monitor.json.data : "{}",
+                               monitor.json.data ? monitor.json.len : 2);
     } else if (pt_side_server_path_is(req, "/interval")) {
         set_interval(req);
     } else if (pt_side_server_path_is(req, "/load")) {
@@ -388,8 +388,8 @@ on_gone(pt_app_t *app, pt_request_t *req)
 {
     int i;
 
-    for (i = 0; i < M.nsubscribers; i++) {
-        if (M.subscribers[i] == req) {
+    for (i = 0; i < monitor.nsubscribers; i++) {
+        if (monitor.subscribers[i] == req) {
             drop_subscriber(i);
             return;
         }
@@ -436,21 +436,21 @@ pt_gil_monitor_start(const pt_config_t *cfg, const char **url)
     pt_app_t app = { .on_request = on_request, .on_gone = on_gone, .description = "gil monitor" };
     int r;
 
-    M.worker_slot = cfg->worker_slot;
-    M.cfg = cfg;
-    r = pt_side_server_listen(&M.side, cfg, cfg->worker_slot ? worker_bind(cfg) : cfg->gil_monitor, &app);
+    monitor.worker_slot = cfg->worker_slot;
+    monitor.cfg = cfg;
+    r = pt_side_server_listen(&monitor.side, cfg, cfg->worker_slot ? worker_bind(cfg) : cfg->gil_monitor, &app);
     if (r < 0) {
         return r;
     }
-    M.sampler.takes_lag = true;
-    uv_timer_init(&M.side.loop, &M.tick);
-    uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
-    pt_gil_sample(&M.sampler, &M.view);
-    *url = pt_side_server_url(&M.side);
+    monitor.sampler.takes_lag = true;
+    uv_timer_init(&monitor.side.loop, &monitor.tick);
+    uv_timer_start(&monitor.tick, on_tick, TICK_MS, TICK_MS);
+    pt_gil_sample(&monitor.sampler, &monitor.view);
+    *url = pt_side_server_url(&monitor.side);
     if (cfg->worker_slot) {
         pt_log_info("GIL monitor of worker %d on %s", cfg->worker_slot, *url);
     } else {
         pt_log_info("GIL monitor on %s", *url);
     }
-    return pt_side_server_run(&M.side, name_thread);
+    return pt_side_server_run(&monitor.side, name_thread);
 }

@@ -44,7 +44,7 @@ static struct {
     bool on;
     int max, n; /* routes[max] is "other" */
     route_t *routes;
-} R;
+} route_table;
 
 int
 pt_gil_routes_init(int max)
@@ -52,22 +52,22 @@ pt_gil_routes_init(int max)
     if (max <= 0) {
         return 0;
     }
-    R.routes = calloc((size_t)max + 1, sizeof(route_t));
-    if (R.routes == NULL || uv_mutex_init(&R.lock) != 0) {
-        free(R.routes);
-        R.routes = NULL;
+    route_table.routes = calloc((size_t)max + 1, sizeof(route_t));
+    if (route_table.routes == NULL || uv_mutex_init(&route_table.lock) != 0) {
+        free(route_table.routes);
+        route_table.routes = NULL;
         return -1;
     }
-    strcpy(R.routes[max].key, "other");
-    R.max = max;
-    R.on = true;
+    strcpy(route_table.routes[max].key, "other");
+    route_table.max = max;
+    route_table.on = true;
     return 0;
 }
 
 bool
 pt_gil_routes_on(void)
 {
-    return R.on;
+    return route_table.on;
 }
 
 static bool
@@ -175,16 +175,16 @@ find(const char *key)
 {
     int i;
 
-    for (i = 0; i < R.n; i++) {
-        if (strcmp(R.routes[i].key, key) == 0) {
-            return &R.routes[i];
+    for (i = 0; i < route_table.n; i++) {
+        if (strcmp(route_table.routes[i].key, key) == 0) {
+            return &route_table.routes[i];
         }
     }
-    if (R.n < R.max) {
-        strcpy(R.routes[R.n].key, key);
-        return &R.routes[R.n++];
+    if (route_table.n < route_table.max) {
+        strcpy(route_table.routes[route_table.n].key, key);
+        return &route_table.routes[route_table.n++];
     }
-    return &R.routes[R.max];
+    return &route_table.routes[route_table.max];
 }
 
 /*
@@ -207,9 +207,9 @@ route_of(const pt_request_t *req)
         return last.route;
     }
     route_key(req->path.base, req->path.len, key);
-    uv_mutex_lock(&R.lock);
-    i = (int)(find(key) - R.routes);
-    uv_mutex_unlock(&R.lock);
+    uv_mutex_lock(&route_table.lock);
+    i = (int)(find(key) - route_table.routes);
+    uv_mutex_unlock(&route_table.lock);
     if (req->path.len <= sizeof(last.path)) {
         memcpy(last.path, req->path.base, req->path.len);
         last.len = req->path.len;
@@ -221,19 +221,19 @@ route_of(const pt_request_t *req)
 int
 pt_gil_route_index(const pt_request_t *req)
 {
-    return R.on ? route_of(req) : -1;
+    return route_table.on ? route_of(req) : -1;
 }
 
 void
 pt_gil_route_name(int i, char *out, size_t cap)
 {
-    if (!R.on || i < 0 || i > R.max) {
+    if (!route_table.on || i < 0 || i > route_table.max) {
         snprintf(out, cap, "%s", "(no request)");
         return;
     }
-    uv_mutex_lock(&R.lock);
-    snprintf(out, cap, "%s", R.routes[i].key);
-    uv_mutex_unlock(&R.lock);
+    uv_mutex_lock(&route_table.lock);
+    snprintf(out, cap, "%s", route_table.routes[i].key);
+    uv_mutex_unlock(&route_table.lock);
 }
 
 void
@@ -244,14 +244,14 @@ pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wa
     route_t *r;
     route_slot_t *s;
 
-    if (!R.on) {
+    if (!route_table.on) {
         return;
     }
-    if (route < 0 || route > R.max) {
+    if (route < 0 || route > route_table.max) {
         route = route_of(req);
     }
-    uv_mutex_lock(&R.lock);
-    r = &R.routes[route];
+    uv_mutex_lock(&route_table.lock);
+    r = &route_table.routes[route];
     r->n++;
     r->hold += hold;
     r->wait_start += wait_start;
@@ -267,7 +267,7 @@ pt_gil_route_done(const pt_request_t *req, int route, uint64_t hold, uint64_t wa
     s->wait_start += wait_start;
     s->wait_run += wait_run;
     s->lat[lat_bucket(lat)]++;
-    uv_mutex_unlock(&R.lock);
+    uv_mutex_unlock(&route_table.lock);
 }
 
 /* ---- the views: the monitor's thread, under the lock ---- */
@@ -333,11 +333,11 @@ pt_gil_routes_json(pt_buf_t *b)
     const char *sep = "";
     int i;
 
-    pt_buf_printf(b, "{\"window_s\":%d,\"max\":%d,\"rows\":[", WINDOW_S, R.max);
-    if (R.on) {
-        uv_mutex_lock(&R.lock);
-        for (i = 0; i <= R.max; i++) {
-            const route_t *r = &R.routes[i];
+    pt_buf_printf(b, "{\"window_s\":%d,\"max\":%d,\"rows\":[", WINDOW_S, route_table.max);
+    if (route_table.on) {
+        uv_mutex_lock(&route_table.lock);
+        for (i = 0; i <= route_table.max; i++) {
+            const route_t *r = &route_table.routes[i];
             window_t w;
 
             if (r->n == 0) {
@@ -355,7 +355,7 @@ pt_gil_routes_json(pt_buf_t *b)
                 per_req_ms(w.wait_start, w.n), per_req_ms(w.wait_run, w.n), 100.0 * (double)w.hold / 1e9 / WINDOW_S,
                 w.p50_s * 1e3, w.p99_s * 1e3);
         }
-        uv_mutex_unlock(&R.lock);
+        uv_mutex_unlock(&route_table.lock);
     }
     pt_buf_append(b, "]}", 2);
 }
@@ -366,7 +366,7 @@ pt_gil_routes_metrics(pt_buf_t *b)
     uint64_t sec = pt_gil_now() / 1000000000u;
     int i;
 
-    if (!R.on) {
+    if (!route_table.on) {
         return;
     }
     pt_buf_printf(b,
@@ -380,9 +380,9 @@ pt_gil_routes_metrics(pt_buf_t *b)
                   "# HELP ponte_route_latency_seconds Latency to the app's last byte, over the last 5 whole "
                   "seconds (quantiles) and since start (sum, count).\n"
                   "# TYPE ponte_route_latency_seconds summary\n");
-    uv_mutex_lock(&R.lock);
-    for (i = 0; i <= R.max; i++) {
-        const route_t *r = &R.routes[i];
+    uv_mutex_lock(&route_table.lock);
+    for (i = 0; i <= route_table.max; i++) {
+        const route_t *r = &route_table.routes[i];
         pt_buf_t label = { 0 };
         window_t w;
 
@@ -408,5 +408,5 @@ pt_gil_routes_metrics(pt_buf_t *b)
                       label.data, (double)r->lat_sum / 1e9, (int)label.len, label.data, (unsigned long long)r->n);
         pt_buf_free(&label);
     }
-    uv_mutex_unlock(&R.lock);
+    uv_mutex_unlock(&route_table.lock);
 }

@@ -94,7 +94,7 @@ static struct {
     uint64_t nring;
     sample_t trace[TRACE_RING];
     uint64_t trace_head, trace_tail, trace_dropped;
-} S;
+} sampler;
 
 static uint64_t
 mix(uint64_t h, uint64_t v)
@@ -120,9 +120,9 @@ short_file(const char *file)
 {
     static const char *prefixes[] = { "/usr/lib/python3/dist-packages/", "/usr/local/lib/python3.11/dist-packages/",
                                       "/usr/lib/python3.11/" };
-    size_t i, len = strlen(S.app_dir);
+    size_t i, len = strlen(sampler.app_dir);
 
-    if (len > 1 && strncmp(file, S.app_dir, len) == 0) {
+    if (len > 1 && strncmp(file, sampler.app_dir, len) == 0) {
         return file + len;
     }
     for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
@@ -139,17 +139,17 @@ func_id(const char *name)
     uint64_t h = hash_str(name);
     uint32_t i = (uint32_t)h % FUNC_SLOTS;
 
-    for (; S.func_slot[i] != 0; i = (i + 1) % FUNC_SLOTS) {
-        if (strcmp(S.funcs[S.func_slot[i] - 1].name, name) == 0) {
-            return S.func_slot[i] - 1;
+    for (; sampler.func_slot[i] != 0; i = (i + 1) % FUNC_SLOTS) {
+        if (strcmp(sampler.funcs[sampler.func_slot[i] - 1].name, name) == 0) {
+            return sampler.func_slot[i] - 1;
         }
     }
-    if (S.nfuncs == FUNCS) {
+    if (sampler.nfuncs == FUNCS) {
         return F_OTHER;
     }
-    snprintf(S.funcs[S.nfuncs].name, sizeof(S.funcs[0].name), "%s", name);
-    S.func_slot[i] = S.nfuncs + 1;
-    return S.nfuncs++;
+    snprintf(sampler.funcs[sampler.nfuncs].name, sizeof(sampler.funcs[0].name), "%s", name);
+    sampler.func_slot[i] = sampler.nfuncs + 1;
+    return sampler.nfuncs++;
 }
 
 /* The function of a frame: from the cache when the code object at that address still has the name, file and line
@@ -157,8 +157,8 @@ func_id(const char *name)
 static int
 frame_func(const pt_gil_frame_t *f)
 {
-    code_t *c = &S.codes[(f->code >> 4) % CODES];
-    char qualname[120], file[PATH_MAX], name[sizeof(S.funcs[0].name)];
+    code_t *c = &sampler.codes[(f->code >> 4) % CODES];
+    char qualname[120], file[PATH_MAX], name[sizeof(sampler.funcs[0].name)];
     size_t i;
 
     if (c->code == f->code && c->name == f->name && c->file == f->file && c->line == f->line) {
@@ -189,22 +189,22 @@ stack_id(int route, const uint16_t *fids, int depth)
     for (k = 0; k < depth; k++) {
         h = mix(h, fids[k]);
     }
-    for (i = (uint32_t)h % STACK_SLOTS; S.stack_slot[i] != 0; i = (i + 1) % STACK_SLOTS) {
-        pstack_t *s = &S.stacks[S.stack_slot[i] - 1];
+    for (i = (uint32_t)h % STACK_SLOTS; sampler.stack_slot[i] != 0; i = (i + 1) % STACK_SLOTS) {
+        pstack_t *s = &sampler.stacks[sampler.stack_slot[i] - 1];
 
         if (s->hash == h && s->route == route && s->depth == depth
-            && memcmp(&S.arena[s->off], fids, (size_t)depth * sizeof(fids[0])) == 0) {
-            return S.stack_slot[i] - 1;
+            && memcmp(&sampler.arena[s->off], fids, (size_t)depth * sizeof(fids[0])) == 0) {
+            return sampler.stack_slot[i] - 1;
         }
     }
-    if (S.nstacks == STACKS || S.arena_used + (uint32_t)depth > ARENA) {
+    if (sampler.nstacks == STACKS || sampler.arena_used + (uint32_t)depth > ARENA) {
         return FULL_STACK;
     }
-    memcpy(&S.arena[S.arena_used], fids, (size_t)depth * sizeof(fids[0]));
-    S.stacks[S.nstacks] = (pstack_t){ h, 0, S.arena_used, (uint16_t)depth, (int16_t)route };
-    S.arena_used += (uint32_t)depth;
-    S.stack_slot[i] = S.nstacks + 1;
-    return S.nstacks++;
+    memcpy(&sampler.arena[sampler.arena_used], fids, (size_t)depth * sizeof(fids[0]));
+    sampler.stacks[sampler.nstacks] = (pstack_t){ h, 0, sampler.arena_used, (uint16_t)depth, (int16_t)route };
+    sampler.arena_used += (uint32_t)depth;
+    sampler.stack_slot[i] = sampler.nstacks + 1;
+    return sampler.nstacks++;
 }
 
 static void
@@ -227,11 +227,11 @@ sample_once(void)
     if (n >= 0) {
         pt_gil_thread_route(tid, &route);
     }
-    uv_mutex_lock(&S.lock);
-    S.samples++;
+    uv_mutex_lock(&sampler.lock);
+    sampler.samples++;
     if (n >= 0) {
-        S.held++;
-        S.mark++;
+        sampler.held++;
+        sampler.mark++;
         for (k = 0; k < n; k++) {
             fids[n - 1 - k] = (uint16_t)frame_func(&frames[k]);
         }
@@ -243,41 +243,41 @@ sample_once(void)
             fids[0] = F_DEEPER;
             n++;
         }
-        S.funcs[fids[n - 1]].self++;
+        sampler.funcs[fids[n - 1]].self++;
         for (k = 0; k < n; k++) {
-            func_t *f = &S.funcs[fids[k]];
+            func_t *f = &sampler.funcs[fids[k]];
 
-            if (f->mark != (uint32_t)S.mark) {
-                f->mark = (uint32_t)S.mark;
+            if (f->mark != (uint32_t)sampler.mark) {
+                f->mark = (uint32_t)sampler.mark;
                 f->total++;
             }
         }
         s.stack = stack_id(route, fids, n);
         if (s.stack == FULL_STACK) {
-            S.full++;
+            sampler.full++;
         } else {
-            S.stacks[s.stack].count++;
+            sampler.stacks[s.stack].count++;
         }
         if (pt_gil_tracing()) {
-            if (S.trace_head - S.trace_tail < TRACE_RING) {
-                push(S.trace, &S.trace_head, TRACE_RING, s);
+            if (sampler.trace_head - sampler.trace_tail < TRACE_RING) {
+                push(sampler.trace, &sampler.trace_head, TRACE_RING, s);
             } else {
-                S.trace_dropped++;
+                sampler.trace_dropped++;
             }
         }
     }
-    push(S.ring, &S.nring, RING, s);
-    uv_mutex_unlock(&S.lock);
+    push(sampler.ring, &sampler.nring, RING, s);
+    uv_mutex_unlock(&sampler.lock);
 }
 
 static void
 sampler_main(void *arg)
 {
-    uint64_t period = 1000000000ull / (uint64_t)S.hz, next = pt_gil_now();
+    uint64_t period = 1000000000ull / (uint64_t)sampler.hz, next = pt_gil_now();
 
     (void)arg;
     pthread_setname_np(pthread_self(), "gil-sampler");
-    while (!S.stop) {
+    while (!sampler.stop) {
         struct timespec ts;
         uint64_t now;
 
@@ -306,7 +306,7 @@ static struct {
         int32_t route, fid; /* route + 1, and fid + 1 (0: empty slot) */
         uint64_t n;
     } pair[PAIR_SLOTS];
-} W;
+} window;
 
 static void
 window_pair(int route, int fid)
@@ -314,28 +314,28 @@ window_pair(int route, int fid)
     uint32_t i = (uint32_t)mix((uint64_t)route, (uint64_t)fid) % PAIR_SLOTS, probes;
 
     for (probes = 0; probes < PAIR_SLOTS; probes++, i = (i + 1) % PAIR_SLOTS) {
-        if (W.pair[i].fid == 0) {
-            W.pair[i].route = route + 1;
-            W.pair[i].fid = fid + 1;
+        if (window.pair[i].fid == 0) {
+            window.pair[i].route = route + 1;
+            window.pair[i].fid = fid + 1;
         }
-        if (W.pair[i].route == route + 1 && W.pair[i].fid == fid + 1) {
-            W.pair[i].n++;
+        if (window.pair[i].route == route + 1 && window.pair[i].fid == fid + 1) {
+            window.pair[i].n++;
             return;
         }
     }
 }
 
-/* Counts the samples of the last WINDOW_S seconds into W; returns them, and the held ones in *held. */
+/* Counts the samples of the last WINDOW_S seconds into window; returns them, and the held ones in *held. */
 static uint64_t
 window_count(uint64_t *held)
 {
     uint64_t since = pt_gil_now() - (uint64_t)WINDOW_S * 1000000000ull, n = 0, j;
-    uint64_t first = S.nring > RING ? S.nring - RING : 0;
+    uint64_t first = sampler.nring > RING ? sampler.nring - RING : 0;
 
-    memset(&W, 0, sizeof(W));
+    memset(&window, 0, sizeof(window));
     *held = 0;
-    for (j = first; j < S.nring; j++) {
-        const sample_t *s = &S.ring[j % RING];
+    for (j = first; j < sampler.nring; j++) {
+        const sample_t *s = &sampler.ring[j % RING];
         const pstack_t *st;
         int k, route;
 
@@ -347,18 +347,18 @@ window_count(uint64_t *held)
             continue;
         }
         (*held)++;
-        st = &S.stacks[s->stack];
+        st = &sampler.stacks[s->stack];
         route = st->route < 0 || st->route > PT_GIL_ROUTES_MAX ? PT_GIL_ROUTES_MAX + 1 : st->route;
-        W.route_held[route]++;
-        W.self[S.arena[st->off + st->depth - 1u]]++;
-        window_pair(st->route, S.arena[st->off + st->depth - 1u]);
-        W.mark_now++;
+        window.route_held[route]++;
+        window.self[sampler.arena[st->off + st->depth - 1u]]++;
+        window_pair(st->route, sampler.arena[st->off + st->depth - 1u]);
+        window.mark_now++;
         for (k = 0; k < st->depth; k++) {
-            int fid = S.arena[st->off + (uint32_t)k];
+            int fid = sampler.arena[st->off + (uint32_t)k];
 
-            if (W.mark[fid] != W.mark_now) {
-                W.mark[fid] = W.mark_now;
-                W.total[fid]++;
+            if (window.mark[fid] != window.mark_now) {
+                window.mark[fid] = window.mark_now;
+                window.total[fid]++;
             }
         }
     }
@@ -390,14 +390,14 @@ top(const uint64_t *a, int len, int n, int *out)
 static void
 func_rows(pt_buf_t *b, const char *key, const uint64_t *by)
 {
-    int ids[TOP], n = top(by, S.nfuncs, TOP, ids), i;
+    int ids[TOP], n = top(by, sampler.nfuncs, TOP, ids), i;
 
     pt_buf_printf(b, ",\"%s\":[", key);
     for (i = 0; i < n; i++) {
         pt_buf_printf(b, "%s{\"name\":", i ? "," : "");
-        pt_gil_json_str(b, S.funcs[ids[i]].name);
-        pt_buf_printf(b, ",\"self\":%llu,\"total\":%llu}", (unsigned long long)W.self[ids[i]],
-                      (unsigned long long)W.total[ids[i]]);
+        pt_gil_json_str(b, sampler.funcs[ids[i]].name);
+        pt_buf_printf(b, ",\"self\":%llu,\"total\":%llu}", (unsigned long long)window.self[ids[i]],
+                      (unsigned long long)window.total[ids[i]]);
     }
     pt_buf_append(b, "]", 1);
 }
@@ -412,9 +412,9 @@ route_row(pt_buf_t *b, int route, uint64_t held)
     char name[100];
 
     for (i = 0; i < PAIR_SLOTS; i++) {
-        if (W.pair[i].fid != 0 && W.pair[i].route - 1 == route) {
-            count[len] = W.pair[i].n;
-            fid[len++] = W.pair[i].fid - 1;
+        if (window.pair[i].fid != 0 && window.pair[i].route - 1 == route) {
+            count[len] = window.pair[i].n;
+            fid[len++] = window.pair[i].fid - 1;
         }
     }
     n = top(count, len, 3, best);
@@ -424,7 +424,7 @@ route_row(pt_buf_t *b, int route, uint64_t held)
     pt_buf_printf(b, ",\"held\":%llu,\"top\":[", (unsigned long long)held);
     for (k = 0; k < n; k++) {
         pt_buf_printf(b, "%s{\"name\":", k ? "," : "");
-        pt_gil_json_str(b, S.funcs[fid[best[k]]].name);
+        pt_gil_json_str(b, sampler.funcs[fid[best[k]]].name);
         pt_buf_printf(b, ",\"self\":%llu}", (unsigned long long)count[best[k]]);
     }
     pt_buf_append(b, "]}", 2);
@@ -437,26 +437,26 @@ pt_gil_sampler_json(pt_buf_t *b)
     const char *sep = "";
     int r;
 
-    if (!S.on) {
+    if (!sampler.on) {
         pt_buf_printf(b, "{\"hz\":0}");
         return;
     }
-    uv_mutex_lock(&S.lock);
+    uv_mutex_lock(&sampler.lock);
     n = window_count(&held);
-    pt_buf_printf(b, "{\"hz\":%d,\"window_s\":%d,\"samples\":%llu,\"held\":%llu", S.hz, WINDOW_S, (unsigned long long)n,
-                  (unsigned long long)held);
-    func_rows(b, "by_self", W.self);
-    func_rows(b, "by_total", W.total);
+    pt_buf_printf(b, "{\"hz\":%d,\"window_s\":%d,\"samples\":%llu,\"held\":%llu", sampler.hz, WINDOW_S,
+                  (unsigned long long)n, (unsigned long long)held);
+    func_rows(b, "by_self", window.self);
+    func_rows(b, "by_total", window.total);
     pt_buf_printf(b, ",\"routes\":[");
     for (r = 0; r <= PT_GIL_ROUTES_MAX + 1; r++) {
-        if (W.route_held[r] > 0) {
+        if (window.route_held[r] > 0) {
             pt_buf_printf(b, "%s", sep);
             sep = ",";
-            route_row(b, r > PT_GIL_ROUTES_MAX ? -1 : r, W.route_held[r]);
+            route_row(b, r > PT_GIL_ROUTES_MAX ? -1 : r, window.route_held[r]);
         }
     }
     pt_buf_append(b, "]}", 2);
-    uv_mutex_unlock(&S.lock);
+    uv_mutex_unlock(&sampler.lock);
 }
 
 void
@@ -464,10 +464,10 @@ pt_gil_sampler_metrics(pt_buf_t *b)
 {
     int ids[20], n, i;
 
-    if (!S.on) {
+    if (!sampler.on) {
         return;
     }
-    uv_mutex_lock(&S.lock);
+    uv_mutex_lock(&sampler.lock);
     pt_buf_printf(b,
                   "# HELP ponte_gil_samples_total Samples of the GIL holder's stack (--gil-sample-hz), by whether "
                   "a thread held the GIL.\n"
@@ -476,14 +476,14 @@ pt_gil_sampler_metrics(pt_buf_t *b)
                   "# HELP ponte_gil_function_samples_total Samples with the function innermost (kind self) or "
                   "anywhere on the holder's stack (kind total), the top 20 by self since start.\n"
                   "# TYPE ponte_gil_function_samples_total counter\n",
-                  (unsigned long long)S.held, (unsigned long long)(S.samples - S.held));
-    for (i = 0; i < S.nfuncs; i++) {
-        W.self[i] = S.funcs[i].self;
+                  (unsigned long long)sampler.held, (unsigned long long)(sampler.samples - sampler.held));
+    for (i = 0; i < sampler.nfuncs; i++) {
+        window.self[i] = sampler.funcs[i].self;
     }
-    n = top(W.self, S.nfuncs, 20, ids);
+    n = top(window.self, sampler.nfuncs, 20, ids);
     for (i = 0; i < n; i++) {
         pt_buf_t label = { 0 };
-        const func_t *f = &S.funcs[ids[i]];
+        const func_t *f = &sampler.funcs[ids[i]];
 
         pt_gil_json_str(&label, f->name);
         pt_buf_printf(b, "ponte_gil_function_samples_total{function=%.*s,kind=\"self\"} %llu\n", (int)label.len,
@@ -492,7 +492,7 @@ pt_gil_sampler_metrics(pt_buf_t *b)
                       label.data, (unsigned long long)f->total);
         pt_buf_free(&label);
     }
-    uv_mutex_unlock(&S.lock);
+    uv_mutex_unlock(&sampler.lock);
 }
 
 /* "route;outer;...;inner" of a stack, into b. */
@@ -508,7 +508,7 @@ stack_text(pt_buf_t *b, const pstack_t *st)
     }
     pt_buf_printf(b, "%s", route);
     for (k = 0; k < st->depth; k++) {
-        pt_buf_printf(b, ";%s", S.funcs[S.arena[st->off + (uint32_t)k]].name);
+        pt_buf_printf(b, ";%s", sampler.funcs[sampler.arena[st->off + (uint32_t)k]].name);
     }
 }
 
@@ -519,45 +519,45 @@ write_profile(void)
     FILE *f;
     uint32_t i;
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", S.profile);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", sampler.profile);
     if ((f = fopen(tmp, "w")) == NULL) {
-        pt_log_error("--gil-profile %s: %s", S.profile, strerror(errno));
+        pt_log_error("--gil-profile %s: %s", sampler.profile, strerror(errno));
         return;
     }
-    uv_mutex_lock(&S.lock);
-    for (i = 0; i < S.nstacks; i++) {
+    uv_mutex_lock(&sampler.lock);
+    for (i = 0; i < sampler.nstacks; i++) {
         pt_buf_t line = { 0 };
 
-        stack_text(&line, &S.stacks[i]);
-        fprintf(f, "%.*s %llu\n", (int)line.len, line.data, (unsigned long long)S.stacks[i].count);
+        stack_text(&line, &sampler.stacks[i]);
+        fprintf(f, "%.*s %llu\n", (int)line.len, line.data, (unsigned long long)sampler.stacks[i].count);
         pt_buf_free(&line);
     }
-    if (S.full > 0) {
-        fprintf(f, "[stacks table full] %llu\n", (unsigned long long)S.full);
+    if (sampler.full > 0) {
+        fprintf(f, "[stacks table full] %llu\n", (unsigned long long)sampler.full);
     }
-    uv_mutex_unlock(&S.lock);
-    if (fclose(f) != 0 || rename(tmp, S.profile) != 0) {
-        pt_log_error("--gil-profile %s: %s", S.profile, strerror(errno));
+    uv_mutex_unlock(&sampler.lock);
+    if (fclose(f) != 0 || rename(tmp, sampler.profile) != 0) {
+        pt_log_error("--gil-profile %s: %s", sampler.profile, strerror(errno));
     }
 }
 
 void
 pt_gil_sampler_trace(void (*write)(const char *fmt, ...), int pid, uint64_t t0)
 {
-    if (!S.on) {
+    if (!sampler.on) {
         return;
     }
-    uv_mutex_lock(&S.lock);
-    for (; S.trace_tail < S.trace_head; S.trace_tail++) {
-        const sample_t *s = &S.trace[S.trace_tail % TRACE_RING];
+    uv_mutex_lock(&sampler.lock);
+    for (; sampler.trace_tail < sampler.trace_head; sampler.trace_tail++) {
+        const sample_t *s = &sampler.trace[sampler.trace_tail % TRACE_RING];
         const pstack_t *st;
         pt_buf_t name = { 0 }, stack = { 0 }, qs = { 0 };
 
         if (s->stack == FULL_STACK || s->t < t0) {
             continue;
         }
-        st = &S.stacks[s->stack];
-        pt_gil_json_str(&name, S.funcs[S.arena[st->off + st->depth - 1u]].name);
+        st = &sampler.stacks[s->stack];
+        pt_gil_json_str(&name, sampler.funcs[sampler.arena[st->off + st->depth - 1u]].name);
         stack_text(&stack, st);
         pt_buf_append(&stack, "", 1); /* a C string for pt_gil_json_str */
         pt_gil_json_str(&qs, stack.data);
@@ -568,7 +568,7 @@ pt_gil_sampler_trace(void (*write)(const char *fmt, ...), int pid, uint64_t t0)
         pt_buf_free(&stack);
         pt_buf_free(&qs);
     }
-    uv_mutex_unlock(&S.lock);
+    uv_mutex_unlock(&sampler.lock);
 }
 
 const char *
@@ -586,44 +586,44 @@ pt_gil_sampler_start(const pt_config_t *cfg)
     if (pt_gil_probe_layout(why, sizeof(why)) < 0) {
         return why;
     }
-    S.hz = cfg->gil_sample_hz;
-    if (realpath(cfg->app_dir ? cfg->app_dir : ".", S.app_dir) != NULL) {
-        strcat(S.app_dir, "/");
+    sampler.hz = cfg->gil_sample_hz;
+    if (realpath(cfg->app_dir ? cfg->app_dir : ".", sampler.app_dir) != NULL) {
+        strcat(sampler.app_dir, "/");
     }
     if (path != NULL) {
-        pt_gil_process_path(cfg, path, S.profile, sizeof(S.profile));
+        pt_gil_process_path(cfg, path, sampler.profile, sizeof(sampler.profile));
     }
-    S.nfuncs = F_FIRST;
-    strcpy(S.funcs[F_NO_PYTHON].name, "[no Python frame]");
-    strcpy(S.funcs[F_OTHER].name, "[other functions]");
-    strcpy(S.funcs[F_DEEPER].name, "[more frames than the sampler reads]");
-    if (uv_mutex_init(&S.lock) != 0 || uv_thread_create(&S.thread, sampler_main, NULL) != 0) {
+    sampler.nfuncs = F_FIRST;
+    strcpy(sampler.funcs[F_NO_PYTHON].name, "[no Python frame]");
+    strcpy(sampler.funcs[F_OTHER].name, "[other functions]");
+    strcpy(sampler.funcs[F_DEEPER].name, "[more frames than the sampler reads]");
+    if (uv_mutex_init(&sampler.lock) != 0 || uv_thread_create(&sampler.thread, sampler_main, NULL) != 0) {
         return "off (no thread for it)";
     }
-    S.on = true;
-    snprintf(why, sizeof(why), "%d Hz", S.hz);
+    sampler.on = true;
+    snprintf(why, sizeof(why), "%d Hz", sampler.hz);
     return why;
 }
 
 bool
 pt_gil_sampler_on(void)
 {
-    return S.on;
+    return sampler.on;
 }
 
 void
 pt_gil_sampler_stop(void)
 {
-    if (!S.on) {
+    if (!sampler.on) {
         return;
     }
-    S.stop = true;
-    uv_thread_join(&S.thread);
-    if (S.trace_dropped > 0) {
+    sampler.stop = true;
+    uv_thread_join(&sampler.thread);
+    if (sampler.trace_dropped > 0) {
         pt_log_warning("--gil-trace dropped %llu GIL samples (written more slowly than taken)",
-                       (unsigned long long)S.trace_dropped);
+                       (unsigned long long)sampler.trace_dropped);
     }
-    if (S.profile[0]) {
+    if (sampler.profile[0]) {
         write_profile();
     }
 }

@@ -15,7 +15,7 @@ static struct {
     bool loop_holds_gil;
     uv_prepare_t release_gil;
     uv_prepare_t wake_workers; /* wakes workers for the requests queued this loop turn, before libuv polls */
-} W;
+} wsgi_app;
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* The loop thread and the GIL (--threads 0) */
@@ -23,18 +23,18 @@ static struct {
 static void
 loop_take_gil(void)
 {
-    if (!W.loop_holds_gil) {
-        pt_gil_acquire(*W.main_ts);
-        W.loop_holds_gil = true;
+    if (!wsgi_app.loop_holds_gil) {
+        pt_gil_acquire(*wsgi_app.main_ts);
+        wsgi_app.loop_holds_gil = true;
     }
 }
 
 static void
 loop_drop_gil(void)
 {
-    if (W.loop_holds_gil) {
-        *W.main_ts = pt_gil_release();
-        W.loop_holds_gil = false;
+    if (wsgi_app.loop_holds_gil) {
+        *wsgi_app.main_ts = pt_gil_release();
+        wsgi_app.loop_holds_gil = false;
     }
 }
 
@@ -57,8 +57,8 @@ static void
 on_wake_workers(uv_prepare_t *h)
 {
     uv_prepare_stop(h);
-    if (W.pool != NULL) {
-        pt_pool_wake(W.pool);
+    if (wsgi_app.pool != NULL) {
+        pt_pool_wake(wsgi_app.pool);
     }
 }
 
@@ -67,29 +67,29 @@ wsgi_on_request(pt_app_t *app, pt_request_t *req)
 {
     uint64_t w0;
 
-    if (W.pool != NULL) {
-        pt_pool_submit(W.pool, req);
-        uv_prepare_start(&W.wake_workers, on_wake_workers);
+    if (wsgi_app.pool != NULL) {
+        pt_pool_submit(wsgi_app.pool, req);
+        uv_prepare_start(&wsgi_app.wake_workers, on_wake_workers);
         return;
     }
     w0 = pt_gil_my_wait_ns();
     loop_take_gil();
     req->gil_wait_start_ns = pt_gil_my_wait_ns() - w0;
-    pt_wsgi_handle(W.wsgi, req);
+    pt_wsgi_handle(wsgi_app.wsgi, req);
 }
 
 static void
 wsgi_on_drain(pt_app_t *app, pt_request_t *req)
 {
     loop_take_gil();
-    pt_wsgi_drain(W.wsgi, req);
+    pt_wsgi_drain(wsgi_app.wsgi, req);
 }
 
 static void
 wsgi_on_gone(pt_app_t *app, pt_request_t *req)
 {
     loop_take_gil();
-    pt_wsgi_gone(W.wsgi, req);
+    pt_wsgi_gone(wsgi_app.wsgi, req);
 }
 
 static void
@@ -104,12 +104,12 @@ static void
 wsgi_stop(pt_app_t *app)
 {
     loop_drop_gil();
-    if (W.pool != NULL) {
-        pt_pool_stop(W.pool);
-        W.pool = NULL;
+    if (wsgi_app.pool != NULL) {
+        pt_pool_stop(wsgi_app.pool);
+        wsgi_app.pool = NULL;
     }
-    close_handle((uv_handle_t *)&W.release_gil);
-    close_handle((uv_handle_t *)&W.wake_workers);
+    close_handle((uv_handle_t *)&wsgi_app.release_gil);
+    close_handle((uv_handle_t *)&wsgi_app.wake_workers);
 }
 
 int
@@ -117,9 +117,9 @@ pt_wsgi_app_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop
 {
     int r;
 
-    W.base = base;
-    W.main_ts = main_ts;
-    if (pt_wsgi_init(&W.wsgi, app, cfg) < 0) {
+    wsgi_app.base = base;
+    wsgi_app.main_ts = main_ts;
+    if (pt_wsgi_init(&wsgi_app.wsgi, app, cfg) < 0) {
         return -1;
     }
     base->streams_body = cfg->threads > 0;
@@ -128,12 +128,12 @@ pt_wsgi_app_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop
     base->on_drain = wsgi_on_drain;
     base->on_gone = wsgi_on_gone;
     base->stop = wsgi_stop;
-    uv_prepare_init(loop, &W.wake_workers);
-    uv_prepare_init(loop, &W.release_gil);
-    uv_prepare_start(&W.release_gil, on_before_poll);
-    uv_unref((uv_handle_t *)&W.release_gil);
+    uv_prepare_init(loop, &wsgi_app.wake_workers);
+    uv_prepare_init(loop, &wsgi_app.release_gil);
+    uv_prepare_start(&wsgi_app.release_gil, on_before_poll);
+    uv_unref((uv_handle_t *)&wsgi_app.release_gil);
     if (cfg->threads > 0) {
-        r = pt_pool_start(&W.pool, cfg->threads, run_on_worker, W.wsgi);
+        r = pt_pool_start(&wsgi_app.pool, cfg->threads, run_on_worker, wsgi_app.wsgi);
         if (r < 0) {
             fprintf(stderr, "ponte: error: cannot start %d worker threads: %s\n", cfg->threads, uv_strerror(r));
             return -2;

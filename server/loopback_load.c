@@ -42,17 +42,17 @@ static struct {
     bool running, stopping;
     uint64_t end_ms, done, errors;
     char label[32];
-} LD;
+} load;
 
 void
 pt_load_set_target(const pt_listener_t *ls, int n)
 {
     int i;
 
-    for (i = 0; i < n && !atomic_load(&LD.target_set); i++) {
+    for (i = 0; i < n && !atomic_load(&load.target_set); i++) {
         const char *host = ls[i].name;
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&LD.addr;
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&LD.addr;
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&load.addr;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&load.addr;
 
         if (ls[i].is_unix) {
             continue;
@@ -62,29 +62,29 @@ pt_load_set_target(const pt_listener_t *ls, int n)
             if ((ntohl(v4->sin_addr.s_addr) >> 24) != 127) {
                 continue;
             }
-            if (snprintf(LD.target, sizeof(LD.target), "%s:%d", host, ls[i].port) >= (int)sizeof(LD.target)) {
+            if (snprintf(load.target, sizeof(load.target), "%s:%d", host, ls[i].port) >= (int)sizeof(load.target)) {
                 continue; /* cannot be: host parsed as an address */
             }
         } else if (uv_ip6_addr(host, ls[i].port, v6) == 0) {
             if (!IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr)) {
                 continue;
             }
-            if (snprintf(LD.target, sizeof(LD.target), "[%s]:%d", host, ls[i].port) >= (int)sizeof(LD.target)) {
+            if (snprintf(load.target, sizeof(load.target), "[%s]:%d", host, ls[i].port) >= (int)sizeof(load.target)) {
                 continue;
             }
         } else {
             continue;
         }
-        atomic_store(&LD.target_set, true);
+        atomic_store(&load.target_set, true);
     }
 }
 
 static void
 on_closed(uv_handle_t *h)
 {
-    if (--LD.nopen == 0) {
-        LD.running = false;
-        uv_timer_stop(&LD.timer);
+    if (--load.nopen == 0) {
+        load.running = false;
+        uv_timer_stop(&load.timer);
     }
 }
 
@@ -101,7 +101,7 @@ static void
 on_written(uv_write_t *w, int status)
 {
     if (status < 0) {
-        LD.errors += !LD.stopping;
+        load.errors += !load.stopping;
         client_close(w->data);
     }
 }
@@ -113,7 +113,7 @@ send_request(client_t *c)
 
     c->write.data = c;
     if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
-        LD.errors++;
+        load.errors++;
         client_close(c);
     }
 }
@@ -123,8 +123,8 @@ on_message_complete(llhttp_t *p)
 {
     client_t *c = p->data;
 
-    LD.done++;
-    if (LD.stopping || uv_now(LD.loop) >= LD.end_ms) {
+    load.done++;
+    if (load.stopping || uv_now(load.loop) >= load.end_ms) {
         client_close(c);
         return HPE_PAUSED;
     }
@@ -150,14 +150,14 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (n < 0) {
-        LD.errors += !LD.stopping;
+        load.errors += !load.stopping;
         client_close(c);
         return;
     }
     e = llhttp_execute(&c->parser, buf->base, (size_t)n);
     if (e != HPE_OK && e != HPE_PAUSED) {
-        pt_log_warning("load: a bad response from %s: %s", LD.target, llhttp_errno_name(e));
-        LD.errors++;
+        pt_log_warning("load: a bad response from %s: %s", load.target, llhttp_errno_name(e));
+        load.errors++;
         client_close(c);
     }
 }
@@ -168,7 +168,7 @@ on_connected(uv_connect_t *req, int status)
     client_t *c = req->data;
 
     if (status < 0 || !c->open) {
-        LD.errors += status < 0 && status != UV_ECANCELED; /* not a connect the end cancelled */
+        load.errors += status < 0 && status != UV_ECANCELED; /* not a connect the end cancelled */
         client_close(c);
         return;
     }
@@ -182,9 +182,9 @@ on_time_up(uv_timer_t *t)
 {
     int i;
 
-    LD.stopping = true;
-    for (i = 0; i < LD.nclients; i++) {
-        client_close(&LD.clients[i]);
+    load.stopping = true;
+    for (i = 0; i < load.nclients; i++) {
+        client_close(&load.clients[i]);
     }
 }
 
@@ -202,7 +202,7 @@ build_request(char *out, size_t cap, const char *path)
             return -1;
         }
     }
-    snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ponte-gil-page-load\r\n\r\n", path, LD.target);
+    snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ponte-gil-page-load\r\n\r\n", path, load.target);
     return 0;
 }
 
@@ -212,69 +212,69 @@ pt_load_start(uv_loop_t *loop, const char *label, const char *path_a, int n_a, c
 {
     int i, n = n_a + n_b;
 
-    if (!atomic_load(&LD.target_set)) {
+    if (!atomic_load(&load.target_set)) {
         snprintf(err, cap, "the server listens on no loopback TCP address");
         return -1;
     }
-    if (LD.running) {
-        snprintf(err, cap, "a load (%s) is already running", LD.label);
+    if (load.running) {
+        snprintf(err, cap, "a load (%s) is already running", load.label);
         return -1;
     }
     if (n < 1 || n > PT_LOAD_MAX_CLIENTS || n_a < 0 || n_b < 0 || seconds <= 0 || seconds > PT_LOAD_MAX_SECONDS
-        || build_request(LD.reqs[0], sizeof(LD.reqs[0]), path_a) < 0
-        || (n_b > 0 && build_request(LD.reqs[1], sizeof(LD.reqs[1]), path_b) < 0)) {
+        || build_request(load.reqs[0], sizeof(load.reqs[0]), path_a) < 0
+        || (n_b > 0 && build_request(load.reqs[1], sizeof(load.reqs[1]), path_b) < 0)) {
         snprintf(err, cap, "bad load: 1 to %d clients, up to %d s, paths of printable ASCII starting with /",
                  PT_LOAD_MAX_CLIENTS, PT_LOAD_MAX_SECONDS);
         return -1;
     }
-    if (!LD.timer_ready) {
-        llhttp_settings_init(&LD.settings);
-        LD.settings.on_message_complete = on_message_complete;
-        uv_timer_init(loop, &LD.timer);
-        LD.timer_ready = true;
+    if (!load.timer_ready) {
+        llhttp_settings_init(&load.settings);
+        load.settings.on_message_complete = on_message_complete;
+        uv_timer_init(loop, &load.timer);
+        load.timer_ready = true;
     }
-    LD.loop = loop;
-    LD.nclients = LD.nopen = n;
-    LD.running = true;
-    LD.stopping = false;
-    LD.done = LD.errors = 0;
-    snprintf(LD.label, sizeof(LD.label), "%s", label);
-    LD.end_ms = uv_now(loop) + (uint64_t)(seconds * 1000);
+    load.loop = loop;
+    load.nclients = load.nopen = n;
+    load.running = true;
+    load.stopping = false;
+    load.done = load.errors = 0;
+    snprintf(load.label, sizeof(load.label), "%s", label);
+    load.end_ms = uv_now(loop) + (uint64_t)(seconds * 1000);
     /* Each client stops by itself after the response in flight at the end; the timer only closes one whose request
      * does not finish within PT_LOAD_GRACE_MS of it. So the server finishes every request the load counts. */
-    uv_timer_start(&LD.timer, on_time_up, (uint64_t)(seconds * 1000) + PT_LOAD_GRACE_MS, 0);
+    uv_timer_start(&load.timer, on_time_up, (uint64_t)(seconds * 1000) + PT_LOAD_GRACE_MS, 0);
     for (i = 0; i < n; i++) {
-        client_t *c = &LD.clients[i];
+        client_t *c = &load.clients[i];
 
         memset(c, 0, sizeof(*c));
-        c->req = LD.reqs[i < n_a ? 0 : 1];
+        c->req = load.reqs[i < n_a ? 0 : 1];
         c->open = true;
         uv_tcp_init(loop, &c->tcp);
         c->tcp.data = c;
         c->connect.data = c;
-        llhttp_init(&c->parser, HTTP_RESPONSE, &LD.settings);
+        llhttp_init(&c->parser, HTTP_RESPONSE, &load.settings);
         c->parser.data = c;
-        if (uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&LD.addr, on_connected) < 0) {
-            LD.errors++;
+        if (uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&load.addr, on_connected) < 0) {
+            load.errors++;
             client_close(c);
         }
     }
-    pt_log_info("load from the GIL page: %s, %d client(s) for %g s on http://%s", label, n, seconds, LD.target);
+    pt_log_info("load from the GIL page: %s, %d client(s) for %g s on http://%s", label, n, seconds, load.target);
     return 0;
 }
 
 void
 pt_load_json(pt_buf_t *b, uint64_t now_ms)
 {
-    double left = LD.running && LD.end_ms > now_ms ? (double)(LD.end_ms - now_ms) / 1e3 : 0;
+    double left = load.running && load.end_ms > now_ms ? (double)(load.end_ms - now_ms) / 1e3 : 0;
 
     pt_buf_printf(b,
                   "{\"running\":%s,\"label\":\"%s\",\"clients\":%d,\"remaining_s\":%.1f,\"requests\":%llu,"
                   "\"errors\":%llu,\"target\":",
-                  LD.running ? "true" : "false", LD.label, LD.running ? LD.nopen : 0, left, (unsigned long long)LD.done,
-                  (unsigned long long)LD.errors);
-    if (atomic_load(&LD.target_set)) {
-        pt_buf_printf(b, "\"%s\"}", LD.target);
+                  load.running ? "true" : "false", load.label, load.running ? load.nopen : 0, left,
+                  (unsigned long long)load.done, (unsigned long long)load.errors);
+    if (atomic_load(&load.target_set)) {
+        pt_buf_printf(b, "\"%s\"}", load.target);
     } else {
         pt_buf_printf(b, "null}");
     }

@@ -36,7 +36,7 @@ typedef struct {
     int signals;
 } pt_main_t;
 
-static pt_main_t M;
+static pt_main_t ponte;
 
 /*
  * glibc returns the top of the heap to the kernel whenever more than 128 KiB is free there, and serves every
@@ -79,14 +79,14 @@ trim_work(uv_work_t *w)
 static void
 trim_done(uv_work_t *w, int status)
 {
-    M.trimming = false;
+    ponte.trimming = false;
 }
 
 static void
 on_trim(uv_timer_t *t)
 {
-    if (!M.trimming && uv_queue_work(M.loop, &M.trim_work, trim_work, trim_done) == 0) {
-        M.trimming = true;
+    if (!ponte.trimming && uv_queue_work(ponte.loop, &ponte.trim_work, trim_work, trim_done) == 0) {
+        ponte.trimming = true;
     }
 }
 
@@ -102,7 +102,7 @@ close_walk(uv_handle_t *h, void *arg)
 static void
 stop_loop(void)
 {
-    uv_walk(M.loop, close_walk, NULL);
+    uv_walk(ponte.loop, close_walk, NULL);
 }
 
 static void
@@ -115,8 +115,8 @@ static void
 on_server_idle(pt_server_t *srv)
 {
     pt_log_info("all connections closed");
-    if (M.app->before_exit != NULL) {
-        M.app->before_exit(M.app, stop_loop_cb, NULL);
+    if (ponte.app->before_exit != NULL) {
+        ponte.app->before_exit(ponte.app, stop_loop_cb, NULL);
     } else {
         stop_loop();
     }
@@ -126,27 +126,27 @@ static void
 on_grace_expired(uv_timer_t *t)
 {
     pt_log_warning("--graceful-timeout (%gs) expired with %zu request(s) in flight: closing their connections",
-                   M.cfg.graceful_timeout, M.srv.nbusy);
-    pt_server_abort_all(&M.srv);
+                   ponte.cfg.graceful_timeout, ponte.srv.nbusy);
+    pt_server_abort_all(&ponte.srv);
     stop_loop();
 }
 
 static void
 on_signal(uv_signal_t *s, int signum)
 {
-    if (++M.signals > 1) {
+    if (++ponte.signals > 1) {
         pt_log_warning("second %s: stopping now", strsignal(signum));
-        pt_server_abort_all(&M.srv);
+        pt_server_abort_all(&ponte.srv);
         stop_loop();
         return;
     }
-    pt_log_info("%s: stopping; finishing %zu request(s) in flight (up to %gs)", strsignal(signum), M.srv.nbusy,
-                M.cfg.graceful_timeout);
-    pt_listen_close_all(M.listeners, M.nlisteners);
-    uv_timer_start(&M.grace_timer, on_grace_expired, (uint64_t)(M.cfg.graceful_timeout * 1000), 0);
-    uv_unref((uv_handle_t *)&M.grace_timer);
-    M.srv.on_idle = on_server_idle;
-    pt_server_shutdown(&M.srv);
+    pt_log_info("%s: stopping; finishing %zu request(s) in flight (up to %gs)", strsignal(signum), ponte.srv.nbusy,
+                ponte.cfg.graceful_timeout);
+    pt_listen_close_all(ponte.listeners, ponte.nlisteners);
+    uv_timer_start(&ponte.grace_timer, on_grace_expired, (uint64_t)(ponte.cfg.graceful_timeout * 1000), 0);
+    uv_unref((uv_handle_t *)&ponte.grace_timer);
+    ponte.srv.on_idle = on_server_idle;
+    pt_server_shutdown(&ponte.srv);
 }
 
 static void
@@ -161,44 +161,44 @@ start_serving(void)
 {
     int r, i;
 
-    if (M.cfg.worker_slot && pt_worker_init(&M.cfg, M.loop) < 0) {
+    if (ponte.cfg.worker_slot && pt_worker_init(&ponte.cfg, ponte.loop) < 0) {
         return 1;
     }
-    if (pt_app_load(&M.cfg, M.loop, &M.app) < 0) {
+    if (pt_app_load(&ponte.cfg, ponte.loop, &ponte.app) < 0) {
         return 1;
     }
-    if (M.cfg.worker_slot && M.app->monitor_url != NULL) {
-        pt_worker_report_monitor(M.app->monitor_url);
+    if (ponte.cfg.worker_slot && ponte.app->monitor_url != NULL) {
+        pt_worker_report_monitor(ponte.app->monitor_url);
     }
-    r = pt_server_init(&M.srv, M.loop, &M.cfg, M.app);
+    r = pt_server_init(&ponte.srv, ponte.loop, &ponte.cfg, ponte.app);
     if (r < 0) {
         pt_log_error("cannot start: %s", uv_strerror(r));
         return 1;
     }
-    r = pt_listen_all(&M.srv, &M.listeners, &M.nlisteners);
+    r = pt_listen_all(&ponte.srv, &ponte.listeners, &ponte.nlisteners);
     if (r < 0) {
-        M.app->stop(M.app);
-        pt_app_unload(M.app);
+        ponte.app->stop(ponte.app);
+        pt_app_unload(ponte.app);
         return 1;
     }
-    pt_load_set_target(M.listeners, M.nlisteners); /* for the GIL page's load buttons */
-    uv_signal_init(M.loop, &M.sigint);
-    uv_signal_init(M.loop, &M.sigterm);
-    uv_signal_start(&M.sigint, on_signal, SIGINT);
-    uv_signal_start(&M.sigterm, on_signal, SIGTERM);
-    uv_timer_init(M.loop, &M.grace_timer);
-    uv_timer_init(M.loop, &M.flush_timer);
-    uv_timer_start(&M.flush_timer, on_flush, 1000, 1000);
-    uv_unref((uv_handle_t *)&M.flush_timer);
-    uv_timer_init(M.loop, &M.trim_timer);
-    uv_timer_start(&M.trim_timer, on_trim, TRIM_EVERY_MS, TRIM_EVERY_MS);
-    uv_unref((uv_handle_t *)&M.trim_timer);
-    for (i = 0; i < M.nlisteners; i++) {
-        pt_log_info("listening on %s", M.listeners[i].url);
+    pt_load_set_target(ponte.listeners, ponte.nlisteners); /* for the GIL page's load buttons */
+    uv_signal_init(ponte.loop, &ponte.sigint);
+    uv_signal_init(ponte.loop, &ponte.sigterm);
+    uv_signal_start(&ponte.sigint, on_signal, SIGINT);
+    uv_signal_start(&ponte.sigterm, on_signal, SIGTERM);
+    uv_timer_init(ponte.loop, &ponte.grace_timer);
+    uv_timer_init(ponte.loop, &ponte.flush_timer);
+    uv_timer_start(&ponte.flush_timer, on_flush, 1000, 1000);
+    uv_unref((uv_handle_t *)&ponte.flush_timer);
+    uv_timer_init(ponte.loop, &ponte.trim_timer);
+    uv_timer_start(&ponte.trim_timer, on_trim, TRIM_EVERY_MS, TRIM_EVERY_MS);
+    uv_unref((uv_handle_t *)&ponte.trim_timer);
+    for (i = 0; i < ponte.nlisteners; i++) {
+        pt_log_info("listening on %s", ponte.listeners[i].url);
     }
-    pt_log_info("serving %s (%s)", M.cfg.app, M.app->description);
-    if (M.cfg.worker_slot) {
-        pt_worker_ready(&M.srv);
+    pt_log_info("serving %s (%s)", ponte.cfg.app, ponte.app->description);
+    if (ponte.cfg.worker_slot) {
+        pt_worker_ready(&ponte.srv);
     }
     return 0;
 }
@@ -209,17 +209,17 @@ finish(void)
 {
     int i;
 
-    M.app->stop(M.app);
-    pt_app_unload(M.app);
-    uv_run(M.loop, UV_RUN_DEFAULT); /* run the close callbacks */
-    for (i = 0; i < M.nlisteners; i++) {
-        if (M.listeners[i].owned) {
-            remove(M.listeners[i].name);
+    ponte.app->stop(ponte.app);
+    pt_app_unload(ponte.app);
+    uv_run(ponte.loop, UV_RUN_DEFAULT); /* run the close callbacks */
+    for (i = 0; i < ponte.nlisteners; i++) {
+        if (ponte.listeners[i].owned) {
+            remove(ponte.listeners[i].name);
         }
     }
-    free(M.listeners);
-    pt_server_close(&M.srv);
-    uv_loop_close(M.loop);
+    free(ponte.listeners);
+    pt_server_close(&ponte.srv);
+    uv_loop_close(ponte.loop);
     pt_log_info("stopped");
     pt_log_flush();
 }
@@ -231,37 +231,37 @@ pt_main(int argc, char **argv)
     int r;
 
     tune_malloc();
-    r = pt_config_parse(&M.cfg, argc, argv);
+    r = pt_config_parse(&ponte.cfg, argc, argv);
     if (r != 0) {
         return r > 0 ? 0 : 2;
     }
-    pt_log_level = M.cfg.log_level;
-    pt_log_gil_wait = M.cfg.access_log_gil;
+    pt_log_level = ponte.cfg.log_level;
+    pt_log_gil_wait = ponte.cfg.access_log_gil;
     setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
     signal(SIGPIPE, SIG_IGN);
 
-    if (M.cfg.processes > 0) {
-        return pt_master_run(&M.cfg, argc, argv);
+    if (ponte.cfg.processes > 0) {
+        return pt_master_run(&ponte.cfg, argc, argv);
     }
-    if (pt_app_exec_host(&M.cfg, argc, argv) < 0) {
+    if (pt_app_exec_host(&ponte.cfg, argc, argv) < 0) {
         return 1;
     }
-    M.loop = uv_default_loop();
+    ponte.loop = uv_default_loop();
     pt_set_loop_thread();
     if (start_serving() != 0) {
         return 1;
     }
-    if (M.app->run != NULL) {
-        M.app->run(M.app, M.loop);
+    if (ponte.app->run != NULL) {
+        ponte.app->run(ponte.app, ponte.loop);
     } else {
-        uv_run(M.loop, UV_RUN_DEFAULT);
+        uv_run(ponte.loop, UV_RUN_DEFAULT);
     }
-    if (M.srv.nbusy > 0) {
+    if (ponte.srv.nbusy > 0) {
         /*
          * Forced stop (graceful timeout or second signal) with requests still in the app: their threads are stuck
          * in Python and cannot be joined, and finalising the interpreter under them would crash. Leave now.
          */
-        pt_log_warning("exiting with %zu request(s) still running in the app", M.srv.nbusy);
+        pt_log_warning("exiting with %zu request(s) still running in the app", ponte.srv.nbusy);
         pt_log_flush();
         _exit(0);
     }

@@ -63,7 +63,7 @@ static struct {
     uv_timer_t tick;
     bool stopping, ever_ready, done;
     int signals, exit_code;
-} M;
+} master;
 
 /* --reload's watches (see watch_tree). */
 #define WATCH_MAX 1024
@@ -89,7 +89,7 @@ alive(void)
     int i, n = 0;
 
     for (i = 0; i < MAX_WORKERS; i++) {
-        n += M.w[i].used && !M.w[i].exited;
+        n += master.w[i].used && !master.w[i].exited;
     }
     return n;
 }
@@ -101,7 +101,7 @@ serving(int slot, const pt_worker_t *except)
     int i;
 
     for (i = 0; i < MAX_WORKERS; i++) {
-        pt_worker_t *w = &M.w[i];
+        pt_worker_t *w = &master.w[i];
 
         if (w != except && w->used && !w->exited && !w->stopping && w->slot == slot) {
             return w;
@@ -125,22 +125,22 @@ master_done(void)
 {
     int i;
 
-    if (M.done) {
+    if (master.done) {
         return;
     }
-    M.done = true;
-    uv_close((uv_handle_t *)&M.sigterm, NULL);
-    uv_close((uv_handle_t *)&M.sigint, NULL);
-    uv_close((uv_handle_t *)&M.sighup, NULL);
-    uv_close((uv_handle_t *)&M.tick, NULL);
-    if (M.cfg->reload) {
+    master.done = true;
+    uv_close((uv_handle_t *)&master.sigterm, NULL);
+    uv_close((uv_handle_t *)&master.sigint, NULL);
+    uv_close((uv_handle_t *)&master.sighup, NULL);
+    uv_close((uv_handle_t *)&master.tick, NULL);
+    if (master.cfg->reload) {
         uv_close((uv_handle_t *)&settle, NULL);
         for (i = 0; i < nwatches; i++) {
             uv_close((uv_handle_t *)watches[i], free_handle);
         }
     }
-    for (i = 0; i < M.nsock * (M.cfg->reuse_port ? M.cfg->processes : 1); i++) {
-        close(M.socks[i]);
+    for (i = 0; i < master.nsock * (master.cfg->reuse_port ? master.cfg->processes : 1); i++) {
+        close(master.socks[i]);
     }
 }
 
@@ -151,7 +151,7 @@ on_worker_closed(uv_handle_t *h)
 
     if (--w->handles_open == 0) {
         memset(w, 0, sizeof(*w)); /* the record is free again */
-        if (M.stopping && alive() == 0) {
+        if (master.stopping && alive() == 0) {
             master_done();
         }
     }
@@ -161,7 +161,7 @@ static void
 on_worker_exit(uv_process_t *p, int64_t status, int sig)
 {
     pt_worker_t *w = p->data;
-    uint64_t now = uv_now(M.loop);
+    uint64_t now = uv_now(master.loop);
     pt_worker_t *pred;
 
     w->exited = true;
@@ -179,17 +179,17 @@ on_worker_exit(uv_process_t *p, int64_t status, int sig)
     if (!uv_is_closing((uv_handle_t *)&w->ctl)) {
         uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
     }
-    if (M.stopping) {
+    if (master.stopping) {
         return;
     }
-    if (!w->ready && !M.ever_ready) {
+    if (!w->ready && !master.ever_ready) {
         /* The app does not even start: say so once and stop, as a lone process would, instead of looping. */
         pt_log_error("worker %d failed to boot; stopping (see its error above)", w->slot);
-        M.exit_code = 1;
-        M.stopping = true;
+        master.exit_code = 1;
+        master.stopping = true;
         for (int i = 0; i < MAX_WORKERS; i++) {
-            if (M.w[i].used) {
-                stop_worker(&M.w[i], SIGTERM);
+            if (master.w[i].used) {
+                stop_worker(&master.w[i], SIGTERM);
             }
         }
         return;
@@ -206,16 +206,16 @@ on_worker_exit(uv_process_t *p, int64_t status, int sig)
     }
     /* Nobody serves this slot any more: replace at once, unless workers keep dying young (then back off). */
     if (w->ready && now - w->started_ms > 2000) {
-        M.backoff_ms[w->slot] = 0;
+        master.backoff_ms[w->slot] = 0;
     } else {
-        M.backoff_ms[w->slot] = M.backoff_ms[w->slot] ? M.backoff_ms[w->slot] * 2 : BACKOFF_MIN_MS;
-        if (M.backoff_ms[w->slot] > BACKOFF_MAX_MS) {
-            M.backoff_ms[w->slot] = BACKOFF_MAX_MS;
+        master.backoff_ms[w->slot] = master.backoff_ms[w->slot] ? master.backoff_ms[w->slot] * 2 : BACKOFF_MIN_MS;
+        if (master.backoff_ms[w->slot] > BACKOFF_MAX_MS) {
+            master.backoff_ms[w->slot] = BACKOFF_MAX_MS;
         }
         pt_log_warning("worker %d keeps exiting young: next start in %.1fs", w->slot,
-                       (double)M.backoff_ms[w->slot] / 1000);
+                       (double)master.backoff_ms[w->slot] / 1000);
     }
-    M.respawn_at[w->slot] = now + M.backoff_ms[w->slot] + 1;
+    master.respawn_at[w->slot] = now + master.backoff_ms[w->slot] + 1;
 }
 
 static void
@@ -230,18 +230,18 @@ on_ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void
 on_line(pt_worker_t *w, const char *line)
 {
-    uint64_t now = uv_now(M.loop);
+    uint64_t now = uv_now(master.loop);
     int i;
 
     if (strcmp(line, "ready") == 0) {
         w->ready = true;
         w->beat_ms = now;
-        M.ever_ready = true;
+        master.ever_ready = true;
         pt_log_info("worker %d (pid %d) ready", w->slot, w->proc.pid);
         publish_monitors();
         /* The predecessor of this slot, if any, can go now: the successor accepts. */
         for (i = 0; i < MAX_WORKERS; i++) {
-            pt_worker_t *o = &M.w[i];
+            pt_worker_t *o = &master.w[i];
 
             if (o != w && o->used && !o->exited && !o->stopping && o->slot == w->slot && o->has_successor) {
                 stop_worker(o, SIGTERM);
@@ -254,7 +254,7 @@ on_line(pt_worker_t *w, const char *line)
         w->beat_ms = now;
     } else if (strncmp(line, "retire ", 7) == 0) {
         pt_log_info("worker %d (pid %d) asks to be replaced (%s)", w->slot, w->proc.pid, line + 7);
-        if (!w->has_successor && !w->stopping && !M.stopping) {
+        if (!w->has_successor && !w->stopping && !master.stopping) {
             w->has_successor = true;
             spawn(w->slot);
         }
@@ -292,11 +292,11 @@ spawn(int slot)
     uv_stdio_container_t stdio[3 + PT_MAX_BINDS + 1];
     uv_process_options_t opt;
     pt_worker_t *w = NULL;
-    int i, r, *socks = M.socks + (M.cfg->reuse_port ? (slot - 1) * M.nsock : 0);
+    int i, r, *socks = master.socks + (master.cfg->reuse_port ? (slot - 1) * master.nsock : 0);
 
     for (i = 0; i < MAX_WORKERS && w == NULL; i++) {
-        if (!M.w[i].used) {
-            w = &M.w[i];
+        if (!master.w[i].used) {
+            w = &master.w[i];
         }
     }
     if (w == NULL) {
@@ -305,7 +305,7 @@ spawn(int slot)
     }
     memset(w, 0, sizeof(*w));
     w->slot = slot;
-    uv_pipe_init(M.loop, &w->ctl, 0);
+    uv_pipe_init(master.loop, &w->ctl, 0);
     w->ctl.data = w;
     w->proc.data = w;
     stdio[0].flags = UV_IGNORE;
@@ -313,33 +313,33 @@ spawn(int slot)
     stdio[1].data.fd = 1;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = 2;
-    for (i = 0; i < M.nsock; i++) {
+    for (i = 0; i < master.nsock; i++) {
         stdio[3 + i].flags = UV_INHERIT_FD;
         stdio[3 + i].data.fd = socks[i];
     }
-    stdio[3 + M.nsock].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
-    stdio[3 + M.nsock].data.stream = (uv_stream_t *)&w->ctl;
-    snprintf(M.slot_arg, sizeof(M.slot_arg), "%d:%d", slot, M.nsock);
+    stdio[3 + master.nsock].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3 + master.nsock].data.stream = (uv_stream_t *)&w->ctl;
+    snprintf(master.slot_arg, sizeof(master.slot_arg), "%d:%d", slot, master.nsock);
     memset(&opt, 0, sizeof(opt));
-    opt.file = M.exe;
-    opt.args = M.args;
+    opt.file = master.exe;
+    opt.args = master.args;
     opt.exit_cb = on_worker_exit;
     opt.stdio = stdio;
-    opt.stdio_count = 3 + M.nsock + 1;
+    opt.stdio_count = 3 + master.nsock + 1;
     /* Its own session: a terminal's Ctrl-C reaches the master only, which stops the workers in order. */
     opt.flags = UV_PROCESS_DETACHED;
-    r = uv_spawn(M.loop, &w->proc, &opt);
+    r = uv_spawn(master.loop, &w->proc, &opt);
     if (r < 0) {
         pt_log_error("cannot start worker %d: %s", slot, uv_strerror(r));
         w->used = w->exited = true; /* freed when the control pipe has closed */
         w->handles_open = 1;
         uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
-        M.respawn_at[slot] = uv_now(M.loop) + BACKOFF_MAX_MS;
+        master.respawn_at[slot] = uv_now(master.loop) + BACKOFF_MAX_MS;
         return;
     }
     w->used = true;
     w->handles_open = 2;
-    w->started_ms = uv_now(M.loop);
+    w->started_ms = uv_now(master.loop);
     uv_read_start((uv_stream_t *)&w->ctl, on_ctl_alloc, on_ctl_read);
     pt_log_info("worker %d started (pid %d)", slot, w->proc.pid);
 }
@@ -347,19 +347,19 @@ spawn(int slot)
 static void
 on_tick(uv_timer_t *t)
 {
-    uint64_t now = uv_now(M.loop);
+    uint64_t now = uv_now(master.loop);
     int i;
 
-    for (i = 1; i <= M.cfg->processes && !M.stopping; i++) {
-        if (M.respawn_at[i] && now >= M.respawn_at[i]) {
-            M.respawn_at[i] = 0;
+    for (i = 1; i <= master.cfg->processes && !master.stopping; i++) {
+        if (master.respawn_at[i] && now >= master.respawn_at[i]) {
+            master.respawn_at[i] = 0;
             if (serving(i, NULL) == NULL) {
                 spawn(i);
             }
         }
     }
     for (i = 0; i < MAX_WORKERS; i++) {
-        pt_worker_t *w = &M.w[i];
+        pt_worker_t *w = &master.w[i];
 
         if (!w->used || w->exited) {
             continue;
@@ -369,13 +369,13 @@ on_tick(uv_timer_t *t)
             kill(w->proc.pid, SIGKILL);
             w->kill_at_ms = 0;
         } else if (w->stopping && !w->kill_at_ms) {
-            w->kill_at_ms = now + (uint64_t)(M.cfg->graceful_timeout * 1000) + 5000;
-        } else if (M.cfg->timeout > 0 && w->ready && !w->stopping
-                   && now - w->beat_ms > (uint64_t)(M.cfg->timeout * 1000) + 1000) {
+            w->kill_at_ms = now + (uint64_t)(master.cfg->graceful_timeout * 1000) + 5000;
+        } else if (master.cfg->timeout > 0 && w->ready && !w->stopping
+                   && now - w->beat_ms > (uint64_t)(master.cfg->timeout * 1000) + 1000) {
             /* No heartbeat: the worker's loop is blocked, by a request that never returns to it. */
             pt_log_error("worker %d (pid %d) has not answered for %.0fs (--timeout %gs): a request is blocking it; "
                          "its Python stacks follow, then it is replaced",
-                         w->slot, w->proc.pid, (double)(now - w->beat_ms) / 1000, M.cfg->timeout);
+                         w->slot, w->proc.pid, (double)(now - w->beat_ms) / 1000, master.cfg->timeout);
             stop_worker(w, SIGUSR2);
             w->kill_at_ms = now + STUCK_KILL_MS;
         }
@@ -388,18 +388,18 @@ reload(const char *why)
 {
     int i;
 
-    if (M.stopping) {
+    if (master.stopping) {
         return;
     }
-    pt_log_info("%s: reloading: starting %d new worker(s) with fresh code", why, M.cfg->processes);
-    for (i = 1; i <= M.cfg->processes; i++) {
+    pt_log_info("%s: reloading: starting %d new worker(s) with fresh code", why, master.cfg->processes);
+    for (i = 1; i <= master.cfg->processes; i++) {
         pt_worker_t *w = serving(i, NULL);
 
         if (w != NULL && !w->has_successor) {
             w->has_successor = true;
             spawn(i);
         } else if (w == NULL) {
-            M.respawn_at[i] = 0;
+            master.respawn_at[i] = 0;
             spawn(i);
         }
     }
@@ -440,7 +440,7 @@ watch_tree(const char *dir, int depth)
         return;
     }
     h = calloc(1, sizeof(*h));
-    if (h == NULL || uv_fs_event_init(M.loop, h) < 0 || uv_fs_event_start(h, on_fs_event, dir, 0) < 0) {
+    if (h == NULL || uv_fs_event_init(master.loop, h) < 0 || uv_fs_event_start(h, on_fs_event, dir, 0) < 0) {
         pt_log_warning("--reload: cannot watch %s", dir);
         free(h);
         return;
@@ -464,10 +464,10 @@ watch_tree(const char *dir, int depth)
 static void
 start_watching(void)
 {
-    uv_timer_init(M.loop, &settle);
-    watch_tree(M.cfg->app_dir, 0);
+    uv_timer_init(master.loop, &settle);
+    watch_tree(master.cfg->app_dir, 0);
     pt_log_info("--reload: watching %d director%s under %s for .py changes", nwatches, nwatches == 1 ? "y" : "ies",
-                M.cfg->app_dir);
+                master.cfg->app_dir);
 }
 
 static void
@@ -479,16 +479,16 @@ on_signal(uv_signal_t *s, int signum)
         reload("SIGHUP");
         return;
     }
-    if (++M.signals > 1) {
+    if (++master.signals > 1) {
         pt_log_warning("second %s: stopping the workers now", strsignal(signum));
     } else {
         pt_log_info("%s: stopping %d worker(s) gracefully (up to %gs)", strsignal(signum), alive(),
-                    M.cfg->graceful_timeout);
+                    master.cfg->graceful_timeout);
     }
-    M.stopping = true;
+    master.stopping = true;
     for (i = 0; i < MAX_WORKERS; i++) {
-        if (M.w[i].used && !M.w[i].exited) {
-            stop_worker(&M.w[i], SIGTERM); /* a worker's second SIGTERM aborts its requests */
+        if (master.w[i].used && !master.w[i].exited) {
+            stop_worker(&master.w[i], SIGTERM); /* a worker's second SIGTERM aborts its requests */
         }
     }
     if (alive() == 0) {
@@ -510,18 +510,18 @@ worker_state(const pt_worker_t *w)
 static void
 publish_monitors(void)
 {
-    char *j = M.monitors.json;
-    size_t n = 0, cap = sizeof(M.monitors.json);
+    char *j = master.monitors.json;
+    size_t n = 0, cap = sizeof(master.monitors.json);
     int i;
 
-    if (M.cfg->gil_monitor == NULL) {
+    if (master.cfg->gil_monitor == NULL) {
         return;
     }
-    uv_mutex_lock(&M.monitors.lock);
+    uv_mutex_lock(&master.monitors.lock);
     n += (size_t)snprintf(j + n, cap - n, "[");
     /* An entry is under 512 bytes (a monitor address is under 300): stop while one more surely fits. */
     for (i = 0; i < MAX_WORKERS && n < cap - 512; i++) {
-        const pt_worker_t *w = &M.w[i];
+        const pt_worker_t *w = &master.w[i];
 
         if (w->used && !w->exited && w->monitor[0]) {
             n += (size_t)snprintf(j + n, cap - n,
@@ -531,7 +531,7 @@ publish_monitors(void)
         }
     }
     snprintf(j + n, cap - n, "]");
-    uv_mutex_unlock(&M.monitors.lock);
+    uv_mutex_unlock(&master.monitors.lock);
 }
 
 /* The worker's argv: the user's arguments with "--worker SLOT:N" in front (parsed first, see config.c). */
@@ -540,15 +540,15 @@ make_args(int argc, char **argv)
 {
     int i;
 
-    M.args = calloc((size_t)argc + 3, sizeof(char *));
-    if (M.args == NULL) {
+    master.args = calloc((size_t)argc + 3, sizeof(char *));
+    if (master.args == NULL) {
         return UV_ENOMEM;
     }
-    M.args[0] = M.exe;
-    M.args[1] = "--worker";
-    M.args[2] = M.slot_arg;
+    master.args[0] = master.exe;
+    master.args[1] = "--worker";
+    master.args[2] = master.slot_arg;
     for (i = 1; i < argc; i++) {
-        M.args[i + 2] = argv[i];
+        master.args[i + 2] = argv[i];
     }
     return 0;
 }
@@ -569,9 +569,9 @@ open_socket(const pt_config_t *cfg, int i, int j, int *fd)
     }
     /* Another SO_REUSEPORT socket on the port the first one got (port 0 picks one); a unix socket cannot be bound
      * twice, so its slots share it. */
-    pt_listen_describe(M.socks[i], &first);
+    pt_listen_describe(master.socks[i], &first);
     if (first.is_unix) {
-        *fd = dup(M.socks[i]);
+        *fd = dup(master.socks[i]);
         return 0;
     }
     snprintf(spec, sizeof(spec), strchr(first.name, ':') ? "[%s]:%d" : "%s:%d", first.name, first.port);
@@ -584,13 +584,13 @@ open_sockets(const pt_config_t *cfg)
 {
     int i, j, copies = cfg->reuse_port ? cfg->processes : 1;
 
-    M.socks = calloc((size_t)(M.nsock * copies), sizeof(int));
-    if (M.socks == NULL) {
+    master.socks = calloc((size_t)(master.nsock * copies), sizeof(int));
+    if (master.socks == NULL) {
         return -1;
     }
     for (j = 0; j < copies; j++) {
-        for (i = 0; i < M.nsock; i++) {
-            int *fd = &M.socks[j * M.nsock + i];
+        for (i = 0; i < master.nsock; i++) {
+            int *fd = &master.socks[j * master.nsock + i];
 
             if (open_socket(cfg, i, j, fd) < 0) {
                 return -1;
@@ -610,34 +610,34 @@ open_sockets(const pt_config_t *cfg)
 int
 pt_master_run(const pt_config_t *cfg, int argc, char **argv)
 {
-    size_t len = sizeof(M.exe);
+    size_t len = sizeof(master.exe);
     int i;
 
-    M.cfg = cfg;
-    M.loop = uv_default_loop();
-    M.nsock = cfg->nbinds + cfg->nfds;
-    if (cfg->processes > MAX_SLOTS || uv_exepath(M.exe, &len) < 0 || make_args(argc, argv) < 0) {
+    master.cfg = cfg;
+    master.loop = uv_default_loop();
+    master.nsock = cfg->nbinds + cfg->nfds;
+    if (cfg->processes > MAX_SLOTS || uv_exepath(master.exe, &len) < 0 || make_args(argc, argv) < 0) {
         pt_log_error("cannot start the master");
         return 1;
     }
     if (open_sockets(cfg) < 0) {
         return 1;
     }
-    uv_signal_init(M.loop, &M.sigterm);
-    uv_signal_init(M.loop, &M.sigint);
-    uv_signal_init(M.loop, &M.sighup);
-    uv_signal_start(&M.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&M.sigint, on_signal, SIGINT);
-    uv_signal_start(&M.sighup, on_signal, SIGHUP);
-    uv_timer_init(M.loop, &M.tick);
-    uv_timer_start(&M.tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_init(master.loop, &master.sigterm);
+    uv_signal_init(master.loop, &master.sigint);
+    uv_signal_init(master.loop, &master.sighup);
+    uv_signal_start(&master.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&master.sigint, on_signal, SIGINT);
+    uv_signal_start(&master.sighup, on_signal, SIGHUP);
+    uv_timer_init(master.loop, &master.tick);
+    uv_timer_start(&master.tick, on_tick, TICK_MS, TICK_MS);
     if (cfg->reload) {
         start_watching();
     }
     if (cfg->gil_monitor != NULL) {
-        uv_mutex_init(&M.monitors.lock);
+        uv_mutex_init(&master.monitors.lock);
         publish_monitors();
-        if (pt_master_monitor_start(cfg, &M.monitors) < 0) {
+        if (pt_master_monitor_start(cfg, &master.monitors) < 0) {
             pt_log_error("cannot serve --gil-monitor on %s", cfg->gil_monitor);
             return 1;
         }
@@ -646,16 +646,16 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
     for (i = 1; i <= cfg->processes; i++) {
         spawn(i);
     }
-    uv_run(M.loop, UV_RUN_DEFAULT);
+    uv_run(master.loop, UV_RUN_DEFAULT);
     for (i = 0; i < cfg->nbinds; i++) {
         if (strncmp(cfg->binds[i], "unix:", 5) == 0) {
             remove(cfg->binds[i] + 5);
         }
     }
-    uv_loop_close(M.loop);
-    free(M.socks);
-    free(M.args);
+    uv_loop_close(master.loop);
+    free(master.socks);
+    free(master.args);
     pt_log_info("master stopped");
     pt_log_flush();
-    return M.exit_code;
+    return master.exit_code;
 }

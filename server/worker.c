@@ -25,7 +25,7 @@ static struct {
     uv_timer_t timer;
     uint64_t limit; /* --max-requests plus this worker's jitter; 0: none */
     bool retired, stuck;
-} W;
+} worker;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -42,13 +42,13 @@ say(const char *fmt, ...)
     n = vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line)) {
-        pt_log_warning("worker %d: a line for the master did not fit: %.60s...", W.cfg->worker_slot, line);
+        pt_log_warning("worker %d: a line for the master did not fit: %.60s...", worker.cfg->worker_slot, line);
         return;
     }
     buf = uv_buf_init(line, (unsigned)n);
     /* A few bytes on a socketpair with an empty buffer: this does not block, and a master gone is no error here
      * (PR_SET_PDEATHSIG stops us then). */
-    uv_try_write((uv_stream_t *)&W.ctl, &buf, 1);
+    uv_try_write((uv_stream_t *)&worker.ctl, &buf, 1);
 }
 
 static void
@@ -57,18 +57,18 @@ check_stuck(void)
     uint64_t stuck_ms;
     pt_request_t *req;
 
-    if (W.stuck) {
+    if (worker.stuck) {
         return;
     }
-    req = pt_server_stuck_request(W.srv, (uint64_t)(W.cfg->timeout * 1000), &stuck_ms);
+    req = pt_server_stuck_request(worker.srv, (uint64_t)(worker.cfg->timeout * 1000), &stuck_ms);
     if (req == NULL) {
         return;
     }
-    W.stuck = true;
+    worker.stuck = true;
     pt_log_error("%s:%d \"%.*s %.*s\" has been in the app for %.1fs with no bytes moving (--timeout %gs): this worker "
                  "will be replaced; where each thread is:",
                  req->remote_addr, req->remote_port, (int)req->method.len, req->method.base, (int)req->target.len,
-                 req->target.base, (double)stuck_ms / 1000, W.cfg->timeout);
+                 req->target.base, (double)stuck_ms / 1000, worker.cfg->timeout);
     pt_log_flush();
     raise(SIGUSR2); /* the gateway dumps every thread's Python stack on SIGUSR2 (faulthandler) */
     say("retire timeout\n");
@@ -77,13 +77,13 @@ check_stuck(void)
 static void
 on_timer(uv_timer_t *t)
 {
-    if (W.cfg->timeout > 0) {
+    if (worker.cfg->timeout > 0) {
         say("beat\n");
         check_stuck();
     }
-    if (W.limit && !W.retired && W.srv->requests >= W.limit) {
-        W.retired = true;
-        say("retire --max-requests: %llu served\n", (unsigned long long)W.srv->requests);
+    if (worker.limit && !worker.retired && worker.srv->requests >= worker.limit) {
+        worker.retired = true;
+        say("retire --max-requests: %llu served\n", (unsigned long long)worker.srv->requests);
     }
 }
 
@@ -96,35 +96,35 @@ pt_worker_report_monitor(const char *url)
 int
 pt_worker_init(const pt_config_t *cfg, uv_loop_t *loop)
 {
-    W.cfg = cfg;
+    worker.cfg = cfg;
     /* Die with the master, whatever kills it. */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) {
         pt_log_error("worker %d: the master is gone", cfg->worker_slot);
         return -1;
     }
-    if (uv_pipe_init(loop, &W.ctl, 0) < 0 || uv_pipe_open(&W.ctl, cfg->control_fd) < 0) {
+    if (uv_pipe_init(loop, &worker.ctl, 0) < 0 || uv_pipe_open(&worker.ctl, cfg->control_fd) < 0) {
         pt_log_error("worker %d: no control line to the master (fd %d)", cfg->worker_slot, cfg->control_fd);
         return -1;
     }
-    uv_unref((uv_handle_t *)&W.ctl);
+    uv_unref((uv_handle_t *)&worker.ctl);
     if (cfg->max_requests) {
         srand((unsigned)getpid() ^ (unsigned)time(NULL));
-        W.limit = cfg->max_requests
+        worker.limit = cfg->max_requests
             + (cfg->max_requests_jitter ? (uint64_t)rand() % (cfg->max_requests_jitter + 1) : 0);
     }
-    uv_timer_init(loop, &W.timer);
+    uv_timer_init(loop, &worker.timer);
     return 0;
 }
 
 void
 pt_worker_ready(pt_server_t *srv)
 {
-    W.srv = srv;
+    worker.srv = srv;
     say("ready\n");
-    if (W.cfg->timeout > 0 || W.limit) {
-        uint64_t ms = W.cfg->timeout > 0 ? 1000 : 200;
+    if (worker.cfg->timeout > 0 || worker.limit) {
+        uint64_t ms = worker.cfg->timeout > 0 ? 1000 : 200;
 
-        uv_timer_start(&W.timer, on_timer, ms, ms);
-        uv_unref((uv_handle_t *)&W.timer);
+        uv_timer_start(&worker.timer, on_timer, ms, ms);
+        uv_unref((uv_handle_t *)&worker.timer);
     }
 }

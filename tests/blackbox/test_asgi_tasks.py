@@ -12,6 +12,7 @@ from harness import BUILT_FOR_INFO, ServerCase, run_tests
 class TaskSemantics:
     app = "asyncio_semantics:app"
     args = ("--lifespan", "off")
+    reader_impl = "builtin_function_or_method"  # the self-pipe's reader: ponte's (gateway/asgi_loop.c)
 
     def get(self, path):
         r = self.conn().request("GET", path)
@@ -44,7 +45,7 @@ class TaskSemantics:
         # still wake the loop at once, from a plain thread and from the executor.
         r = self.get("/threadsafe")
         self.assertEqual((r["woken"], r["executor"], r["wake"], r["reader"]),
-                         ("woken", True, "builtin_function_or_method", "builtin_function_or_method"), r)
+                         ("woken", True, "builtin_function_or_method", self.reader_impl), r)
         self.assertLess(r["seconds"], 1.0)
 
     def test_call_soon_threadsafe_bursts_from_many_threads_all_arrive(self):
@@ -134,6 +135,26 @@ class AsyncioOwnLoop(TaskSemantics, ServerCase, unittest.TestCase):
     @classmethod
     def extra_env(cls):
         return {"PONTE_ASGI_LOOP": "python"}
+
+
+
+class OwnLoopMethods(TaskSemantics, ServerCase, unittest.TestCase):
+    """Each start-up check of a C replacement failing on its own (apps/own_loop_methods.py changes asyncio as an
+    app could): asyncio's code runs instead, the log says why, and nothing above behaves differently."""
+    app = "own_loop_methods:app"
+    started_log = "takes its first step at once (eager"
+    loop_log = ("asyncio's loop turns and schedules in Python, not in C: the loop's class has a call_soon, "
+                "call_soon_threadsafe, _run_once or get_debug of its own")
+    loop_impl = ["method", "method", "method"]
+    task_set_add = "method"
+    reader_impl = "method"
+
+    def test_the_log_says_which_replacement_stood_down(self):
+        log = self.server.stderr()
+        self.assertIn("ASGI: the loop reads its wake-ups as asyncio does", log)
+        if BUILT_FOR_INFO < (3, 14):
+            self.assertIn("ASGI: asyncio's task set (all_tasks) adds in Python, not in C: it has an add of its own "
+                          "already", log)
 
 
 if __name__ == "__main__":

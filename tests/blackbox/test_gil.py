@@ -58,7 +58,8 @@ def reports(server):
 class GILView(unittest.TestCase):
     def test_probe_is_exact(self):
         with Server("hello:app", app_dir=REPO_APPS) as s:
-            self.assertIn("GIL probe: exact (every acquire and release, all threads)", s.stderr())
+            self.assertIn("GIL probe: exact (every acquire and release of the main interpreter's GIL, all threads)",
+                          s.stderr())
 
     def test_probe_off(self):
         with Server("hello:app", "--gil-probe", "off", app_dir=REPO_APPS) as s:

@@ -1,0 +1,90 @@
+/*
+ * The GIL's per-thread records, which gil.c keeps and only their own thread writes (relaxed atomics), for the files
+ * that read them: gil_trace.c (each thread's ring of spans, and the trace file) and gil_report.c (the views and the
+ * report). Internal to gateway/gil*.c.
+ */
+#ifndef PT_GIL_RECORDS_H
+#define PT_GIL_RECORDS_H
+
+#include "gateway.h"
+
+#include <stdatomic.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define MAX_THREADS PT_GIL_MAX_THREADS
+
+/* --gil-trace: each thread appends its spans to its own ring (single producer); the loop drains them (single
+ * consumer) to the file (gil_trace.c). A full ring drops spans and counts them, never blocks. */
+#define TRACE_RING 8192
+
+typedef struct {
+    uint64_t ts, dur; /* ns since the trace started */
+    char kind;        /* 'H' held, 'W' waited, 'R' request */
+    char label[47];
+} pt_trace_ev_t;
+
+typedef struct {
+    pt_trace_ev_t *ev;
+    _Atomic uint32_t head, tail;
+    _Atomic uint64_t dropped;
+    bool named; /* the thread_name metadata event was written */
+} pt_trace_ring_t;
+
+#define PAIRS PT_GIL_PAIR_THREADS
+#define BUCKETS PT_GIL_HIST_BUCKETS
+
+typedef struct {
+    _Atomic int used;
+    pid_t tid;
+    int index;
+    char name[32];
+    char role[8];
+    _Atomic uint64_t hold_ns, wait_ns; /* completed holds and waits */
+    _Atomic uint64_t holding_since;    /* 0 when not holding */
+    _Atomic uint64_t waiting_since;    /* 0 when not waiting */
+    _Atomic uint64_t acquisitions, forced, timeouts;
+    _Atomic uint64_t from[PAIRS]; /* hand-offs to this thread, by the index of the thread that had it */
+    _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
+    _Atomic int route1; /* the route this thread's Python works for, plus one (0: none), for the sampler */
+    pt_trace_ring_t trace;
+} pt_gil_thread_t;
+
+/* Shared by the gil*.c files only: hidden, so that the module python3 loads reads them as directly as statics (the
+ * probe's events read pt_gil_trace_on), not through the GOT. */
+#define PT_GIL_SHARED extern __attribute__((visibility("hidden")))
+
+PT_GIL_SHARED pt_gil_thread_t pt_gil_threads[MAX_THREADS];
+PT_GIL_SHARED _Atomic int pt_gil_nthreads;          /* records handed out */
+PT_GIL_SHARED _Atomic uint64_t pt_gil_handoffs;     /* the GIL went to another thread */
+PT_GIL_SHARED _Atomic int pt_gil_waiters;           /* threads waiting for it now */
+PT_GIL_SHARED bool pt_gil_exact;                    /* the probe sees every transition; else ponte's own moves only */
+PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_busy_ns; /* ASGI: time the loop spent in Python callbacks between selects */
+PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_lag_max_ns; /* the longest such stretch since the monitor last looked */
+
+static inline uint64_t
+pt_gil_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- gil_trace.c ---- */
+PT_GIL_SHARED bool pt_gil_trace_on;     /* --gil-trace is writing */
+PT_GIL_SHARED uint64_t pt_gil_trace_t0; /* when it started: the file's ts 0 */
+/* Appends a span ('H' held, 'W' waited, 'R' request) to t's ring; t's own thread only. */
+void pt_gil_trace_append(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label);
+/* The same when --gil-trace is on; off, it costs the probe's events one test. */
+static inline void
+pt_gil_trace_push(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end, const char *label)
+{
+    if (__builtin_expect(pt_gil_trace_on, 0)) {
+        pt_gil_trace_append(t, kind, start, end, label);
+    }
+}
+/* The window a --gil-report line covers, as a span on a track of its own (the loop thread). */
+void pt_gil_trace_report_window(const pt_gil_view_t *v);
+
+#endif

@@ -1,0 +1,213 @@
+/*
+ * The GIL over an interval, from the per-thread records (gil_records.h), without the GIL: each reader keeps its own
+ * pt_gil_sampler_t (the monitor, the report) and gets the shares of holding and waiting since its last look, the
+ * hand-offs between threads, the histograms and each thread's state now; and the report (--gil-report), a line per
+ * interval or a table like top's when stderr is a terminal.
+ */
+#include "gil_records.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../server/log.h"
+
+static pt_gil_snap_t
+snapshot(pt_gil_thread_t *t, uint64_t now)
+{
+    pt_gil_snap_t s;
+    uint64_t hs = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
+    uint64_t ws = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
+
+    s.hold = atomic_load_explicit(&t->hold_ns, memory_order_relaxed) + (hs && now > hs ? now - hs : 0);
+    s.wait = atomic_load_explicit(&t->wait_ns, memory_order_relaxed) + (ws && now > ws ? now - ws : 0);
+    s.acq = atomic_load_explicit(&t->acquisitions, memory_order_relaxed);
+    s.forced = atomic_load_explicit(&t->forced, memory_order_relaxed);
+    s.timeouts = atomic_load_explicit(&t->timeouts, memory_order_relaxed);
+    return s;
+}
+
+/* One thread's part of a view: its totals, histograms and state now, and its shares of the `span` ns since `last`. */
+static void
+thread_view(pt_gil_thread_t *t, pt_gil_thread_view_t *tv, const pt_gil_snap_t *s, const pt_gil_snap_t *last,
+            double span)
+{
+    memcpy(tv->name, t->name, sizeof(tv->name));
+    memcpy(tv->role, t->role, sizeof(tv->role));
+    tv->name[sizeof(tv->name) - 1] = tv->role[sizeof(tv->role) - 1] = '\0';
+    tv->tid = t->tid;
+    for (int k = 0; k < BUCKETS; k++) {
+        tv->hold_hist[k] = atomic_load_explicit(&t->hold_hist[k], memory_order_relaxed);
+        tv->wait_hist[k] = atomic_load_explicit(&t->wait_hist[k], memory_order_relaxed);
+    }
+    tv->hold_pct = 100.0 * (double)(s->hold - last->hold) / span;
+    tv->wait_pct = 100.0 * (double)(s->wait - last->wait) / span;
+    if (atomic_load_explicit(&t->holding_since, memory_order_relaxed)) {
+        tv->state = 'H';
+    } else if (atomic_load_explicit(&t->waiting_since, memory_order_relaxed)) {
+        tv->state = 'W';
+    } else {
+        tv->state = 'R';
+    }
+    tv->total = *s;
+}
+
+/* Cumulative hand-offs between the first PAIRS threads; at[] maps a thread's record index to its view index. */
+static void
+pairs_view(pt_gil_view_t *v, int n, const int *at)
+{
+    for (int i = 0; i < n && i < PAIRS; i++) {
+        for (int j = 0; j < n && j < PAIRS && at[i] >= 0; j++) {
+            uint64_t c = atomic_load_explicit(&pt_gil_threads[i].from[j], memory_order_relaxed);
+
+            if (c && at[j] >= 0 && v->npairs < PT_GIL_MAX_PAIRS) {
+                v->pairs[v->npairs++] = (pt_gil_pair_t){ at[j], at[i], c };
+            }
+        }
+    }
+}
+
+/* ASGI's loop: the share of the span it ran Python callbacks, and (for the sampler that takes it) the longest. */
+static void
+loop_view(pt_gil_sampler_t *sm, pt_gil_view_t *v, double span)
+{
+    uint64_t busy = atomic_load_explicit(&pt_gil_loop_busy_ns, memory_order_relaxed);
+
+    v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span;
+    v->loop_busy_total_ns = busy;
+    sm->loop_busy = busy;
+    if (sm->takes_lag) {
+        v->loop_lag_max_ms = (double)atomic_exchange_explicit(&pt_gil_loop_lag_max_ns, 0, memory_order_relaxed) / 1e6;
+    }
+}
+
+int
+pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
+{
+    uint64_t now = pt_gil_now_ns(), h = atomic_load_explicit(&pt_gil_handoffs, memory_order_relaxed);
+    int i, n = atomic_load_explicit(&pt_gil_nthreads, memory_order_relaxed);
+    int at[PAIRS]; /* record index -> view index, for the hand-off pairs */
+    double span;
+
+    memset(v, 0, sizeof(*v));
+    v->exact = pt_gil_exact;
+    v->interval_us = pt_gil_probe_interval_us();
+    v->waiters = atomic_load_explicit(&pt_gil_waiters, memory_order_relaxed);
+    v->handoffs_total = h;
+    if (sm->at == 0) {
+        sm->at = now;
+        for (i = 0; i < n; i++) {
+            sm->last[i] = snapshot(&pt_gil_threads[i], now);
+        }
+        sm->handoffs = h;
+        return -1; /* the baseline: nothing to say yet */
+    }
+    span = (double)(now - sm->at);
+    if (span <= 0) {
+        return -1;
+    }
+    v->span_s = span / 1e9;
+    v->end_ns = now;
+    for (i = 0; i < PAIRS; i++) {
+        at[i] = -1;
+    }
+    for (i = 0; i < n; i++) {
+        pt_gil_thread_t *t = &pt_gil_threads[i];
+        pt_gil_thread_view_t *tv = &v->threads[v->nthreads];
+        pt_gil_snap_t s;
+
+        if (!atomic_load_explicit(&t->used, memory_order_acquire)) {
+            continue;
+        }
+        s = snapshot(t, now);
+        thread_view(t, tv, &s, &sm->last[i], span);
+        if (i < PAIRS) {
+            at[i] = v->nthreads;
+        }
+        v->busy_pct += tv->hold_pct;
+        v->forced_per_s += (double)(s.forced - sm->last[i].forced) * 1e9 / span;
+        v->nthreads++;
+        sm->last[i] = s;
+    }
+    pairs_view(v, n, at);
+    v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
+    loop_view(sm, v, span);
+    if (v->busy_pct > 100) {
+        v->busy_pct = 100; /* the snapshots are not one instant: a hair over 100 is rounding */
+    }
+    sm->handoffs = h;
+    sm->at = now;
+    return 0;
+}
+/* ---- the report: one line per interval, from the loop, without the GIL ---- */
+
+static const char *
+state_name(char state)
+{
+    if (state == 'H') {
+        return "hold";
+    }
+    return state == 'W' ? "wait" : "run";
+}
+
+/* The terminal view: a per-thread table redrawn in place, like top, when stderr is a terminal. */
+static void
+report_table(const pt_gil_view_t *v)
+{
+    char buf[8192];
+    size_t len = 0;
+    int i;
+
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+                            "\033[H\033[J"
+                            "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
+                            "interval %lu us%s\n\n%-20s %-7s %7s %7s %12s %10s\n",
+                            v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, v->interval_us,
+                            v->exact ? "" : "   (timing ponte's own moves only)", "THREAD", "STATE", "HOLD%", "WAIT%",
+                            "ACQUIRED", "FORCED");
+    for (i = 0; i < v->nthreads && len < sizeof(buf) - 100; i++) {
+        const pt_gil_thread_view_t *t = &v->threads[i];
+
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%-20.20s %-7s %7.1f %7.1f %12llu %10llu\n", t->name,
+                                state_name(t->state), t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
+                                (unsigned long long)t->total.forced);
+    }
+    if (write(STDERR_FILENO, buf, len) < 0) {
+        return;
+    }
+}
+
+void
+pt_gil_report(void)
+{
+    static pt_gil_sampler_t sampler;
+    static pt_gil_view_t v;
+    char line[2048];
+    char loop[48] = "";
+    size_t len = 0;
+    int i;
+
+    if (pt_gil_sample(&sampler, &v) < 0) {
+        return;
+    }
+    if (isatty(STDERR_FILENO)) {
+        report_table(&v);
+        return;
+    }
+    for (i = 0; i < v.nthreads && len < sizeof(line) - 80; i++) {
+        const pt_gil_thread_view_t *t = &v.threads[i];
+
+        if (t->hold_pct >= 0.1 || t->wait_pct >= 0.1) {
+            len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%.1f%%/%.1f%%", t->name, t->hold_pct,
+                                    t->wait_pct);
+        }
+    }
+    if (v.loop_busy_total_ns) {
+        snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
+    }
+    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us%s, last %.2f s; "
+                "hold/wait:%s",
+                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, loop, v.span_s,
+                len ? line : " (idle)");
+    pt_gil_trace_report_window(&v);
+}
