@@ -395,6 +395,7 @@ class Keepalive(unittest.TestCase):
                 w.send_frame(PONG, f.payload)
             w.text("alive")
             self.assertEqual(w.recv_message().payload, b"alive")
+            w.close()  # before the server stops: else its closing handshake waits 10 s for our close frame
 
 
 class Shutdown(unittest.TestCase):
@@ -423,6 +424,7 @@ class BehindProxy(unittest.TestCase):
             self.addCleanup(w.close)
             doc = json.loads(w.recv_message().payload)
             self.assertEqual((doc["scheme"], doc["client"][0]), ("wss", "203.0.113.7"))
+            w.close()  # before the server stops (as above)
 
 
 class Off(unittest.TestCase):
