@@ -16,8 +16,8 @@
 #include "../server/request.h"
 
 /* ---- venv.c: the virtual environment served from ---- */
-/* Its bin/python into python ("" when no venv is in use: --virtualenv, $VIRTUAL_ENV, or the one ponte is installed
- * in). 0, or -1 after printing why (not a venv, one of another CPython). */
+/* Its bin/python into python ("" when no venv is in use: --virtualenv, the one ponte is installed in, or
+ * $VIRTUAL_ENV). 0, or -1 after printing why (not a venv, one of another CPython). */
 int pt_venv_python(const pt_config_t *cfg, char *python, size_t cap);
 
 /* ---- host.c: true inside python3 (--interpreter host), where the interpreter is already running and is not ours

@@ -9,9 +9,10 @@
  * installed in it, and so are --processes workers and --reload, which start ponte again with the same options
  * and environment.
  *
- * Which venv, as uWSGI's --virtualenv and the habit of activating one before running gunicorn suggest:
- * --virtualenv DIR, else $VIRTUAL_ENV (a venv is active), else the venv whose bin/ holds ponte itself (`pip
- * install ponte` put it there), else none.
+ * Which venv, as uWSGI's --virtualenv and the habits of gunicorn's users suggest: --virtualenv DIR; else the venv
+ * whose bin/ holds ponte itself (`pip install ponte` put it there: like gunicorn installed in a venv, whose script
+ * runs that venv's python whichever is active); else $VIRTUAL_ENV (a venv is active, and ponte is the system's);
+ * else none.
  *
  * A venv holds packages built for one CPython (its pyvenv.cfg says which: `version` from venv, `version_info`
  * from virtualenv and uv). One of another minor version than ponte's is refused here, naming both and the fix,
@@ -91,11 +92,11 @@ pt_venv_python(const pt_config_t *cfg, char *python, size_t cap)
     python[0] = '\0';
     if (cfg->virtualenv != NULL) {
         snprintf(dir, sizeof(dir), "%s", cfg->virtualenv);
+    } else if (installed_in(dir, sizeof(dir))) {
+        from = "the venv ponte is installed in,";
     } else if (env != NULL && env[0] != '\0') {
         snprintf(dir, sizeof(dir), "%s", env);
         from = "VIRTUAL_ENV";
-    } else if (installed_in(dir, sizeof(dir))) {
-        from = "the venv ponte is installed in";
     } else {
         return 0;
     }

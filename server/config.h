@@ -60,7 +60,7 @@ typedef struct {
     pt_lifespan_t lifespan; /* ASGI lifespan events */
     int threads;            /* WSGI pool size; 0 runs the app on the loop thread */
     const char *app_dir;
-    const char *virtualenv; /* --virtualenv DIR, or NULL: $VIRTUAL_ENV, else the venv ponte is installed in */
+    const char *virtualenv; /* --virtualenv DIR, or NULL: the venv ponte is installed in, else $VIRTUAL_ENV */
     const char *root_path;  /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */
     bool access_log;
     bool access_log_gil; /* append the request's GIL wait to access log lines */

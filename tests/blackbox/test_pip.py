@@ -72,8 +72,9 @@ class Served:
     def __init__(self, argv, app_dir, app, env=None):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="ponte-pip-", delete=False)
-        full_env = dict(os.environ, **(env or {}))
+        full_env = dict(os.environ)
         full_env.pop("VIRTUAL_ENV", None)
+        full_env.update(env or {})
         self.proc = subprocess.Popen(argv + ["--app-dir", app_dir, "--bind", "127.0.0.1:%d" % self.port,
                                              "--no-access-log", app], stdout=self.log, stderr=self.log, env=full_env,
                                      cwd=app_dir)
@@ -147,6 +148,11 @@ class PipInstall(unittest.TestCase):
             ws.text("bye")
             self.assertEqual(ws.expect_close().code, 4000)
             self.check_log(s)
+
+    def test_its_own_venv_wins_over_an_active_one(self):
+        # as gunicorn installed in a venv runs that venv's python whichever venv is active (gateway/venv.c)
+        with Served([self.venv + "/bin/ponte"], self.app_dir, "flask_app:app", env={"VIRTUAL_ENV": self.tmp}) as s:
+            self.assertEqual(json.loads(Conn(s.connect()).request("GET", "/").body)["prefix"], self.venv)
 
     def test_python_dash_m_ponte(self):
         with Served([self.venv + "/bin/python", "-m", "ponte"], self.app_dir, "flask_app:app") as s:
