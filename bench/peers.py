@@ -14,32 +14,35 @@ VENV = os.path.join(HERE, ".venv")
 # Pinned: a new release is a deliberate change here, measured like any other.
 PINS = ["granian==2.8.9", "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "websockets==17.4",
         "gunicorn==27.0.1", "py-spy==0.4.3"]
-STAMP = os.path.join(VENV, "ponte-pins.txt")
 
 
-def pypi_peers(log):
-    """Makes (once) or reuses bench/.venv with PINS; returns its bin/ folder, or None after logging why not."""
+def pypi_peers(log, python="/usr/bin/python3", venv=VENV, run=lambda argv: argv):
+    """Makes (once) or reuses a venv of `python` (bench/.venv; bench/.venv-3.X for bench/run --python, where `run`
+    puts a command inside the root of tests/pythons) with PINS; returns its bin/ folder, or None after logging why
+    not."""
+    stamp = os.path.join(venv, "ponte-pins.txt")
     want = "system-site-packages\n" + "\n".join(PINS) + "\n"
     try:
-        with open(STAMP) as f:
+        with open(stamp) as f:
             if f.read() == want:
-                return os.path.join(VENV, "bin")
+                return os.path.join(venv, "bin")
     except OSError:
         pass
-    log("PyPI peers: making bench/.venv (%s) ..." % ", ".join(PINS))
+    log("PyPI peers: making %s on %s (%s) ..." % (os.path.relpath(venv), python, ", ".join(PINS)))
     # Debian's packages stay visible (Django for the Django endpoint); the pinned ones, installed into the venv,
     # come first on its path.
-    r = subprocess.run(["/usr/bin/python3", "-m", "venv", "--clear", "--system-site-packages", VENV],
+    r = subprocess.run(run([python, "-m", "venv", "--clear", "--system-site-packages", venv]),
                        capture_output=True, text=True)
     if r.returncode != 0:
         log("PyPI peers skipped: cannot make a virtual environment (apt-get install python3-venv): %s"
             % r.stderr.strip()[-200:])
         return None
-    r = subprocess.run([os.path.join(VENV, "bin", "pip"), "install", "--quiet", "--disable-pip-version-check",
-                        "--timeout", "20"] + PINS, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "--disable-pip-version-check",
+                            "--timeout", "20"] + PINS), capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
-        log("PyPI peers skipped: pip could not install them (is PyPI reachable?): %s" % r.stderr.strip()[-300:])
+        log("PyPI peers skipped: pip could not install them on %s (is PyPI reachable, and are there wheels for "
+            "it?): %s" % (python, r.stderr.strip()[-300:]))
         return None
-    with open(STAMP, "w") as f:
+    with open(stamp, "w") as f:
         f.write(want)
-    return os.path.join(VENV, "bin")
+    return os.path.join(venv, "bin")
