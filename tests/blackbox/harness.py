@@ -64,9 +64,11 @@ def assert_rss_below(test, value, limit, what):
 class Server:
     """A running ponte. Use as a context manager; the log is kept for assertions."""
 
-    def __init__(self, app, *args, threads=None, app_dir=APPS, env=None, bind="127.0.0.1:0", allowed_warnings=()):
+    def __init__(self, app, *args, threads=None, app_dir=APPS, env=None, bind="127.0.0.1:0", allowed_warnings=(),
+                 exe=(PONTE,)):
         self.allowed_warnings = allowed_warnings   # wsgiref.validate warnings that are the request's doing
-        self.args = [PONTE, "--app-dir", app_dir, "--bind", bind]
+        # exe: how ponte is started (another one than the build's: test_pip's installed ponte, `python -m ponte`)
+        self.args = list(exe) + ["--app-dir", app_dir, "--bind", bind]
         if threads is not None:
             self.args += ["--threads", str(threads)]
         self.args += list(args) + [app]

@@ -8,13 +8,12 @@ This test needs PyPI (meson-python, meson, Flask, FastAPI, build): without it, i
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-from harness import BUILT_FOR, BUILT_PYTHON, Conn, free_port, run_tests, wait_for
+from harness import BUILT_FOR, BUILT_PYTHON, Conn, Server, run_tests
 from wsclient import WS
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -66,38 +65,6 @@ def pip(venv, *args, timeout=900):
     return r
 
 
-class Served:
-    """An installed ponte (argv) serving app_dir's APP, stopped by its PID."""
-
-    def __init__(self, argv, app_dir, app, env=None):
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="ponte-pip-", delete=False)
-        full_env = dict(os.environ)
-        full_env.pop("VIRTUAL_ENV", None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(argv + ["--app-dir", app_dir, "--bind", "127.0.0.1:%d" % self.port,
-                                             "--no-access-log", app], stdout=self.log, stderr=self.log, env=full_env,
-                                     cwd=app_dir)
-        self.host = "127.0.0.1"
-
-    def stderr(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def connect(self, timeout=10):
-        return socket.create_connection((self.host, self.port), timeout)
-
-    def __enter__(self):
-        assert wait_for(lambda: "listening on" in self.stderr() or self.proc.poll() is not None, 30), self.stderr()
-        assert self.proc.poll() is None, self.stderr()
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(30)
-        os.unlink(self.log.name)
-
-
 class PipInstall(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -131,14 +98,15 @@ class PipInstall(unittest.TestCase):
         self.assertIn(os.path.realpath(BUILT_PYTHON), os.path.realpath(r.stdout.split("(GIL, ")[1].split(")")[0]))
 
     def test_flask_from_the_venv(self):
-        with Served([self.venv + "/bin/ponte"], self.app_dir, "flask_app:app") as s:
-            r = Conn(s.connect()).request("GET", "/")
+        with Server("flask_app:app", "--no-access-log", app_dir=self.app_dir, exe=[self.venv + "/bin/ponte"]) as s:
+            r = Conn(s).request("GET", "/")
             self.assertEqual(json.loads(r.body), {"framework": "flask", "prefix": self.venv})
             self.check_log(s)
 
     def test_fastapi_with_a_websocket_route(self):
-        with Served([self.venv + "/bin/ponte"], self.app_dir, "fastapi_app:app") as s:
-            self.assertEqual(json.loads(Conn(s.connect()).request("GET", "/").body), {"framework": "fastapi",
+        with Server("fastapi_app:app", "--no-access-log", app_dir=self.app_dir,
+                    exe=[self.venv + "/bin/ponte"]) as s:
+            self.assertEqual(json.loads(Conn(s).request("GET", "/").body), {"framework": "fastapi",
                                                                             "prefix": self.venv})
             ws = WS(s, "/ws")
             self.assertEqual(ws.status, 101)
@@ -151,12 +119,14 @@ class PipInstall(unittest.TestCase):
 
     def test_its_own_venv_wins_over_an_active_one(self):
         # as gunicorn installed in a venv runs that venv's python whichever venv is active (gateway/venv.c)
-        with Served([self.venv + "/bin/ponte"], self.app_dir, "flask_app:app", env={"VIRTUAL_ENV": self.tmp}) as s:
-            self.assertEqual(json.loads(Conn(s.connect()).request("GET", "/").body)["prefix"], self.venv)
+        with Server("flask_app:app", "--no-access-log", app_dir=self.app_dir, exe=[self.venv + "/bin/ponte"],
+                    env={"VIRTUAL_ENV": self.tmp}) as s:
+            self.assertEqual(json.loads(Conn(s).request("GET", "/").body)["prefix"], self.venv)
 
     def test_python_dash_m_ponte(self):
-        with Served([self.venv + "/bin/python", "-m", "ponte"], self.app_dir, "flask_app:app") as s:
-            self.assertEqual(json.loads(Conn(s.connect()).request("GET", "/").body)["prefix"], self.venv)
+        with Server("flask_app:app", "--no-access-log", app_dir=self.app_dir,
+                    exe=[self.venv + "/bin/python", "-m", "ponte"]) as s:
+            self.assertEqual(json.loads(Conn(s).request("GET", "/").body)["prefix"], self.venv)
             self.check_log(s)
 
     def test_from_the_sdist(self):
@@ -170,8 +140,8 @@ class PipInstall(unittest.TestCase):
         other = os.path.join(self.tmp, "from-sdist")
         subprocess.run([BUILT_PYTHON, "-m", "venv", other], check=True, timeout=300)
         pip(other, "install", "--quiet", os.path.join(dist, sdist), "flask==3.1.3")
-        with Served([other + "/bin/ponte"], self.app_dir, "flask_app:app") as s:
-            self.assertEqual(json.loads(Conn(s.connect()).request("GET", "/").body)["prefix"], other)
+        with Server("flask_app:app", "--no-access-log", app_dir=self.app_dir, exe=[other + "/bin/ponte"]) as s:
+            self.assertEqual(json.loads(Conn(s).request("GET", "/").body)["prefix"], other)
 
 
 if __name__ == "__main__":
