@@ -241,6 +241,7 @@ int
 pt_asgi_task_init(void)
 {
     const char *env = getenv("PONTE_ASGI_EAGER"), *why;
+    bool off = env != NULL && strcmp(env, "off") == 0;
 
     eager.name = PyUnicode_InternFromString("call_soon");
     eager.capture = PyCFunction_New(&capture_def, NULL);
@@ -249,7 +250,7 @@ pt_asgi_task_init(void)
     if (eager.name == NULL || eager.capture == NULL || eager.kw_context == NULL || eager.kw_task == NULL) {
         return -1;
     }
-    if (ASYNCIO_EAGER_START && !(env != NULL && strcmp(env, "off") == 0)) {
+    if (ASYNCIO_EAGER_START && !off) {
         Py_SETREF(eager.kw_task, Py_BuildValue("(sss)", "loop", "name", "eager_start"));
         eager.by_asyncio = eager.kw_task != NULL;
         pt_log_info("ASGI: a request's task takes its first step at once (eager, by asyncio's eager_start; "
@@ -263,7 +264,7 @@ pt_asgi_task_init(void)
     eager.direct = eager.own != NULL && pt_asgi_loop_is_c_call_soon(eager.own);
     Py_XDECREF(dict);
     PyErr_Clear();
-    if (env != NULL && strcmp(env, "off") == 0) {
+    if (off) {
         pt_log_info("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
         return 0;
     }
