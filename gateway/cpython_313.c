@@ -136,23 +136,31 @@ static struct {
     int n;
 } stack;
 
-/* Copies the chunks from the thread's newest back, while they fit. */
+/* Copies the part in use of each chunk, from the thread's newest (in use up to `top`, the thread's datastack_top)
+ * back (in use up to the `top` it recorded when the next one was pushed), while they fit. */
 static void
-copy_stack(uintptr_t chunk)
+copy_stack(uintptr_t chunk, uintptr_t top)
 {
-    size_t used = 0;
+    size_t used = 0, len;
 
     for (stack.n = 0; chunk != 0 && stack.n < STACK_CHUNKS; stack.n++) {
         _PyStackChunk head;
 
-        if (pt_cpython_peek(&head, chunk, offsetof(_PyStackChunk, data)) < 0 || head.size > STACK_COPY - used
-            || head.size < sizeof(head) || pt_cpython_peek(stack.bytes + used, chunk, head.size) < 0) {
+        if (pt_cpython_peek(&head, chunk, offsetof(_PyStackChunk, data)) < 0) {
+            break;
+        }
+        if (stack.n > 0) {
+            top = chunk + offsetof(_PyStackChunk, data) + head.top * sizeof(PyObject *);
+        }
+        len = top - chunk;
+        if (top <= chunk || len > head.size || len > STACK_COPY - used
+            || pt_cpython_peek(stack.bytes + used, chunk, len) < 0) {
             break;
         }
         stack.chunk[stack.n].start = chunk;
-        stack.chunk[stack.n].end = chunk + head.size;
+        stack.chunk[stack.n].end = top;
         stack.chunk[stack.n].copy = stack.bytes + used;
-        used += head.size;
+        used += len;
         chunk = (uintptr_t)head.previous;
     }
 }
@@ -186,7 +194,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
         return 0; /* held, by a thread state that changed under the reader: a sample without frames */
     }
     *tid = ts.native_thread_id;
-    copy_stack((uintptr_t)ts.datastack_chunk);
+    copy_stack((uintptr_t)ts.datastack_chunk, (uintptr_t)ts.datastack_top);
     /* steps bounds the walk over shims too, should a torn read make the chain a loop */
     for (at = (uintptr_t)ts.current_frame, steps = 0; at != 0 && n < max && steps < 2 * max; steps++) {
         _PyInterpreterFrame f;
