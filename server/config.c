@@ -70,6 +70,8 @@ static const char usage[] =
     "      --ws-ping-interval S   ping a peer every S seconds (default 20; 0: never)\n"
     "      --ws-ping-timeout S    close with 1011 when a pong has not come S seconds after its ping (default 20;\n"
     "                             0: wait for ever)\n"
+    "      --ws-close-timeout S   after our close frame, wait S seconds for the client's before ending the\n"
+    "                             connection (default 10, as the websockets library's close_timeout)\n"
     "      --ws-per-message-deflate on|off  compress messages when the client offers it (RFC 7692; default on)\n"
     "\n"
     "processes:\n"
@@ -146,6 +148,7 @@ enum {
     OPT_WS_MAX_SIZE,
     OPT_WS_PING_INTERVAL,
     OPT_WS_PING_TIMEOUT,
+    OPT_WS_CLOSE_TIMEOUT,
     OPT_WS_PER_MESSAGE_DEFLATE,
     OPT_INTERPRETER,
 };
@@ -178,6 +181,7 @@ static const struct option options[] = {
     { "ws-max-size", required_argument, NULL, OPT_WS_MAX_SIZE },
     { "ws-ping-interval", required_argument, NULL, OPT_WS_PING_INTERVAL },
     { "ws-ping-timeout", required_argument, NULL, OPT_WS_PING_TIMEOUT },
+    { "ws-close-timeout", required_argument, NULL, OPT_WS_CLOSE_TIMEOUT },
     { "ws-per-message-deflate", required_argument, NULL, OPT_WS_PER_MESSAGE_DEFLATE },
     { "lifespan", required_argument, NULL, OPT_LIFESPAN },
     { "root-path", required_argument, NULL, OPT_ROOT_PATH },
@@ -318,6 +322,7 @@ static const struct {
     { OPT_WS_MAX_SIZE, "ws-max-size", ARG_COUNT, FIELD(ws_max_size), 1, 1u << 30 },
     { OPT_WS_PING_INTERVAL, "ws-ping-interval", ARG_SECONDS0, FIELD(ws_ping_interval), 0, 0 },
     { OPT_WS_PING_TIMEOUT, "ws-ping-timeout", ARG_SECONDS0, FIELD(ws_ping_timeout), 0, 0 },
+    { OPT_WS_CLOSE_TIMEOUT, "ws-close-timeout", ARG_SECONDS, FIELD(ws_close_timeout), 0, 0 },
 };
 
 /* Sets a table field from its option's value. 0, or -1 after printing why. */
@@ -549,6 +554,7 @@ set_defaults(pt_config_t *cfg)
     cfg->gil_sample_hz = 100;
     cfg->ws_ping_interval = 20;
     cfg->ws_ping_timeout = 20;
+    cfg->ws_close_timeout = 10;
     cfg->ws_per_message_deflate = true;
 }
 

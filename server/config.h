@@ -91,6 +91,7 @@ typedef struct {
     uint64_t ws_max_size;        /* the largest WebSocket message accepted, bytes (after inflating) -> 1009 */
     double ws_ping_interval;     /* seconds between pings to an idle WebSocket peer; 0: none */
     double ws_ping_timeout;      /* seconds a ping waits for its pong before the peer counts as gone; 0: ever */
+    double ws_close_timeout;     /* seconds a close frame we sent waits for the client's */
     bool ws_per_message_deflate; /* negotiate permessage-deflate (RFC 7692) when the client offers it */
 } pt_config_t;
 

@@ -28,7 +28,6 @@
 #define REC_HEAD 5               /* a message's record header in the inbox: 4 bytes of length, 1 of kind */
 #define INBOX_HIGH (1024 * 1024) /* unread messages beyond which the connection stops reading */
 #define INBOX_LOW (256 * 1024)   /* ... and below which it reads again */
-#define CLOSE_TIMEOUT_MS 10000   /* how long a close we sent waits for the client's */
 #define COMPRESS_MIN 64          /* messages shorter than this go out uncompressed (RFC 7692 6: the sender's choice) */
 
 struct pt_ws_s {
@@ -158,12 +157,12 @@ close_out(pt_ws_t *ws, unsigned code, const char *reason, size_t len)
 
 static void ws_arm(pt_ws_t *ws);
 
-/* We close first: the close frame, then CLOSE_TIMEOUT_MS for the client's. */
+/* We close first: the close frame, then --ws-close-timeout for the client's. */
 static void
 ws_begin_close(pt_ws_t *ws, unsigned code, const char *reason, size_t len)
 {
     close_out(ws, code, reason, len);
-    ws->close_due = uv_now(ws->c->srv->loop) + CLOSE_TIMEOUT_MS;
+    ws->close_due = uv_now(ws->c->srv->loop) + (uint64_t)(ws->c->srv->cfg->ws_close_timeout * 1000);
     ws_arm(ws);
 }
 
@@ -601,8 +600,8 @@ pt_ws_on_timer(pt_ws_t *ws, uint64_t now)
         return;
     }
     if (ws->close_due != 0 && now >= ws->close_due) {
-        pt_log_info("%s:%d WebSocket: no close frame from the client within 10 s of ours", c->remote_addr,
-                    c->remote_port);
+        pt_log_info("%s:%d WebSocket: no close frame from the client within --ws-close-timeout (%g s) of ours",
+                    c->remote_addr, c->remote_port, c->srv->cfg->ws_close_timeout);
         ws_over(ws, false);
     } else if ((ws->pong_due != 0 && now >= ws->pong_due) || ws_writer_stalled(ws, now)) {
         pt_log_info("%s:%d WebSocket: %s: closing with 1011", c->remote_addr, c->remote_port,

@@ -271,16 +271,6 @@ class Closing(Base, unittest.TestCase):
         self.assertTrue(ev["oserror"], ev)
         self.assertEqual(self.noted("receive_after_close", "c3")[0]["type"], "websocket.disconnect")
 
-    def test_client_that_never_answers_our_close(self):
-        # The closing handshake waits 10 s for the client's close frame, then ends the connection (1006 for the app).
-        w = self.ws("/close?id=c5&code=1000")
-        f = w.recv_frame()
-        self.assertEqual((f.opcode, f.code), (CLOSE, 1000))
-        started = time.time()
-        self.assertTrue(w.closed_by_peer(15), "the server waited for ever for our close frame")
-        self.assertGreater(time.time() - started, 8, "the server did not wait for the client's close frame")
-        self.assertEqual(self.noted("disconnect", "c5")[0]["code"], 1006)
-
     def test_dropped_connection_reports_1006(self):
         w = self.ws("/echo?id=c4")
         w.text("x")
@@ -303,6 +293,23 @@ class Closing(Base, unittest.TestCase):
         self.assertTrue(wait_for(lambda: '"GET /echo?id=log1 HTTP/1.1" 101' in self.server.stdout(), 5))
         line = [l for l in self.server.stdout().splitlines() if "id=log1" in l][0]
         self.assertIn("ws_close=1000", line)
+
+
+class CloseTimeout(Base, unittest.TestCase):
+    args = Base.args + ("--ws-close-timeout", "1")
+
+    def test_client_that_never_answers_our_close(self):
+        # The closing handshake waits --ws-close-timeout for the client's close frame, then ends the connection
+        # (1006 for the app).
+        w = self.ws("/close?id=c5&code=1000")
+        f = w.recv_frame()
+        self.assertEqual((f.opcode, f.code), (CLOSE, 1000))
+        started = time.time()
+        self.assertTrue(w.closed_by_peer(8), "the server waited for ever for our close frame")
+        self.assertGreater(time.time() - started, 0.9, "the server did not wait for the client's close frame")
+        self.assertEqual(self.noted("disconnect", "c5")[0]["code"], 1006)
+        self.assertTrue(wait_for(lambda: "no close frame from the client within --ws-close-timeout (1 s)"
+                                 in self.server.stderr(), 5))
 
 
 class Deflate(Base, unittest.TestCase):
