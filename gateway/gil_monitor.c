@@ -15,6 +15,7 @@
 #include "gateway.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../server/listen.h"
@@ -29,6 +30,7 @@
 static struct {
     pt_side_server_t side;
     int worker_slot;
+    char python[32]; /* the running CPython's version, "3.14.2": the page says whose GIL it shows */
     const pt_config_t *cfg;
     uv_timer_t tick;
     pt_gil_sampler_t sampler;
@@ -75,7 +77,8 @@ build_json(void)
     int i, k;
 
     monitor.json.len = 0;
-    pt_buf_printf(&monitor.json, "{\"pid\":%d,\"worker\":%d,", (int)getpid(), monitor.worker_slot);
+    pt_buf_printf(&monitor.json, "{\"pid\":%d,\"worker\":%d,\"python\":\"%s\",", (int)getpid(), monitor.worker_slot,
+                  monitor.python);
     pt_buf_printf(&monitor.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
                   "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
@@ -437,6 +440,7 @@ pt_gil_monitor_start(const pt_config_t *cfg, const char **url)
     int r;
 
     monitor.worker_slot = cfg->worker_slot;
+    snprintf(monitor.python, sizeof(monitor.python), "%.*s", (int)strcspn(Py_GetVersion(), " "), Py_GetVersion());
     monitor.cfg = cfg;
     r = pt_side_server_listen(&monitor.side, cfg, cfg->worker_slot ? worker_bind(cfg) : cfg->gil_monitor, &app);
     if (r < 0) {

@@ -10,7 +10,7 @@ import threading
 import unittest
 
 from browser import CHROMIUM, Browser
-from harness import REPO_APPS, Server, free_port, run_tests
+from harness import BUILT_FOR, REPO_APPS, Server, free_port, run_tests
 from test_gil import get, load
 from test_processes import Master, workers_of
 
@@ -66,6 +66,8 @@ class LivePage(unittest.TestCase):
                     self.assertRegex(b.evaluate(page, "document.getElementById('switches').textContent"),
                                      r"^\d+(\.\d)?$")
                     self.assertEqual(b.evaluate(page, "document.getElementById('mode').textContent"), "exact")
+                    self.assertRegex(b.evaluate(page, "document.getElementById('which').textContent"),
+                                     r"^\(the main interpreter's GIL, CPython %s\.\d+\)$" % re.escape(BUILT_FOR))
                     rows = b.wait_for(page, "[...document.querySelectorAll('#pairs tr')].map(r => r.textContent)"
                                             ".filter(t => t.includes('worker-'))")
                     self.assertTrue(rows, "no hand-off between workers shown")
