@@ -64,9 +64,14 @@ def wsgi_runner(app, path):
 
 def asgi_runner(app, path):
     async def one():
-        sent = []
+        sent, asked = [], []
 
         async def receive():
+            # The body once; then, as a server does, wait for the client to go (Django 5 listens for the disconnect
+            # while the view runs, and cancels the wait when the response is sent).
+            if asked:
+                await asyncio.get_running_loop().create_future()
+            asked.append(1)
             return {"type": "http.request", "body": b"", "more_body": False}
 
         async def send(event):

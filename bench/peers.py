@@ -21,7 +21,7 @@ def pypi_peers(log, python="/usr/bin/python3", venv=VENV, run=lambda argv: argv)
     puts a command inside the root of tests/pythons) with PINS; returns its bin/ folder, or None after logging why
     not."""
     stamp = os.path.join(venv, "ponte-pins.txt")
-    want = "system-site-packages\n" + "\n".join(PINS) + "\n"
+    want = "system-site-packages, ignore-installed\n" + "\n".join(PINS) + "\n"
     try:
         with open(stamp) as f:
             if f.read() == want:
@@ -30,7 +30,9 @@ def pypi_peers(log, python="/usr/bin/python3", venv=VENV, run=lambda argv: argv)
         pass
     log("PyPI peers: making %s on %s (%s) ..." % (os.path.relpath(venv), python, ", ".join(PINS)))
     # Debian's packages stay visible (Django for the Django endpoint); the pinned ones, installed into the venv,
-    # come first on its path.
+    # come first on its path. --ignore-installed: a Debian package of the same version (sid's python3-uvloop) would
+    # otherwise count as installed, and its extension is built for the root's default CPython only (uvicorn then
+    # failed on 3.13 and 3.15: "No module named 'uvloop.loop'").
     r = subprocess.run(run([python, "-m", "venv", "--clear", "--system-site-packages", venv]),
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -38,7 +40,7 @@ def pypi_peers(log, python="/usr/bin/python3", venv=VENV, run=lambda argv: argv)
             % r.stderr.strip()[-200:])
         return None
     r = subprocess.run(run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "--disable-pip-version-check",
-                            "--timeout", "20"] + PINS), capture_output=True, text=True, timeout=900)
+                            "--ignore-installed", "--timeout", "20"] + PINS), capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         log("PyPI peers skipped: pip could not install them on %s (is PyPI reachable, and are there wheels for "
             "it?): %s" % (python, r.stderr.strip()[-300:]))
