@@ -16,7 +16,11 @@ ENDPOINTS = {
     "stream": ("bench", "GET", "/stream", 16, "64 KiB in 16 chunks"),
     "upload": ("bench", "POST", "/upload", 8, "1 MiB request body"),
     "django": ("django", "GET", "/", 16, "the Django demo's index page (ORM + template)"),
+    "release": ("bench", "GET", "/release", 1, "releases and retakes the GIL 1,000 times"),
 }
+# Measured by bench/run's extras only (the GIL probe's price per transition), not in the table's default endpoints.
+EXTRA_ENDPOINTS = {"release"}
+RELEASES = 1000  # bench_wsgi.py's /release: each is a release and a take of the GIL
 
 
 def app_for(iface, which):

@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""ponte's GIL sampler against py-spy's, on the same run: ponte serves a workload under wrk with --gil-profile
-(100 Hz), and `py-spy record --gil` (100 Hz, from outside, only the GIL holder's stack) samples the same process
-at the same time. Prints the top functions by self share (innermost frame) from each, side by side, as markdown
-for docs/gil.md.
+"""ponte's GIL sampler against a sampler from outside the process, on the same run: ponte serves a workload under
+wrk with --gil-profile (100 Hz), and at the same time the outside sampler, at 100 Hz and counting only the GIL
+holder's stack, samples the same process. Prints the top functions by self share (innermost frame) from each, side
+by side, as markdown for docs/gil.md.
 
-    bench/gil_pyspy.py [--seconds 8]
+    bench/gil_samplers.py [--seconds 8]                  on 3.11: py-spy record --gil
+    bench/gil_samplers.py --python 3.15 [--seconds 8]    on 3.15: python3.15 -m profiling.sampling attach --mode gil
 
-py-spy comes from PyPI into bench/.venv (bench/peers.py, pinned); without PyPI, or where py-spy may not attach
-(ptrace refused), this says so and stops. Server on CPU 0, wrk on CPU 1. py-spy names a frame by the line it is
-on and ponte by the function's first line, so functions are compared as "name (file)".
+py-spy comes from PyPI into bench/.venv (bench/peers.py, pinned); without PyPI, or where it may not attach (ptrace
+refused), this says so and stops. It cannot find the GIL holder from 3.12 on (benfred/py-spy#692), which is why 3.15
+is compared with CPython's own sampler instead; ponte for 3.15 is build-rel-3.15, run inside tests/pythons' Debian
+sid root. Server on CPU 0, wrk on CPU 1. The samplers name a frame by the line it is on, ponte by the function's
+first line, so functions are compared as "name (file)".
 """
 
 import argparse
@@ -26,7 +29,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "blackbox"))
 from harness import free_port  # noqa: E402 (tests/blackbox is on the path above)
 from peers import pypi_peers  # noqa: E402
 
-PONTE = os.path.join(REPO, "build-rel", "ponte")
+PYTHONS = os.path.join(REPO, "tests", "pythons")
 WORKLOADS = [
     # name, app dir, app, ponte's threads, wrk connections, path
     ("cpu_bound.py, 4 threads, wrk -c6", os.path.join(REPO, "apps"), "cpu_bound:app", 4, 6, "/?n=20000"),
@@ -36,7 +39,8 @@ WORKLOADS = [
 
 
 def folded(path):
-    """{"name (file)": self samples}, and the number of samples, from a collapsed-stack file."""
+    """{"name (file)": self samples}, and the number of samples, from a collapsed-stack file (ponte's and py-spy's
+    frames read "name (file:line)"; profiling.sampling's "file:name:line")."""
     self_counts, n = {}, 0
     with open(path) as f:
         for line in f:
@@ -44,41 +48,89 @@ def folded(path):
             if not count.isdigit():
                 continue
             n += int(count)
-            leaf = stack.split(";")[-1] if stack else "[no Python frame]"
+            leaf = stack.split(";")[-1] if stack else ""
+            m = re.match(r"^(.*):([^:()]+):\d+$", leaf)
+            if m:
+                leaf = "%s (%s)" % (m.group(2), m.group(1))
             leaf = re.sub(r":\d+\)$", ")", leaf)
+            leaf = short_file(leaf) if leaf else "[no Python frame]"
             self_counts[leaf] = self_counts.get(leaf, 0) + int(count)
     return self_counts, n
 
 
-def run(workload, seconds, pyspy, tmp):
+def short_file(leaf):
+    """'f (/usr/lib/python3/dist-packages/django/x.py)' -> 'f (django/x.py)', as ponte's profile names files."""
+    return re.sub(r"\(.*/(?:dist-packages|site-packages|python3\.\d+|apps)/", "(", leaf)
+
+
+def ponte_pid(outer):
+    """The ponte process under `outer` (itself, or the last of its descendants when it runs inside the root)."""
+    pid = outer
+    for _ in range(10):
+        kids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                            kids.append(int(d))
+                except (OSError, ValueError, IndexError):
+                    pass
+        if not kids:
+            return pid
+        pid = max(kids)
+    return pid
+
+
+def outside_sampler(python, pid, seconds, out):
+    """The argv of the outside sampler for this interpreter, sampling pid for seconds into out (collapsed)."""
+    if python == "3.11":
+        venv_bin = pypi_peers(print)
+        pyspy = venv_bin and os.path.join(venv_bin, "py-spy")
+        if not pyspy or not os.path.exists(pyspy):
+            return None
+        return [pyspy, "record", "--gil", "--nonblocking", "--rate", "100", "--format", "raw", "--duration",
+                str(seconds), "-o", out, "--pid", str(pid)]
+    return ["bash", PYTHONS, "run", "python" + python, "-m", "profiling.sampling", "attach", "--mode", "gil", "-a",
+            "-r", "100", "-d", str(seconds), "--collapsed", "-o", out, str(pid)]
+
+
+def run(workload, seconds, python, exe, tmp):
     name, appdir, app, threads, conns, path = workload
-    port, prof, raw = free_port(), os.path.join(tmp, "ponte.folded"), os.path.join(tmp, "pyspy.folded")
-    env = dict(os.environ, PONTE_DJANGO_DB=os.path.join(tmp, "db.sqlite3"))
-    server = subprocess.Popen(["taskset", "-c", "0", PONTE, "--no-access-log", "--log-level", "warning", "-b",
-                               "127.0.0.1:%d" % port, "--app-dir", appdir, "--threads", str(threads),
-                               "--gil-profile", prof, app], env=env)
+    port, prof, raw = free_port(), os.path.join(tmp, "ponte.folded"), os.path.join(tmp, "outside.folded")
+    for f in (prof, raw):
+        if os.path.exists(f):
+            os.unlink(f)
+    env = dict(os.environ, PONTE_DJANGO_DB=os.path.join(tmp, "db.sqlite3"), PONTE_PYTHONS_TMP="1")
+    argv = [exe, "--no-access-log", "--log-level", "warning", "-b", "127.0.0.1:%d" % port, "--app-dir", appdir,
+            "--threads", str(threads), "--gil-profile", prof, app]
+    if python != "3.11":
+        argv = ["bash", PYTHONS, "run", "env", "PONTE_DJANGO_DB=" + env["PONTE_DJANGO_DB"]] + argv
+    server = subprocess.Popen(["taskset", "-c", "0"] + argv, env=env, start_new_session=True)
     try:
-        time.sleep(2)
+        time.sleep(3)
         subprocess.run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:%d%s" % (port, path)], check=True)
+        sampler = outside_sampler(python, ponte_pid(server.pid), seconds, raw)
+        if sampler is None:
+            return "skipped: py-spy is not installable here (PyPI unreachable?)"
         wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % (seconds + 2),
                                 "http://127.0.0.1:%d%s" % (port, path)], stdout=subprocess.DEVNULL)
         time.sleep(1)
-        spy = subprocess.run([pyspy, "record", "--gil", "--nonblocking", "--rate", "100", "--format", "raw",
-                              "--duration", str(seconds), "-o", raw, "--pid", str(server.pid)],
-                             capture_output=True, text=True)
+        spy = subprocess.run(sampler, capture_output=True, text=True, env=env)
         wrk.wait()
     finally:
-        server.send_signal(signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+    who = "py-spy --gil" if python == "3.11" else "profiling.sampling --mode gil"
     if spy.returncode != 0 or not os.path.exists(raw):
-        return "py-spy could not sample ponte (%s)" % (spy.stderr.strip().splitlines() or ["?"])[0]
+        return "%s could not sample ponte (%s)" % (who, (spy.stderr.strip().splitlines() or ["?"])[-1])
     ours, n_ours = folded(prof)
     theirs, n_theirs = folded(raw)
     top = sorted(set(ours) | set(theirs), key=lambda k: -(ours.get(k, 0) / n_ours + theirs.get(k, 0) / n_theirs))
     said = re.search(r"Samples: \d+ Errors: \d+", spy.stdout + spy.stderr)
-    lines = ["**%s** (ponte: %d samples over the whole run; py-spy: %d over %d s of it; py-spy said \"%s\")" % (
-        name, n_ours, n_theirs, seconds, said.group(0) if said else "?"), "", "| function (innermost frame) | ponte self | py-spy --gil self |",
-        "|---|---:|---:|"]
+    lines = ["**%s** (ponte: %d samples over the whole run; %s: %d over %d s of it%s)" % (
+        name, n_ours, who.split()[0], n_theirs, seconds, "; py-spy said \"%s\"" % said.group(0) if said else ""),
+        "", "| function (innermost frame) | ponte self | %s self |" % who, "|---|---:|---:|"]
     for k in top[:8]:
         lines.append("| `%s` | %.1f%% | %.1f%% |" % (k, 100.0 * ours.get(k, 0) / n_ours,
                                                     100.0 * theirs.get(k, 0) / n_theirs))
@@ -88,18 +140,19 @@ def run(workload, seconds, pyspy, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--python", default="3.11", choices=["3.11", "3.15"])
     a = ap.parse_args()
-    if not os.path.exists(PONTE):
-        subprocess.run(["meson", "setup", os.path.join(REPO, "build-rel"), "--buildtype=release"], cwd=REPO,
-                       check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["ninja", "-C", os.path.join(REPO, "build-rel")], check=True, stdout=subprocess.DEVNULL)
-    venv_bin = pypi_peers(print)
-    if venv_bin is None or not os.path.exists(os.path.join(venv_bin, "py-spy")):
-        print("skipped: py-spy is not installable here (PyPI unreachable?)")
-        return
+    build = os.path.join(REPO, "build-rel" if a.python == "3.11" else "build-rel-" + a.python)
+    inside = [] if a.python == "3.11" else ["bash", PYTHONS, "run"]
+    if not os.path.exists(os.path.join(build, "build.ninja")):
+        subprocess.run(inside + ["meson", "setup", build, "--buildtype=release",
+                                 "-Dpython=/usr/bin/python" + ("3" if a.python == "3.11" else a.python)],
+                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(inside + ["ninja", "-C", build], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
         for w in WORKLOADS:
-            print(run(w, a.seconds, os.path.join(venv_bin, "py-spy"), tmp))
+            print(run(w, a.seconds, a.python, os.path.join(build, "ponte"), tmp))
             print()
 
 
