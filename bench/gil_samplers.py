@@ -5,7 +5,8 @@ holder's stack, samples the same process. Prints the top functions by self share
 by side, as markdown for docs/gil.md.
 
     bench/gil_samplers.py [--seconds 8]                  on 3.11: py-spy record --gil
-    bench/gil_samplers.py --python 3.15 [--seconds 8]    on 3.15: python3.15 -m profiling.sampling attach --mode gil
+    bench/gil_samplers.py --python 3.15 [--seconds 8] [--blocking]
+                                                         on 3.15: python3.15 -m profiling.sampling attach --mode gil
 
 py-spy comes from PyPI into bench/.venv (bench/peers.py, pinned); without PyPI, or where it may not attach (ptrace
 refused), this says so and stops. It cannot find the GIL holder from 3.12 on (benfred/py-spy#692), which is why 3.15
@@ -18,6 +19,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "tests", "blackbox"))
-from harness import free_port  # noqa: E402 (tests/blackbox is on the path above)
 from peers import pypi_peers  # noqa: E402
 
 PYTHONS = os.path.join(REPO, "tests", "pythons")
@@ -36,6 +36,14 @@ WORKLOADS = [
     ("the Django demo's index page, 8 threads, wrk -c16", os.path.join(REPO, "apps"), "django_site.wsgi:application",
      8, 16, "/"),
 ]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def folded(path):
@@ -48,88 +56,91 @@ def folded(path):
             if not count.isdigit():
                 continue
             n += int(count)
-            leaf = stack.split(";")[-1] if stack else ""
+            frames = [f for f in stack.split(";") if f and not f.startswith("tid:")]
+            leaf = frames[-1] if frames else ""
             m = re.match(r"^(.*):([^:()]+):\d+$", leaf)
             if m:
                 leaf = "%s (%s)" % (m.group(2), m.group(1))
             leaf = re.sub(r":\d+\)$", ")", leaf)
-            leaf = short_file(leaf) if leaf else "[no Python frame]"
+            leaf = base_file(leaf) if leaf and leaf != "/" else "[no Python frame]"
             self_counts[leaf] = self_counts.get(leaf, 0) + int(count)
     return self_counts, n
 
 
-def short_file(leaf):
-    """'f (/usr/lib/python3/dist-packages/django/x.py)' -> 'f (django/x.py)', as ponte's profile names files."""
-    return re.sub(r"\(.*/(?:dist-packages|site-packages|python3\.\d+|apps)/", "(", leaf)
+def base_file(leaf):
+    """'f (django/db/x.py)' -> 'f (x.py)': profiling.sampling names a file by its base name only."""
+    return re.sub(r"\([^()]*/", "(", leaf)
 
 
-def ponte_pid(outer):
-    """The ponte process under `outer` (itself, or the last of its descendants when it runs inside the root)."""
-    pid = outer
-    for _ in range(10):
-        kids = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open("/proc/%s/stat" % d) as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                            kids.append(int(d))
-                except (OSError, ValueError, IndexError):
-                    pass
-        if not kids:
-            return pid
-        pid = max(kids)
-    return pid
+# On 3.15 the server and the sampler run in one command inside the root (profiling.sampling finds the interpreter
+# through the files the process maps, which another invocation of the root, another mount namespace, cannot open):
+# ponte starts, is warmed with one request, and after WARM seconds the sampler attaches to it for $3 seconds.
+WARM = 4
+IN_ROOT = """
+url=$1 python=$2 seconds=$3 out=$4 flags=$5
+shift 5
+taskset -c 0 "$@" & server=$!
+sleep 3
+curl -s -o /dev/null "$url"
+sleep 1
+python$python -m profiling.sampling attach --mode gil --no-gc $flags -a -r 100 -d "$seconds" --collapsed -o "$out" $server
+kill -TERM $server
+wait $server
+"""
 
 
-def outside_sampler(python, pid, seconds, out):
-    """The argv of the outside sampler for this interpreter, sampling pid for seconds into out (collapsed)."""
-    if python == "3.11":
-        venv_bin = pypi_peers(print)
-        pyspy = venv_bin and os.path.join(venv_bin, "py-spy")
-        if not pyspy or not os.path.exists(pyspy):
-            return None
-        return [pyspy, "record", "--gil", "--nonblocking", "--rate", "100", "--format", "raw", "--duration",
-                str(seconds), "-o", out, "--pid", str(pid)]
-    return ["bash", PYTHONS, "run", "python" + python, "-m", "profiling.sampling", "attach", "--mode", "gil", "-a",
-            "-r", "100", "-d", str(seconds), "--collapsed", "-o", out, str(pid)]
+def pyspy():
+    venv_bin = pypi_peers(print)
+    path = venv_bin and os.path.join(venv_bin, "py-spy")
+    return path if path and os.path.exists(path) else None
 
 
-def run(workload, seconds, python, exe, tmp):
+def run(workload, seconds, python, exe, tmp, blocking=False):
     name, appdir, app, threads, conns, path = workload
     port, prof, raw = free_port(), os.path.join(tmp, "ponte.folded"), os.path.join(tmp, "outside.folded")
     for f in (prof, raw):
         if os.path.exists(f):
             os.unlink(f)
     env = dict(os.environ, PONTE_DJANGO_DB=os.path.join(tmp, "db.sqlite3"), PONTE_PYTHONS_TMP="1")
+    url = "http://127.0.0.1:%d%s" % (port, path)
     argv = [exe, "--no-access-log", "--log-level", "warning", "-b", "127.0.0.1:%d" % port, "--app-dir", appdir,
             "--threads", str(threads), "--gil-profile", prof, app]
-    if python != "3.11":
-        argv = ["bash", PYTHONS, "run", "env", "PONTE_DJANGO_DB=" + env["PONTE_DJANGO_DB"]] + argv
-    server = subprocess.Popen(["taskset", "-c", "0"] + argv, env=env, start_new_session=True)
-    try:
-        time.sleep(3)
-        subprocess.run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:%d%s" % (port, path)], check=True)
-        sampler = outside_sampler(python, ponte_pid(server.pid), seconds, raw)
-        if sampler is None:
+    wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % (seconds + 2), url]
+    if python == "3.11":
+        spy_exe = pyspy()
+        if spy_exe is None:
             return "skipped: py-spy is not installable here (PyPI unreachable?)"
-        wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % (seconds + 2),
-                                "http://127.0.0.1:%d%s" % (port, path)], stdout=subprocess.DEVNULL)
-        time.sleep(1)
-        spy = subprocess.run(sampler, capture_output=True, text=True, env=env)
-        wrk.wait()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        server = subprocess.Popen(["taskset", "-c", "0"] + argv, env=env, start_new_session=True)
+        try:
+            time.sleep(3)
+            subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=True)
+            load = subprocess.Popen(wrk, stdout=subprocess.DEVNULL)
+            time.sleep(1)
+            spy = subprocess.run([spy_exe, "record", "--gil", "--nonblocking", "--rate", "100", "--format", "raw",
+                                  "--duration", str(seconds), "-o", raw, "--pid", str(server.pid)],
+                                 capture_output=True, text=True)
+            load.wait()
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+    else:
+        both = subprocess.Popen(["bash", PYTHONS, "run", "env", "PONTE_DJANGO_DB=" + env["PONTE_DJANGO_DB"], "bash",
+                                 "-c", IN_ROOT, "sampler", url, python, str(seconds), raw, "--blocking" if blocking else ""] + argv, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(WARM - 1)
+        load = subprocess.Popen(wrk, stdout=subprocess.DEVNULL)
+        out, err = both.communicate(timeout=seconds + 60)
+        load.wait()
+        spy = subprocess.CompletedProcess(both.args, both.returncode, out, err)
     who = "py-spy --gil" if python == "3.11" else "profiling.sampling --mode gil"
     if spy.returncode != 0 or not os.path.exists(raw):
         return "%s could not sample ponte (%s)" % (who, (spy.stderr.strip().splitlines() or ["?"])[-1])
     ours, n_ours = folded(prof)
     theirs, n_theirs = folded(raw)
     top = sorted(set(ours) | set(theirs), key=lambda k: -(ours.get(k, 0) / n_ours + theirs.get(k, 0) / n_theirs))
-    said = re.search(r"Samples: \d+ Errors: \d+", spy.stdout + spy.stderr)
+    said = re.search(r"Samples: \d+ Errors: \d+|Error rate: [\d.]+%?", spy.stdout + spy.stderr)
     lines = ["**%s** (ponte: %d samples over the whole run; %s: %d over %d s of it%s)" % (
-        name, n_ours, who.split()[0], n_theirs, seconds, "; py-spy said \"%s\"" % said.group(0) if said else ""),
+        name, n_ours, who.split()[0], n_theirs, seconds, "; it said \"%s\"" % said.group(0) if said else ""),
         "", "| function (innermost frame) | ponte self | %s self |" % who, "|---|---:|---:|"]
     for k in top[:8]:
         lines.append("| `%s` | %.1f%% | %.1f%% |" % (k, 100.0 * ours.get(k, 0) / n_ours,
@@ -141,6 +152,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--python", default="3.11", choices=["3.11", "3.15"])
+    ap.add_argument("--blocking", action="store_true", help="3.15: profiling.sampling stops the process for each "
+                    "sample (--blocking): consistent stacks, at the price of a slower server")
     a = ap.parse_args()
     build = os.path.join(REPO, "build-rel" if a.python == "3.11" else "build-rel-" + a.python)
     inside = [] if a.python == "3.11" else ["bash", PYTHONS, "run"]
@@ -152,7 +165,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         for w in WORKLOADS:
-            print(run(w, a.seconds, a.python, os.path.join(build, "ponte"), tmp))
+            print(run(w, a.seconds, a.python, os.path.join(build, "ponte"), tmp, a.blocking))
             print()
 
 
