@@ -36,7 +36,9 @@ int pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap);
  * GIL. */
 uintptr_t pt_cpython_holder(void);
 /* The Python stack of the thread state at ts, innermost frame first, up to max frames; *tid its native thread id
- * (0 if its state could not be read). Any thread, no GIL: everything is read with pt_cpython_peek. */
+ * (0 if its state could not be read). The number of frames read (0: the thread runs no Python), or
+ * PT_STACK_CHANGED when its state or its innermost frame changed under the reader and no frame could be read. Any
+ * thread, no GIL: everything is read with pt_cpython_peek. */
 int pt_cpython_stack(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max);
 
 /* Copies len bytes at addr (this process; perhaps freed since) into dst: 0, or -1 if any byte was not readable.

@@ -62,7 +62,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
 
     *tid = 0;
     if (pt_cpython_peek(&ts, holder, sizeof(ts)) < 0 || pt_cpython_peek(&cf, (uintptr_t)ts.cframe, sizeof(cf)) < 0) {
-        return 0; /* held, by a thread state that changed under the reader: a sample without frames */
+        return PT_STACK_CHANGED; /* held, by a thread state that changed under the reader */
     }
     *tid = ts.native_thread_id;
     for (at = (uintptr_t)cf.current_frame; at != 0 && n < max; n++) {
@@ -73,7 +73,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
         if (pt_cpython_peek(&f, at, offsetof(_PyInterpreterFrame, localsplus)) < 0
             || pt_cpython_peek(&code, (uintptr_t)f.f_code, offsetof(PyCodeObject, co_linetable)) < 0
             || code.ob_base.ob_base.ob_type != &PyCode_Type) {
-            break;
+            return n > 0 ? n : PT_STACK_CHANGED; /* a frame popped or reused under the reader */
         }
         frames[n] = (pt_gil_frame_t){ (uintptr_t)f.f_code, (uintptr_t)code.co_qualname, (uintptr_t)code.co_filename,
                                       code.co_firstlineno };

@@ -191,7 +191,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
 
     *tid = 0;
     if (pt_cpython_peek(&ts, holder, sizeof(ts)) < 0) {
-        return 0; /* held, by a thread state that changed under the reader: a sample without frames */
+        return PT_STACK_CHANGED; /* held, by a thread state that changed under the reader */
     }
     *tid = ts.native_thread_id;
     copy_stack((uintptr_t)ts.datastack_chunk, (uintptr_t)ts.datastack_top);
@@ -200,7 +200,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
         _PyInterpreterFrame f;
 
         if (read_frame(&f, at) < 0) {
-            break;
+            return n > 0 ? n : PT_STACK_CHANGED;
         }
         at = (uintptr_t)f.previous;
         if (FRAME_IS_SHIM(f) || FRAME_CODE(f) == 0) {
@@ -210,7 +210,7 @@ pt_cpython_stack(uintptr_t holder, unsigned long *tid, pt_gil_frame_t *frames, i
         if (FRAME_CODE(f) != code_at
             && (pt_cpython_peek(&code, FRAME_CODE(f), offsetof(PyCodeObject, co_code_adaptive)) < 0
                 || code.ob_base.ob_base.ob_type != &PyCode_Type)) {
-            break;
+            return n > 0 ? n : PT_STACK_CHANGED; /* a frame popped or reused under the reader */
         }
         code_at = FRAME_CODE(f);
         frames[n++] = (pt_gil_frame_t){ code_at, (uintptr_t)code.co_qualname, (uintptr_t)code.co_filename,

@@ -145,8 +145,10 @@ typedef struct {
     int line;
 } pt_gil_frame_t;
 /* The GIL holder's Python stack, innermost frame first, without the GIL: up to max frames, and the holder's native
- * thread id in *tid (0 if its state could not be read). The number of frames (0: the holder runs no Python, or its
- * state changed under the reader), or -1 when no thread holds the GIL. */
+ * thread id in *tid (0 if its state could not be read). The number of frames (0: the holder runs no Python),
+ * PT_STACK_CHANGED (its state or innermost frame changed under the reader: nothing could be read), or -1 when no
+ * thread holds the GIL. */
+#define PT_STACK_CHANGED (-2)
 int pt_gil_probe_stack(unsigned long *tid, pt_gil_frame_t *frames, int max);
 /* The text of the str object at addr, as UTF-8 in out: 0, or -1 if it is no longer a str (or not a 1-byte one). */
 int pt_gil_probe_str(uintptr_t addr, char *out, size_t cap);

@@ -43,6 +43,7 @@
 
 enum {
     F_NO_PYTHON,
+    F_CHANGED,
     F_OTHER,
     F_DEEPER,
     F_FIRST
@@ -223,7 +224,12 @@ sample_once(void)
     unsigned long tid = 0;
     int n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH), route = -1, k;
     sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid };
+    bool changed = false;
 
+    if (n == PT_STACK_CHANGED) {
+        n = 0; /* counted below as held, under its own name */
+        changed = true;
+    }
     if (n >= 0) {
         pt_gil_thread_route(tid, &route);
     }
@@ -236,7 +242,7 @@ sample_once(void)
             fids[n - 1 - k] = (uint16_t)frame_func(&frames[k]);
         }
         if (n == 0) {
-            fids[n++] = F_NO_PYTHON;
+            fids[n++] = changed ? F_CHANGED : F_NO_PYTHON;
         } else if (n == MAX_DEPTH) {
             /* The outermost frames were not read: say so at the root, where they would be. */
             memmove(fids + 1, fids, (size_t)n * sizeof(fids[0]));
@@ -595,6 +601,7 @@ pt_gil_sampler_start(const pt_config_t *cfg)
     }
     sampler.nfuncs = F_FIRST;
     strcpy(sampler.funcs[F_NO_PYTHON].name, "[no Python frame]");
+    strcpy(sampler.funcs[F_CHANGED].name, "[stack changed while read]");
     strcpy(sampler.funcs[F_OTHER].name, "[other functions]");
     strcpy(sampler.funcs[F_DEEPER].name, "[more frames than the sampler reads]");
     if (uv_mutex_init(&sampler.lock) != 0 || uv_thread_create(&sampler.thread, sampler_main, NULL) != 0) {
