@@ -74,18 +74,21 @@ static void
 build_json(void)
 {
     const pt_gil_view_t *v = &monitor.view;
+    char interval[24] = "null"; /* unknown where the probe does not know the GIL (its fallback) */
     int i, k;
 
+    if (v->interval_us != 0) {
+        snprintf(interval, sizeof(interval), "%lu", v->interval_us);
+    }
     monitor.json.len = 0;
     pt_buf_printf(&monitor.json, "{\"pid\":%d,\"worker\":%d,\"python\":\"%s\",", (int)getpid(), monitor.worker_slot,
                   monitor.python);
     pt_buf_printf(&monitor.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
-                  "\"interval_us\":%lu,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
+                  "\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
                   "\"handoffs_total\":%llu,\"threads\":[",
-                  v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
-                  v->interval_us, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms,
-                  (unsigned long long)v->handoffs_total);
+                  v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, interval,
+                  v->span_s, v->loop_busy_pct, v->loop_lag_max_ms, (unsigned long long)v->handoffs_total);
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
@@ -174,8 +177,12 @@ metrics(pt_request_t *req)
 {
     const pt_gil_view_t *v = &monitor.view;
     pt_buf_t b = { 0 };
+    char interval[24] = "NaN"; /* unknown where the probe does not know the GIL (its fallback) */
     int i;
 
+    if (v->interval_us != 0) {
+        snprintf(interval, sizeof(interval), "%.6f", (double)v->interval_us / 1e6);
+    }
     escape_labels();
     pt_buf_printf(
         &b,
@@ -184,7 +191,7 @@ metrics(pt_request_t *req)
         "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
         "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
         "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
-        "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %.6f\n"
+        "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %s\n"
         "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
         "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
         "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
@@ -193,8 +200,8 @@ metrics(pt_request_t *req)
         "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
         "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
         "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
-        v->busy_pct / 100.0, v->waiters, (double)v->interval_us / 1e6, (unsigned long long)v->handoffs_total,
-        v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
+        v->busy_pct / 100.0, v->waiters, interval, (unsigned long long)v->handoffs_total, v->exact ? 1 : 0,
+        (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
     pt_buf_printf(&b,
                   "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
                   "# TYPE ponte_gil_hold_seconds_total counter\n");
@@ -313,6 +320,13 @@ set_interval(pt_request_t *req)
     }
     if (us < 100 || us > 1000000) {
         pt_side_server_respond(req, "400 Bad Request", "text/plain", "expected ?us= from 100 to 1000000\n", 34);
+        return;
+    }
+    if (pt_gil_probe_interval_us() == 0) {
+        static const char why[] = "the switch interval is not known here: the GIL probe does not know this "
+                                  "CPython's GIL (the start-up log says why)\n";
+
+        pt_side_server_respond(req, "409 Conflict", "text/plain", why, sizeof(why) - 1);
         return;
     }
     pt_gil_probe_set_interval_us((unsigned long)us);

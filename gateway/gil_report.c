@@ -141,6 +141,18 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 }
 /* ---- the report: one line per interval, from the loop, without the GIL ---- */
 
+/* "5000 us", or "unknown" where the probe does not know this CPython's GIL (its fallback): the interval is a field
+ * of the GIL it reads, and the report never takes the GIL to ask sys.getswitchinterval(). */
+static const char *
+interval_text(const pt_gil_view_t *v, char *buf, size_t cap)
+{
+    if (v->interval_us == 0) {
+        return "unknown";
+    }
+    snprintf(buf, cap, "%lu us", v->interval_us);
+    return buf;
+}
+
 static const char *
 state_name(char state)
 {
@@ -154,17 +166,17 @@ state_name(char state)
 static void
 report_table(const pt_gil_view_t *v)
 {
-    char buf[8192];
+    char buf[8192], iv[24];
     size_t len = 0;
     int i;
 
     len += (size_t)snprintf(buf + len, sizeof(buf) - len,
                             "\033[H\033[J"
                             "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
-                            "interval %lu us%s\n\n%-20s %-7s %7s %7s %12s %10s\n",
-                            v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, v->interval_us,
-                            v->exact ? "" : "   (timing ponte's own moves only)", "THREAD", "STATE", "HOLD%", "WAIT%",
-                            "ACQUIRED", "FORCED");
+                            "interval %s%s\n\n%-20s %-7s %7s %7s %12s %10s\n",
+                            v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s,
+                            interval_text(v, iv, sizeof(iv)), v->exact ? "" : "   (timing ponte's own moves only)",
+                            "THREAD", "STATE", "HOLD%", "WAIT%", "ACQUIRED", "FORCED");
     for (i = 0; i < v->nthreads && len < sizeof(buf) - 100; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
@@ -183,7 +195,7 @@ pt_gil_report(void)
     static pt_gil_sampler_t sampler;
     static pt_gil_view_t v;
     char line[2048];
-    char loop[48] = "";
+    char loop[48] = "", iv[24];
     size_t len = 0;
     int i;
 
@@ -205,9 +217,9 @@ pt_gil_report(void)
     if (v.loop_busy_total_ns) {
         snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
     }
-    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %lu us%s, last %.2f s; "
+    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %s%s, last %.2f s; "
                 "hold/wait:%s",
-                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, v.interval_us, loop, v.span_s,
-                len ? line : " (idle)");
+                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, interval_text(&v, iv, sizeof(iv)), loop,
+                v.span_s, len ? line : " (idle)");
     pt_gil_trace_report_window(&v);
 }
