@@ -133,9 +133,11 @@ void pt_gil_on_forced(void);
 /* Starts the exact probe: 0, or -1 with why not in `why` (another CPython than the layout known here, no GIL found). */
 int pt_gil_probe_start(char *why, size_t cap);
 void pt_gil_probe_stop(void);
+/* The switch interval, µs; 0 where the probe does not know this CPython's GIL (its fallback): unknown. */
 unsigned long pt_gil_probe_interval_us(void);
-/* sys.setswitchinterval without the GIL: the interpreter reads the field on every wait. */
-void pt_gil_probe_set_interval_us(unsigned long us);
+/* sys.setswitchinterval without the GIL: the interpreter reads the field on every wait. 0, or -1 where the probe
+ * does not know the GIL (nothing set). */
+int pt_gil_probe_set_interval_us(unsigned long us);
 /* Whether this file knows the running interpreter's layout: 0, or -1 with why not. */
 int pt_gil_probe_layout(char *why, size_t cap);
 /* One frame of the holder's stack: its code object, and that object's qualname and filename str objects (addresses

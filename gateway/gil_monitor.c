@@ -322,14 +322,13 @@ set_interval(pt_request_t *req)
         pt_side_server_respond(req, "400 Bad Request", "text/plain", "expected ?us= from 100 to 1000000\n", 34);
         return;
     }
-    if (pt_gil_probe_interval_us() == 0) {
+    if (pt_gil_probe_set_interval_us((unsigned long)us) < 0) {
         static const char why[] = "the switch interval is not known here: the GIL probe does not know this "
                                   "CPython's GIL (the start-up log says why)\n";
 
         pt_side_server_respond(req, "409 Conflict", "text/plain", why, sizeof(why) - 1);
         return;
     }
-    pt_gil_probe_set_interval_us((unsigned long)us);
     pt_log_info("GIL switch interval set to %ld us from the monitor", us);
     n = snprintf(buf, sizeof(buf), "{\"interval_us\":%ld}", us);
     pt_side_server_respond(req, "200 OK", "application/json", buf, (size_t)n);

@@ -122,13 +122,15 @@ pt_gil_probe_interval_us(void)
     return gil.interval ? *gil.interval : 0;
 }
 
-void
+int
 pt_gil_probe_set_interval_us(unsigned long us)
 {
-    if (gil.interval != NULL) {
-        /* What _PyEval_SetSwitchInterval does: one field, read by take_gil on every wait. */
-        *gil.interval = us;
+    if (gil.interval == NULL) {
+        return -1;
     }
+    /* What _PyEval_SetSwitchInterval does: one field, read by take_gil on every wait. */
+    *gil.interval = us;
+    return 0;
 }
 
 /* ---- the holder's stack, for the sampler ---- */
