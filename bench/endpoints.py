@@ -7,6 +7,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_APPS = os.path.join(HERE, "apps")
 REPO_APPS = os.path.join(os.path.dirname(HERE), "apps")
 
+RELEASES = 1000  # per request of the release endpoint: each is a release and a take of the GIL
 ENDPOINTS = {
     # name: (app, method, path, connections, what)
     "hello": ("bench", "GET", "/", 64, "13-byte body"),
@@ -16,11 +17,11 @@ ENDPOINTS = {
     "stream": ("bench", "GET", "/stream", 16, "64 KiB in 16 chunks"),
     "upload": ("bench", "POST", "/upload", 8, "1 MiB request body"),
     "django": ("django", "GET", "/", 16, "the Django demo's index page (ORM + template)"),
-    "release": ("bench", "GET", "/release", 1, "releases and retakes the GIL 1,000 times"),
+    "release": ("bench", "GET", "/release?n=%d" % RELEASES, 1,
+                "releases and retakes the GIL %d times" % RELEASES),
 }
 # Measured by bench/run's extras only (the GIL probe's price per transition), not in the table's default endpoints.
 EXTRA_ENDPOINTS = {"release"}
-RELEASES = 1000  # bench_wsgi.py's /release: each is a release and a take of the GIL
 
 
 def app_for(iface, which):

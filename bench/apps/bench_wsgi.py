@@ -3,7 +3,7 @@
     /         hello: 13 bytes                  /io       waits 10 ms (like a database call)
     /cpu      about 1 ms of pure Python        /stream   64 KiB in 16 chunks of 4 KiB
     /upload   reads the whole body, answers its size
-    /release  releases and retakes the GIL 1,000 times (os.fstat of an open file, which CPython calls without the
+    /release?n=N  releases and retakes the GIL N times (os.fstat of an open file, which CPython calls without the
               GIL; about 0.5 µs each): bench/run prices the GIL probe per transition with it
 """
 
@@ -12,7 +12,6 @@ import time
 
 HELLO = b"Hello, world!"
 CHUNK = b"x" * 4096
-RELEASES = 1000  # bench/endpoints.py says the same, for bench/run
 DEVNULL = os.open(os.devnull, os.O_RDONLY)
 
 
@@ -37,9 +36,10 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (CHUNK for _ in range(16))
     elif path == "/release":
-        for _ in range(RELEASES):
+        n = int(environ["QUERY_STRING"].partition("n=")[2])
+        for _ in range(n):
             os.fstat(DEVNULL)
-        body = b"released %d times" % RELEASES
+        body = b"released %d times" % n
     elif path == "/upload":
         inp, size = environ["wsgi.input"], 0
         while True:
