@@ -19,15 +19,15 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
+from loopback import free_port
+from peers import pypi_peers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-from peers import pypi_peers  # noqa: E402
 
 PYTHONS = os.path.join(REPO, "tests", "pythons")
 WORKLOADS = [
@@ -36,14 +36,6 @@ WORKLOADS = [
     ("the Django demo's index page, 8 threads, wrk -c16", os.path.join(REPO, "apps"), "django_site.wsgi:application",
      8, 16, "/"),
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def folded(path):
@@ -72,18 +64,20 @@ def base_file(leaf):
     return re.sub(r"\([^()]*/", "(", leaf)
 
 
+# One timeline for both samplers: ponte starts; UP seconds later it gets one request and wrk starts; a second later
+# the sampler attaches, for --seconds, while wrk runs two seconds longer.
+UP = 3
 # On 3.15 the server and the sampler run in one command inside the root (profiling.sampling finds the interpreter
-# through the files the process maps, which another invocation of the root, another mount namespace, cannot open):
-# ponte starts, is warmed with one request, and after WARM seconds the sampler attaches to it for $3 seconds.
-WARM = 4
+# through the files the process maps, which another invocation of the root, another mount namespace, cannot open).
 IN_ROOT = """
-url=$1 python=$2 seconds=$3 out=$4 flags=$5
-shift 5
+up=$1 url=$2 python=$3 seconds=$4 out=$5 flags=$6
+shift 6
 taskset -c 0 "$@" & server=$!
-sleep 3
+sleep $up
 curl -s -o /dev/null "$url"
 sleep 1
-python$python -m profiling.sampling attach --mode gil --no-gc $flags -a -r 100 -d "$seconds" --collapsed -o "$out" $server
+python$python -m profiling.sampling attach --mode gil --no-gc $flags -a -r 100 -d "$seconds" \\
+  --collapsed -o "$out" $server
 kill -TERM $server
 wait $server
 """
@@ -112,7 +106,7 @@ def run(workload, seconds, python, exe, tmp, blocking=False):
             return "skipped: py-spy is not installable here (PyPI unreachable?)"
         server = subprocess.Popen(["taskset", "-c", "0"] + argv, env=env, start_new_session=True)
         try:
-            time.sleep(3)
+            time.sleep(UP)
             subprocess.run(["curl", "-s", "-o", "/dev/null", url], check=True)
             load = subprocess.Popen(wrk, stdout=subprocess.DEVNULL)
             time.sleep(1)
@@ -125,9 +119,11 @@ def run(workload, seconds, python, exe, tmp, blocking=False):
             server.wait(30)
     else:
         both = subprocess.Popen(["bash", PYTHONS, "run", "env", "PONTE_DJANGO_DB=" + env["PONTE_DJANGO_DB"], "bash",
-                                 "-c", IN_ROOT, "sampler", url, python, str(seconds), raw, "--blocking" if blocking else ""] + argv, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        time.sleep(WARM - 1)
+                                 "-c", IN_ROOT, "sampler", str(UP), url, python, str(seconds), raw,
+                                 "--blocking" if blocking else ""] + argv,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        time.sleep(UP)
         load = subprocess.Popen(wrk, stdout=subprocess.DEVNULL)
         out, err = both.communicate(timeout=seconds + 60)
         load.wait()
