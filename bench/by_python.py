@@ -29,25 +29,22 @@ def cell(row):
     return text
 
 
+def by_key(doc):
+    """The run's measured rows, by (endpoint, server without its " (PyPI)"), in the run's order."""
+    return {(r["endpoint"], re.sub(r" \(PyPI\)$", "", r["server"])): r for r in doc["rows"] if r.get("cpu_us_per_req")}
+
+
 def main():
     runs = [load(d) for d in sys.argv[1:]]
     if not runs:
         sys.exit(__doc__)
-    keys = []
-    for _, doc in runs:
-        for r in doc["rows"]:
-            k = (r["endpoint"], re.sub(r" \(PyPI\)$", "", r["server"]))
-            if k not in keys and r.get("cpu_us_per_req"):
-                keys.append(k)
+    rows = [by_key(doc) for _, doc in runs]
+    keys = list(dict.fromkeys(k for each in rows for k in each))
     print("| endpoint | server | %s |" % " | ".join(v for v, _ in runs))
     print("|---|---|" + "---:|" * len(runs))
     for ep, server in keys:
-        cells = []
-        for _, doc in runs:
-            row = next((r for r in doc["rows"] if r["endpoint"] == ep
-                        and re.sub(r" \(PyPI\)$", "", r["server"]) == server and r.get("cpu_us_per_req")), None)
-            cells.append(cell(row) if row else "-")
-        print("| %s | %s | %s |" % (ep, server, " | ".join(cells)))
+        print("| %s | %s | %s |" % (ep, server, " | ".join(cell(each[(ep, server)]) if (ep, server) in each else "-"
+                                                          for each in rows)))
     probe = []
     for _, doc in runs:
         g = doc.get("extra", {}).get("gil_probe") or {}
