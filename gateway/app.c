@@ -131,6 +131,13 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     pt_log_info("Python: %s, %s%s", pt_app_runtime_version(),
                 pt_py_hosted ? "inside python3 (--interpreter host)" : "embedded in ponte (--interpreter embedded)",
                 pt_py_venv_note());
+    {
+        const char *gil = pt_gil_state_start();
+
+        if (gil != NULL) {
+            pt_log_info("GIL: %s", gil);
+        }
+    }
     pt_log_info("GIL probe: %s", pt_gil_start(cfg->gil_probe));
     if (pt_gil_routes_init(cfg->gil_probe ? cfg->gil_routes : 0) < 0) {
         fprintf(stderr, "ponte: error: out of memory for --gil-routes %d\n", cfg->gil_routes);
@@ -151,6 +158,7 @@ pt_app_load(const pt_config_t *cfg, uv_loop_t *loop, pt_app_t **out)
     if (pa->app == NULL || setup_interface(pa, loop) < 0) {
         goto fail;
     }
+    pt_gil_state_app_loaded(loop);
     start_gil_timers(pa, loop);
     pt_log_info("GIL sampler: %s", pt_gil_sampler_start(cfg));
     /* From here on the loop thread holds the GIL only while it runs Python itself (--threads 0, ASGI). */
@@ -173,6 +181,7 @@ pt_app_unload(pt_app_t *app)
 {
     pt_pyapp_t *pa = (pt_pyapp_t *)app;
 
+    pt_gil_state_stop();
     pt_gil_sampler_stop();
     pt_gil_trace_close();
     pt_gil_acquire(pa->main_ts);

@@ -189,10 +189,48 @@ ctx_wake_receive(pt_asgi_ctx_t *c)
     }
 }
 
+/* Item i of what PySequence_Fast gave: a strong reference, as a list may be the app's and change in another thread
+ * (free-threaded CPython) while it is read. NULL with an exception if it shrank meanwhile. */
+static PyObject *
+fast_item(PyObject *seq, Py_ssize_t i)
+{
+    return PyList_Check(seq) ? PyList_GetItemRef(seq, i) : Py_NewRef(PyTuple_GET_ITEM(seq, i));
+}
+
+/* The header (name, value) as a tuple of two bytes, checked: a new reference, or NULL with an exception set. */
+static PyObject *
+checked_header(PyObject *item)
+{
+    static const char pair_msg[] = "each header must be a [name, value] pair of bytes";
+    PyObject *seq = PySequence_Fast(item, pair_msg), *name = NULL, *value = NULL, *pair = NULL;
+
+    if (seq == NULL) {
+        return NULL;
+    }
+    if (PySequence_Fast_GET_SIZE(seq) != 2) {
+        PyErr_SetString(PyExc_TypeError, pair_msg);
+    } else if ((name = fast_item(seq, 0)) == NULL || (value = fast_item(seq, 1)) == NULL) {
+        /* shrank meanwhile: the IndexError says so */
+    } else if (!PyBytes_Check(name) || !PyBytes_Check(value) || PyBytes_GET_SIZE(name) == 0) {
+        PyErr_SetString(PyExc_TypeError, "header names and values must be bytes (names non-empty)");
+    } else if (!pt_header_name_valid(PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name))) {
+        PyErr_Format(PyExc_ValueError, "invalid character in header name %R", name);
+    } else if (!pt_header_value_valid(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value))) {
+        PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R", name);
+    } else if (PyTuple_CheckExact(seq) && PyBytes_CheckExact(name) && PyBytes_CheckExact(value)) {
+        pair = Py_NewRef(seq); /* a tuple of two bytes is immutable all the way down: kept as it is */
+    } else {
+        pair = PyTuple_Pack(2, name, value);
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    Py_DECREF(seq);
+    return pair;
+}
+
 PyObject *
 pt_asgi_check_headers(PyObject *headers)
 {
-    static const char pair_msg[] = "each header must be a [name, value] pair of bytes";
     PyObject *all = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs"), *list;
     Py_ssize_t i, n;
 
@@ -202,50 +240,17 @@ pt_asgi_check_headers(PyObject *headers)
     n = PySequence_Fast_GET_SIZE(all);
     list = PyList_New(n);
     for (i = 0; list != NULL && i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(all, i), *seq = PySequence_Fast(item, pair_msg), *name, *value;
+        PyObject *item = fast_item(all, i), *pair = item != NULL ? checked_header(item) : NULL;
 
-        if (seq == NULL) {
-            goto error;
+        Py_XDECREF(item);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
         }
-        if (PySequence_Fast_GET_SIZE(seq) != 2) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_TypeError, pair_msg);
-            goto error;
-        }
-        name = PySequence_Fast_GET_ITEM(seq, 0);
-        value = PySequence_Fast_GET_ITEM(seq, 1);
-        if (!PyBytes_Check(name) || !PyBytes_Check(value) || PyBytes_GET_SIZE(name) == 0) {
-            Py_DECREF(seq);
-            PyErr_SetString(PyExc_TypeError, "header names and values must be bytes (names non-empty)");
-            goto error;
-        }
-        if (!pt_header_name_valid(PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name))) {
-            PyErr_Format(PyExc_ValueError, "invalid character in header name %R", name);
-            Py_DECREF(seq);
-            goto error;
-        }
-        if (!pt_header_value_valid(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value))) {
-            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R", name);
-            Py_DECREF(seq);
-            goto error;
-        }
-        /* A tuple of two bytes is immutable all the way down: kept as it is. Anything else is copied into one. */
-        if (PyTuple_CheckExact(seq) && PyBytes_CheckExact(name) && PyBytes_CheckExact(value)) {
-            PyList_SET_ITEM(list, i, seq);
-        } else {
-            PyList_SET_ITEM(list, i, PyTuple_Pack(2, name, value));
-            Py_DECREF(seq);
-            if (PyList_GET_ITEM(list, i) == NULL) {
-                goto error;
-            }
-        }
+        PyList_SET_ITEM(list, i, pair);
     }
     Py_DECREF(all);
     return list;
-error:
-    Py_DECREF(all);
-    Py_XDECREF(list);
-    return NULL;
 }
 
 Py_ssize_t
@@ -314,10 +319,8 @@ send_disconnected(pt_asgi_ctx_t *c)
 
 /* http.response.start: the status and headers are kept until the first body, which may let them carry a length. */
 static PyObject *
-send_start(pt_asgi_ctx_t *c, PyObject *event)
+send_start(pt_asgi_ctx_t *c, PyObject *status, PyObject *headers)
 {
-    PyObject *status = PyDict_GetItemWithError(event, pt_str.status); /* borrowed */
-    PyObject *headers = status ? PyDict_GetItemWithError(event, pt_str.headers) : NULL;
     long code;
 
     if (c->started) {
@@ -331,9 +334,6 @@ send_start(pt_asgi_ctx_t *c, PyObject *event)
     code = PyLong_AsLong(status);
     if (code < 100 || code > 999) {
         PyErr_Format(PyExc_ValueError, "invalid status %ld", code);
-        return NULL;
-    }
-    if (headers == NULL && PyErr_Occurred()) {
         return NULL;
     }
     c->headers = headers ? pt_asgi_check_headers(headers) : PyList_New(0);
@@ -365,10 +365,8 @@ frame_body(pt_asgi_ctx_t *c, const Py_buffer *view, bool more_body)
 
 /* http.response.body: framed and handed to the connection; waits (a Future) only when the client reads slowly. */
 static PyObject *
-send_body(pt_asgi_ctx_t *c, PyObject *event)
+send_body(pt_asgi_ctx_t *c, PyObject *body, PyObject *more)
 {
-    PyObject *body = PyDict_GetItemWithError(event, pt_str.body); /* borrowed */
-    PyObject *more = body || !PyErr_Occurred() ? PyDict_GetItemWithError(event, pt_str.more_body) : NULL;
     int more_body = more == NULL ? 0 : PyObject_IsTrue(more);
     Py_buffer view = { 0 };
     int r;
@@ -409,19 +407,25 @@ send_body(pt_asgi_ctx_t *c, PyObject *event)
     return pt_asgi_ready(Py_NewRef(Py_None));
 }
 
-static PyObject *
-ctx_send(pt_asgi_ctx_t *c, PyObject *event)
+/* The event's values a send() needs, as strong references: the dict is the app's, which another thread could change
+ * (free-threaded CPython). Each of *a and *b is NULL when absent; -1 with an exception set if a lookup failed. */
+static int
+event_values(PyObject *event, PyObject *ka, PyObject **a, PyObject *kb, PyObject **b)
 {
-    PyObject *type;
+    *b = NULL;
+    if (PyDict_GetItemRef(event, ka, a) < 0 || PyDict_GetItemRef(event, kb, b) < 0) {
+        Py_CLEAR(*a);
+        return -1;
+    }
+    return 0;
+}
 
-    if (!PyDict_Check(event)) {
-        PyErr_Format(PyExc_TypeError, "send() takes a dict event, not %.100s", Py_TYPE(event)->tp_name);
-        return NULL;
-    }
-    type = PyDict_GetItemWithError(event, pt_str.type); /* borrowed */
-    if (type == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
+static PyObject *
+send_event(pt_asgi_ctx_t *c, PyObject *event, PyObject *type)
+{
+    PyObject *a, *b, *r;
+    bool start;
+
     if (type == NULL || !PyUnicode_Check(type)) {
         PyErr_SetString(PyExc_ValueError, "ASGI event without a 'type'");
         return NULL;
@@ -433,14 +437,36 @@ ctx_send(pt_asgi_ctx_t *c, PyObject *event)
     if (c->disconnected || pt_req_gone(c->req)) {
         return send_disconnected(c);
     }
-    if (PyUnicode_CompareWithASCIIString(type, "http.response.start") == 0) {
-        return send_start(c, event);
+    start = PyUnicode_CompareWithASCIIString(type, "http.response.start") == 0;
+    if (!start && PyUnicode_CompareWithASCIIString(type, "http.response.body") != 0) {
+        PyErr_Format(PyExc_ValueError, "unexpected ASGI message type %R for an http scope", type);
+        return NULL;
     }
-    if (PyUnicode_CompareWithASCIIString(type, "http.response.body") == 0) {
-        return send_body(c, event);
+    if (start ? event_values(event, pt_str.status, &a, pt_str.headers, &b) < 0
+              : event_values(event, pt_str.body, &a, pt_str.more_body, &b) < 0) {
+        return NULL;
     }
-    PyErr_Format(PyExc_ValueError, "unexpected ASGI message type %R for an http scope", type);
-    return NULL;
+    r = start ? send_start(c, a, b) : send_body(c, a, b);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return r;
+}
+
+static PyObject *
+ctx_send(pt_asgi_ctx_t *c, PyObject *event)
+{
+    PyObject *type, *r;
+
+    if (!PyDict_Check(event)) {
+        PyErr_Format(PyExc_TypeError, "send() takes a dict event, not %.100s", Py_TYPE(event)->tp_name);
+        return NULL;
+    }
+    if (PyDict_GetItemRef(event, pt_str.type, &type) < 0) {
+        return NULL;
+    }
+    r = send_event(c, event, type);
+    Py_XDECREF(type);
+    return r;
 }
 
 /*

@@ -208,7 +208,9 @@ select_timer_disarm(void)
 
 /* call_soon_threadsafe's wake-up, coalesced (see write_to_self): the loop whose _write_to_self is ponte's, its
  * self-pipe socket as last seen (kept, so that its address cannot be reused) and that socket's descriptor, and
- * whether a byte is on its way since the loop last went to poll. Read and written with the GIL held only. */
+ * whether a byte is on its way since the loop last went to poll. The other threads that call write_to_self take
+ * turns on the socket and descriptor by a critical section on the loop (free-threaded CPython; the GIL otherwise);
+ * `pending` is an atomic, which the loop thread clears before it looks for callbacks queued (poll_once). */
 static struct {
     PyObject *loop, *ready_name, *csock;
     int fd;
@@ -256,6 +258,9 @@ poll_once(PyObject *arg)
             timeout = 0;
         }
     }
+    /* From here a call_soon_threadsafe must send its byte to wake the poll: either it queued its callback before
+     * the loop looks (wake_ready_waiting sees it), or it sees `pending` clear and sends. */
+    __atomic_store_n(&wake.pending, false, __ATOMIC_SEQ_CST);
     if (pt_asgi_events_pending() || wake_ready_waiting()) {
         timeout = 0; /* work queued while Python ran: do not block before handling it */
     }
@@ -269,9 +274,6 @@ poll_once(PyObject *arg)
     } else if (timeout < 0) {
         select_timer_disarm(); /* no asyncio timer left: a stale deadline would only wake the loop for nothing */
     }
-    /* From here (no Python runs before the GIL goes), a call_soon_threadsafe must send its byte to wake the poll;
-     * anything it queued before was seen by wake_ready_waiting above. */
-    wake.pending = false;
     ts = pt_gil_release();
     alive = uv_run(bridge.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     pt_gil_acquire(ts);
@@ -384,27 +386,31 @@ mod_log(PyObject *mod, PyObject *args)
  * as asyncio's is: a byte is already waiting.
  *
  * And only one byte per poll, as uv_async_send coalesces: once a byte is on its way the loop will wake for it, and
- * before it next blocks run_once sees every callback queued meanwhile (wake_ready_waiting, under the same GIL).
+ * before it next blocks run_once sees every callback queued meanwhile (wake_ready_waiting, after it has cleared
+ * `pending`).
  */
 static PyObject *
 write_to_self(PyObject *loop, PyObject *unused)
 {
     PyObject *csock;
 
-    if (wake.pending && loop == wake.loop) {
+    /* The first caller since the loop last looked claims the byte, then sends it (the loop wakes whenever it comes);
+     * the others' callbacks, queued before they find it claimed, are there when the loop next looks. */
+    if (loop == wake.loop && __atomic_exchange_n(&wake.pending, true, __ATOMIC_SEQ_CST)) {
         Py_RETURN_NONE;
     }
     csock = PyObject_GetAttrString(loop, "_csock");
+    Py_BEGIN_CRITICAL_SECTION(loop);
     if (csock != NULL && csock != Py_None && csock != wake.csock) {
         int fd = PyObject_AsFileDescriptor(csock);
 
         Py_XSETREF(wake.csock, Py_NewRef(csock));
         wake.fd = fd;
     }
-    if (csock != NULL && csock != Py_None && wake.fd >= 0
-        && (send(wake.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN || errno == EWOULDBLOCK)) {
-        wake.pending = loop == wake.loop;
+    if (csock != NULL && csock != Py_None && wake.fd >= 0) {
+        (void)send(wake.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* EAGAIN: a byte is waiting already */
     }
+    Py_END_CRITICAL_SECTION();
     Py_XDECREF(csock);
     PyErr_Clear(); /* no self-pipe (closed, or not made yet): nothing to wake */
     Py_RETURN_NONE;
@@ -560,7 +566,7 @@ pt_asgi_loop_init(uv_loop_t *loop)
     uv_poll_start(&bridge.select_timer, UV_READABLE, on_select_timer);
     uv_unref((uv_handle_t *)&bridge.select_timer);
     uv_async_init(loop, &bridge.keepalive, NULL);
-    mod = PyModule_Create(&mod_def);
+    mod = pt_module_without_gil(PyModule_Create(&mod_def));
     modules = PyImport_GetModuleDict(); /* borrowed */
     if (mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
         || PyModule_AddObjectRef(mod, "ClientDisconnected", pt_asgi.client_disconnected) < 0) {

@@ -381,9 +381,9 @@ send_denial(pt_asgi_ws_t *w, PyObject *event, bool start)
 }
 
 static PyObject *
-ws_send(pt_asgi_ws_t *w, PyObject *event)
+send_event(pt_asgi_ws_t *w, PyObject *event)
 {
-    PyObject *type = PyDict_Check(event) ? PyDict_GetItemString(event, "type") : NULL;
+    PyObject *type = PyDict_GetItemString(event, "type");
     const char *t = type != NULL && PyUnicode_Check(type) ? PyUnicode_AsUTF8(type) : NULL;
 
     if (t == NULL) {
@@ -411,6 +411,23 @@ ws_send(pt_asgi_ws_t *w, PyObject *event)
     }
     PyErr_Format(PyExc_ValueError, "unexpected ASGI message type %R for a websocket scope", type);
     return NULL;
+}
+
+/* The send_* functions look the event's values up as borrowed references, from a copy of the app's dict: the app
+ * could change its own in another thread meanwhile (free-threaded CPython). */
+static PyObject *
+ws_send(pt_asgi_ws_t *w, PyObject *event)
+{
+    PyObject *mine, *r;
+
+    if (!PyDict_Check(event)) {
+        PyErr_SetString(PyExc_ValueError, "send() takes a dict event with a str 'type'");
+        return NULL;
+    }
+    mine = PyDict_Copy(event);
+    r = mine != NULL ? send_event(w, mine) : NULL;
+    Py_XDECREF(mine);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */

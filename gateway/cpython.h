@@ -16,11 +16,11 @@
 #ifndef PT_CPYTHON_H
 #define PT_CPYTHON_H
 
+#include "gateway.h" /* Python.h first: its pyconfig.h sets the feature macros the C library reads */
+
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "gateway.h"
 
 /* The main interpreter's GIL: its two condition variables (gil_probe.c says what each signal means) and its
  * switch interval in µs, which take_gil reads on every wait. */
@@ -40,6 +40,14 @@ uintptr_t pt_cpython_holder(void);
  * PT_STACK_CHANGED when its state or its innermost frame changed under the reader and no frame could be read. Any
  * thread, no GIL: everything is read with pt_cpython_peek. */
 int pt_cpython_stack(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max);
+
+/* Whether the main interpreter's GIL is on for good: always on a GIL build; on a free-threaded one (3.14t) when
+ * PYTHON_GIL=1 asked for it or a module that needs it was imported, not while a module's initialisation turns it on
+ * for that moment only. Any thread, no GIL. */
+bool pt_cpython_gil_on(void);
+/* The extension modules in sys.modules that need the GIL (their Py_mod_gil is not Py_MOD_GIL_NOT_USED), their
+ * names comma-separated into out; how many. Free-threaded builds only (0 otherwise). The caller is attached. */
+int pt_cpython_gil_users(char *out, size_t cap);
 
 /* Copies len bytes at addr (this process; perhaps freed since) into dst: 0, or -1 if any byte was not readable.
  * gil_probe.c. */

@@ -44,6 +44,21 @@ pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap)
     return 0;
 }
 
+bool
+pt_cpython_gil_on(void)
+{
+    return true; /* 3.11 has no free-threaded build */
+}
+
+int
+pt_cpython_gil_users(char *out, size_t cap)
+{
+    if (cap > 0) {
+        out[0] = '\0';
+    }
+    return 0;
+}
+
 uintptr_t
 pt_cpython_holder(void)
 {

@@ -25,17 +25,16 @@
 #include "cpython.h"
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <internal/pycore_frame.h>
 #include <internal/pycore_interp.h>
+#include <internal/pycore_moduleobject.h>
 #include <internal/pycore_runtime.h>
 #include <stdio.h>
 #include <string.h>
 
 #if PY_VERSION_HEX < 0x030D0000 || PY_VERSION_HEX >= 0x03100000
 #error "cpython_313.c is CPython 3.13 to 3.15's: gateway/meson.build picks the file for the version built for"
-#endif
-#ifdef Py_GIL_DISABLED
-#error "a free-threaded CPython has no GIL to probe (gateway/meson.build refuses it)"
 #endif
 
 /* The frame's code. */
@@ -109,6 +108,50 @@ pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap)
     g = interp->ceval.gil;
     *gil = (pt_cpython_gil_t){ &g->cond, &g->switch_cond, &g->interval };
     return 0;
+}
+
+bool
+pt_cpython_gil_on(void)
+{
+#ifdef Py_GIL_DISABLED
+    PyInterpreterState *interp = PyInterpreterState_Main();
+    struct _gil_runtime_state *g = interp ? _Py_atomic_load_ptr_relaxed(&interp->ceval.gil) : NULL;
+
+    /* enabled: 0 off, INT_MAX on for good, anything between a count of module initialisations that turned it on for
+     * their own span (_PyEval_EnableGILTransient, Python/ceval_gil.c). */
+    return g != NULL && _Py_atomic_load_int_relaxed(&g->enabled) == INT_MAX;
+#else
+    return true;
+#endif
+}
+
+int
+pt_cpython_gil_users(char *out, size_t cap)
+{
+    int n = 0;
+#ifdef Py_GIL_DISABLED
+    PyObject *modules = PyDict_Copy(PyImport_GetModuleDict()), *name, *m;
+    Py_ssize_t pos = 0;
+    size_t len = 0;
+
+    /* A module made from a PyModuleDef is an extension's; md_gil is what its Py_mod_gil slot (or
+     * PyUnstable_Module_SetGIL) said, Py_MOD_GIL_USED when it said nothing. Python modules have no def. */
+    while (modules != NULL && PyDict_Next(modules, &pos, &name, &m)) {
+        const char *u = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+
+        if (PyModule_Check(m) && PyModule_GetDef(m) != NULL && ((PyModuleObject *)m)->md_gil == Py_MOD_GIL_USED
+            && u != NULL && len < cap) {
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", n ? ", " : "", u);
+            n++;
+        }
+    }
+    Py_XDECREF(modules);
+    PyErr_Clear();
+#endif
+    if (cap > 0 && n == 0) {
+        out[0] = '\0';
+    }
+    return n;
 }
 
 uintptr_t

@@ -64,6 +64,8 @@ typedef struct {
 } pt_gil_pair_t;
 typedef struct {
     bool exact;
+    int gil;             /* pt_gil_state_t: with none, busy_pct is the threads running Python at once, x100 */
+    const char *gil_why; /* what turned it back on (PT_GIL_BACK), else "" */
     int nthreads, waiters;
     unsigned long interval_us;
     double span_s, busy_pct, switches_per_s, forced_per_s;
@@ -106,6 +108,20 @@ void pt_gil_trace_request(uint64_t start_ns, const char *label);
 int pt_gil_set_route(int route);
 /* The record of native thread tid: its index, and in *route the route it works for; -1 when ponte has none. */
 int pt_gil_thread_route(unsigned long tid, int *route);
+
+/* ---- gil_state.c: whether there is a GIL (free-threaded CPython has none, until a module turns it back on) ---- */
+typedef enum {
+    PT_GIL_BUILT, /* a GIL build: there always is one */
+    PT_GIL_NONE,  /* free-threaded, and off: threads run Python at once */
+    PT_GIL_BACK,  /* free-threaded, and on for good (pt_gil_state's why says what turned it on) */
+} pt_gil_state_t;
+/* Once Python has started: the state, for the log line "GIL: ...", or NULL on a GIL build (nothing to say). */
+const char *pt_gil_state_start(void);
+/* Once the app is imported (main thread, attached): checks again, then watches from a timer on the loop. */
+void pt_gil_state_app_loaded(uv_loop_t *loop);
+void pt_gil_state_stop(void);
+/* Any thread, no GIL. */
+pt_gil_state_t pt_gil_state(const char **why);
 
 /* ---- gil_routes.c: the GIL and latency per route (--gil-routes) ---- */
 #define PT_GIL_ROUTES_MAX 256 /* --gil-routes' bound */
@@ -205,13 +221,7 @@ void pt_wsgi_gone(pt_wsgi_t *w, pt_request_t *req);
 /* ---- wsgi_environ.c: the environ of a request ---- */
 typedef struct {
     const pt_config_t *cfg;
-    PyObject *template;        /* what every environ shares */
-    PyObject *server_names[8]; /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
-    const char *server_name_keys[8];
-    int server_ports[8];
-    PyObject *server_port_strs[8];
-    char last_remote[64]; /* REMOTE_ADDR of the previous request, usually the same few clients */
-    PyObject *last_remote_str;
+    PyObject *template; /* what every environ shares; each thread copies it from its own copy of it */
 } pt_environ_t;
 int pt_environ_init(pt_environ_t *e, const pt_config_t *cfg);
 /* The environ of req, with `input` as wsgi.input. New ref, or NULL with an exception set. */

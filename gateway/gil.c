@@ -288,6 +288,12 @@ pt_gil_start(bool on)
         measuring = false;
         return "off (--gil-probe off)";
     }
+    if (pt_gil_state(NULL) == PT_GIL_NONE) {
+        /* Free-threaded, the GIL off: its condition variables never move. What ponte's own threads spend attached
+         * (running Python) and waiting to attach (for a stop-the-world pause) is timed at its own calls instead. */
+        pt_gil_exact = false;
+        return "no GIL to probe (free-threaded CPython): timing ponte's own threads' time attached to Python";
+    }
     if (pt_gil_probe_start(why, sizeof(why)) < 0) {
         static char msg[256];
 

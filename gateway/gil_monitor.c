@@ -81,8 +81,14 @@ build_json(void)
         snprintf(interval, sizeof(interval), "%lu", v->interval_us);
     }
     monitor.json.len = 0;
-    pt_buf_printf(&monitor.json, "{\"pid\":%d,\"worker\":%d,\"python\":\"%s\",", (int)getpid(), monitor.worker_slot,
-                  monitor.python);
+    pt_buf_printf(&monitor.json,
+                  "{\"pid\":%d,\"worker\":%d,\"python\":\"%s\",\"gil\":\"%s\",\"gil_why\":", (int)getpid(),
+                  monitor.worker_slot, monitor.python,
+                  v->gil == PT_GIL_NONE       ? "none"
+                      : v->gil == PT_GIL_BACK ? "back on"
+                                              : "gil");
+    pt_gil_json_str(&monitor.json, v->gil_why != NULL ? v->gil_why : "");
+    pt_buf_append(&monitor.json, ",", 1);
     pt_buf_printf(&monitor.json,
                   "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
                   "\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
@@ -194,14 +200,17 @@ metrics(pt_request_t *req)
         "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %s\n"
         "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
         "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
+        "# HELP ponte_gil_enabled 1 when there is a GIL: always on a GIL build; on a free-threaded one, once it is "
+        "back.\n"
+        "# TYPE ponte_gil_enabled gauge\nponte_gil_enabled %d\n"
         "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
         "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n"
         "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
         "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
         "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
         "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
-        v->busy_pct / 100.0, v->waiters, interval, (unsigned long long)v->handoffs_total, v->exact ? 1 : 0,
-        (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
+        v->busy_pct / 100.0, v->waiters, interval, (unsigned long long)v->handoffs_total, v->gil != PT_GIL_NONE,
+        v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
     pt_buf_printf(&b,
                   "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
                   "# TYPE ponte_gil_hold_seconds_total counter\n");

@@ -91,6 +91,7 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
 
     memset(v, 0, sizeof(*v));
     v->exact = pt_gil_exact;
+    v->gil = (int)pt_gil_state(&v->gil_why);
     v->interval_us = pt_gil_probe_interval_us();
     v->waiters = atomic_load_explicit(&pt_gil_waiters, memory_order_relaxed);
     v->handoffs_total = h;
@@ -132,7 +133,7 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
     pairs_view(v, n, at);
     v->switches_per_s = (double)(h - sm->handoffs) * 1e9 / span;
     loop_view(sm, v, span);
-    if (v->busy_pct > 100) {
+    if (v->busy_pct > 100 && v->gil != PT_GIL_NONE) {
         v->busy_pct = 100; /* the snapshots are not one instant: a hair over 100 is rounding */
     }
     sm->handoffs = h;
@@ -217,9 +218,16 @@ pt_gil_report(void)
     if (v.loop_busy_total_ns) {
         snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
     }
-    pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %s%s, last %.2f s; "
-                "hold/wait:%s",
-                v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, interval_text(&v, iv, sizeof(iv)), loop,
-                v.span_s, len ? line : " (idle)");
+    if (v.gil == PT_GIL_NONE) {
+        /* No GIL: what ponte's threads spent attached (running Python), side by side, and waiting to attach. */
+        pt_log_info("gil: none (free-threaded), %.2f of ponte's threads ran Python at once%s, last %.2f s; "
+                    "attached/waiting:%s",
+                    v.busy_pct / 100.0, loop, v.span_s, len ? line : " (idle)");
+    } else {
+        pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %s%s, last %.2f s; "
+                    "hold/wait:%s",
+                    v.busy_pct, v.waiters, v.switches_per_s, v.forced_per_s, interval_text(&v, iv, sizeof(iv)), loop,
+                    v.span_s, len ? line : " (idle)");
+    }
     pt_gil_trace_report_window(&v);
 }

@@ -222,9 +222,15 @@ sample_once(void)
     pt_gil_frame_t frames[MAX_DEPTH];
     uint16_t fids[MAX_DEPTH + 1];
     unsigned long tid = 0;
-    int n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH), route = -1, k;
-    sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid };
+    int n, route = -1, k;
+    sample_t s;
     bool changed = false;
+
+    if (pt_gil_state(NULL) == PT_GIL_NONE) {
+        return; /* no GIL, no holder: not even an idle sample (free-threaded CPython, until the GIL comes back) */
+    }
+    n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH);
+    s = (sample_t){ pt_gil_now(), NO_STACK, (int32_t)tid };
 
     if (n == PT_STACK_CHANGED) {
         n = 0; /* counted below as held, under its own name */
@@ -608,7 +614,10 @@ pt_gil_sampler_start(const pt_config_t *cfg)
         return "off (no thread for it)";
     }
     sampler.on = true;
-    snprintf(why, sizeof(why), "%d Hz", sampler.hz);
+    snprintf(why, sizeof(why), "%d Hz%s", sampler.hz,
+             pt_gil_state(NULL) == PT_GIL_NONE
+                 ? " (with no GIL it has no holder to sample: it starts if the GIL comes back)"
+                 : "");
     return why;
 }
 

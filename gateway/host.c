@@ -271,5 +271,5 @@ PyMODINIT_FUNC PyInit__ponte_host(void);
 PyMODINIT_FUNC
 PyInit__ponte_host(void)
 {
-    return PyModule_Create(&module_def);
+    return pt_module_without_gil(PyModule_Create(&module_def));
 }

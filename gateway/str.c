@@ -6,6 +6,7 @@
 #include "gateway.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <strings.h>
 
 pt_strings_t pt_str;
@@ -15,10 +16,13 @@ pt_strings_t pt_str;
 typedef struct {
     char name[64]; /* lower-cased header name */
     size_t len;
-    PyObject *key;
+    PyObject *key; /* set last, with a release store: an entry whose key is there is whole */
 } pt_key_entry_t;
 
+/* Shared by every thread that builds environs, which may run at once (free-threaded CPython): entries are filled
+ * once each, under key_lock, and read without it. Nothing under key_lock calls into Python. */
 static pt_key_entry_t key_cache[HEADER_CACHE];
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Header names most requests carry, shared as ASGI's lower-case bytes (bytes are immutable). */
 /* clang-format off */
@@ -171,23 +175,28 @@ pt_str_header_key(pt_span_t name)
         lower[i] = (char)tolower((unsigned char)name.base[i]);
         h = (h ^ (uint8_t)lower[i]) * 16777619u;
     }
-    /* Open addressing over a fixed table: the GIL serialises every caller. */
+    /* Open addressing over a fixed table. */
     for (slot = h % HEADER_CACHE, i = 0; i < 8; i++, slot = (slot + 1) % HEADER_CACHE) {
         pt_key_entry_t *e = &key_cache[slot];
+        PyObject *cached = __atomic_load_n(&e->key, __ATOMIC_ACQUIRE);
 
-        if (e->key == NULL) {
+        if (cached == NULL) {
             key = build_key(name);
             if (key == NULL) {
                 return NULL;
             }
             PyUnicode_InternInPlace(&key);
-            memcpy(e->name, lower, name.len);
-            e->len = name.len;
-            e->key = Py_NewRef(key);
+            pthread_mutex_lock(&key_lock);
+            if (e->key == NULL) { /* else another thread filled the slot meanwhile: this key stays uncached */
+                memcpy(e->name, lower, name.len);
+                e->len = name.len;
+                __atomic_store_n(&e->key, Py_NewRef(key), __ATOMIC_RELEASE);
+            }
+            pthread_mutex_unlock(&key_lock);
             return key;
         }
         if (e->len == name.len && memcmp(e->name, lower, name.len) == 0) {
-            return Py_NewRef(e->key);
+            return Py_NewRef(cached);
         }
     }
     return build_key(name);

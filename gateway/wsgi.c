@@ -2,14 +2,14 @@
  * WSGI (PEP 3333): running the app for a request, start_response, write(), and streaming the response iterable
  * to the client. The environ is wsgi_environ.c's; wsgi.input and wsgi.file_wrapper have files of their own.
  *
- * Each request in progress has a context object, which is also the start_response callable the app receives.
- * Contexts are pooled: a worker reuses one for every request unless the app kept a reference to it.
+ * Each request in progress has a context object (wsgi_ctx.c), which is also the start_response callable the app
+ * receives.
  *
  * The same code runs on a worker thread and, with --threads 0, on the loop thread. The only difference is how it
  * waits for a slow client: a worker drops the GIL and blocks; the loop thread suspends the response and resumes it
  * from on_drain (pt_wsgi_drain).
  */
-#include "gateway.h"
+#include "wsgi.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -22,416 +22,6 @@ typedef enum {
     WSGI_APP_ERROR, /* the app raised or broke the protocol: 500, or a cut connection after the head */
     WSGI_GONE,      /* the client went away */
 } pt_outcome_t;
-
-typedef struct pt_ctx_s {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    pt_wsgi_t *w;
-    pt_request_t *req; /* NULL between requests */
-    PyObject *input;   /* wsgi.input, reused */
-    PyObject *write;   /* the write() callable, bound to this context */
-    PyObject *status;  /* from start_response */
-    PyObject *headers; /* a list, copied from start_response */
-    bool started;      /* start_response was called */
-    bool head_sent;    /* the head is in `out` or on the wire */
-    PyObject *result;  /* what the app returned */
-    PyObject *iter;    /* iter(result), or NULL when `seq` is used */
-    PyObject *seq;     /* result itself when it is a list or tuple (no iterator needed) */
-    PyObject *held;    /* a chunk taken from the iterable while the client is slow, sent once it drains */
-    Py_ssize_t pos;
-    int64_t known_length;  /* total body size when known before the head is written */
-    uint64_t t0;           /* when the app got the request (for --gil-trace) */
-    uint64_t hold0, wait0; /* this thread's GIL held and waited totals then (--access-log-gil, --gil-routes) */
-    int route;             /* what the GIL sampler counts this request's Python under (-1: none) */
-    pt_buf_t out;          /* bytes for the client not yet handed to the connection */
-    pt_header_t *hspans;
-    size_t hcap;
-    struct pt_ctx_s *next_free;
-} pt_ctx_t;
-
-struct pt_wsgi_s {
-    PyObject *app;
-    const pt_config_t *cfg;
-    pt_ctx_t *free_ctx;
-    pt_environ_t environ;
-};
-
-static PyTypeObject ctx_type;
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* start_response and write() */
-
-/* Latin-1 bytes of a str, or NULL (with ValueError/TypeError set) when it has other characters. Borrowed. */
-static const char *
-latin1_view(PyObject *s, Py_ssize_t *len, const char *what)
-{
-    if (!PyUnicode_Check(s)) {
-        PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(s)->tp_name);
-        return NULL;
-    }
-    if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) {
-        PyErr_Format(PyExc_ValueError, "%s must be latin-1 (PEP 3333): %R", what, s);
-        return NULL;
-    }
-    *len = PyUnicode_GET_LENGTH(s);
-    return (const char *)PyUnicode_1BYTE_DATA(s);
-}
-
-static int
-check_status(PyObject *status)
-{
-    Py_ssize_t n;
-    const char *p = latin1_view(status, &n, "status");
-
-    if (p == NULL) {
-        return -1;
-    }
-    if (n < 3 || !isdigit((unsigned char)p[0]) || !isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2])
-        || p[0] == '0' || (n > 3 && p[3] != ' ')) {
-        PyErr_Format(PyExc_ValueError, "status must look like '200 OK', got %R", status);
-        return -1;
-    }
-    if (n > 4 && !pt_header_value_valid(p + 4, (size_t)(n - 4))) {
-        PyErr_Format(PyExc_ValueError, "status has a control character: %R", status);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-check_headers(PyObject *headers)
-{
-    Py_ssize_t i, n;
-
-    if (!PyList_Check(headers)) {
-        PyErr_Format(PyExc_TypeError, "headers must be a list of (name, value) tuples, not %.100s",
-                     Py_TYPE(headers)->tp_name);
-        return -1;
-    }
-    n = PyList_GET_SIZE(headers);
-    for (i = 0; i < n; i++) {
-        PyObject *h = PyList_GET_ITEM(headers, i); /* borrowed */
-        const char *name, *value;
-        Py_ssize_t nlen, vlen;
-
-        if (!PyTuple_Check(h) || PyTuple_GET_SIZE(h) != 2) {
-            PyErr_Format(PyExc_TypeError, "header %zd must be a (name, value) tuple, got %R", i, h);
-            return -1;
-        }
-        name = latin1_view(PyTuple_GET_ITEM(h, 0), &nlen, "header name");
-        if (name == NULL) {
-            return -1;
-        }
-        value = latin1_view(PyTuple_GET_ITEM(h, 1), &vlen, "header value");
-        if (value == NULL) {
-            return -1;
-        }
-        if (nlen == 0) {
-            PyErr_SetString(PyExc_ValueError, "empty header name");
-            return -1;
-        }
-        if (!pt_header_name_valid(name, (size_t)nlen)) {
-            PyErr_Format(PyExc_ValueError, "invalid character in header name %R", PyTuple_GET_ITEM(h, 0));
-            return -1;
-        }
-        if (!pt_header_value_valid(value, (size_t)vlen)) {
-            PyErr_Format(PyExc_ValueError, "invalid character (CR, LF or control) in the value of header %R",
-                         PyTuple_GET_ITEM(h, 0));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static PyObject *
-ctx_start_response(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    pt_ctx_t *ctx = (pt_ctx_t *)callable;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *status, *headers, *exc_info = Py_None, *copy;
-
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
-        if (PyTuple_GET_SIZE(kwnames) == 1 && nargs == 2
-            && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "exc_info") == 0) {
-            exc_info = args[2];
-        } else {
-            PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
-            return NULL;
-        }
-    } else if (nargs == 3) {
-        exc_info = args[2];
-    } else if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
-        return NULL;
-    }
-    status = args[0];
-    headers = args[1];
-    if (ctx->req == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "start_response() called after its request finished");
-        return NULL;
-    }
-    if (exc_info != Py_None) {
-        if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3) {
-            PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
-            return NULL;
-        }
-        if (ctx->head_sent) {
-            /* PEP 3333: too late to change the status; re-raise the app's exception. */
-            PyObject *t = PyTuple_GET_ITEM(exc_info, 0), *v = PyTuple_GET_ITEM(exc_info, 1),
-                     *tb = PyTuple_GET_ITEM(exc_info, 2);
-
-            PyErr_Restore(Py_NewRef(t), Py_NewRef(v), tb == Py_None ? NULL : Py_NewRef(tb));
-            return NULL;
-        }
-    } else if (ctx->started) {
-        PyErr_SetString(PyExc_RuntimeError, "start_response() called a second time without exc_info");
-        return NULL;
-    }
-    if (check_status(status) < 0 || check_headers(headers) < 0) {
-        return NULL;
-    }
-    copy = PyList_GetSlice(headers, 0, PyList_GET_SIZE(headers));
-    if (copy == NULL) {
-        return NULL;
-    }
-    Py_XSETREF(ctx->status, Py_NewRef(status));
-    Py_XSETREF(ctx->headers, copy);
-    ctx->started = true;
-    return Py_NewRef(ctx->write);
-}
-
-/* Builds the status line and headers into ctx->out. Returns 0, or -1 with an exception set. */
-static int
-write_head(pt_ctx_t *ctx)
-{
-    pt_request_t *req = ctx->req;
-    Py_ssize_t i, n = PyList_GET_SIZE(ctx->headers);
-    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
-    Py_ssize_t slen;
-    const char *status = (const char *)PyUnicode_1BYTE_DATA(ctx->status);
-
-    slen = PyUnicode_GET_LENGTH(ctx->status);
-    if ((size_t)n > ctx->hcap) {
-        pt_header_t *h = PyMem_Realloc(ctx->hspans, (size_t)n * sizeof(*h));
-
-        if (h == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        ctx->hspans = h;
-        ctx->hcap = (size_t)n;
-    }
-    for (i = 0; i < n; i++) {
-        PyObject *h = PyList_GET_ITEM(ctx->headers, i);
-        PyObject *k = PyTuple_GET_ITEM(h, 0), *v = PyTuple_GET_ITEM(h, 1);
-
-        ctx->hspans[i].name = (pt_span_t){ (const char *)PyUnicode_1BYTE_DATA(k), (size_t)PyUnicode_GET_LENGTH(k) };
-        ctx->hspans[i].value = (pt_span_t){ (const char *)PyUnicode_1BYTE_DATA(v), (size_t)PyUnicode_GET_LENGTH(v) };
-    }
-    if (pt_resp_head(&req->resp, &rctx, &ctx->out, (pt_span_t){ status, (size_t)slen }, ctx->hspans, (size_t)n,
-                     ctx->known_length)
-        < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    ctx->head_sent = true;
-    return 0;
-}
-
-/* Adds body bytes to ctx->out, the head first if it is not out yet. Returns 0, or -1 with an exception set. */
-static int
-emit(pt_ctx_t *ctx, const char *p, size_t n)
-{
-    pt_resp_t *r = &ctx->req->resp;
-
-    if (!ctx->head_sent && write_head(ctx) < 0) {
-        return -1;
-    }
-    if (pt_resp_body(r, &ctx->out, p, n) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (r->overflow) {
-        r->overflow = false;
-        pt_log_warning("app sent more than its Content-Length (%lld) for \"%.*s %.*s\": extra bytes dropped",
-                       (long long)r->content_length, (int)ctx->req->method.len, ctx->req->method.base,
-                       (int)ctx->req->target.len, ctx->req->target.base);
-        r->must_close = true;
-    }
-    return 0;
-}
-
-/* Hands ctx->out to the connection. Returns 0, or -1 when the client is gone. */
-static int
-flush(pt_ctx_t *ctx, unsigned flags)
-{
-    if (ctx->out.len == 0 && flags == 0) {
-        return pt_req_gone(ctx->req) ? -1 : 0;
-    }
-    return pt_req_send(ctx->req, &ctx->out, flags) < 0 ? -1 : 0;
-}
-
-/* A worker waits (GIL released) for a slow client. Returns -1 when it went away. */
-static int
-wait_drain(pt_ctx_t *ctx)
-{
-    PyThreadState *ts = pt_gil_release();
-    int r = pt_req_wait_drain(ctx->req);
-
-    pt_gil_acquire(ts);
-    return r < 0 ? -1 : 0;
-}
-
-static PyObject *
-ctx_write(PyObject *self, PyObject *data)
-{
-    pt_ctx_t *ctx = (pt_ctx_t *)self;
-    Py_buffer view;
-
-    if (ctx->req == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "write() called after its request finished");
-        return NULL;
-    }
-    if (!ctx->started) {
-        PyErr_SetString(PyExc_RuntimeError, "write() called before start_response()");
-        return NULL;
-    }
-    if (!PyBytes_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "write() takes bytes, not %.100s", Py_TYPE(data)->tp_name);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    if (emit(ctx, view.buf, (size_t)view.len) < 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    PyBuffer_Release(&view);
-    /* write() is unbuffered in PEP 3333: the bytes leave now; a worker waits for a slow client. */
-    if (flush(ctx, 0) < 0 || (!pt_on_loop_thread() && pt_req_must_wait(ctx->req) && wait_drain(ctx) < 0)) {
-        PyErr_SetString(PyExc_OSError, "client disconnected");
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef write_def = { "write", (PyCFunction)ctx_write, METH_O, "write(data): send body bytes now" };
-
-/* ------------------------------------------------------------------------------------------------------------ */
-/* Contexts */
-
-static pt_ctx_t *
-ctx_get(pt_wsgi_t *w)
-{
-    pt_ctx_t *ctx = w->free_ctx;
-
-    if (ctx != NULL) {
-        w->free_ctx = ctx->next_free;
-        return ctx;
-    }
-    ctx = PyObject_GC_New(pt_ctx_t, &ctx_type);
-    if (ctx == NULL) {
-        return NULL;
-    }
-    ctx->vectorcall = ctx_start_response;
-    ctx->w = w;
-    ctx->req = NULL;
-    ctx->status = ctx->headers = ctx->result = ctx->iter = ctx->seq = ctx->held = NULL;
-    ctx->out = (pt_buf_t){ 0 };
-    ctx->hspans = NULL;
-    ctx->hcap = 0;
-    ctx->next_free = NULL;
-    ctx->input = pt_input_new();
-    ctx->write = PyCFunction_New(&write_def, (PyObject *)ctx);
-    PyObject_GC_Track(ctx);
-    if (ctx->input == NULL || ctx->write == NULL) {
-        Py_DECREF(ctx);
-        return NULL;
-    }
-    return ctx;
-}
-
-static void
-ctx_put(pt_ctx_t *ctx)
-{
-    pt_wsgi_t *w = ctx->w;
-
-    ctx->req = NULL;
-    pt_input_attach(ctx->input, NULL);
-    Py_CLEAR(ctx->status);
-    Py_CLEAR(ctx->headers);
-    Py_CLEAR(ctx->result);
-    Py_CLEAR(ctx->iter);
-    Py_CLEAR(ctx->seq);
-    Py_CLEAR(ctx->held);
-    ctx->out.len = 0;
-    if (ctx->out.cap > 256 * 1024) {
-        pt_buf_free(&ctx->out);
-    }
-    /* The app kept start_response, write or wsgi.input beyond the request: do not hand them to another one. */
-    if (Py_REFCNT(ctx) > 1 || Py_REFCNT(ctx->input) > 1 || Py_REFCNT(ctx->write) > 1) {
-        Py_CLEAR(ctx->write); /* breaks the ctx <-> write cycle; the app's references keep what they need */
-        Py_DECREF(ctx);
-        return;
-    }
-    ctx->next_free = w->free_ctx;
-    w->free_ctx = ctx;
-}
-
-static int
-ctx_traverse(pt_ctx_t *ctx, visitproc visit, void *arg)
-{
-    Py_VISIT(ctx->input);
-    Py_VISIT(ctx->write);
-    Py_VISIT(ctx->status);
-    Py_VISIT(ctx->headers);
-    Py_VISIT(ctx->result);
-    Py_VISIT(ctx->iter);
-    Py_VISIT(ctx->seq);
-    Py_VISIT(ctx->held);
-    return 0;
-}
-
-static int
-ctx_clear(pt_ctx_t *ctx)
-{
-    Py_CLEAR(ctx->input);
-    Py_CLEAR(ctx->write);
-    Py_CLEAR(ctx->status);
-    Py_CLEAR(ctx->headers);
-    Py_CLEAR(ctx->result);
-    Py_CLEAR(ctx->iter);
-    Py_CLEAR(ctx->seq);
-    Py_CLEAR(ctx->held);
-    return 0;
-}
-
-static void
-ctx_dealloc(pt_ctx_t *ctx)
-{
-    PyObject_GC_UnTrack(ctx);
-    ctx_clear(ctx);
-    pt_buf_free(&ctx->out);
-    PyMem_Free(ctx->hspans);
-    PyObject_GC_Del(ctx);
-}
-
-/* PyVarObject_HEAD_INIT ends in its own comma, which clang-format does not know. */
-/* clang-format off */
-static PyTypeObject ctx_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ponte.StartResponse",
-    .tp_basicsize = sizeof(pt_ctx_t),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "start_response(status, headers, exc_info=None) for one WSGI request.",
-    .tp_vectorcall_offset = offsetof(pt_ctx_t, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_dealloc = (destructor)ctx_dealloc,
-    .tp_traverse = (traverseproc)ctx_traverse,
-    .tp_clear = (inquiry)ctx_clear,
-};
-/* clang-format on */
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Running a request */
@@ -476,7 +66,7 @@ server_error(pt_ctx_t *ctx, int status)
 
 /* Ends the request: close() the iterable, send what is left, hand the request back. */
 static void
-finish(pt_ctx_t *ctx, pt_outcome_t outcome)
+end_request(pt_ctx_t *ctx, pt_outcome_t outcome)
 {
     pt_request_t *req = ctx->req;
     unsigned flags = PT_SEND_DONE;
@@ -518,9 +108,20 @@ finish(pt_ctx_t *ctx, pt_outcome_t outcome)
                  req->target.base);
         pt_gil_trace_request(ctx->t0, label);
     }
-    /* After PT_SEND_DONE a worker must not touch req again; ctx_put does not. */
+    /* After PT_SEND_DONE a worker must not touch req again; pt_wsgi_ctx_put does not. */
     pt_req_send(req, &ctx->out, flags);
-    ctx_put(ctx);
+    ctx->req = NULL;
+}
+
+/* As one step for a write() or start_response() from another of the app's threads (wsgi_ctx.c): either comes first,
+ * and finds the request still running, or after, and finds it finished. */
+static void
+finish(pt_ctx_t *ctx, pt_outcome_t outcome)
+{
+    Py_BEGIN_CRITICAL_SECTION(ctx);
+    end_request(ctx, outcome);
+    Py_END_CRITICAL_SECTION();
+    pt_wsgi_ctx_put(ctx);
 }
 
 /* The next body chunk: a new reference, or NULL at the end (or on error, with an exception set). */
@@ -528,12 +129,34 @@ static PyObject *
 next_chunk(pt_ctx_t *ctx)
 {
     if (ctx->seq != NULL) {
+        /* A list may be the app's one list for every request, changed by its other threads: item by strong ref. */
         if (ctx->pos < PySequence_Fast_GET_SIZE(ctx->seq)) {
-            return Py_NewRef(PySequence_Fast_GET_ITEM(ctx->seq, ctx->pos++));
+            Py_ssize_t i = ctx->pos++;
+
+            return PyList_Check(ctx->seq) ? PyList_GetItemRef(ctx->seq, i) : Py_NewRef(PyTuple_GET_ITEM(ctx->seq, i));
         }
         return NULL;
     }
     return PyIter_Next(ctx->iter);
+}
+
+/* One chunk of the body, consumed, into ctx->out and (unless the body is a list) out to the client: 0, or -1 with
+ * an exception set (the app's error) or without (the client went). In one step for the app's other threads, as
+ * finish() is. */
+static int
+emit_chunk(pt_ctx_t *ctx, PyObject *item)
+{
+    int r;
+
+    Py_BEGIN_CRITICAL_SECTION(ctx);
+    r = pt_wsgi_emit(ctx, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
+    /* A generator's chunks leave as they come; a list's leave together, in as few writes as possible. */
+    if (r == 0 && ctx->seq == NULL) {
+        r = pt_wsgi_flush(ctx, 0);
+    }
+    Py_END_CRITICAL_SECTION();
+    Py_DECREF(item);
+    return r;
 }
 
 /* Streams the body until it ends, the client goes, or (loop thread only) the client is slow: then false. */
@@ -549,7 +172,7 @@ pump(pt_ctx_t *ctx)
         item = ctx->held != NULL ? ctx->held : next_chunk(ctx);
         ctx->held = NULL;
         if (item != NULL && pt_req_must_wait(req)) {
-            if (flush(ctx, 0) < 0) {
+            if (pt_wsgi_flush(ctx, 0) < 0) {
                 Py_DECREF(item);
                 finish(ctx, WSGI_GONE);
                 return true;
@@ -559,7 +182,7 @@ pump(pt_ctx_t *ctx)
                 pt_req_suspend(req);
                 return false;
             }
-            if (wait_drain(ctx) < 0) {
+            if (pt_wsgi_wait_drain(ctx) < 0) {
                 Py_DECREF(item);
                 finish(ctx, WSGI_GONE);
                 return true;
@@ -588,15 +211,8 @@ pump(pt_ctx_t *ctx)
             finish(ctx, WSGI_APP_ERROR);
             return true;
         }
-        if (emit(ctx, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item)) < 0) {
-            Py_DECREF(item);
-            finish(ctx, WSGI_APP_ERROR);
-            return true;
-        }
-        Py_DECREF(item);
-        /* A generator's chunks leave as they come; a list's leave together, in as few writes as possible. */
-        if (ctx->seq == NULL && flush(ctx, 0) < 0) {
-            finish(ctx, WSGI_GONE);
+        if (emit_chunk(ctx, item) < 0) {
+            finish(ctx, PyErr_Occurred() ? WSGI_APP_ERROR : WSGI_GONE);
             return true;
         }
     }
@@ -607,7 +223,7 @@ pump(pt_ctx_t *ctx)
     }
     if (!ctx->head_sent) {
         ctx->known_length = 0;
-        if (write_head(ctx) < 0) {
+        if (pt_wsgi_write_head(ctx) < 0) {
             finish(ctx, WSGI_APP_ERROR);
             return true;
         }
@@ -631,7 +247,7 @@ try_sendfile(pt_ctx_t *ctx)
         return 0;
     }
     ctx->known_length = (int64_t)count;
-    if (write_head(ctx) < 0) {
+    if (pt_wsgi_write_head(ctx) < 0) {
         finish(ctx, WSGI_APP_ERROR);
         return 1;
     }
@@ -643,7 +259,7 @@ try_sendfile(pt_ctx_t *ctx)
         finish(ctx, WSGI_OK);
         return 1;
     }
-    if (flush(ctx, 0) < 0) {
+    if (pt_wsgi_flush(ctx, 0) < 0) {
         finish(ctx, WSGI_GONE);
         return 1;
     }
@@ -670,7 +286,7 @@ try_sendfile(pt_ctx_t *ctx)
 void
 pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
 {
-    pt_ctx_t *ctx = ctx_get(w);
+    pt_ctx_t *ctx = pt_wsgi_ctx_get(w);
     PyObject *env, *args[2];
 
     if (ctx == NULL) {
@@ -708,15 +324,14 @@ pt_wsgi_handle(pt_wsgi_t *w, pt_request_t *req)
         Py_ssize_t i, n = PySequence_Fast_GET_SIZE(ctx->result);
         int64_t total = 0;
 
-        for (i = 0; i < n; i++) {
-            PyObject *item = PySequence_Fast_GET_ITEM(ctx->result, i);
+        for (i = 0; i < n && total >= 0; i++) {
+            PyObject *item = PyList_Check(ctx->result) ? PyList_GetItemRef(ctx->result, i)
+                                                       : Py_NewRef(PyTuple_GET_ITEM(ctx->result, i));
 
-            if (!PyBytes_Check(item)) {
-                total = -1;
-                break;
-            }
-            total += PyBytes_GET_SIZE(item);
+            total = item != NULL && PyBytes_Check(item) ? total + PyBytes_GET_SIZE(item) : -1;
+            Py_XDECREF(item);
         }
+        PyErr_Clear(); /* a list shortened meanwhile: its length is not known, and next_chunk stops at its end */
         ctx->known_length = total;
         ctx->seq = Py_NewRef(ctx->result);
     } else {
@@ -759,7 +374,7 @@ pt_wsgi_init(pt_wsgi_t **out, PyObject *app, const pt_config_t *cfg)
 {
     pt_wsgi_t *w;
 
-    if (PyType_Ready(&ctx_type) < 0 || PyType_Ready(&pt_input_type) < 0 || PyType_Ready(&pt_file_wrapper_type) < 0) {
+    if (pt_wsgi_ctx_types_ready() < 0 || PyType_Ready(&pt_input_type) < 0 || PyType_Ready(&pt_file_wrapper_type) < 0) {
         return -1;
     }
     w = PyMem_Calloc(1, sizeof(*w));

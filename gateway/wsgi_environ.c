@@ -1,6 +1,10 @@
 /*
  * The WSGI environ of a request (PEP 3333), built from a template dict shared by every request plus the request's
- * own keys, which are interned strings (str.c). Called with the GIL held, which also guards the caches here.
+ * own keys, which are interned strings (str.c).
+ *
+ * Each thread that builds environs keeps its own copy of the template and its own strings of recent listeners and
+ * clients, so that threads running Python at once (free-threaded CPython) change nothing shared here, and do not
+ * all lock the one template dict to copy it.
  */
 #include "gateway.h"
 
@@ -8,6 +12,16 @@
 #include <strings.h>
 
 #include "../server/log.h"
+
+static _Thread_local struct {
+    PyObject *template;        /* this thread's copy of pt_environ_t's */
+    PyObject *server_names[8]; /* SERVER_NAME / SERVER_PORT per listener, by name pointer */
+    const char *server_name_keys[8];
+    int server_ports[8];
+    PyObject *server_port_strs[8];
+    char last_remote[64]; /* REMOTE_ADDR of the previous request, usually the same few clients */
+    PyObject *last_remote_str;
+} mine;
 
 /* PATH_INFO: percent-decoded bytes as latin-1 (PEP 3333). New ref. */
 static PyObject *
@@ -68,33 +82,33 @@ set_new(PyObject *d, PyObject *key, PyObject *value)
 
 /* SERVER_NAME and SERVER_PORT, built once per listener. Borrowed references. */
 static int
-server_strings(pt_environ_t *e, const pt_request_t *req, PyObject **name, PyObject **port)
+server_strings(const pt_request_t *req, PyObject **name, PyObject **port)
 {
     int i;
 
-    for (i = 0; i < 8 && e->server_name_keys[i] != NULL; i++) {
-        if (e->server_name_keys[i] == req->server_name && e->server_ports[i] == req->server_port) {
-            *name = e->server_names[i];
-            *port = e->server_port_strs[i];
+    for (i = 0; i < 8 && mine.server_name_keys[i] != NULL; i++) {
+        if (mine.server_name_keys[i] == req->server_name && mine.server_ports[i] == req->server_port) {
+            *name = mine.server_names[i];
+            *port = mine.server_port_strs[i];
             return 0;
         }
     }
     if (i == 8) {
         i = 7;
-        Py_CLEAR(e->server_names[i]);
-        Py_CLEAR(e->server_port_strs[i]);
+        Py_CLEAR(mine.server_names[i]);
+        Py_CLEAR(mine.server_port_strs[i]);
     }
-    e->server_names[i] = PyUnicode_DecodeLatin1(req->server_name, (Py_ssize_t)strlen(req->server_name), NULL);
-    e->server_port_strs[i] = PyUnicode_FromFormat("%d", req->server_port);
-    if (e->server_names[i] == NULL || e->server_port_strs[i] == NULL) {
-        Py_CLEAR(e->server_names[i]);
-        Py_CLEAR(e->server_port_strs[i]);
+    mine.server_names[i] = PyUnicode_DecodeLatin1(req->server_name, (Py_ssize_t)strlen(req->server_name), NULL);
+    mine.server_port_strs[i] = PyUnicode_FromFormat("%d", req->server_port);
+    if (mine.server_names[i] == NULL || mine.server_port_strs[i] == NULL) {
+        Py_CLEAR(mine.server_names[i]);
+        Py_CLEAR(mine.server_port_strs[i]);
         return -1;
     }
-    e->server_name_keys[i] = req->server_name;
-    e->server_ports[i] = req->server_port;
-    *name = e->server_names[i];
-    *port = e->server_port_strs[i];
+    mine.server_name_keys[i] = req->server_name;
+    mine.server_ports[i] = req->server_port;
+    *name = mine.server_names[i];
+    *port = mine.server_port_strs[i];
     return 0;
 }
 
@@ -118,7 +132,7 @@ add_header(PyObject *env, const pt_header_t *h)
         Py_DECREF(key);
         return -1;
     }
-    old = PyDict_GetItemWithError(env, key); /* borrowed */
+    old = PyDict_GetItemWithError(env, key); /* borrowed: no other thread sees env before the app has it */
     if (old != NULL) {
         /* Repeated header lines join with ", " (RFC 9110 5.3). */
         PyObject *joined = PyUnicode_FromFormat("%U, %U", old, value);
@@ -135,18 +149,18 @@ add_header(PyObject *env, const pt_header_t *h)
 
 /* REMOTE_ADDR as a str, reusing the previous one when the client address repeats. New ref. */
 static PyObject *
-remote_addr(pt_environ_t *e, const char *addr)
+remote_addr(const char *addr)
 {
-    if (e->last_remote_str == NULL || strcmp(e->last_remote, addr) != 0) {
+    if (mine.last_remote_str == NULL || strcmp(mine.last_remote, addr) != 0) {
         PyObject *s = PyUnicode_FromString(addr);
 
         if (s == NULL) {
             return NULL;
         }
-        Py_XSETREF(e->last_remote_str, s);
-        snprintf(e->last_remote, sizeof(e->last_remote), "%s", addr);
+        Py_XSETREF(mine.last_remote_str, s);
+        snprintf(mine.last_remote, sizeof(mine.last_remote), "%s", addr);
     }
-    return Py_NewRef(e->last_remote_str);
+    return Py_NewRef(mine.last_remote_str);
 }
 
 /*
@@ -187,10 +201,13 @@ authority_server(PyObject *env, const pt_request_t *req)
 PyObject *
 pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
 {
-    PyObject *env = PyDict_Copy(e->template);
-    PyObject *name, *port;
+    PyObject *env, *name, *port;
     size_t i;
 
+    if (mine.template == NULL && (mine.template = PyDict_Copy(e->template)) == NULL) {
+        return NULL;
+    }
+    env = PyDict_Copy(mine.template);
     if (env == NULL) {
         return NULL;
     }
@@ -201,9 +218,9 @@ pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
                                   : Py_NewRef(pt_str.empty))
             < 0
         || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
-        || set_new(env, pt_str.REMOTE_ADDR, remote_addr(e, req->remote_addr)) < 0
+        || set_new(env, pt_str.REMOTE_ADDR, remote_addr(req->remote_addr)) < 0
         || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
-        || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0 || server_strings(e, req, &name, &port) < 0
+        || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0 || server_strings(req, &name, &port) < 0
         || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0 || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
         || (req->url_scheme[4] == 's' /* "https", from a trusted proxy */
             && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {

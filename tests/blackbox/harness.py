@@ -24,6 +24,22 @@ _CPYTHON = re.search(r"CPython (\d+)\.(\d+)\S* \([^,]*, ([^)]+)\)", _VERSION)
 BUILT_FOR = "%s.%s" % _CPYTHON.group(1, 2)
 BUILT_FOR_INFO = tuple(int(x) for x in _CPYTHON.group(1, 2))
 BUILT_PYTHON = _CPYTHON.group(3)
+BUILT_PREFIX = os.path.dirname(os.path.dirname(BUILT_PYTHON))  # its sys.prefix: /usr, or /opt/cpython-3.14.7t
+FREE_THREADED = "(free-threaded," in _VERSION  # a 3.14t: no GIL (test_free_threaded.py)
+# What the log's "GIL probe:" line starts with when all is well: exact, or (free-threaded) that there is no GIL.
+PROBE_OK = "GIL probe: no GIL to probe (free-threaded CPython)" if FREE_THREADED else "GIL probe: exact"
+
+
+def with_the_gil():
+    """For the tests of the GIL view: on a free-threaded build their servers run with the GIL asked for
+    (PYTHON_GIL=1), which makes the view the GIL's, as on a GIL build; test_free_threaded.py covers the view
+    without one."""
+    if FREE_THREADED:
+        os.environ["PYTHON_GIL"] = "1"
+
+
+# The C extensions the tests build with ponte (tests/meson.build), beside its executable.
+TEST_EXTENSIONS = os.environ.get("PONTE_TEST_EXTENSIONS", os.path.join(os.path.dirname(PONTE), "tests"))
 LLHTTP_INFO = tuple(int(x) for x in re.search(r"llhttp (\d+)\.(\d+)", _VERSION).groups())
 SANITIZED = os.environ.get("PONTE_SANITIZED") == "1"
 

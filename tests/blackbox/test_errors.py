@@ -124,6 +124,23 @@ class ErrorsBase(ServerCase):
     def test_system_exit_is_an_app_error(self):
         self.expect_500("sys_exit", "SystemExit")
 
+    def test_start_response_and_write_kept_past_their_request(self):
+        self.assertEqual(self.conn().request("GET", "/keep_callables").body, b"kept")
+        for _ in range(3):  # whichever thread, and however many requests later, the kept ones are finished
+            r = self.conn().request("GET", "/call_kept")
+            self.assertEqual(r.body.decode().split("\n"), [
+                "start_response: start_response() called after its request finished",
+                "write: write() called after its request finished"])
+
+    def test_one_list_returned_to_every_request(self):
+        conns = [self.conn() for _ in range(4)]
+        for _ in range(25):
+            for c in conns:
+                c.send(b"GET /shared_list HTTP/1.1\r\nHost: t\r\n\r\n")
+            for c in conns:
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (200, b"one list for every request"))
+
 
 class ErrorsWorkers(ErrorsBase, unittest.TestCase):
     threads = 4

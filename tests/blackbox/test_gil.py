@@ -12,7 +12,9 @@ import threading
 import time
 import unittest
 
-from harness import APPS, BUILT_FOR, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests
+from harness import APPS, BUILT_FOR, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests, with_the_gil
+
+with_the_gil()
 
 LINE = re.compile(r"gil: busy ([\d.]+)%, (\d+) waiting, (\d+) switches/s, (\d+) forced/s, interval (\d+ us|unknown)"
                   r"(?:, asyncio loop busy [\d.]+%)?, last [\d.]+ s; hold/wait:(.*)")

@@ -11,7 +11,9 @@ import tempfile
 import time
 import unittest
 
-from harness import APPS, Server, free_port, run_tests
+from harness import APPS, Server, free_port, run_tests, with_the_gil
+
+with_the_gil()
 from test_gil import LINE, get, load_paths as load
 
 

@@ -12,7 +12,9 @@ import tempfile
 import time
 import unittest
 
-from harness import APPS, BUILT_FOR, Conn, Server, free_port, run_tests
+from harness import APPS, BUILT_FOR, Conn, Server, free_port, run_tests, with_the_gil
+
+with_the_gil()
 from test_gil import get, load_paths as load
 
 SPIN = "/spin?seconds=0.005"

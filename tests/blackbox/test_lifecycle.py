@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import APPS, BUILT_PYTHON, PONTE, REPO_APPS, Conn, Server, run_tests
+from harness import APPS, BUILT_PREFIX, BUILT_PYTHON, PONTE, PROBE_OK, REPO_APPS, Conn, Server, run_tests
 
 
 def run_ponte(*args, timeout=30, app_dir=APPS):
@@ -105,7 +105,7 @@ class Interpreter(unittest.TestCase):
         self.assertEqual(got["argv"], ["ponte"])
         self.assertEqual(got["leftovers"], [])
         self.assertEqual(got["path0"], os.path.realpath(APPS), "--app-dir first, no script directory before it")
-        self.assertIn("GIL probe: exact", log)
+        self.assertIn(PROBE_OK, log)
         return got
 
     def test_default(self):
@@ -155,7 +155,7 @@ class Running(unittest.TestCase):
         with Server("startup_cases:sys_info") as s:
             info = json.loads(Conn(s).request("GET", "/").body)
         self.assertEqual(info["executable"], BUILT_PYTHON)
-        self.assertEqual(info["prefix"], "/usr")
+        self.assertEqual(info["prefix"], BUILT_PREFIX)
 
     def test_extension_modules_work(self):
         for mode in ("auto", "embedded"):

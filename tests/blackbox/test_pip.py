@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BUILT_FOR, BUILT_PYTHON, Conn, Server, run_tests
+from harness import BUILT_FOR, BUILT_PYTHON, PROBE_OK, Conn, Server, run_tests
 from wsclient import WS
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -86,7 +86,7 @@ class PipInstall(unittest.TestCase):
         log = s.stderr()
         self.assertIn("Python: CPython %s." % BUILT_FOR, log)
         self.assertIn(", venv %s" % self.venv, log)
-        self.assertIn("GIL probe: exact", log)
+        self.assertIn(PROBE_OK, log)
 
     def test_the_installed_ponte_is_on_the_venvs_path(self):
         r = subprocess.run([self.venv + "/bin/ponte", "--version"], capture_output=True, text=True, check=True)

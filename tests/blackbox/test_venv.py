@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BUILT_FOR, BUILT_PYTHON, PONTE, SANITIZED, Conn, Server, run_tests, wait_for
+from harness import BUILT_FOR, BUILT_PREFIX, BUILT_PYTHON, PONTE, SANITIZED, Conn, Server, run_tests, wait_for
 from test_processes import Master, ready_count, workers_of
 
 APP = '''
@@ -81,8 +81,8 @@ class Venv(unittest.TestCase):
         r = subprocess.run([PONTE, "--app-dir", self.app_dir, "-b", "127.0.0.1:0", "lacks_a_package:app"],
                            capture_output=True, text=True, timeout=30, env=self.env_without_venv())
         self.assertEqual(r.returncode, 1)
-        self.assertIn("importing 'lacks_a_package' failed: it imports 'venv_only', which this Python (sys.prefix /usr)"
-                      " does not have", r.stderr)
+        self.assertIn("importing 'lacks_a_package' failed: it imports 'venv_only', which this Python (sys.prefix %s)"
+                      " does not have" % BUILT_PREFIX, r.stderr)
         r = subprocess.run([PONTE, "--app-dir", self.app_dir, "-H", self.venv, "-b", "127.0.0.1:0",
                             "lacks_a_package:app"], capture_output=True, text=True, timeout=30)
         self.assertIn("it imports 'no_such_package_anywhere', which this Python (sys.prefix %s)" % self.venv,

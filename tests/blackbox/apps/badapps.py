@@ -148,8 +148,41 @@ def hang(environ, start_response):
     time.sleep(3600)
 
 
+_kept = {}
+
+
+def keep_callables(environ, start_response):
+    """Keeps start_response and write() beyond its request; the next request calls them."""
+    _kept["start_response"] = start_response
+    _kept["write"] = start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"kept"]
+
+
+def call_kept(environ, start_response):
+    outcomes = []
+    for name, call in (("start_response", lambda: _kept["start_response"]("200 OK", [])),
+                       ("write", lambda: _kept["write"](b"stale"))):
+        try:
+            call()
+            outcomes.append(name + ": no error")
+        except RuntimeError as e:
+            outcomes.append("%s: %s" % (name, e))
+    body = "\n".join(outcomes).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+SHARED_BODY = [b"one list ", b"for every request"]
+
+
+def shared_list(environ, start_response):
+    """Returns the same list object to every request, on every thread at once."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return SHARED_BODY
+
+
 ROUTES = {name: fn for name, fn in globals().items() if callable(fn) and not name.startswith("_")
-          and name not in ("record", "Closing")}
+          and name not in ("record", "Closing", "SHARED_BODY")}
 
 
 def application(environ, start_response):

@@ -1,0 +1,137 @@
+"""Whether there is a GIL. On a free-threaded CPython (3.14t) ponte runs without one: its own modules declare that
+they need none, the log and the GIL page say "no GIL", and two worker threads run Python at once. An extension module
+that has not declared it (tests/blackbox/apps/needs_gil.c) turns the GIL back on: ponte says so at once, in the log,
+on /snapshot and /metrics, naming the module. On a GIL build the same checks find the GIL there all along."""
+
+import json
+import socket
+import threading
+import time
+import unittest
+
+from harness import FREE_THREADED, TEST_EXTENSIONS, Conn, Server, free_port, run_tests, wait_for
+
+
+def get(port, path):
+    c = Conn(socket.create_connection(("127.0.0.1", port), timeout=5))
+    try:
+        return c.request("GET", path)
+    finally:
+        c.close()
+
+
+class GILState(unittest.TestCase):
+    def server(self, *args, env=None, threads=2):
+        self.port = free_port()
+        env = dict(env or {}, PYTHONPATH=TEST_EXTENSIONS)
+        return Server("free_threaded:app", "--gil-monitor", "127.0.0.1:%d" % self.port, "--no-access-log", *args,
+                      threads=threads, env=env)
+
+    def snapshot(self):
+        """The monitor's latest view (it has none before its first 100 ms tick)."""
+        snap = {}
+
+        def taken():
+            snap.update(json.loads(get(self.port, "/snapshot").body))
+            return bool(snap)
+        self.assertTrue(wait_for(taken, timeout=5))
+        return snap
+
+    def gil_in_app(self, s):
+        return json.loads(Conn(s.connect()).request("GET", "/").body)["gil"]
+
+    def test_start_up_says_whether_there_is_a_gil(self):
+        with self.server() as s:
+            snap, log = self.snapshot(), s.stderr()
+            metrics = get(self.port, "/metrics").body.decode()
+            in_app = self.gil_in_app(s)
+        if FREE_THREADED:
+            self.assertIn("GIL: none (free-threaded CPython): threads run Python at once", log)
+            self.assertIn("GIL probe: no GIL to probe (free-threaded CPython)", log)
+            self.assertNotIn("RuntimeWarning", log)  # nothing of ponte's turned the GIL on
+            self.assertEqual((snap["gil"], snap["gil_why"], in_app), ("none", "", False))
+            self.assertIn("ponte_gil_enabled 0\n", metrics)
+        else:
+            self.assertNotIn("GIL: ", log)
+            self.assertEqual((snap["gil"], snap["gil_why"], in_app), ("gil", "", True))
+            self.assertIn("ponte_gil_enabled 1\n", metrics)
+
+    def test_a_module_that_needs_the_gil_is_named_within_a_second(self):
+        with self.server() as s:
+            before = self.snapshot()["gil"]
+            Conn(s.connect()).request("GET", "/import")
+            imported = time.monotonic()
+            if FREE_THREADED:
+                self.assertTrue(wait_for(lambda: "GIL: back on" in s.stderr(), timeout=1.0), s.stderr())
+                self.assertLess(time.monotonic() - imported, 1.0)
+                # the page's snapshot is taken every 100 ms: the next one has it
+                self.assertTrue(wait_for(lambda: self.snapshot()["gil"] == "back on", timeout=0.5))
+            else:
+                time.sleep(1.0)  # as long as ponte would have taken to say it
+            snap = self.snapshot()
+            metrics = get(self.port, "/metrics").body.decode()
+            log = s.stderr()
+            in_app = self.gil_in_app(s)
+        if FREE_THREADED:
+            self.assertEqual(before, "none")
+            self.assertIn("GIL: back on: CPython turned it on to import needs_gil, which does not declare that it "
+                          "runs without the GIL (Py_mod_gil), at ", log)
+            self.assertIn("s of serving. Threads take turns running Python again", log)
+            self.assertEqual(snap["gil"], "back on")
+            self.assertIn("import needs_gil", snap["gil_why"])
+            self.assertIn("ponte_gil_enabled 1\n", metrics)
+            self.assertTrue(in_app)
+        else:
+            self.assertEqual((before, snap["gil"]), ("gil", "gil"))
+            self.assertNotIn("back on", log)
+            self.assertIn("ponte_gil_enabled 1\n", metrics)
+            self.assertTrue(in_app)
+
+    def test_a_module_imported_with_the_app(self):
+        with self.server(env={"PONTE_TEST_NEEDS_GIL_AT_IMPORT": "1"}) as s:
+            log = s.stderr()
+            snap = self.snapshot()
+        if FREE_THREADED:
+            self.assertIn("GIL: back on: CPython turned it on to import needs_gil, which does not declare that it "
+                          "runs without the GIL (Py_mod_gil), while the app was imported", log)
+            self.assertEqual(snap["gil"], "back on")
+        else:
+            self.assertEqual(snap["gil"], "gil")
+
+    def test_python_gil_1_asks_for_it(self):
+        with self.server(env={"PYTHON_GIL": "1"}) as s:
+            log = s.stderr()
+            snap = self.snapshot()
+            in_app = self.gil_in_app(s)
+        self.assertTrue(in_app)
+        if FREE_THREADED:
+            self.assertIn("GIL: on (free-threaded CPython, but PYTHON_GIL=1 or -X gil=1 asked for it)", log)
+            # The GIL is a real one again: the probe finds it and sees every transition, as on a GIL build.
+            self.assertIn("GIL probe: exact", log)
+            self.assertEqual((snap["gil"], snap["gil_why"]), ("back on", "PYTHON_GIL=1 or -X gil=1 asked for it"))
+        else:
+            self.assertEqual(snap["gil"], "gil")
+
+    def test_two_workers_run_python_at_once_only_without_a_gil(self):
+        # Two requests spin in pure Python for 2 s each, on two worker threads. Without a GIL both run Python the
+        # whole time: the view adds up 2 threads at once (it times each worker's time attached to Python, which the
+        # OS scheduling the two threads on fewer cores does not change). With a GIL they take turns: busy <= 100%.
+        with self.server(threads=2) as s:
+            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/spin?2"))
+                 for _ in range(2)]
+            for x in t:
+                x.start()
+            time.sleep(1.5)
+            snap = self.snapshot()
+            for x in t:
+                x.join()
+        busy = snap["busy"]
+        if FREE_THREADED:
+            self.assertGreaterEqual(busy, 150, snap)
+        else:
+            self.assertLessEqual(busy, 100, snap)
+            self.assertGreaterEqual(busy, 50, snap)
+
+
+if __name__ == "__main__":
+    run_tests()
