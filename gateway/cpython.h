@@ -11,7 +11,7 @@
  * From 3.13 the interpreter describes its own layout (_Py_DebugOffsets, cpython_debug_offsets.h): the files check
  * what they were compiled with against it, so a patch release that moved a field is refused rather than misread.
  * A new minor version is one new file (or a row above, when its shapes are an older one's) and a line in
- * gateway/meson.build. gil_probe.c is the only caller.
+ * gateway/meson.build. gil_probe.c is the caller, and gil_state.c for whether there is a GIL at all.
  */
 #ifndef PT_CPYTHON_H
 #define PT_CPYTHON_H
@@ -40,6 +40,11 @@ uintptr_t pt_cpython_holder(void);
  * PT_STACK_CHANGED when its state or its innermost frame changed under the reader and no frame could be read. Any
  * thread, no GIL: everything is read with pt_cpython_peek. */
 int pt_cpython_stack(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max);
+
+/* The main interpreter's thread states, up to max (gateway.h's pt_gil_thread_state_t): how many. Any thread, no GIL:
+ * the list is read with pt_cpython_peek, so a thread state freed under the reader ends the walk early. 3.13 and
+ * later (3.11's threads have no attached state: the GIL's holder is the one running Python). */
+int pt_cpython_threads(pt_gil_thread_state_t *out, int max);
 
 /* Whether the main interpreter's GIL is on for good: always on a GIL build; on a free-threaded one (3.14t) when
  * PYTHON_GIL=1 asked for it or a module that needs it was imported, not while a module's initialisation turns it on

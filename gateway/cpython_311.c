@@ -44,6 +44,12 @@ pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap)
     return 0;
 }
 
+int
+pt_cpython_threads(pt_gil_thread_state_t *out, int max)
+{
+    return 0; /* no attached state: the GIL's holder is the thread that runs Python */
+}
+
 bool
 pt_cpython_gil_on(void)
 {

@@ -29,6 +29,7 @@
 #include <internal/pycore_frame.h>
 #include <internal/pycore_interp.h>
 #include <internal/pycore_moduleobject.h>
+#include <internal/pycore_pystate.h>
 #include <internal/pycore_runtime.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,6 +109,33 @@ pt_cpython_gil(pt_cpython_gil_t *gil, char *why, size_t cap)
     g = interp->ceval.gil;
     *gil = (pt_cpython_gil_t){ &g->cond, &g->switch_cond, &g->interval };
     return 0;
+}
+
+int
+pt_cpython_threads(pt_gil_thread_state_t *out, int max)
+{
+    PyInterpreterState *interp = PyInterpreterState_Main();
+    uintptr_t at = 0;
+    int n = 0, steps;
+
+    if (interp == NULL || pt_cpython_peek(&at, (uintptr_t)&interp->threads.head, sizeof(at)) < 0) {
+        return 0;
+    }
+    /* steps bounds the walk, should a torn read make the list a loop */
+    for (steps = 0; at != 0 && n < max && steps < 4 * max; steps++) {
+        PyThreadState t;
+
+        if (pt_cpython_peek(&t, at, sizeof(t)) < 0) {
+            break;
+        }
+        out[n].at = at;
+        out[n].tid = t.native_thread_id;
+        out[n++].state = t.state == _Py_THREAD_ATTACHED ? PT_THREAD_ATTACHED
+            : t.state == _Py_THREAD_SUSPENDED           ? PT_THREAD_SUSPENDED
+                                                        : PT_THREAD_DETACHED;
+        at = (uintptr_t)t.next;
+    }
+    return n;
 }
 
 bool

@@ -108,6 +108,8 @@ void pt_gil_trace_request(uint64_t start_ns, const char *label);
 int pt_gil_set_route(int route);
 /* The record of native thread tid: its index, and in *route the route it works for; -1 when ponte has none. */
 int pt_gil_thread_route(unsigned long tid, int *route);
+/* Whether native thread tid is waiting now (for the GIL, or without one for a lock), by its record. */
+bool pt_gil_thread_waiting(unsigned long tid);
 
 /* ---- gil_state.c: whether there is a GIL (free-threaded CPython has none, until a module turns it back on) ---- */
 typedef enum {
@@ -142,6 +144,11 @@ void pt_gil_routes_metrics(pt_buf_t *b);
 void pt_gil_on_wait(void);
 void pt_gil_on_wait_timeout(void);
 void pt_gil_on_taken(void);
+/* A thread parks in CPython's parking lot (a lock's wait, free-threaded), and stops. */
+void pt_gil_on_parked(void);
+void pt_gil_on_unparked(void);
+/* Watch (true) or stop watching the parking lot's waits: 0, or -1 if it cannot be. */
+int pt_gil_probe_parks(bool on);
 void pt_gil_on_dropped(void);
 void pt_gil_on_forced(void);
 
@@ -168,6 +175,22 @@ typedef struct {
  * thread holds the GIL. */
 #define PT_STACK_CHANGED (-2)
 int pt_gil_probe_stack(unsigned long *tid, pt_gil_frame_t *frames, int max);
+/* A thread state of the main interpreter as read now: where it is, its native thread, and whether it is attached (may
+ * run Python), detached, or suspended by a stop-the-world pause. */
+enum {
+    PT_THREAD_DETACHED,
+    PT_THREAD_ATTACHED,
+    PT_THREAD_SUSPENDED
+};
+typedef struct {
+    uintptr_t at;
+    unsigned long tid;
+    int state;
+} pt_gil_thread_state_t;
+/* Without a GIL (free-threaded CPython): the main interpreter's thread states, up to max. Then the stack of one, as
+ * pt_gil_probe_stack gives the holder's. */
+int pt_gil_probe_threads(pt_gil_thread_state_t *out, int max);
+int pt_gil_probe_stack_of(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max);
 /* The text of the str object at addr, as UTF-8 in out: 0, or -1 if it is no longer a str (or not a 1-byte one). */
 int pt_gil_probe_str(uintptr_t addr, char *out, size_t cap);
 

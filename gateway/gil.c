@@ -106,23 +106,71 @@ pt_gil_on_wait_timeout(void)
     }
 }
 
+/* The thread's wait, if one is in progress, ends now. */
+static void
+end_wait(pt_gil_thread_t *t, uint64_t now)
+{
+    uint64_t since = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
+
+    if (since != 0) {
+        pt_gil_write_begin(t);
+        atomic_store_explicit(&t->waiting_since, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->wait_ns, now - since, memory_order_relaxed);
+        pt_gil_write_end(t);
+        atomic_fetch_add_explicit(&t->wait_hist[bucket(now - since)], 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&pt_gil_waiters, 1, memory_order_relaxed);
+        pt_gil_trace_push(t, 'W', since, now, NULL);
+    }
+}
+
+/* Without a GIL, a wait is a lock's (gil_cond.c's semaphores): counted where the GIL's would be, for the threads
+ * that run Python (ponte's, which have their records, and those threading started, which named theirs); libuv's
+ * and other C threads park too, and are not the app's. */
+static _Thread_local bool parked_in_hold; /* a park detached this thread in the middle of a hold ponte timed */
+
+void
+pt_gil_on_parked(void)
+{
+    pt_gil_thread_t *t;
+
+    if (self == NULL && !pending_name[0]) {
+        return;
+    }
+    t = me();
+    if (t != NULL && atomic_load_explicit(&t->holding_since, memory_order_relaxed) != 0) {
+        pt_gil_on_dropped(); /* parked, the thread is detached: its time attached pauses */
+        parked_in_hold = true;
+    }
+    pt_gil_on_wait();
+}
+
+void
+pt_gil_on_unparked(void)
+{
+    uint64_t now;
+
+    if (self == NULL) {
+        return;
+    }
+    now = pt_gil_now_ns();
+    end_wait(self, now);
+    if (parked_in_hold) {
+        parked_in_hold = false;
+        atomic_store_explicit(&self->holding_since, now, memory_order_relaxed);
+    }
+}
+
 void
 pt_gil_on_taken(void)
 {
     pt_gil_thread_t *t = me(), *prev;
-    uint64_t now, since;
+    uint64_t now;
 
     if (t == NULL) {
         return;
     }
     now = pt_gil_now_ns();
-    since = atomic_exchange_explicit(&t->waiting_since, 0, memory_order_relaxed);
-    if (since != 0) {
-        atomic_fetch_add_explicit(&t->wait_ns, now - since, memory_order_relaxed);
-        atomic_fetch_add_explicit(&t->wait_hist[bucket(now - since)], 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&pt_gil_waiters, 1, memory_order_relaxed);
-        pt_gil_trace_push(t, 'W', since, now, NULL);
-    }
+    end_wait(t, now);
     atomic_store_explicit(&t->holding_since, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
     prev = atomic_exchange_explicit(&last_taker, t, memory_order_relaxed);
@@ -143,11 +191,14 @@ pt_gil_on_dropped(void)
     if (t == NULL) {
         return;
     }
-    since = atomic_exchange_explicit(&t->holding_since, 0, memory_order_relaxed);
+    since = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
     if (since != 0) {
         uint64_t now = pt_gil_now_ns();
 
+        pt_gil_write_begin(t);
+        atomic_store_explicit(&t->holding_since, 0, memory_order_relaxed);
         atomic_fetch_add_explicit(&t->hold_ns, now - since, memory_order_relaxed);
+        pt_gil_write_end(t);
         atomic_fetch_add_explicit(&t->hold_hist[bucket(now - since)], 1, memory_order_relaxed);
         pt_gil_trace_push(t, 'H', since, now, NULL);
     }
@@ -217,6 +268,14 @@ pt_gil_thread_route(unsigned long tid, int *route)
 }
 
 bool
+pt_gil_thread_waiting(unsigned long tid)
+{
+    int route, i = pt_gil_thread_route(tid, &route);
+
+    return i >= 0 && atomic_load_explicit(&pt_gil_threads[i].waiting_since, memory_order_relaxed) != 0;
+}
+
+bool
 pt_gil_tracing(void)
 {
     return pt_gil_trace_on;
@@ -255,7 +314,8 @@ pt_gil_acquire(PyThreadState *ts)
 {
     bool timed = !pt_gil_exact && measuring;
 
-    if (timed) {
+    /* Without a GIL, attaching waits only for a stop-the-world pause, which parks the thread: the park counts it. */
+    if (timed && pt_gil_state(NULL) != PT_GIL_NONE) {
         pt_gil_on_wait();
     }
     PyEval_RestoreThread(ts);
@@ -292,7 +352,12 @@ pt_gil_start(bool on)
         /* Free-threaded, the GIL off: its condition variables never move. What ponte's own threads spend attached
          * (running Python) and waiting to attach (for a stop-the-world pause) is timed at its own calls instead. */
         pt_gil_exact = false;
-        return "no GIL to probe (free-threaded CPython): timing ponte's own threads' time attached to Python";
+        if (pt_gil_probe_parks(true) < 0) {
+            return "no GIL to probe (free-threaded CPython): timing ponte's own threads' time attached to Python; "
+                   "lock waits unseen (glibc's sem_* not found)";
+        }
+        return "no GIL to probe (free-threaded CPython): timing ponte's own threads' time attached to Python, and "
+               "every thread's waits for a lock";
     }
     if (pt_gil_probe_start(why, sizeof(why)) < 0) {
         static char msg[256];

@@ -1,7 +1,8 @@
 /*
  * Where the GIL probe meets the interpreter: pthread_cond_signal, _wait and _timedwait, defined where the
  * interpreter's calls land first, each passing the call on to glibc's after noting it when the condition variable
- * is one of the GIL's two (gil_probe.c says which, and what each call means).
+ * is one of the GIL's two (gil_probe.c says which, and what each call means). And, for a free-threaded CPython,
+ * sem_clockwait, sem_timedwait and sem_wait, where its parking lot puts a thread that waits for a lock.
  *
  * No Python here, and nothing else: this file is linked into the ponte executable (which the dynamic linker
  * searches first, so the libpython linked into it calls these), and built alone as libponte-gil.so, which the
@@ -12,7 +13,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "gil_cond.h"
 
@@ -90,6 +93,89 @@ pt_gil_cond_calibrate(pthread_cond_t **seen, int max)
     __atomic_store_n(&calibration.on, 1, __ATOMIC_SEQ_CST);
     return 0;
 }
+
+/* ---- semaphores: a free-threaded CPython's lock waits ---- */
+
+typedef int (*sem_clockwait_fn)(sem_t *, clockid_t, const struct timespec *);
+typedef int (*sem_timedwait_fn)(sem_t *, const struct timespec *);
+typedef int (*sem_wait_fn)(sem_t *);
+
+static sem_clockwait_fn real_sem_clockwait;
+static sem_timedwait_fn real_sem_timedwait;
+static sem_wait_fn real_sem_wait;
+static const pt_gil_park_events_t *volatile park; /* NULL while parks are not watched */
+
+static void
+resolve_sem(void)
+{
+    real_sem_clockwait = (sem_clockwait_fn)dlsym(RTLD_NEXT, "sem_clockwait");
+    real_sem_timedwait = (sem_timedwait_fn)dlsym(RTLD_NEXT, "sem_timedwait");
+    real_sem_wait = (sem_wait_fn)dlsym(RTLD_NEXT, "sem_wait");
+}
+
+int
+pt_gil_park_watch(const pt_gil_park_events_t *ev)
+{
+    if (real_sem_wait == NULL) {
+        resolve_sem();
+    }
+    if (real_sem_clockwait == NULL || real_sem_timedwait == NULL || real_sem_wait == NULL) {
+        return -1;
+    }
+    park = ev;
+    return 0;
+}
+
+int sem_clockwait(sem_t *s, clockid_t clock, const struct timespec *t);
+int sem_timedwait(sem_t *s, const struct timespec *t);
+int sem_wait(sem_t *s);
+
+/* The wait, between the two events; errno as the wait left it. */
+#define PARKED(call)                          \
+    do {                                      \
+        const pt_gil_park_events_t *p = park; \
+        int r, e;                             \
+                                              \
+        if (p != NULL) {                      \
+            p->parked();                      \
+        }                                     \
+        r = (call);                           \
+        e = errno;                            \
+        if (p != NULL) {                      \
+            p->unparked();                    \
+        }                                     \
+        errno = e;                            \
+        return r;                             \
+    } while (0)
+
+int
+sem_clockwait(sem_t *s, clockid_t clock, const struct timespec *t)
+{
+    if (real_sem_clockwait == NULL) {
+        resolve_sem();
+    }
+    PARKED(real_sem_clockwait(s, clock, t));
+}
+
+int
+sem_timedwait(sem_t *s, const struct timespec *t)
+{
+    if (real_sem_timedwait == NULL) {
+        resolve_sem();
+    }
+    PARKED(real_sem_timedwait(s, t));
+}
+
+int
+sem_wait(sem_t *s)
+{
+    if (real_sem_wait == NULL) {
+        resolve_sem();
+    }
+    PARKED(real_sem_wait(s));
+}
+
+/* ---- condition variables: the GIL ---- */
 
 /* Exported (meson: export_dynamic on the executable; a shared library's own) so that the interpreter's calls land
  * here. */

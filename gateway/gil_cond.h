@@ -1,5 +1,5 @@
 /*
- * gil_cond.c's two entry points, for gil_probe.c (which finds it with dlsym: it lives in the executable or in the
+ * gil_cond.c's entry points, for gil_probe.c (which finds it with dlsym: it lives in the executable or in the
  * preloaded libponte-gil.so).
  */
 #ifndef PT_GIL_COND_H
@@ -20,6 +20,17 @@ typedef struct {
  * were not found. */
 typedef int pt_gil_cond_watch_fn(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gil_cond_events_t *ev);
 pt_gil_cond_watch_fn pt_gil_cond_watch;
+
+/* Without a GIL (free-threaded CPython) threads wait for a lock instead: a PyMutex or critical section someone
+ * else holds, a threading.Lock, a stop-the-world pause. Each such wait parks the thread in CPython's parking lot,
+ * whose wait on Linux is a semaphore's (Python/parking_lot.c: sem_clockwait, else sem_timedwait or sem_wait). */
+typedef struct {
+    void (*parked)(void);   /* a thread starts waiting on a semaphore */
+    void (*unparked)(void); /* its wait ended */
+} pt_gil_park_events_t;
+/* Tells ev of every semaphore wait; NULL stops. 0, or -1 if glibc's functions were not found. */
+typedef int pt_gil_park_watch_fn(const pt_gil_park_events_t *ev);
+pt_gil_park_watch_fn pt_gil_park_watch;
 
 /* Calibration: with seen, starts noting (up to max) the condition variables the calling thread signals; with NULL,
  * stops and returns how many it noted. -1 if glibc's functions were not found. Not re-entrant: one caller, once. */

@@ -38,6 +38,7 @@ static const pt_gil_cond_events_t events = {
     pt_gil_on_wait, pt_gil_on_wait_timeout, pt_gil_on_taken, pt_gil_on_dropped, pt_gil_on_forced,
 };
 static pt_gil_cond_watch_fn *watch;
+static const pt_gil_park_events_t park_events = { pt_gil_on_parked, pt_gil_on_unparked };
 
 /* The interpreter that is running: Py_Version, or what PONTE_GIL_PROBE_FAKE_VERSION ("3.12") pretends, which the
  * tests use to see the probe refuse a version it does not know. */
@@ -149,6 +150,26 @@ pt_gil_probe_stack(unsigned long *tid, pt_gil_frame_t *frames, int max)
     uintptr_t holder = pt_cpython_holder();
 
     return holder == 0 ? -1 : pt_cpython_stack(holder, tid, frames, max);
+}
+
+int
+pt_gil_probe_parks(bool on)
+{
+    pt_gil_park_watch_fn *w = (pt_gil_park_watch_fn *)dlsym(RTLD_DEFAULT, "pt_gil_park_watch");
+
+    return w != NULL && w(on ? &park_events : NULL) == 0 ? 0 : -1;
+}
+
+int
+pt_gil_probe_threads(pt_gil_thread_state_t *out, int max)
+{
+    return pt_cpython_threads(out, max);
+}
+
+int
+pt_gil_probe_stack_of(uintptr_t ts, unsigned long *tid, pt_gil_frame_t *frames, int max)
+{
+    return pt_cpython_stack(ts, tid, frames, max);
 }
 
 int

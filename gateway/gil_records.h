@@ -43,6 +43,9 @@ typedef struct {
     _Atomic uint64_t hold_ns, wait_ns; /* completed holds and waits */
     _Atomic uint64_t holding_since;    /* 0 when not holding */
     _Atomic uint64_t waiting_since;    /* 0 when not waiting */
+    /* Odd while the thread moves a finished hold or wait from *_since into *_ns: a reader on another thread retries
+     * (gil_report.c), or it could read the hold as neither in progress nor done (a seqlock; one writer). */
+    _Atomic uint32_t seq;
     _Atomic uint64_t acquisitions, forced, timeouts;
     _Atomic uint64_t from[PAIRS]; /* hand-offs to this thread, by the index of the thread that had it */
     _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
@@ -61,6 +64,20 @@ PT_GIL_SHARED _Atomic int pt_gil_waiters;           /* threads waiting for it no
 PT_GIL_SHARED bool pt_gil_exact;                    /* the probe sees every transition; else ponte's own moves only */
 PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_busy_ns; /* ASGI: time the loop spent in Python callbacks between selects */
 PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_lag_max_ns; /* the longest such stretch since the monitor last looked */
+
+/* Around the owner thread's update of a *_since and its *_ns. */
+static inline void
+pt_gil_write_begin(pt_gil_thread_t *t)
+{
+    atomic_store_explicit(&t->seq, atomic_load_explicit(&t->seq, memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static inline void
+pt_gil_write_end(pt_gil_thread_t *t)
+{
+    atomic_store_explicit(&t->seq, atomic_load_explicit(&t->seq, memory_order_relaxed) + 1, memory_order_release);
+}
 
 static inline uint64_t
 pt_gil_now_ns(void)

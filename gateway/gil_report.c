@@ -16,11 +16,20 @@ static pt_gil_snap_t
 snapshot(pt_gil_thread_t *t, uint64_t now)
 {
     pt_gil_snap_t s;
-    uint64_t hs = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
-    uint64_t ws = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
+    uint64_t hs, ws, h, w;
+    uint32_t seq;
 
-    s.hold = atomic_load_explicit(&t->hold_ns, memory_order_relaxed) + (hs && now > hs ? now - hs : 0);
-    s.wait = atomic_load_explicit(&t->wait_ns, memory_order_relaxed) + (ws && now > ws ? now - ws : 0);
+    /* A hold or wait that ends while it is read would count neither as in progress nor done: read again. */
+    do {
+        seq = atomic_load_explicit(&t->seq, memory_order_acquire);
+        hs = atomic_load_explicit(&t->holding_since, memory_order_relaxed);
+        ws = atomic_load_explicit(&t->waiting_since, memory_order_relaxed);
+        h = atomic_load_explicit(&t->hold_ns, memory_order_relaxed);
+        w = atomic_load_explicit(&t->wait_ns, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+    } while ((seq & 1) != 0 || atomic_load_explicit(&t->seq, memory_order_relaxed) != seq);
+    s.hold = h + (hs && now > hs ? now - hs : 0);
+    s.wait = w + (ws && now > ws ? now - ws : 0);
     s.acq = atomic_load_explicit(&t->acquisitions, memory_order_relaxed);
     s.forced = atomic_load_explicit(&t->forced, memory_order_relaxed);
     s.timeouts = atomic_load_explicit(&t->timeouts, memory_order_relaxed);

@@ -1,7 +1,8 @@
 /*
  * Which Python code holds the GIL (--gil-sample-hz, default 100): a thread of its own wakes HZ times a second, asks
  * the probe for the GIL holder's Python stack (gil_probe.c reads it without the GIL, through process_vm_readv, so
- * a frame freed under it cannot crash the server) and counts it under the route the holder works for.
+ * a frame freed under it cannot crash the server) and counts it under the route the holder works for. Without a GIL
+ * (free-threaded CPython) it reads, each tick, the stack of every thread attached to Python: several may run it.
  *
  * What it keeps, under one mutex (the sampler writes; the monitor, the trace flush and the exit read):
  * - functions: a code object named "qualname (file:first line)", with its samples as the innermost frame (self)
@@ -40,6 +41,7 @@
 #define NO_STACK UINT32_MAX /* a sample that found no thread holding the GIL */
 #define FULL_STACK (UINT32_MAX - 1)
 #define TOP 12
+#define MAX_RUNNING 64 /* threads read per tick without a GIL */
 
 enum {
     F_NO_PYTHON,
@@ -52,7 +54,8 @@ enum {
 typedef struct {
     char name[288]; /* "qualname (file:line)": 119 + 150 + the rest */
     uint64_t self, total;
-    uint32_t mark; /* the sample that last counted it in total (a recursive function counts once) */
+    uint64_t waits; /* without a GIL: samples of a thread waiting for a lock in it (innermost) */
+    uint32_t mark;  /* the sample that last counted it in total (a recursive function counts once) */
 } func_t;
 
 typedef struct {
@@ -71,6 +74,9 @@ typedef struct {
     uint64_t t;
     uint32_t stack;
     int32_t tid;
+    bool tick;        /* the first of its tick: the GIL's one holder, or without a GIL the first thread read */
+    uint8_t paused;   /* without a GIL: threads a stop-the-world pause held at this tick */
+    int32_t wait_fid; /* without a GIL: a thread waiting for a lock, in this function (innermost); else -1 */
 } sample_t;
 
 static struct {
@@ -80,8 +86,9 @@ static struct {
     _Atomic bool stop;
     int hz;
     char profile[PATH_MAX];
-    char app_dir[PATH_MAX + 1]; /* absolute, ending in '/' */
-    uint64_t samples, held, mark;
+    char app_dir[PATH_MAX + 1];                 /* absolute, ending in '/' */
+    uint64_t samples, held, idle, paused, mark; /* samples and idle count ticks; held, stacks (several a tick without
+                                                  * a GIL) */
     func_t funcs[FUNCS];
     int nfuncs;
     int32_t func_slot[FUNC_SLOTS]; /* name hash -> fid + 1 */
@@ -216,32 +223,28 @@ push(sample_t *ring, uint64_t *head, uint64_t cap, sample_t s)
 }
 
 /* One sample: the holder's stack counted, under the lock. */
+/* Counts one stack read of thread tid (n frames, PT_STACK_CHANGED, or -1: no thread runs Python) under the route
+ * it works for, into the tables and the ring. */
 static void
-sample_once(void)
+record(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick, int paused)
 {
-    pt_gil_frame_t frames[MAX_DEPTH];
     uint16_t fids[MAX_DEPTH + 1];
-    unsigned long tid = 0;
-    int n, route = -1, k;
-    sample_t s;
-    bool changed = false;
+    int route = -1, k;
+    sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid, tick, (uint8_t)(paused > 255 ? 255 : paused), -1 };
+    bool changed = n == PT_STACK_CHANGED;
 
-    if (pt_gil_state(NULL) == PT_GIL_NONE) {
-        return; /* no GIL, no holder: not even an idle sample (free-threaded CPython, until the GIL comes back) */
-    }
-    n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH);
-    s = (sample_t){ pt_gil_now(), NO_STACK, (int32_t)tid };
-
-    if (n == PT_STACK_CHANGED) {
+    if (changed) {
         n = 0; /* counted below as held, under its own name */
-        changed = true;
     }
     if (n >= 0) {
         pt_gil_thread_route(tid, &route);
     }
     uv_mutex_lock(&sampler.lock);
-    sampler.samples++;
-    if (n >= 0) {
+    sampler.samples += tick;
+    sampler.paused += (uint64_t)paused;
+    if (n < 0) {
+        sampler.idle++;
+    } else {
         sampler.held++;
         sampler.mark++;
         for (k = 0; k < n; k++) {
@@ -282,6 +285,56 @@ sample_once(void)
     uv_mutex_unlock(&sampler.lock);
 }
 
+/* Without a GIL: a thread waiting for a lock, counted under its innermost function (the one waiting). */
+static void
+record_wait(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick)
+{
+    sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid, tick, 0, -1 };
+
+    uv_mutex_lock(&sampler.lock);
+    sampler.samples += tick;
+    s.wait_fid = n > 0 ? frame_func(&frames[0]) : n == PT_STACK_CHANGED ? F_CHANGED : F_NO_PYTHON;
+    sampler.funcs[s.wait_fid].waits++;
+    push(sampler.ring, &sampler.nring, RING, s);
+    uv_mutex_unlock(&sampler.lock);
+}
+
+/* One tick: the GIL holder's stack; without a GIL (free-threaded CPython), the stack of every thread running Python
+ * now, which is how the view can say how many ran at once and what each ran, and of every thread waiting for a lock
+ * (gil.c knows which from the parking lot's waits), and how many a stop-the-world pause holds. */
+static void
+sample_once(void)
+{
+    pt_gil_frame_t frames[MAX_DEPTH];
+    unsigned long tid = 0;
+    pt_gil_thread_state_t threads[MAX_RUNNING];
+    int n, i, paused = 0, read = 0;
+
+    if (pt_gil_state(NULL) != PT_GIL_NONE) {
+        n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH);
+        record(tid, frames, n, true, 0);
+        return;
+    }
+    n = pt_gil_probe_threads(threads, MAX_RUNNING);
+    for (i = 0; i < n; i++) {
+        paused += threads[i].state == PT_THREAD_SUSPENDED;
+    }
+    for (i = 0; i < n; i++) {
+        if (threads[i].state == PT_THREAD_ATTACHED) {
+            record(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH), read == 0,
+                   read == 0 ? paused : 0);
+            read++;
+        } else if (threads[i].state == PT_THREAD_DETACHED && pt_gil_thread_waiting(threads[i].tid)) {
+            record_wait(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH),
+                        read == 0);
+            read++;
+        }
+    }
+    if (read == 0) {
+        record(0, frames, -1, true, paused);
+    }
+}
+
 static void
 sampler_main(void *arg)
 {
@@ -314,6 +367,9 @@ static struct {
     uint64_t self[FUNCS], total[FUNCS];
     uint32_t mark[FUNCS], mark_now;
     uint64_t route_held[PT_GIL_ROUTES_MAX + 2];
+    uint64_t paused;       /* without a GIL: thread-ticks a stop-the-world pause held */
+    uint64_t waits[FUNCS]; /* without a GIL: samples of threads waiting for a lock, by innermost function */
+    uint64_t waiting;
     struct {
         int32_t route, fid; /* route + 1, and fid + 1 (0: empty slot) */
         uint64_t n;
@@ -354,7 +410,12 @@ window_count(uint64_t *held)
         if (s->t < since) {
             continue;
         }
-        n++;
+        n += s->tick;
+        window.paused += s->paused;
+        if (s->wait_fid >= 0) {
+            window.waits[s->wait_fid]++;
+        }
+        window.waiting += s->wait_fid >= 0;
         if (s->stack == NO_STACK || s->stack == FULL_STACK) {
             continue;
         }
@@ -455,10 +516,22 @@ pt_gil_sampler_json(pt_buf_t *b)
     }
     uv_mutex_lock(&sampler.lock);
     n = window_count(&held);
-    pt_buf_printf(b, "{\"hz\":%d,\"window_s\":%d,\"samples\":%llu,\"held\":%llu", sampler.hz, WINDOW_S,
-                  (unsigned long long)n, (unsigned long long)held);
+    /* held: stacks read, one a tick with a GIL (its holder's), one per thread running Python without one. */
+    pt_buf_printf(b, "{\"hz\":%d,\"window_s\":%d,\"samples\":%llu,\"held\":%llu,\"paused\":%llu", sampler.hz, WINDOW_S,
+                  (unsigned long long)n, (unsigned long long)held, (unsigned long long)window.paused);
     func_rows(b, "by_self", window.self);
     func_rows(b, "by_total", window.total);
+    pt_buf_printf(b, ",\"waiting\":%llu,\"waits\":[", (unsigned long long)window.waiting);
+    {
+        int ids[TOP], k, nw = top(window.waits, sampler.nfuncs, TOP, ids);
+
+        for (k = 0; k < nw; k++) {
+            pt_buf_printf(b, "%s{\"name\":", k ? "," : "");
+            pt_gil_json_str(b, sampler.funcs[ids[k]].name);
+            pt_buf_printf(b, ",\"samples\":%llu}", (unsigned long long)window.waits[ids[k]]);
+        }
+    }
+    pt_buf_append(b, "]", 1);
     pt_buf_printf(b, ",\"routes\":[");
     for (r = 0; r <= PT_GIL_ROUTES_MAX + 1; r++) {
         if (window.route_held[r] > 0) {
@@ -488,7 +561,7 @@ pt_gil_sampler_metrics(pt_buf_t *b)
                   "# HELP ponte_gil_function_samples_total Samples with the function innermost (kind self) or "
                   "anywhere on the holder's stack (kind total), the top 20 by self since start.\n"
                   "# TYPE ponte_gil_function_samples_total counter\n",
-                  (unsigned long long)sampler.held, (unsigned long long)(sampler.samples - sampler.held));
+                  (unsigned long long)sampler.held, (unsigned long long)sampler.idle);
     for (i = 0; i < sampler.nfuncs; i++) {
         window.self[i] = sampler.funcs[i].self;
     }
@@ -615,9 +688,7 @@ pt_gil_sampler_start(const pt_config_t *cfg)
     }
     sampler.on = true;
     snprintf(why, sizeof(why), "%d Hz%s", sampler.hz,
-             pt_gil_state(NULL) == PT_GIL_NONE
-                 ? " (with no GIL it has no holder to sample: it starts if the GIL comes back)"
-                 : "");
+             pt_gil_state(NULL) == PT_GIL_NONE ? ", every thread running Python (no GIL: no one holder)" : "");
     return why;
 }
 

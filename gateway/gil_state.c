@@ -56,6 +56,7 @@ back_on(const char *when)
                  when);
     }
     atomic_store_explicit(&gs.state, PT_GIL_BACK, memory_order_release);
+    pt_gil_probe_parks(false); /* a wait is the GIL's again */
     pt_log_warning("GIL: back on: %s. Threads take turns running Python again, as on a GIL build; the GIL view shows "
                    "them",
                    gs.why);

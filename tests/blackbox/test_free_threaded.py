@@ -113,24 +113,54 @@ class GILState(unittest.TestCase):
             self.assertEqual(snap["gil"], "gil")
 
     def test_two_workers_run_python_at_once_only_without_a_gil(self):
-        # Two requests spin in pure Python for 2 s each, on two worker threads. Without a GIL both run Python the
-        # whole time: the view adds up 2 threads at once (it times each worker's time attached to Python, which the
-        # OS scheduling the two threads on fewer cores does not change). With a GIL they take turns: busy <= 100%.
+        # Two requests spin in pure Python for 3 s each, on two worker threads. Without a GIL both run Python the
+        # whole time, and the view says 2 threads at once, twice over: from the workers' own time attached to Python,
+        # and from the sampler, which reads every thread's state and stack. Neither depends on how the OS schedules
+        # the two threads (a thread it preempts is still attached). With a GIL they take turns: at most one.
         with self.server(threads=2) as s:
-            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/spin?2"))
+            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/spin?3"))
                  for _ in range(2)]
             for x in t:
                 x.start()
-            time.sleep(1.5)
+            time.sleep(2.5)
             snap = self.snapshot()
             for x in t:
                 x.join()
-        busy = snap["busy"]
+        busy, p = snap["busy"], snap["sampler"]
+        at_once = p["held"] / p["samples"]
+        self.assertTrue(p["by_self"] and p["by_self"][0]["name"].startswith("spin ("), p)
         if FREE_THREADED:
             self.assertGreaterEqual(busy, 150, snap)
+            self.assertGreaterEqual(at_once, 1.5, p)
         else:
             self.assertLessEqual(busy, 100, snap)
             self.assertGreaterEqual(busy, 50, snap)
+            self.assertLessEqual(at_once, 1.0, p)
+            self.assertGreaterEqual(at_once, 0.5, p)
+
+
+    def test_lock_waits_are_shown_and_named(self):
+        # Two requests take turns on one lock for 3 s, each holding it while it computes. Without a GIL the view
+        # counts the waits that park a thread (CPython's lock first spins, attached, calling sched_yield: that part
+        # shows as running, in the same function), and the sampler names the function that waits (contended). With
+        # a GIL the waits it shows are the GIL's, and there are no lock waits to name.
+        with self.server(threads=2) as s:
+            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/contended?3"))
+                 for _ in range(2)]
+            for x in t:
+                x.start()
+            time.sleep(2.5)
+            snap = self.snapshot()
+            for x in t:
+                x.join()
+        p, workers = snap["sampler"], [x for x in snap["threads"] if x["role"] == "worker"]
+        parked = [sum(x["wait_hist"]) for x in workers]
+        if FREE_THREADED:
+            self.assertGreater(p["waiting"], 0, p)
+            self.assertTrue(p["waits"][0]["name"].startswith("contended ("), p)
+            self.assertTrue(len(parked) == 2 and all(parked), workers)
+        else:
+            self.assertEqual((p["waiting"], p["waits"]), (0, []), p)
 
 
 if __name__ == "__main__":

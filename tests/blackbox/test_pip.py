@@ -7,6 +7,7 @@ This test needs PyPI (meson-python, meson, Flask, FastAPI, build): without it, i
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -92,7 +93,9 @@ class PipInstall(unittest.TestCase):
         r = subprocess.run([self.venv + "/bin/ponte", "--version"], capture_output=True, text=True, check=True)
         self.assertIn("CPython %s." % BUILT_FOR, r.stdout)
         # the interpreter ponte starts outside a venv is the one the venv was made from, not pip's build environment
-        self.assertIn(os.path.realpath(BUILT_PYTHON), os.path.realpath(r.stdout.split("(GIL, ")[1].split(")")[0]))
+        started = re.search(r"CPython \S+ \((?:GIL|free-threaded)[^,]*, ([^)]+)\)", r.stdout)
+        self.assertIsNotNone(started, r.stdout)
+        self.assertIn(os.path.realpath(BUILT_PYTHON), os.path.realpath(started.group(1)))
 
     def test_flask_from_the_venv(self):
         with Server("flask_app:app", "--no-access-log", app_dir=self.app_dir, exe=[self.venv + "/bin/ponte"]) as s:
