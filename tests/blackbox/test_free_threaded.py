@@ -37,6 +37,18 @@ class GILState(unittest.TestCase):
         self.assertTrue(wait_for(taken, timeout=5))
         return snap
 
+    def snapshot_under_two(self, path):
+        """The monitor's view 2.5 s into two requests for `path` at once, on two worker threads."""
+        with self.server(threads=2) as s:
+            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", path)) for _ in range(2)]
+            for x in t:
+                x.start()
+            time.sleep(2.5)
+            snap = self.snapshot()
+            for x in t:
+                x.join()
+        return snap
+
     def gil_in_app(self, s):
         return json.loads(Conn(s.connect()).request("GET", "/").body)["gil"]
 
@@ -117,15 +129,7 @@ class GILState(unittest.TestCase):
         # whole time, and the view says 2 threads at once, twice over: from the workers' own time attached to Python,
         # and from the sampler, which reads every thread's state and stack. Neither depends on how the OS schedules
         # the two threads (a thread it preempts is still attached). With a GIL they take turns: at most one.
-        with self.server(threads=2) as s:
-            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/spin?3"))
-                 for _ in range(2)]
-            for x in t:
-                x.start()
-            time.sleep(2.5)
-            snap = self.snapshot()
-            for x in t:
-                x.join()
+        snap = self.snapshot_under_two("/spin?3")
         busy, p = snap["busy"], snap["sampler"]
         at_once = p["held"] / p["samples"]
         self.assertTrue(p["by_self"] and p["by_self"][0]["name"].startswith("spin ("), p)
@@ -138,21 +142,12 @@ class GILState(unittest.TestCase):
             self.assertLessEqual(at_once, 1.0, p)
             self.assertGreaterEqual(at_once, 0.5, p)
 
-
     def test_lock_waits_are_shown_and_named(self):
         # Two requests take turns on one lock for 3 s, each holding it while it computes. Without a GIL the view
         # counts the waits that park a thread (CPython's lock first spins, attached, calling sched_yield: that part
         # shows as running, in the same function), and the sampler names the function that waits (contended). With
         # a GIL the waits it shows are the GIL's, and there are no lock waits to name.
-        with self.server(threads=2) as s:
-            t = [threading.Thread(target=lambda: Conn(s.connect(timeout=10)).request("GET", "/contended?3"))
-                 for _ in range(2)]
-            for x in t:
-                x.start()
-            time.sleep(2.5)
-            snap = self.snapshot()
-            for x in t:
-                x.join()
+        snap = self.snapshot_under_two("/contended?3")
         p, workers = snap["sampler"], [x for x in snap["threads"] if x["role"] == "worker"]
         parked = [sum(x["wait_hist"]) for x in workers]
         if FREE_THREADED:
