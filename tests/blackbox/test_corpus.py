@@ -233,9 +233,11 @@ class Gunicorn(CorpusBase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.limits_server is not None:
-            cls.limits_server.__exit__(None, None, None)
-        super().tearDownClass()
+        try:
+            if cls.limits_server is not None:
+                cls.limits_server.__exit__(None, None, None)
+        finally:
+            super().tearDownClass()  # the main server stops even if the other one failed its checks
 
     def with_gunicorn_limits(self):
         """ponte configured like gunicorn's defaults (4094-byte request line, 8190-byte fields, 100 headers):

@@ -72,8 +72,10 @@ class SlowClients:
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-        cls.control.__exit__(None, None, None)
+        try:
+            cls.server.__exit__(None, None, None)
+        finally:
+            cls.control.__exit__(None, None, None)
 
     def attack(self, name):
         argv, path, closes = ATTACKS[name]
