@@ -244,7 +244,8 @@ read_frame(_PyInterpreterFrame *f, uintptr_t at)
     int i;
 
     for (i = 0; i < stack.n; i++) {
-        if (at >= stack.chunk[i].start && at + len <= stack.chunk[i].end) {
+        /* at comes from a torn read as often as not: at + len may wrap past zero, so no sum is compared */
+        if (at >= stack.chunk[i].start && at < stack.chunk[i].end && stack.chunk[i].end - at >= len) {
             memcpy(f, stack.chunk[i].copy + (at - stack.chunk[i].start), len);
             return 0;
         }

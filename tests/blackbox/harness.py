@@ -114,7 +114,8 @@ class Server:
                     self.host, self.port = m.group(1), int(m.group(2))
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError("ponte exited with %s:\n%s" % (self.proc.returncode, log))
+                # read again: what it wrote between the read above and its exit is the reason
+                raise RuntimeError("ponte exited with %s:\n%s" % (self.proc.returncode, self.stderr()))
             time.sleep(0.02)
         self.kill()
         raise RuntimeError("ponte did not start:\n" + self.stderr())
