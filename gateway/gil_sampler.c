@@ -222,7 +222,6 @@ push(sample_t *ring, uint64_t *head, uint64_t cap, sample_t s)
     (*head)++;
 }
 
-/* One sample: the holder's stack counted, under the lock. */
 /* Counts one stack read of thread tid (n frames, PT_STACK_CHANGED, or -1: no thread runs Python) under the route
  * it works for, into the tables and the ring. */
 static void

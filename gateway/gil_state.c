@@ -40,7 +40,18 @@ clock_text(char *buf, size_t cap)
     return buf;
 }
 
-/* The GIL is back: says which modules turned it on and when, once. The caller is attached. */
+/* The GIL is back, for the reason in gs.why: lock waits are the GIL's again, and the log says so, once. */
+static void
+mark_back(void)
+{
+    atomic_store_explicit(&gs.state, PT_GIL_BACK, memory_order_release);
+    pt_gil_probe_parks(false);
+    pt_log_warning("GIL: back on: %s. Threads take turns running Python again, as on a GIL build; the GIL view shows "
+                   "them",
+                   gs.why);
+}
+
+/* The GIL is back: says which modules turned it on and when. The caller is attached. */
 static void
 back_on(const char *when)
 {
@@ -55,11 +66,7 @@ back_on(const char *when)
         snprintf(gs.why, sizeof(gs.why), "CPython turned it on %s (PYTHON_GIL=1, -X gil=1, or a module that needs it)",
                  when);
     }
-    atomic_store_explicit(&gs.state, PT_GIL_BACK, memory_order_release);
-    pt_gil_probe_parks(false); /* a wait is the GIL's again */
-    pt_log_warning("GIL: back on: %s. Threads take turns running Python again, as on a GIL build; the GIL view shows "
-                   "them",
-                   gs.why);
+    mark_back();
 }
 
 static void
@@ -84,8 +91,7 @@ on_watch(uv_timer_t *t)
     gs.naming = uv_thread_create(&gs.namer, name_them, NULL) == 0;
     if (!gs.naming) {
         snprintf(gs.why, sizeof(gs.why), "CPython turned it on while serving");
-        atomic_store_explicit(&gs.state, PT_GIL_BACK, memory_order_release);
-        pt_log_warning("GIL: back on: %s", gs.why);
+        mark_back();
     }
 }
 

@@ -391,10 +391,9 @@ void
 pt_wsgi_ctx_put(pt_ctx_t *ctx)
 {
     pt_write_t *wr = (pt_write_t *)ctx->write;
+    bool write_kept;
 
-    Py_BEGIN_CRITICAL_SECTION(ctx);
-    ctx->req = NULL;
-    Py_END_CRITICAL_SECTION();
+    /* ctx->req is NULL already: wsgi.c's finish() let the request go in the same step as it sent the end. */
     pt_input_attach(ctx->input, NULL);
     Py_CLEAR(ctx->status);
     Py_CLEAR(ctx->headers);
@@ -409,9 +408,10 @@ pt_wsgi_ctx_put(pt_ctx_t *ctx)
      * malloc and free. Freed here, as it was before contexts were reused, the rate holds. */
     pt_buf_free(&ctx->out);
     /* The app kept start_response, write or wsgi.input beyond the request: do not hand them to another one. */
-    if (!PyUnstable_Object_IsUniquelyReferenced((PyObject *)ctx) || !PyUnstable_Object_IsUniquelyReferenced(ctx->input)
-        || !PyUnstable_Object_IsUniquelyReferenced(ctx->write)) {
-        if (!PyUnstable_Object_IsUniquelyReferenced(ctx->write)) {
+    write_kept = !PyUnstable_Object_IsUniquelyReferenced(ctx->write);
+    if (write_kept || !PyUnstable_Object_IsUniquelyReferenced((PyObject *)ctx)
+        || !PyUnstable_Object_IsUniquelyReferenced(ctx->input)) {
+        if (write_kept) {
             wr->owns = true; /* write() lives on: it keeps the context it points at */
             Py_INCREF(ctx);
         }
