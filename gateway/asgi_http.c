@@ -29,6 +29,7 @@ struct pt_asgi_ctx_s {
     PyObject *headers;             /* list of (name, value) bytes from http.response.start */
     int status;
     bool started, head_sent, complete, body_done, disconnected;
+    bool told_gone; /* receive() has returned http.disconnect: the app may end without a response */
     pt_buf_t out;
     pt_header_t *hspans;
     size_t hcap;
@@ -101,6 +102,7 @@ next_receive_event(pt_asgi_ctx_t *c)
     ssize_t r = 0;
 
     if (c->disconnected || c->complete || c->req == NULL) {
+        c->told_gone = true;
         return Py_NewRef(pt_asgi.disconnect_event);
     }
     if (!c->body_done && pt_req_body_complete(c->req)) {
@@ -111,6 +113,7 @@ next_receive_event(pt_asgi_ctx_t *c)
     if (c->body_done) {
         if (c->req->client_eof) {
             /* EOF after the body: like uvicorn, that is the disconnect (send() still works: it may read). */
+            c->told_gone = true;
             return Py_NewRef(pt_asgi.disconnect_event);
         }
         return NULL; /* the body is all delivered: the next event is the disconnect */
@@ -132,7 +135,7 @@ next_receive_event(pt_asgi_ctx_t *c)
     }
     if (len == 0 && r < 0) {
         Py_DECREF(body);
-        c->disconnected = true;
+        c->disconnected = c->told_gone = true;
         return Py_NewRef(pt_asgi.disconnect_event);
     }
     if (_PyBytes_Resize(&body, len) < 0) {
@@ -533,7 +536,11 @@ ctx_ended(PyObject *owner, PyObject *exc)
         return;
     }
     if (exc == NULL) {
-        if (!c->complete) {
+        if (!c->complete && (c->told_gone || c->disconnected)) {
+            /* told that the client went (http.disconnect, or send() raised): the app may end there, as in uvicorn */
+            pt_log_debug("ASGI app ended after the client went, without a complete response: \"%.*s %.*s\"",
+                         (int)req->method.len, req->method.base, (int)req->target.len, req->target.base);
+        } else if (!c->complete) {
             pt_log_error("ASGI app returned without %s for \"%.*s %.*s\"",
                          c->started ? "completing its response" : "sending a response", (int)req->method.len,
                          req->method.base, (int)req->target.len, req->target.base);
@@ -619,7 +626,7 @@ ctx_new(pt_request_t *req)
     c->route = -1;
     c->task = c->recv_fut = c->send_fut = c->headers = NULL;
     c->status = 0;
-    c->started = c->head_sent = c->complete = c->body_done = c->disconnected = false;
+    c->started = c->head_sent = c->complete = c->body_done = c->disconnected = c->told_gone = false;
     c->out = (pt_buf_t){ 0 };
     c->hspans = NULL;
     c->hcap = 0;

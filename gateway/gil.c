@@ -53,15 +53,18 @@ enrol(void)
         atomic_fetch_sub_explicit(&pt_gil_nthreads, 1, memory_order_relaxed);
         return NULL; /* beyond what we track: the thread goes uncounted */
     }
+    char name[32] = "", role[8] = "";
+
     self = &pt_gil_threads[i];
     self->index = i;
     self->tid = (pid_t)syscall(SYS_gettid);
-    snprintf(self->role, sizeof(self->role), "%s", pending_role[0] ? pending_role : "app");
+    snprintf(role, sizeof(role), "%s", pending_role[0] ? pending_role : "app");
     if (pending_name[0]) {
-        memcpy(self->name, pending_name, sizeof(self->name));
-    } else if (pthread_getname_np(pthread_self(), self->name, sizeof(self->name)) != 0 || !self->name[0]) {
-        snprintf(self->name, sizeof(self->name), "thread-%d", (int)self->tid);
+        memcpy(name, pending_name, sizeof(name));
+    } else if (pthread_getname_np(pthread_self(), name, sizeof(name)) != 0 || !name[0]) {
+        snprintf(name, sizeof(name), "thread-%d", (int)self->tid);
     }
+    pt_gil_label_set(self, name, role);
     atomic_store_explicit(&self->used, 1, memory_order_release);
     return self;
 }
@@ -79,8 +82,7 @@ pt_gil_thread_name(const char *name, const char *role)
     snprintf(pending_name, sizeof(pending_name), "%s", name);
     snprintf(pending_role, sizeof(pending_role), "%s", role);
     if (self != NULL) {
-        memcpy(self->name, pending_name, sizeof(self->name));
-        memcpy(self->role, pending_role, sizeof(self->role));
+        pt_gil_label_set(self, pending_name, pending_role);
     }
 }
 /* ---- transitions (from the probe, or from pt_gil_acquire/release when the probe is blind) ---- */
@@ -173,7 +175,8 @@ pt_gil_on_taken(void)
     end_wait(t, now);
     atomic_store_explicit(&t->holding_since, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
-    prev = atomic_exchange_explicit(&last_taker, t, memory_order_relaxed);
+    /* acquire-release: prev's index, written when it enrolled, is read below (without a GIL, by another thread) */
+    prev = atomic_exchange_explicit(&last_taker, t, memory_order_acq_rel);
     if (prev != NULL && prev != t) {
         atomic_fetch_add_explicit(&pt_gil_handoffs, 1, memory_order_relaxed);
         if (prev->index < PAIRS) {

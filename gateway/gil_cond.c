@@ -19,6 +19,14 @@
 
 #include "gil_cond.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define PT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PT_TSAN 1
+#endif
+#endif
+
 typedef int (*signal_fn)(pthread_cond_t *);
 typedef int (*wait_fn)(pthread_cond_t *, pthread_mutex_t *);
 typedef int (*timedwait_fn)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
@@ -43,6 +51,15 @@ static struct {
 static void
 resolve(void)
 {
+#ifdef PT_TSAN
+    /* ThreadSanitizer's runtime, loaded before glibc, defines these without a version: the next definition is its
+     * interceptor, which must see each wait give the mutex up and take it back (else the next thread to lock it
+     * is reported as locking a mutex already held). */
+    real_signal = (signal_fn)dlsym(RTLD_NEXT, "pthread_cond_signal");
+    real_wait = (wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait");
+    real_timedwait = (timedwait_fn)dlsym(RTLD_NEXT, "pthread_cond_timedwait");
+    return;
+#endif
     /* GLIBC_2.3.2 is the version libpython links against (nm -D shows pthread_cond_signal@GLIBC_2.3.2). */
     real_signal = (signal_fn)dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2");
     real_wait = (wait_fn)dlvsym(RTLD_NEXT, "pthread_cond_wait", "GLIBC_2.3.2");

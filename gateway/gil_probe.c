@@ -120,7 +120,7 @@ pt_gil_probe_stop(void)
 unsigned long
 pt_gil_probe_interval_us(void)
 {
-    return gil.interval ? *gil.interval : 0;
+    return gil.interval ? __atomic_load_n(gil.interval, __ATOMIC_RELAXED) : 0;
 }
 
 int
@@ -129,8 +129,9 @@ pt_gil_probe_set_interval_us(unsigned long us)
     if (gil.interval == NULL) {
         return -1;
     }
-    /* What _PyEval_SetSwitchInterval does: one field, read by take_gil on every wait. */
-    *gil.interval = us;
+    /* What _PyEval_SetSwitchInterval does: one field, read by take_gil on every wait (an atomic load, from 3.13),
+     * while this runs on the monitor's thread: written atomically. */
+    __atomic_store_n(gil.interval, us, __ATOMIC_RELAXED);
     return 0;
 }
 

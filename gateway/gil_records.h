@@ -9,6 +9,7 @@
 #include "gateway.h"
 
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -32,14 +33,16 @@ typedef struct {
 } pt_trace_ring_t;
 
 #define PAIRS PT_GIL_PAIR_THREADS
+#define PT_GIL_LABEL_WORDS 5 /* name[32], role[8] */
 #define BUCKETS PT_GIL_HIST_BUCKETS
 
 typedef struct {
     _Atomic int used;
     pid_t tid;
     int index;
-    char name[32];
-    char role[8];
+    /* Its name (32 bytes) and role (8), which its own thread may change while others read them (a Python thread
+     * named after it started): words written and read atomically, under `seq` (pt_gil_label_set/_get). */
+    _Atomic uint64_t label[PT_GIL_LABEL_WORDS];
     _Atomic uint64_t hold_ns, wait_ns; /* completed holds and waits */
     _Atomic uint64_t holding_since;    /* 0 when not holding */
     _Atomic uint64_t waiting_since;    /* 0 when not waiting */
@@ -77,6 +80,40 @@ static inline void
 pt_gil_write_end(pt_gil_thread_t *t)
 {
     atomic_store_explicit(&t->seq, atomic_load_explicit(&t->seq, memory_order_relaxed) + 1, memory_order_release);
+}
+
+/* The owner thread's new name and role (NUL-terminated within 32 and 8 bytes). */
+static inline void
+pt_gil_label_set(pt_gil_thread_t *t, const char name[32], const char role[8])
+{
+    uint64_t w[PT_GIL_LABEL_WORDS];
+
+    memcpy(w, name, 32);
+    memcpy(&w[4], role, 8);
+    pt_gil_write_begin(t);
+    for (int i = 0; i < PT_GIL_LABEL_WORDS; i++) {
+        atomic_store_explicit(&t->label[i], w[i], memory_order_relaxed);
+    }
+    pt_gil_write_end(t);
+}
+
+/* Another thread's read of them: a whole name, never half of a rename. */
+static inline void
+pt_gil_label_get(pt_gil_thread_t *t, char name[32], char role[8])
+{
+    uint64_t w[PT_GIL_LABEL_WORDS];
+    uint32_t seq;
+
+    do {
+        seq = atomic_load_explicit(&t->seq, memory_order_acquire);
+        for (int i = 0; i < PT_GIL_LABEL_WORDS; i++) {
+            w[i] = atomic_load_explicit(&t->label[i], memory_order_relaxed);
+        }
+        atomic_thread_fence(memory_order_acquire);
+    } while ((seq & 1) != 0 || atomic_load_explicit(&t->seq, memory_order_relaxed) != seq);
+    memcpy(name, w, 32);
+    memcpy(role, &w[4], 8);
+    name[31] = role[7] = '\0';
 }
 
 static inline uint64_t

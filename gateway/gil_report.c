@@ -41,9 +41,7 @@ static void
 thread_view(pt_gil_thread_t *t, pt_gil_thread_view_t *tv, const pt_gil_snap_t *s, const pt_gil_snap_t *last,
             double span)
 {
-    memcpy(tv->name, t->name, sizeof(tv->name));
-    memcpy(tv->role, t->role, sizeof(tv->role));
-    tv->name[sizeof(tv->name) - 1] = tv->role[sizeof(tv->role) - 1] = '\0';
+    pt_gil_label_get(t, tv->name, tv->role);
     tv->tid = t->tid;
     for (int k = 0; k < BUCKETS; k++) {
         tv->hold_hist[k] = atomic_load_explicit(&t->hold_hist[k], memory_order_relaxed);

@@ -82,7 +82,7 @@ typedef struct {
 static struct {
     uv_mutex_t lock;
     uv_thread_t thread;
-    bool on;
+    _Atomic bool on; /* set last at start, once the rest is: the monitor thread may already be reading it */
     _Atomic bool stop;
     int hz;
     char profile[PATH_MAX];

@@ -120,9 +120,12 @@ pt_gil_trace_flush(void)
             continue;
         }
         if (!t->trace.named) {
+            char name[32], role[8];
+
+            pt_gil_label_get(t, name, role);
             t->trace.named = true;
             trace_write("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s\"}}", pid,
-                        (int)t->tid, t->name);
+                        (int)t->tid, name);
         }
         head = atomic_load_explicit(&t->trace.head, memory_order_acquire);
         tail = atomic_load_explicit(&t->trace.tail, memory_order_relaxed);

@@ -64,6 +64,27 @@ server_error(pt_ctx_t *ctx, int status)
     ctx->head_sent = true;
 }
 
+/* The app ended with the OSError that said the client had gone: one info line with its message. */
+static void
+log_client_went(const pt_request_t *req)
+{
+    PyObject *type, *value, *tb, *msg;
+    const char *text;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    msg = value != NULL ? PyObject_Str(value) : NULL;
+    text = msg != NULL ? PyUnicode_AsUTF8(msg) : NULL;
+    PyErr_Clear();
+    pt_log_info("%s:%d the client went while the app ran \"%.*s %.*s\" (%s: %s)", req->remote_addr, req->remote_port,
+                (int)req->method.len, req->method.base, (int)req->target.len, req->target.base,
+                ((PyTypeObject *)type)->tp_name, text != NULL ? text : "?");
+    Py_XDECREF(msg);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
 /* Ends the request: close() the iterable, send what is left, hand the request back. */
 static void
 end_request(pt_ctx_t *ctx, pt_outcome_t outcome)
@@ -72,7 +93,13 @@ end_request(pt_ctx_t *ctx, pt_outcome_t outcome)
     unsigned flags = PT_SEND_DONE;
 
     if (outcome == WSGI_APP_ERROR && PyErr_Occurred()) {
-        pt_py_log_exception("error in WSGI app", req);
+        if ((pt_req_gone(req) || pt_req_body_error(req) == PT_BODY_ERR_GONE) && PyErr_ExceptionMatches(PyExc_OSError)) {
+            /* wsgi.input or write() told the app that the client went, and the app let it pass: the client's
+             * doing, no traceback (as gunicorn and uvicorn keep quiet about a client that goes) */
+            log_client_went(req);
+        } else {
+            pt_py_log_exception("error in WSGI app", req);
+        }
     }
     call_close(ctx);
     switch (outcome) {

@@ -10,6 +10,7 @@
 #ifndef PT_REQUEST_H
 #define PT_REQUEST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -57,7 +58,9 @@ struct pt_request_s {
     pt_header_t *headers;
     size_t nheaders;
     uint8_t http_minor;
-    bool keep_alive;
+    /* Whether the connection is kept after this response. Atomic: the loop clears it (a stop, a body error) while
+     * a worker may be writing the response head that says it. */
+    _Atomic bool keep_alive;
     bool is_head;
     bool expect_continue;
     bool chunked;

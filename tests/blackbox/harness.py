@@ -335,6 +335,38 @@ class Conn:
         self.sock.close()
 
 
+def get(port, path, method="GET", timeout=5):
+    """One request on a connection of its own to 127.0.0.1:port (the GIL page's port, a server's)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    c = Conn(s)
+    try:
+        return c.request(method, path)
+    finally:
+        c.close()
+
+
+def workers_of(master_pid):
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def ready_count(server):
+    return len(re.findall(r"worker \d+ \(pid \d+\) ready", server.stderr()))
+
+
+class Master(Server):
+    """ponte --processes N; started (by `with` or start()) once all N workers are ready."""
+
+    def __init__(self, app, *args, processes=2, app_dir=APPS, **kw):
+        super().__init__(app, "--processes", str(processes), *args, app_dir=app_dir, **kw)
+        self.processes = processes
+
+    def start(self):
+        super().start()
+        assert wait_for(lambda: ready_count(self) >= self.processes, 30), self.stderr()
+        return self
+
+
 def build_request(method, path, headers=(), body=b"", version="HTTP/1.1"):
     lines = ["%s %s %s" % (method, path, version)]
     names = {k.lower() for k, _ in headers}

@@ -10,11 +10,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import unittest
 
-from harness import APPS, HERE, Conn, Server, free_port, run_tests, wait_for
-from test_processes import workers_of
+from harness import HERE, Conn, Server, free_port, run_tests, wait_for, workers_of
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -12,7 +12,8 @@ import threading
 import time
 import unittest
 
-from harness import APPS, BUILT_FOR, PONTE, REPO_APPS, Conn, Server, build_request, free_port, run_tests, with_the_gil
+from harness import (APPS, BUILT_FOR, PONTE, REPO_APPS, Conn, Server, build_request, free_port, get, run_tests,
+                     with_the_gil)
 
 with_the_gil()
 
@@ -132,14 +133,6 @@ class GILView(unittest.TestCase):
             rs = reports(s)
         self.assertTrue(rs)
         self.assertLess(max(r["busy"] for r in rs[1:] or rs), 5, rs)
-
-
-def get(port, path, method="GET", timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    c = Conn(s)
-    r = c.request(method, path)
-    c.close()
-    return r
 
 
 class TerminalView(unittest.TestCase):

@@ -10,9 +10,8 @@ import threading
 import unittest
 
 from browser import CHROMIUM, Browser
-from harness import BUILT_FOR, REPO_APPS, Server, free_port, run_tests
+from harness import BUILT_FOR, REPO_APPS, Master, Server, free_port, run_tests, workers_of
 from test_gil import get, load
-from test_processes import Master, workers_of
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ stops the master; SIGTERM is graceful across workers; unix sockets, --fd and --r
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -15,30 +14,8 @@ import threading
 import time
 import unittest
 
-from harness import APPS, PONTE, REPO_APPS, Conn, Server, free_port, run_tests, wait_for
-from test_gil import get
-
-
-def workers_of(master_pid):
-    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
-
-
-def ready_count(server):
-    return len(re.findall(r"worker \d+ \(pid \d+\) ready", server.stderr()))
-
-
-class Master(Server):
-    """ponte --processes N; started (by `with` or start()) once all N workers are ready."""
-
-    def __init__(self, app, *args, processes=2, app_dir=APPS, **kw):
-        super().__init__(app, "--processes", str(processes), *args, app_dir=app_dir, **kw)
-        self.processes = processes
-
-    def start(self):
-        super().start()
-        assert wait_for(lambda: ready_count(self) >= self.processes, 30), self.stderr()
-        return self
+from harness import (APPS, PONTE, Conn, Master, Server, free_port, get, ready_count, run_tests, wait_for,
+                     workers_of)
 
 
 def start(app, *args, **kw):

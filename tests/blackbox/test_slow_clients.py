@@ -18,7 +18,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import threading
 import time
 import unittest
 

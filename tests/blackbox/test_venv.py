@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BUILT_FOR, BUILT_PREFIX, BUILT_PYTHON, PONTE, SANITIZED, Conn, Server, run_tests, wait_for
-from test_processes import Master, ready_count, workers_of
+from harness import (BUILT_FOR, BUILT_PREFIX, BUILT_PYTHON, PONTE, SANITIZED, Conn, Master, Server, ready_count,
+                     run_tests, wait_for, workers_of)
 
 APP = '''
 import json, multiprocessing.spawn, os, subprocess, sys

@@ -12,8 +12,8 @@ import time
 import unittest
 import zlib
 
-from harness import SANITIZED, Server, ServerCase, assert_rss_below, build_request, rss_of, run_tests, wait_for
-from wsclient import BINARY, CLOSE, CONT, PING, PONG, TEXT, WS, accept_key, close_payload, deflate, frame
+from harness import SANITIZED, Server, ServerCase, assert_rss_below, rss_of, run_tests, wait_for
+from wsclient import BINARY, CLOSE, CONT, PING, PONG, TEXT, WS, close_payload, deflate, frame
 
 import websockets  # Debian's python3-websockets: a real client, for what raw frames do not show
 

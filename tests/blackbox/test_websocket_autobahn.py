@@ -3,7 +3,6 @@ for each case, the bytes a client sends and what the server must answer, the way
 test_asgi_websockets.py. The app echoes every message (ws_app.py, /echo). Case numbers are Autobahn's where a case
 maps onto one; "fail N" means the server must close with code N and end the TCP connection."""
 
-import struct
 import time
 import unittest
 import zlib
