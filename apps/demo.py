@@ -8,11 +8,14 @@ import sys
 import cpu_bound
 import hello
 import io_bound
+import shared_state
 
 MOUNTS = {
     "/hello": (hello.application, "Hello, world: the smallest WSGI app, the throughput baseline."),
     "/io": (io_bound.application, "I/O-bound: waits ?delay=0.01 seconds with the GIL released. Threads help."),
     "/cpu": (cpu_bound.application, "CPU-bound: ?n=20000 loops of pure Python while holding the GIL. Threads don't."),
+    "/shared": (shared_state.application, "Shared state: the same loops under one lock every request takes. On a "
+                "free-threaded CPython, threads wait for it instead of the GIL."),
 }
 
 try:

@@ -46,6 +46,7 @@ void pt_gil_report(void);
 #define PT_GIL_MAX_PAIRS 1024
 typedef struct {
     uint64_t hold, wait, acq, forced, timeouts; /* cumulative; nanoseconds for hold and wait */
+    uint64_t cpu;                               /* the thread's CPU time, ns (as long as it runs) */
 } pt_gil_snap_t;
 /* The upper bound of histogram bucket k in seconds; -1 for the last (+Inf). */
 double pt_gil_bucket_le_s(int k);
@@ -55,6 +56,7 @@ typedef struct {
     int tid;
     char state;                /* 'H' holding, 'W' waiting for the GIL, 'R' running without it */
     double hold_pct, wait_pct; /* of the sampled interval */
+    double cpu_pct;            /* its CPU time over the interval: 100 is one core */
     pt_gil_snap_t total;
     uint64_t hold_hist[PT_GIL_HIST_BUCKETS], wait_hist[PT_GIL_HIST_BUCKETS]; /* cumulative counts */
 } pt_gil_thread_view_t;
@@ -69,6 +71,7 @@ typedef struct {
     int nthreads, waiters;
     unsigned long interval_us;
     double span_s, busy_pct, switches_per_s, forced_per_s;
+    double cpu_pct;  /* the CPU time of the threads ponte has records of, over the interval: 100 is one core */
     uint64_t end_ns; /* when the view was taken (pt_gil_now); it covers the span_s before */
     uint64_t handoffs_total;
     double loop_busy_pct;   /* ASGI: share of the interval the loop ran Python callbacks */

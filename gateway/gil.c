@@ -23,6 +23,13 @@ static _Thread_local pt_gil_thread_t *self __attribute__((tls_model("initial-exe
 static _Thread_local char pending_name[32];
 static _Thread_local char pending_role[8];
 static _Atomic(pt_gil_thread_t *) last_taker;
+/* Forced switches. A waiter whose timed wait ends with no take of the GIL since it began asks the holder to drop
+ * (take_gil's SET_GIL_DROP_REQUEST, on switch_number unchanged); the next take by another thread is then a forced
+ * switch, counted for the thread that had to drop. Counted at the take, not when the dropper waits on switch_cond:
+ * that wait happens only when the dropper gets there before a waiter has taken the GIL, a race the waiter wins on
+ * busy cores, which would leave forced switches uncounted. */
+static _Atomic uint64_t takes;
+static _Atomic bool drop_requested;
 _Atomic uint64_t pt_gil_handoffs;
 _Atomic int pt_gil_waiters;
 bool pt_gil_exact;
@@ -58,6 +65,9 @@ enrol(void)
     self = &pt_gil_threads[i];
     self->index = i;
     self->tid = (pid_t)syscall(SYS_gettid);
+    if (pthread_getcpuclockid(pthread_self(), &self->cpu_clock) != 0) {
+        self->cpu_clock = (clockid_t)-1;
+    }
     snprintf(role, sizeof(role), "%s", pending_role[0] ? pending_role : "app");
     if (pending_name[0]) {
         memcpy(name, pending_name, sizeof(name));
@@ -92,6 +102,10 @@ pt_gil_on_wait(void)
 {
     pt_gil_thread_t *t = me();
 
+    if (t != NULL) {
+        atomic_store_explicit(&t->takes_at_wait, atomic_load_explicit(&takes, memory_order_relaxed),
+                              memory_order_relaxed);
+    }
     if (t != NULL && atomic_load_explicit(&t->waiting_since, memory_order_relaxed) == 0) {
         atomic_store_explicit(&t->waiting_since, pt_gil_now_ns(), memory_order_relaxed);
         atomic_fetch_add_explicit(&pt_gil_waiters, 1, memory_order_relaxed);
@@ -105,6 +119,10 @@ pt_gil_on_wait_timeout(void)
 
     if (t != NULL) {
         atomic_fetch_add_explicit(&t->timeouts, 1, memory_order_relaxed);
+        if (atomic_load_explicit(&takes, memory_order_relaxed)
+            == atomic_load_explicit(&t->takes_at_wait, memory_order_relaxed)) {
+            atomic_store_explicit(&drop_requested, true, memory_order_relaxed);
+        }
     }
 }
 
@@ -167,6 +185,7 @@ pt_gil_on_taken(void)
 {
     pt_gil_thread_t *t = me(), *prev;
     uint64_t now;
+    bool forced;
 
     if (t == NULL) {
         return;
@@ -175,12 +194,17 @@ pt_gil_on_taken(void)
     end_wait(t, now);
     atomic_store_explicit(&t->holding_since, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->acquisitions, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&takes, 1, memory_order_relaxed);
     /* acquire-release: prev's index, written when it enrolled, is read below (without a GIL, by another thread) */
     prev = atomic_exchange_explicit(&last_taker, t, memory_order_acq_rel);
+    forced = atomic_exchange_explicit(&drop_requested, false, memory_order_relaxed);
     if (prev != NULL && prev != t) {
         atomic_fetch_add_explicit(&pt_gil_handoffs, 1, memory_order_relaxed);
         if (prev->index < PAIRS) {
             atomic_fetch_add_explicit(&t->from[prev->index], 1, memory_order_relaxed);
+        }
+        if (forced) {
+            atomic_fetch_add_explicit(&prev->forced, 1, memory_order_relaxed);
         }
     }
 }
@@ -300,14 +324,12 @@ pt_gil_trace_request(uint64_t start_ns, const char *label)
     }
 }
 
+/* A holder that was asked to drop waits until another thread has the GIL: a drop request is pending (also when
+ * its asker's timeout was not seen, a thread of no record's). The take counts the switch. */
 void
 pt_gil_on_forced(void)
 {
-    pt_gil_thread_t *t = me();
-
-    if (t != NULL) {
-        atomic_fetch_add_explicit(&t->forced, 1, memory_order_relaxed);
-    }
+    atomic_store_explicit(&drop_requested, true, memory_order_relaxed);
 }
 
 /* ---- ponte's own moves ---- */

@@ -14,6 +14,7 @@
  */
 #include "gateway.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -90,20 +91,20 @@ build_json(void)
     pt_gil_json_str(&monitor.json, v->gil_why != NULL ? v->gil_why : "");
     pt_buf_append(&monitor.json, ",", 1);
     pt_buf_printf(&monitor.json,
-                  "\"exact\":%s,\"busy\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,\"forced_per_s\":%.1f,"
-                  "\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
+                  "\"exact\":%s,\"busy\":%.2f,\"cpu\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,"
+                  "\"forced_per_s\":%.1f,\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
                   "\"handoffs_total\":%llu,\"threads\":[",
-                  v->exact ? "true" : "false", v->busy_pct, v->waiters, v->switches_per_s, v->forced_per_s, interval,
-                  v->span_s, v->loop_busy_pct, v->loop_lag_max_ms, (unsigned long long)v->handoffs_total);
+                  v->exact ? "true" : "false", v->busy_pct, v->cpu_pct, v->waiters, v->switches_per_s, v->forced_per_s,
+                  interval, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms, (unsigned long long)v->handoffs_total);
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
         pt_buf_printf(&monitor.json, "%s{\"name\":", i ? "," : "");
         pt_gil_json_str(&monitor.json, t->name);
         pt_buf_printf(&monitor.json,
-                      ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,"
+                      ",\"role\":\"%s\",\"tid\":%d,\"state\":\"%c\",\"hold\":%.2f,\"wait\":%.2f,\"cpu\":%.2f,"
                       "\"acquisitions\":%llu,\"forced\":%llu,\"hold_hist\":",
-                      t->role, t->tid, t->state, t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
+                      t->role, t->tid, t->state, t->hold_pct, t->wait_pct, t->cpu_pct, (unsigned long long)t->total.acq,
                       (unsigned long long)t->total.forced);
         json_counts(&monitor.json, t->hold_hist, PT_GIL_HIST_BUCKETS);
         pt_buf_printf(&monitor.json, ",\"wait_hist\":");
@@ -124,7 +125,9 @@ build_json(void)
     pt_gil_routes_json(&monitor.json);
     pt_buf_append(&monitor.json, ",\"sampler\":", 11);
     pt_gil_sampler_json(&monitor.json);
-    pt_buf_printf(&monitor.json, ",\"load_buttons\":%s,\"load\":", monitor.cfg->gil_load_io[0] ? "true" : "false");
+    pt_buf_printf(&monitor.json,
+                  ",\"load_buttons\":%s,\"load_shared\":%s,\"load\":", monitor.cfg->gil_load_io[0] ? "true" : "false",
+                  monitor.cfg->gil_load_shared[0] ? "true" : "false");
     pt_load_json(&monitor.json, uv_now(&monitor.side.loop));
     pt_buf_append(&monitor.json, "}", 1);
 }
@@ -178,76 +181,111 @@ histogram(pt_buf_t *b, const char *name, const char *help, int hold)
     }
 }
 
+/* A counter per thread: one of its totals, in seconds, or a count. */
+static void
+per_thread(pt_buf_t *b, const char *name, const char *help, size_t field, bool seconds)
+{
+    const pt_gil_view_t *v = &monitor.view;
+
+    pt_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int i = 0; i < v->nthreads; i++) {
+        uint64_t x = *(const uint64_t *)((const char *)&v->threads[i].total + field);
+
+        if (seconds) {
+            pt_buf_printf(b, "%s{thread=\"%s\"} %.6f\n", name, L[i], (double)x / 1e9);
+        } else {
+            pt_buf_printf(b, "%s{thread=\"%s\"} %llu\n", name, L[i], (unsigned long long)x);
+        }
+    }
+}
+
+/* With a GIL: who held it and waited for it, how it moved. */
+static void
+gil_metrics(pt_buf_t *b)
+{
+    const pt_gil_view_t *v = &monitor.view;
+    char interval[24] = "NaN"; /* unknown where the probe does not know the GIL (its fallback) */
+
+    if (v->interval_us != 0) {
+        snprintf(interval, sizeof(interval), "%.6f", (double)v->interval_us / 1e6);
+    }
+    pt_buf_printf(b,
+                  "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
+                  "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
+                  "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
+                  "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
+                  "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
+                  "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %s\n"
+                  "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
+                  "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n",
+                  v->busy_pct / 100.0, v->waiters, interval, (unsigned long long)v->handoffs_total);
+    per_thread(b, "ponte_gil_hold_seconds_total", "Time each thread held the GIL.", offsetof(pt_gil_snap_t, hold),
+               true);
+    per_thread(b, "ponte_gil_wait_seconds_total", "Time each thread waited for the GIL.", offsetof(pt_gil_snap_t, wait),
+               true);
+    per_thread(b, "ponte_gil_acquisitions_total", "Times each thread took the GIL.", offsetof(pt_gil_snap_t, acq),
+               false);
+    per_thread(b, "ponte_gil_forced_switches_total", "Times each thread was made to drop the GIL.",
+               offsetof(pt_gil_snap_t, forced), false);
+    histogram(b, "ponte_gil_hold_duration_seconds", "How long each hold of the GIL lasted.", 1);
+    histogram(b, "ponte_gil_wait_duration_seconds", "How long each wait for the GIL lasted.", 0);
+    pt_buf_printf(b,
+                  "# HELP ponte_gil_handoffs_between_total Times the GIL passed from one thread to another.\n"
+                  "# TYPE ponte_gil_handoffs_between_total counter\n");
+    for (int i = 0; i < v->npairs; i++) {
+        pt_buf_printf(b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n", L[v->pairs[i].from],
+                      L[v->pairs[i].to], (unsigned long long)v->pairs[i].count);
+    }
+}
+
+/* Without a GIL (free-threaded, while it stays off): time attached to Python, and waits for a lock. Attached is
+ * timed for ponte's own threads (the app's threads attach without passing through ponte); waits for every thread
+ * ponte has a record of. */
+static void
+no_gil_metrics(pt_buf_t *b)
+{
+    pt_buf_printf(b,
+                  "# HELP ponte_python_lock_waiters Threads waiting for a lock now (parked).\n"
+                  "# TYPE ponte_python_lock_waiters gauge\nponte_python_lock_waiters %d\n",
+                  monitor.view.waiters);
+    per_thread(b, "ponte_python_attached_seconds_total", "Time each of ponte's threads ran Python (attached).",
+               offsetof(pt_gil_snap_t, hold), true);
+    per_thread(b, "ponte_python_lock_wait_seconds_total", "Time each thread waited for a lock (parked).",
+               offsetof(pt_gil_snap_t, wait), true);
+    histogram(b, "ponte_python_attached_duration_seconds", "How long each stretch attached to Python lasted.", 1);
+    histogram(b, "ponte_python_lock_wait_duration_seconds", "How long each wait for a lock lasted.", 0);
+}
+
 static void
 metrics(pt_request_t *req)
 {
     const pt_gil_view_t *v = &monitor.view;
     pt_buf_t b = { 0 };
-    char interval[24] = "NaN"; /* unknown where the probe does not know the GIL (its fallback) */
-    int i;
 
-    if (v->interval_us != 0) {
-        snprintf(interval, sizeof(interval), "%.6f", (double)v->interval_us / 1e6);
-    }
     escape_labels();
     pt_buf_printf(
         &b,
-        "# HELP ponte_gil_busy_ratio Share of the last interval the GIL was held.\n"
-        "# TYPE ponte_gil_busy_ratio gauge\nponte_gil_busy_ratio %.4f\n"
-        "# HELP ponte_gil_waiters Threads waiting for the GIL.\n"
-        "# TYPE ponte_gil_waiters gauge\nponte_gil_waiters %d\n"
-        "# HELP ponte_gil_switch_interval_seconds The interpreter's switch interval.\n"
-        "# TYPE ponte_gil_switch_interval_seconds gauge\nponte_gil_switch_interval_seconds %s\n"
-        "# HELP ponte_gil_handoffs_total Times the GIL passed to another thread.\n"
-        "# TYPE ponte_gil_handoffs_total counter\nponte_gil_handoffs_total %llu\n"
         "# HELP ponte_gil_enabled 1 when there is a GIL: always on a GIL build; on a free-threaded one, once it is "
         "back.\n"
         "# TYPE ponte_gil_enabled gauge\nponte_gil_enabled %d\n"
         "# HELP ponte_gil_probe_exact 1 when every GIL transition is observed.\n"
         "# TYPE ponte_gil_probe_exact gauge\nponte_gil_probe_exact %d\n"
+        "# HELP ponte_python_running_threads Threads running Python at once, on average over the last interval "
+        "(at most 1 with a GIL).\n"
+        "# TYPE ponte_python_running_threads gauge\nponte_python_running_threads %.4f\n"
         "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
         "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
         "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
         "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",
-        v->busy_pct / 100.0, v->waiters, interval, (unsigned long long)v->handoffs_total, v->gil != PT_GIL_NONE,
-        v->exact ? 1 : 0, (double)v->loop_busy_total_ns / 1e9, v->loop_lag_max_ms / 1e3);
-    pt_buf_printf(&b,
-                  "# HELP ponte_gil_hold_seconds_total Time each thread held the GIL.\n"
-                  "# TYPE ponte_gil_hold_seconds_total counter\n");
-    for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_hold_seconds_total{thread=\"%s\"} %.6f\n", L[i],
-                      (double)v->threads[i].total.hold / 1e9);
+        v->gil != PT_GIL_NONE, v->exact ? 1 : 0, v->busy_pct / 100.0, (double)v->loop_busy_total_ns / 1e9,
+        v->loop_lag_max_ms / 1e3);
+    if (v->gil == PT_GIL_NONE) {
+        no_gil_metrics(&b);
+    } else {
+        gil_metrics(&b);
     }
-    pt_buf_printf(&b,
-                  "# HELP ponte_gil_wait_seconds_total Time each thread waited for the GIL.\n"
-                  "# TYPE ponte_gil_wait_seconds_total counter\n");
-    for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_wait_seconds_total{thread=\"%s\"} %.6f\n", L[i],
-                      (double)v->threads[i].total.wait / 1e9);
-    }
-    pt_buf_printf(&b,
-                  "# HELP ponte_gil_acquisitions_total Times each thread took the GIL.\n"
-                  "# TYPE ponte_gil_acquisitions_total counter\n");
-    for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_acquisitions_total{thread=\"%s\"} %llu\n", L[i],
-                      (unsigned long long)v->threads[i].total.acq);
-    }
-    pt_buf_printf(&b,
-                  "# HELP ponte_gil_forced_switches_total Times each thread was made to drop the GIL.\n"
-                  "# TYPE ponte_gil_forced_switches_total counter\n");
-    for (i = 0; i < v->nthreads; i++) {
-        pt_buf_printf(&b, "ponte_gil_forced_switches_total{thread=\"%s\"} %llu\n", L[i],
-                      (unsigned long long)v->threads[i].total.forced);
-    }
-    histogram(&b, "ponte_gil_hold_duration_seconds", "How long each hold of the GIL lasted.", 1);
-    histogram(&b, "ponte_gil_wait_duration_seconds", "How long each wait for the GIL lasted.", 0);
-    pt_buf_printf(&b,
-                  "# HELP ponte_gil_handoffs_between_total Times the GIL passed from one thread to another.\n"
-                  "# TYPE ponte_gil_handoffs_between_total counter\n");
-    for (i = 0; i < v->npairs; i++) {
-        pt_buf_printf(&b, "ponte_gil_handoffs_between_total{from=\"%s\",to=\"%s\"} %llu\n", L[v->pairs[i].from],
-                      L[v->pairs[i].to], (unsigned long long)v->pairs[i].count);
-    }
+    per_thread(&b, "ponte_thread_cpu_seconds_total", "CPU time of each thread ponte has a record of.",
+               offsetof(pt_gil_snap_t, cpu), true);
     pt_gil_routes_metrics(&b);
     pt_gil_sampler_metrics(&b);
     pt_side_server_respond(req, "200 OK", "text/plain; version=0.0.4", b.data, b.len);
@@ -351,6 +389,7 @@ static const struct {
     { "kind=io", "8 I/O-bound clients", 8, 0 },
     { "kind=cpu", "8 CPU-bound clients", 0, 8 },
     { "kind=mixed", "mixed: 4 I/O + 4 CPU", 4, 4 },
+    { "kind=shared", "8 clients on shared state", 0, 8 }, /* --gil-load's third path, in the CPU path's place */
 };
 
 /* POST /load?kind=io|cpu|mixed: the page's buttons, --gil-load's paths (server/loopback_load.c). */
@@ -374,9 +413,12 @@ start_load(pt_request_t *req)
     if (!cfg->gil_load_io[0]) {
         snprintf(err, sizeof(err), "no load configured (--gil-load IO_PATH,CPU_PATH)\n");
     } else if (i == sizeof(LOADS) / sizeof(LOADS[0])) {
-        snprintf(err, sizeof(err), "expected ?kind=io, cpu or mixed\n");
+        snprintf(err, sizeof(err), "expected ?kind=io, cpu, mixed or shared\n");
+    } else if (strcmp(LOADS[i].query, "kind=shared") == 0 && !cfg->gil_load_shared[0]) {
+        snprintf(err, sizeof(err), "no shared-state path configured (--gil-load IO_PATH,CPU_PATH,SHARED_PATH)\n");
     } else {
-        r = pt_load_start(&monitor.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io, cfg->gil_load_cpu,
+        r = pt_load_start(&monitor.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io,
+                          strcmp(LOADS[i].query, "kind=shared") == 0 ? cfg->gil_load_shared : cfg->gil_load_cpu,
                           LOADS[i].cpu, 10, err, sizeof(err));
     }
     if (r == 0) {

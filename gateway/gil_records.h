@@ -21,7 +21,7 @@
 
 typedef struct {
     uint64_t ts, dur; /* ns since the trace started */
-    char kind;        /* 'H' held, 'W' waited, 'R' request */
+    char kind;        /* 'H' held, 'W' waited, 'R' request; without a GIL, 'A' attached, 'P' parked on a lock */
     char label[47];
 } pt_trace_ev_t;
 
@@ -40,6 +40,7 @@ typedef struct {
     _Atomic int used;
     pid_t tid;
     int index;
+    clockid_t cpu_clock; /* its CPU time, which another thread may read (pthread_getcpuclockid) */
     /* Its name (32 bytes) and role (8), which its own thread may change while others read them (a Python thread
      * named after it started): words written and read atomically, under `seq` (pt_gil_label_set/_get). */
     _Atomic uint64_t label[PT_GIL_LABEL_WORDS];
@@ -49,8 +50,10 @@ typedef struct {
     /* Odd while the thread moves a finished hold or wait from *_since into *_ns: a reader on another thread retries
      * (gil_report.c), or it could read the hold as neither in progress nor done (a seqlock; one writer). */
     _Atomic uint32_t seq;
-    _Atomic uint64_t acquisitions, forced, timeouts;
-    _Atomic uint64_t from[PAIRS]; /* hand-offs to this thread, by the index of the thread that had it */
+    _Atomic uint64_t acquisitions, timeouts;
+    _Atomic uint64_t forced;        /* drops it was made to make: counted by the thread that took the GIL next */
+    _Atomic uint64_t takes_at_wait; /* pt_gil_takes when its current timed wait for the GIL began */
+    _Atomic uint64_t from[PAIRS];   /* hand-offs to this thread, by the index of the thread that had it */
     _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
     _Atomic int route1; /* the route this thread's Python works for, plus one (0: none), for the sampler */
     pt_trace_ring_t trace;

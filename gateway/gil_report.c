@@ -33,6 +33,15 @@ snapshot(pt_gil_thread_t *t, uint64_t now)
     s.acq = atomic_load_explicit(&t->acquisitions, memory_order_relaxed);
     s.forced = atomic_load_explicit(&t->forced, memory_order_relaxed);
     s.timeouts = atomic_load_explicit(&t->timeouts, memory_order_relaxed);
+    s.cpu = 0;
+    if (t->cpu_clock != (clockid_t)-1) {
+        struct timespec ts;
+
+        /* fails once the thread has exited: pt_gil_sample keeps the last reading then */
+        if (clock_gettime(t->cpu_clock, &ts) == 0) {
+            s.cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        }
+    }
     return s;
 }
 
@@ -49,6 +58,7 @@ thread_view(pt_gil_thread_t *t, pt_gil_thread_view_t *tv, const pt_gil_snap_t *s
     }
     tv->hold_pct = 100.0 * (double)(s->hold - last->hold) / span;
     tv->wait_pct = 100.0 * (double)(s->wait - last->wait) / span;
+    tv->cpu_pct = s->cpu > last->cpu ? 100.0 * (double)(s->cpu - last->cpu) / span : 0;
     if (atomic_load_explicit(&t->holding_since, memory_order_relaxed)) {
         tv->state = 'H';
     } else if (atomic_load_explicit(&t->waiting_since, memory_order_relaxed)) {
@@ -128,7 +138,11 @@ pt_gil_sample(pt_gil_sampler_t *sm, pt_gil_view_t *v)
             continue;
         }
         s = snapshot(t, now);
+        if (s.cpu == 0) {
+            s.cpu = sm->last[i].cpu; /* the thread has exited */
+        }
         thread_view(t, tv, &s, &sm->last[i], span);
+        v->cpu_pct += tv->cpu_pct;
         if (i < PAIRS) {
             at[i] = v->nthreads;
         }
@@ -162,12 +176,35 @@ interval_text(const pt_gil_view_t *v, char *buf, size_t cap)
 }
 
 static const char *
-state_name(char state)
+state_name(char state, bool none)
 {
     if (state == 'H') {
-        return "hold";
+        return none ? "python" : "hold";
     }
-    return state == 'W' ? "wait" : "run";
+    if (state == 'W') {
+        return none ? "lock" : "wait";
+    }
+    return none ? "outside" : "run";
+}
+
+/* The terminal table without a GIL: per thread, running Python (attached) and waiting for a lock (parked). */
+static size_t
+no_gil_table(const pt_gil_view_t *v, char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(
+        buf, cap,
+        "\033[H\033[J"
+        "ponte   no GIL (free-threaded)   %.2f threads running Python at once, on %.2f CPUs   "
+        "%d waiting for a lock\n\n%-20s %-7s %7s %7s %7s\n",
+        v->busy_pct / 100.0, v->cpu_pct / 100.0, v->waiters, "THREAD", "STATE", "PYTHON%", "LOCK%", "CPU%");
+
+    for (int i = 0; i < v->nthreads && len < cap - 100; i++) {
+        const pt_gil_thread_view_t *t = &v->threads[i];
+
+        len += (size_t)snprintf(buf + len, cap - len, "%-20.20s %-7s %7.1f %7.1f %7.1f\n", t->name,
+                                state_name(t->state, true), t->hold_pct, t->wait_pct, t->cpu_pct);
+    }
+    return len;
 }
 
 /* The terminal view: a per-thread table redrawn in place, like top, when stderr is a terminal. */
@@ -178,6 +215,13 @@ report_table(const pt_gil_view_t *v)
     size_t len = 0;
     int i;
 
+    if (v->gil == PT_GIL_NONE) {
+        len = no_gil_table(v, buf, sizeof(buf));
+        if (write(STDERR_FILENO, buf, len) < 0) {
+            return;
+        }
+        return;
+    }
     len += (size_t)snprintf(buf + len, sizeof(buf) - len,
                             "\033[H\033[J"
                             "ponte GIL   busy %5.1f%%   waiting %d   switches/s %.0f   forced/s %.0f   "
@@ -189,7 +233,7 @@ report_table(const pt_gil_view_t *v)
         const pt_gil_thread_view_t *t = &v->threads[i];
 
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%-20.20s %-7s %7.1f %7.1f %12llu %10llu\n", t->name,
-                                state_name(t->state), t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
+                                state_name(t->state, false), t->hold_pct, t->wait_pct, (unsigned long long)t->total.acq,
                                 (unsigned long long)t->total.forced);
     }
     if (write(STDERR_FILENO, buf, len) < 0) {
@@ -226,10 +270,11 @@ pt_gil_report(void)
         snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
     }
     if (v.gil == PT_GIL_NONE) {
-        /* No GIL: what ponte's threads spent attached (running Python), side by side, and waiting to attach. */
-        pt_log_info("gil: none (free-threaded), %.2f of ponte's threads ran Python at once%s, last %.2f s; "
-                    "attached/waiting:%s",
-                    v.busy_pct / 100.0, loop, v.span_s, len ? line : " (idle)");
+        /* No GIL: what ponte's threads spent attached (running Python), side by side, and each thread's waits for a
+         * lock (parked). */
+        pt_log_info("gil: none (free-threaded), %.2f of ponte's threads ran Python at once, on %.2f CPUs, %d waiting "
+                    "for a lock%s, last %.2f s; python/lock:%s",
+                    v.busy_pct / 100.0, v.cpu_pct / 100.0, v.waiters, loop, v.span_s, len ? line : " (idle)");
     } else {
         pt_log_info("gil: busy %.1f%%, %d waiting, %.0f switches/s, %.0f forced/s, interval %s%s, last %.2f s; "
                     "hold/wait:%s",

@@ -89,6 +89,7 @@ static struct {
     char app_dir[PATH_MAX + 1];                 /* absolute, ending in '/' */
     uint64_t samples, held, idle, paused, mark; /* samples and idle count ticks; held, stacks (several a tick without
                                                   * a GIL) */
+    uint64_t waiting;                           /* without a GIL: stacks of threads waiting for a lock */
     func_t funcs[FUNCS];
     int nfuncs;
     int32_t func_slot[FUNC_SLOTS]; /* name hash -> fid + 1 */
@@ -294,6 +295,7 @@ record_wait(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick)
     sampler.samples += tick;
     s.wait_fid = n > 0 ? frame_func(&frames[0]) : n == PT_STACK_CHANGED ? F_CHANGED : F_NO_PYTHON;
     sampler.funcs[s.wait_fid].waits++;
+    sampler.waiting++;
     push(sampler.ring, &sampler.nring, RING, s);
     uv_mutex_unlock(&sampler.lock);
 }
@@ -543,6 +545,38 @@ pt_gil_sampler_json(pt_buf_t *b)
     uv_mutex_unlock(&sampler.lock);
 }
 
+/* Without a GIL: what the sampler found each thread doing, and the functions that waited for a lock most. */
+static void
+no_gil_metrics(pt_buf_t *b)
+{
+    int ids[20], n, i;
+
+    pt_buf_printf(b,
+                  "# HELP ponte_python_thread_samples_total Threads the sampler found, tick by tick, without a GIL: "
+                  "running Python (attached), waiting for a lock (parked), or paused by a stop-the-world pause.\n"
+                  "# TYPE ponte_python_thread_samples_total counter\n"
+                  "ponte_python_thread_samples_total{state=\"running\"} %llu\n"
+                  "ponte_python_thread_samples_total{state=\"waiting\"} %llu\n"
+                  "ponte_python_thread_samples_total{state=\"paused\"} %llu\n"
+                  "# HELP ponte_python_lock_wait_samples_total Samples of a thread waiting for a lock, by the Python "
+                  "function it waited in (innermost), the top 20 since start.\n"
+                  "# TYPE ponte_python_lock_wait_samples_total counter\n",
+                  (unsigned long long)sampler.held, (unsigned long long)sampler.waiting,
+                  (unsigned long long)sampler.paused);
+    for (i = 0; i < sampler.nfuncs; i++) {
+        window.self[i] = sampler.funcs[i].waits;
+    }
+    n = top(window.self, sampler.nfuncs, 20, ids);
+    for (i = 0; i < n; i++) {
+        pt_buf_t label = { 0 };
+
+        pt_gil_json_str(&label, sampler.funcs[ids[i]].name);
+        pt_buf_printf(b, "ponte_python_lock_wait_samples_total{function=%.*s} %llu\n", (int)label.len, label.data,
+                      (unsigned long long)sampler.funcs[ids[i]].waits);
+        pt_buf_free(&label);
+    }
+}
+
 void
 pt_gil_sampler_metrics(pt_buf_t *b)
 {
@@ -552,6 +586,9 @@ pt_gil_sampler_metrics(pt_buf_t *b)
         return;
     }
     uv_mutex_lock(&sampler.lock);
+    if (pt_gil_state(NULL) == PT_GIL_NONE) {
+        no_gil_metrics(b);
+    }
     pt_buf_printf(b,
                   "# HELP ponte_gil_samples_total Samples of the GIL holder's stack (--gil-sample-hz), by whether "
                   "a thread held the GIL.\n"

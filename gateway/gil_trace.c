@@ -32,6 +32,9 @@ pt_gil_trace_append(pt_gil_thread_t *t, char kind, uint64_t start, uint64_t end,
     if (start < pt_gil_trace_t0) {
         return;
     }
+    if (kind != 'R' && pt_gil_state(NULL) == PT_GIL_NONE) {
+        kind = kind == 'H' ? 'A' : 'P'; /* no GIL: a stretch attached to Python, a wait for a lock (parked) */
+    }
     if (t->trace.ev == NULL) {
         t->trace.ev = calloc(TRACE_RING, sizeof(pt_trace_ev_t)); /* once per thread */
         if (t->trace.ev == NULL) {
@@ -131,8 +134,12 @@ pt_gil_trace_flush(void)
         tail = atomic_load_explicit(&t->trace.tail, memory_order_relaxed);
         for (; tail != head; tail++) {
             const pt_trace_ev_t *e = &t->trace.ev[tail % TRACE_RING];
-            const char *name = e->kind == 'H' ? "holding the GIL" : e->kind == 'W' ? "waiting for the GIL" : "request";
-            const char *cat = e->kind == 'R' ? "request" : "gil";
+            const char *name = e->kind == 'H' ? "holding the GIL"
+                : e->kind == 'W'              ? "waiting for the GIL"
+                : e->kind == 'A'              ? "running Python"
+                : e->kind == 'P'              ? "waiting for a lock"
+                                              : "request";
+            const char *cat = e->kind == 'R' ? "request" : e->kind == 'A' || e->kind == 'P' ? "python" : "gil";
             char label[sizeof(e->label) * 2];
             size_t j, k = 0;
 

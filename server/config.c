@@ -95,8 +95,9 @@ static const char usage[] =
     "hold/wait %\n"
     "                             per thread; a live table when stderr is a terminal, a log line otherwise (default "
     "off)\n"
-    "      --gil-load IO,CPU      the page's load buttons: 8 clients on the I/O-bound path IO, on the CPU-bound\n"
-    "                             path CPU, or 4 and 4, for 10 s, on the server's loopback address (e.g.\n"
+    "      --gil-load IO,CPU[,SHARED]  the page's load buttons: 8 clients on the I/O-bound path IO, on the\n"
+    "                             CPU-bound path CPU, or 4 and 4, and with SHARED 8 on a path whose requests\n"
+    "                             take one lock, for 10 s, on the server's loopback address (e.g.\n"
     "                             '/io?delay=0.01,/cpu?n=20000'; needs --gil-monitor)\n"
     "      --gil-routes N         GIL and latency per route (the path, numeric and UUID-like segments as {n} and\n"
     "                             {uuid}) for the first N seen, the rest as \"other\" (default 20; 0: none)\n"
@@ -443,6 +444,29 @@ add_bind(pt_config_t *cfg, const char *arg)
     return 0;
 }
 
+/* --gil-load IO,CPU[,SHARED]: the page's load buttons' paths. */
+static int
+parse_gil_load(pt_config_t *cfg, const char *arg)
+{
+    const char *comma = strchr(arg, ','), *third = comma ? strchr(comma + 1, ',') : NULL;
+    size_t cpu_len = third ? (size_t)(third - comma - 1) : comma ? strlen(comma + 1) : 0;
+
+    if (comma == NULL || arg[0] != '/' || comma[1] != '/' || (third && (third[1] != '/' || strchr(third + 1, ',')))
+        || (size_t)(comma - arg) >= sizeof(cfg->gil_load_io) || cpu_len >= sizeof(cfg->gil_load_cpu)
+        || (third && strlen(third + 1) >= sizeof(cfg->gil_load_shared))) {
+        return bad("gil-load", arg,
+                   "expected IO_PATH,CPU_PATH[,SHARED_PATH], e.g. '/io?delay=0.01,/cpu?n=20000,/shared?n=20000'");
+    }
+    memcpy(cfg->gil_load_io, arg, (size_t)(comma - arg));
+    cfg->gil_load_io[comma - arg] = '\0';
+    memcpy(cfg->gil_load_cpu, comma + 1, cpu_len);
+    cfg->gil_load_cpu[cpu_len] = '\0';
+    if (third) {
+        strcpy(cfg->gil_load_shared, third + 1);
+    }
+    return 0;
+}
+
 /* The options that are not a plain field. 0, 1 when --help/--version was printed, -1 after printing why. */
 static int
 parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
@@ -503,18 +527,7 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
         }
         cfg->gil_monitor = arg;
         return 0;
-    case OPT_GIL_LOAD: {
-        const char *comma = strchr(arg, ',');
-
-        if (comma == NULL || arg[0] != '/' || comma[1] != '/' || strchr(comma + 1, ',') != NULL
-            || (size_t)(comma - arg) >= sizeof(cfg->gil_load_io) || strlen(comma + 1) >= sizeof(cfg->gil_load_cpu)) {
-            return bad("gil-load", arg, "expected IO_PATH,CPU_PATH, e.g. '/io?delay=0.01,/cpu?n=20000'");
-        }
-        memcpy(cfg->gil_load_io, arg, (size_t)(comma - arg));
-        cfg->gil_load_io[comma - arg] = '\0';
-        strcpy(cfg->gil_load_cpu, comma + 1);
-        return 0;
-    }
+    case OPT_GIL_LOAD: return parse_gil_load(cfg, arg);
     case 'V':
         printf("ponte %s, %s, libuv %s, llhttp %d.%d.%d\n", PT_VERSION, pt_app_runtime_version(), uv_version_string(),
                LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);

@@ -81,6 +81,7 @@ typedef struct {
     pt_interpreter_t interpreter;
     double gil_report;                        /* seconds between GIL summary lines in the log; 0: none */
     char gil_load_io[400], gil_load_cpu[400]; /* --gil-load: the page's load buttons' paths ("" when none) */
+    char gil_load_shared[400];                /* --gil-load's third path, optional ("" when none) */
     int gil_routes;              /* routes kept apart in the per-route GIL table (the rest are "other"); 0: none */
     const char *gil_monitor;     /* address of the live GIL view, or NULL */
     const char *gil_trace;       /* Chrome trace-event JSON file, or NULL */

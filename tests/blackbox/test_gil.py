@@ -283,13 +283,16 @@ class Monitor(unittest.TestCase):
         names = set()
         for line in r.body.decode().splitlines():
             if line.startswith("#"):
-                self.assertRegex(line, r"^# (HELP|TYPE) ponte_(gil|asgi|route)_[a-z_]+ ")
+                self.assertRegex(line, r"^# (HELP|TYPE) ponte_(gil|asgi|route|python|thread)_[a-z_]+ ")
                 continue
             self.assertRegex(line, sample)
             names.add(line.split("{")[0].split(" ")[0])
         self.assertTrue({"ponte_gil_busy_ratio", "ponte_gil_hold_seconds_total", "ponte_gil_wait_seconds_total",
                          "ponte_gil_acquisitions_total", "ponte_gil_forced_switches_total",
-                         "ponte_gil_switch_interval_seconds", "ponte_gil_waiters"} <= names, names)
+                         "ponte_gil_switch_interval_seconds", "ponte_gil_waiters", "ponte_python_running_threads",
+                         "ponte_thread_cpu_seconds_total"} <= names, names)
+        # With a GIL there is no state of a free-threaded CPython's to report.
+        self.assertFalse({"ponte_python_attached_seconds_total", "ponte_python_lock_wait_seconds_total"} & names)
         self.assertIn(b'ponte_gil_hold_seconds_total{thread="worker-1"}', r.body)
         # Histograms: cumulative buckets per thread, ending in +Inf == _count.
         text = r.body.decode()

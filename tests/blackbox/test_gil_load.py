@@ -73,11 +73,17 @@ class LoadButtons(unittest.TestCase):
         self.assertIn(b"no load configured", r.body)
         s2, port2 = self.start("--gil-load", PATHS)
         self.assertEqual(post(port2, "/load?kind=everything").status, 409)
+        no_third = post(port2, "/load?kind=shared")
+        self.assertEqual(no_third.status, 409)
+        self.assertIn(b"no shared-state path configured", no_third.body)
+        self.assertFalse(snapshot(port2)["load_shared"])
         self.assertFalse(snapshot(port2)["load"]["running"])
 
     def test_gil_load_needs_the_monitor_and_two_paths(self):
         for args, why in [(["--gil-load", PATHS], "needs --gil-monitor"),
-                          (["--gil-monitor", "127.0.0.1:%d" % free_port(), "--gil-load", "/io"], "IO_PATH,CPU_PATH")]:
+                          (["--gil-monitor", "127.0.0.1:%d" % free_port(), "--gil-load", "/io"], "IO_PATH,CPU_PATH"),
+                          (["--gil-monitor", "127.0.0.1:%d" % free_port(), "--gil-load", "/a,/b,/c,/d"],
+                           "IO_PATH,CPU_PATH[,SHARED_PATH]")]:
             r = subprocess.run([PONTE, "--app-dir", APPS, *args, "testapp:application"], capture_output=True,
                                text=True, timeout=30)
             self.assertNotEqual(r.returncode, 0)
@@ -86,8 +92,8 @@ class LoadButtons(unittest.TestCase):
 
 class Demo(unittest.TestCase):
     def test_the_demo_with_apps_runs_options(self):
-        # apps/run's own --gil-load paths, against the demo's mounts: both kinds answer 200, and the landing page
-        # links the live view.
+        # apps/run's own --gil-load paths, against the demo's mounts: all three answer 200, the shared-state button
+        # loads the third, and the landing page links the live view.
         with open(os.path.join(REPO_APPS, "run")) as f:
             paths = re.search(r"--gil-monitor 127\.0\.0\.1:8001 --gil-load '([^']+)'", f.read()).group(1)
         port = free_port()
@@ -96,13 +102,14 @@ class Demo(unittest.TestCase):
                     "--no-access-log", app_dir=REPO_APPS, env={"PONTE_DEMO_GIL_URL": url}) as s:
             landing = Conn(s).request("GET", "/")
             self.assertIn(('<a href="%s">' % url).encode(), landing.body)
-            self.assertEqual(post(port, "/load?kind=mixed").status, 202)
+            for path in paths.split(","):
+                self.assertEqual(Conn(s).request("GET", path).status, 200, path)
+            self.assertTrue(snapshot(port)["load_shared"])
+            self.assertEqual(post(port, "/load?kind=shared").status, 202)
             snap = wait_stopped(self, port)
             rows = {r["route"]: r["requests_total"] for r in snap["routes"]["rows"]}
             self.assertEqual(snap["load"]["errors"], 0, snap["load"])
-            self.assertEqual(rows.get("/io", 0) + rows.get("/cpu", 0), snap["load"]["requests"], rows)
-            self.assertGreater(rows.get("/io", 0), 0, rows)
-            self.assertGreater(rows.get("/cpu", 0), 0, rows)
+            self.assertEqual(rows.get("/shared", 0), snap["load"]["requests"] + 1, rows)  # and the GET above
 
 
 @unittest.skipUnless(os.path.exists(CHROMIUM) or os.environ.get("CI") == "true",
