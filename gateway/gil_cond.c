@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -36,9 +37,13 @@ static wait_fn real_wait;
 static timedwait_fn real_timedwait;
 
 /* The two GIL condition variables; NULL while nothing is watched. events is set before them. */
-static pthread_cond_t *volatile gil_cond;
-static pthread_cond_t *volatile gil_switch_cond;
-static const pt_gil_cond_events_t *volatile events;
+/* Set by the probe while the interpreter's threads run: atomics (acquire: events is set before them, and what it
+ * points to before it). */
+static _Atomic(pthread_cond_t *) gil_cond;
+static _Atomic(pthread_cond_t *) gil_switch_cond;
+static _Atomic(const pt_gil_cond_events_t *) events;
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_acquire)
+#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
 
 /* Calibration (pt_gil_cond_calibrate): which condition variables one thread signals. */
 static struct {
@@ -48,8 +53,11 @@ static struct {
     int max, n;
 } calibration;
 
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+static pthread_once_t sem_resolved = PTHREAD_ONCE_INIT;
+
 static void
-resolve(void)
+find_cond_functions(void)
 {
 #ifdef PT_TSAN
     /* ThreadSanitizer's runtime, loaded before glibc, defines these without a version: the next definition is its
@@ -71,22 +79,26 @@ resolve(void)
     }
 }
 
+static void
+resolve(void)
+{
+    pthread_once(&resolved, find_cond_functions);
+}
+
 int
 pt_gil_cond_watch(pthread_cond_t *cond, pthread_cond_t *switch_cond, const pt_gil_cond_events_t *ev)
 {
-    if (real_signal == NULL) {
-        resolve();
-    }
+    resolve();
     if (real_signal == NULL || real_wait == NULL || real_timedwait == NULL) {
         return -1;
     }
-    gil_cond = NULL;
-    gil_switch_cond = NULL;
+    STORE(gil_cond, NULL);
+    STORE(gil_switch_cond, NULL);
     if (ev != NULL) {
-        events = ev; /* kept after a stop: a call that read the old pointers may still be on its way here */
+        STORE(events, ev); /* kept after a stop: a call that read the old pointers may still be on its way here */
     }
-    gil_switch_cond = switch_cond;
-    gil_cond = cond;
+    STORE(gil_switch_cond, switch_cond);
+    STORE(gil_cond, cond);
     return 0;
 }
 
@@ -97,9 +109,7 @@ pt_gil_cond_calibrate(pthread_cond_t **seen, int max)
         __atomic_store_n(&calibration.on, 0, __ATOMIC_SEQ_CST);
         return calibration.n;
     }
-    if (real_signal == NULL) {
-        resolve();
-    }
+    resolve();
     if (real_signal == NULL) {
         return -1;
     }
@@ -120,26 +130,32 @@ typedef int (*sem_wait_fn)(sem_t *);
 static sem_clockwait_fn real_sem_clockwait;
 static sem_timedwait_fn real_sem_timedwait;
 static sem_wait_fn real_sem_wait;
-static const pt_gil_park_events_t *volatile park; /* NULL while parks are not watched */
+static _Atomic(const pt_gil_park_events_t *) park; /* NULL while parks are not watched */
 
 static void
-resolve_sem(void)
+find_sem_functions(void)
 {
     real_sem_clockwait = (sem_clockwait_fn)dlsym(RTLD_NEXT, "sem_clockwait");
     real_sem_timedwait = (sem_timedwait_fn)dlsym(RTLD_NEXT, "sem_timedwait");
     real_sem_wait = (sem_wait_fn)dlsym(RTLD_NEXT, "sem_wait");
 }
 
+/* The first call of any of these, from any thread, finds glibc's (or a sanitizer's) functions; once, so that
+ * threads calling at once do not race on the pointers. */
+static void
+resolve_sem(void)
+{
+    pthread_once(&sem_resolved, find_sem_functions);
+}
+
 int
 pt_gil_park_watch(const pt_gil_park_events_t *ev)
 {
-    if (real_sem_wait == NULL) {
-        resolve_sem();
-    }
+    resolve_sem();
     if (real_sem_clockwait == NULL || real_sem_timedwait == NULL || real_sem_wait == NULL) {
         return -1;
     }
-    park = ev;
+    STORE(park, ev);
     return 0;
 }
 
@@ -148,47 +164,41 @@ int sem_timedwait(sem_t *s, const struct timespec *t);
 int sem_wait(sem_t *s);
 
 /* The wait, between the two events; errno as the wait left it. */
-#define PARKED(call)                          \
-    do {                                      \
-        const pt_gil_park_events_t *p = park; \
-        int r, e;                             \
-                                              \
-        if (p != NULL) {                      \
-            p->parked();                      \
-        }                                     \
-        r = (call);                           \
-        e = errno;                            \
-        if (p != NULL) {                      \
-            p->unparked();                    \
-        }                                     \
-        errno = e;                            \
-        return r;                             \
+#define PARKED(call)                                \
+    do {                                            \
+        const pt_gil_park_events_t *p = LOAD(park); \
+        int r, e;                                   \
+                                                    \
+        if (p != NULL) {                            \
+            p->parked();                            \
+        }                                           \
+        r = (call);                                 \
+        e = errno;                                  \
+        if (p != NULL) {                            \
+            p->unparked();                          \
+        }                                           \
+        errno = e;                                  \
+        return r;                                   \
     } while (0)
 
 int
 sem_clockwait(sem_t *s, clockid_t clock, const struct timespec *t)
 {
-    if (real_sem_clockwait == NULL) {
-        resolve_sem();
-    }
+    resolve_sem();
     PARKED(real_sem_clockwait(s, clock, t));
 }
 
 int
 sem_timedwait(sem_t *s, const struct timespec *t)
 {
-    if (real_sem_timedwait == NULL) {
-        resolve_sem();
-    }
+    resolve_sem();
     PARKED(real_sem_timedwait(s, t));
 }
 
 int
 sem_wait(sem_t *s)
 {
-    if (real_sem_wait == NULL) {
-        resolve_sem();
-    }
+    resolve_sem();
     PARKED(real_sem_wait(s));
 }
 
@@ -203,17 +213,15 @@ int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct t
 int
 pthread_cond_signal(pthread_cond_t *c)
 {
-    if (real_signal == NULL) {
-        resolve();
-    }
-    if (__builtin_expect(calibration.on, 0) && pthread_equal(pthread_self(), calibration.thread)
-        && calibration.n < calibration.max) {
+    resolve();
+    if (__builtin_expect(__atomic_load_n(&calibration.on, __ATOMIC_ACQUIRE), 0)
+        && pthread_equal(pthread_self(), calibration.thread) && calibration.n < calibration.max) {
         calibration.seen[calibration.n++] = c;
     }
-    if (c == gil_switch_cond) {
-        events->taken(); /* take_gil: signalled right after this thread took the GIL */
-    } else if (c == gil_cond) {
-        events->dropped(); /* drop_gil: signalled right after this thread released it */
+    if (c == LOAD(gil_switch_cond)) {
+        LOAD(events)->taken(); /* take_gil: signalled right after this thread took the GIL */
+    } else if (c == LOAD(gil_cond)) {
+        LOAD(events)->dropped(); /* drop_gil: signalled right after this thread released it */
     }
     return real_signal(c);
 }
@@ -223,16 +231,14 @@ pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct times
 {
     int r;
 
-    if (real_timedwait == NULL) {
-        resolve();
-    }
-    if (c != gil_cond) {
+    resolve();
+    if (c != LOAD(gil_cond)) {
         return real_timedwait(c, m, t);
     }
-    events->wait(); /* take_gil: the GIL is held by another thread */
+    LOAD(events)->wait(); /* take_gil: the GIL is held by another thread */
     r = real_timedwait(c, m, t);
     if (r == ETIMEDOUT) {
-        events->wait_timeout(); /* an interval passed without a switch: the holder will be asked to drop */
+        LOAD(events)->wait_timeout(); /* an interval passed without a switch: the holder will be asked to drop */
     }
     return r;
 }
@@ -240,11 +246,9 @@ pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct times
 int
 pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
 {
-    if (real_wait == NULL) {
-        resolve();
-    }
-    if (c == gil_switch_cond) {
-        events->forced(); /* drop_gil after a drop request: wait until someone else has the GIL */
+    resolve();
+    if (c == LOAD(gil_switch_cond)) {
+        LOAD(events)->forced(); /* drop_gil after a drop request: wait until someone else has the GIL */
     }
     return real_wait(c, m);
 }

@@ -144,14 +144,20 @@ class Server:
             self.proc.wait()
 
     def stop(self):
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM and wait; returns the exit code. A stop slower than 10 s is said in the TAP output (a comment):
+        no test here leaves a request in flight that long, so it is worth a look."""
         if self.proc.poll() is None:
+            started = time.time()
             self.signal(signal.SIGTERM)
             try:
-                return self.proc.wait(TIMEOUT + 30)
+                code = self.proc.wait(TIMEOUT + 30)
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise
+            if time.time() - started > 10:
+                print("# slow stop: %.1f s after SIGTERM; the log's end:\n# %s" % (
+                    time.time() - started, "\n# ".join(self.stderr()[-3000:].splitlines())), flush=True)
+            return code
         return self.proc.returncode
 
     def __enter__(self):
