@@ -3,8 +3,9 @@
  * GIL transition of every thread (the interpreter's forced switches, time.sleep, I/O inside the app, threads the
  * app starts) arrives through the probe (gil_probe.c) as pt_gil_on_*.
  *
- * Each thread owns one record (gil_records.h) and is the only writer of its fields (relaxed atomics); readers (the
- * report and the monitor, gil_report.c; the trace, gil_trace.c) sum them without locks. The hooks run inside
+ * Each thread owns one record (gil_records.h) and is the only writer of its fields (relaxed atomics), but for its
+ * forced drops, which the thread taking the GIL from it adds; readers (the report and the monitor, gil_report.c;
+ * the trace, gil_trace.c) sum them without locks. The hooks run inside
  * CPython's GIL critical sections: no locks, no allocation, two clock reads at most.
  */
 #include "gil_records.h"

@@ -1,7 +1,7 @@
 /*
- * The GIL's per-thread records, which gil.c keeps and only their own thread writes (relaxed atomics), for the files
- * that read them: gil_trace.c (each thread's ring of spans, and the trace file) and gil_report.c (the views and the
- * report). Internal to gateway/gil*.c.
+ * The GIL's per-thread records, which gil.c keeps and only their own thread writes (relaxed atomics; `forced` is
+ * added to by the next taker), for the files that read them: gil_trace.c (each thread's ring of spans, and the
+ * trace file) and gil_report.c (the views and the report). Internal to gateway/gil*.c.
  */
 #ifndef PT_GIL_RECORDS_H
 #define PT_GIL_RECORDS_H

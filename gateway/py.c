@@ -87,8 +87,8 @@ pt_py_venv_note(void)
     return note;
 }
 
-/* --timeout: on SIGUSR2 (from the worker's own check, or from the master when its loop is blocked), every thread's
- * Python stack goes to stderr. faulthandler writes it from the signal handler without needing the GIL, which the
+/* --timeout, and every worker of a master: on SIGUSR2 (from the worker's own check, or from the master when the
+ * worker's loop is blocked or it outlives --graceful-timeout), every thread's Python stack goes to stderr. faulthandler writes it from the signal handler without needing the GIL, which the
  * stuck thread may hold. */
 static int
 dump_stacks_on_sigusr2(void)
@@ -145,7 +145,7 @@ int
 pt_py_prepare(const pt_config_t *cfg)
 {
     if (pt_str_init() < 0 || prepend_sys_path(cfg->app_dir) < 0 || (cfg->gil_probe && pt_gil_name_python_threads() < 0)
-        || (cfg->timeout > 0 && dump_stacks_on_sigusr2() < 0)) {
+        || ((cfg->timeout > 0 || cfg->worker_slot) && dump_stacks_on_sigusr2() < 0)) {
         pt_py_startup_error("cannot prepare the interpreter%s%s", "", "");
         return -1;
     }

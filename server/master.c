@@ -42,6 +42,7 @@ typedef struct {
     int slot;
     int handles_open;
     bool used, exited, ready, stopping, has_successor;
+    bool dumped; /* asked (SIGUSR2) for its Python stacks before it is killed */
     uint64_t started_ms, beat_ms, kill_at_ms;
     char monitor[300]; /* its GIL monitor, "127.0.0.1:41234" (--gil-monitor) */
     char line[PT_CONTROL_LINE_MAX + 1];
@@ -364,7 +365,15 @@ on_tick(uv_timer_t *t)
         if (!w->used || w->exited) {
             continue;
         }
-        if (w->kill_at_ms && now >= w->kill_at_ms) {
+        if (w->kill_at_ms && now >= w->kill_at_ms && !w->dumped) {
+            /* Past --graceful-timeout: where each of its threads is goes into the log first, as for --timeout. */
+            pt_log_warning("worker %d (pid %d) did not stop within --graceful-timeout: its Python stacks follow, "
+                           "then it is killed",
+                           w->slot, w->proc.pid);
+            kill(w->proc.pid, SIGUSR2);
+            w->dumped = true;
+            w->kill_at_ms = now + STUCK_KILL_MS;
+        } else if (w->kill_at_ms && now >= w->kill_at_ms) {
             pt_log_warning("worker %d (pid %d) did not stop: killing it", w->slot, w->proc.pid);
             kill(w->proc.pid, SIGKILL);
             w->kill_at_ms = 0;
@@ -377,6 +386,7 @@ on_tick(uv_timer_t *t)
                          "its Python stacks follow, then it is replaced",
                          w->slot, w->proc.pid, (double)(now - w->beat_ms) / 1000, master.cfg->timeout);
             stop_worker(w, SIGUSR2);
+            w->dumped = true;
             w->kill_at_ms = now + STUCK_KILL_MS;
         }
     }

@@ -162,6 +162,9 @@ class ASGI(ServerCase, unittest.TestCase):
         c.read_until(b"waiting")
         c.sock.close()
         self.assertTrue(wait_for(lambda: "d1 got http.disconnect" in self.read_events()), self.read_events())
+        # told that the client went, the app ends without finishing its response: no error of the app's
+        time.sleep(0.2)
+        self.assertNotIn('returned without completing its response for "GET /disconnect?name=d1', self.server.stderr())
 
     def test_receive_after_response_is_disconnect(self):
         self.assertEqual(self.conn().request("GET", "/after-response").body, b"done")

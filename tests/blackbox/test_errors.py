@@ -145,6 +145,18 @@ class ErrorsBase(ServerCase):
 class ErrorsWorkers(ErrorsBase, unittest.TestCase):
     threads = 4
 
+    def test_a_client_gone_mid_body_is_an_info_line(self):
+        """The client goes half way through its body while the app reads it (a worker has the request once 64 KiB
+        arrived): the read raises OSError, which the app lets pass. That is the client's doing: one info line, not
+        an error with a traceback."""
+        c = self.conn()
+        c.send(b"POST /read_whole_body HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100000)
+        time.sleep(0.3)
+        c.close()
+        self.assertTrue(self.log_has('the client went while the app ran "POST /read_whole_body" (OSError: client disconnected '
+                                     'before sending the whole request body)'), self.server.stderr()[-2000:])
+        self.assertNotIn('error in WSGI app for "POST /read_whole_body', self.server.stderr())
+
     def test_hanging_app_does_not_block_others(self):
         c = self.conn()
         c.send(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")

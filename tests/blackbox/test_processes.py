@@ -251,6 +251,24 @@ class Processes(unittest.TestCase):
             self.assertNotEqual(first, workers_of(s.proc.pid)[0])
             stuck.close()
 
+    def test_a_worker_that_outlives_the_graceful_timeout_shows_where_it_is(self):
+        """A worker whose loop is blocked cannot stop when asked: past --graceful-timeout (and 5 s more), the master
+        asks it for its Python stacks, then kills it."""
+        s = start("testapp:application", "--graceful-timeout", "1", processes=1, threads=0).start()
+        try:
+            stuck = Conn(s)
+            stuck.send(b"GET /slow?delay=20 HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.3)
+            s.signal(signal.SIGTERM)
+            self.assertEqual(s.proc.wait(15), 0, s.stderr())
+            log = s.stderr()
+            self.assertIn("did not stop within --graceful-timeout: its Python stacks follow, then it is killed", log)
+            self.assertIn("in slow", log)  # faulthandler's stack of the loop thread, stuck in the app
+            self.assertIn("was killed by signal 9", log)
+            stuck.close()
+        finally:
+            s.__exit__(None, None, None)
+
     def test_a_worker_that_cannot_boot_stops_the_master(self):
         r = subprocess.run([PONTE, "--app-dir", APPS, "-b", "127.0.0.1:0", "--processes", "2",
                             "raises_on_import:app"], capture_output=True, text=True, timeout=60)

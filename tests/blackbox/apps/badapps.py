@@ -181,6 +181,13 @@ def shared_list(environ, start_response):
     return SHARED_BODY
 
 
+def read_whole_body(environ, start_response):
+    """Reads its body to the end, letting wsgi.input's OSError pass when the client goes half way."""
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"%d bytes" % len(body)]
+
+
 ROUTES = {name: fn for name, fn in globals().items() if callable(fn) and not name.startswith("_")
           and name not in ("record", "Closing", "SHARED_BODY")}
 
