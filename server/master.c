@@ -18,6 +18,7 @@
  */
 #include "master.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -337,6 +338,18 @@ spawn(int slot)
         uv_close((uv_handle_t *)&w->ctl, on_worker_closed);
         master.respawn_at[slot] = uv_now(master.loop) + BACKOFF_MAX_MS;
         return;
+    }
+    /* The new process made the listening sockets blocking on its way to exec (libuv does so for the descriptors a
+     * child inherits), and O_NONBLOCK belongs to the socket, shared with every worker: until the new worker listens
+     * and sets it back, or for ever if it dies first (a reload of broken code), a worker that accepts loops into
+     * an accept() that blocks, and its loop hears nothing more, not even SIGTERM. uv_spawn returns once the child
+     * has exec'd: set it back now. */
+    for (i = 0; i < master.nsock; i++) {
+        int fl = fcntl(socks[i], F_GETFL);
+
+        if (fl >= 0 && !(fl & O_NONBLOCK)) {
+            fcntl(socks[i], F_SETFL, fl | O_NONBLOCK);
+        }
     }
     w->used = true;
     w->handles_open = 2;

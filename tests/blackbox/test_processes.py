@@ -197,6 +197,10 @@ class Processes(unittest.TestCase):
             self.assertTrue(wait_for(lambda: s.stderr().count("reload of worker") >= 2, 30), s.stderr())
             self.assertEqual(workers_of(s.proc.pid), old)
             self.assertEqual(Conn(s).request("GET", "/").body, b"fine")
+            # The failed workers left the shared listening socket blocking (their exec did), and the worker that
+            # accepted above then waited in accept() for ever, deaf to SIGTERM until the master killed it 35 s later.
+            s.signal(signal.SIGTERM)
+            self.assertEqual(s.proc.wait(10), 0, s.stderr()[-2000:])
 
     def test_max_requests_recycles(self):
         with start("testapp:application", "--max-requests", "20", processes=1) as s:
