@@ -5,8 +5,8 @@
  *
  * Each thread owns one record (gil_records.h) and is the only writer of its fields (relaxed atomics), but for its
  * forced drops, which the thread taking the GIL from it adds; readers (the report and the monitor, gil_report.c;
- * the trace, gil_trace.c) sum them without locks. The hooks run inside
- * CPython's GIL critical sections: no locks, no allocation, two clock reads at most.
+ * the trace, gil_trace.c) sum them without locks. The hooks run inside CPython's GIL critical sections: no locks,
+ * no allocation, two clock reads at most.
  */
 #include "gil_records.h"
 

@@ -36,9 +36,8 @@ static signal_fn real_signal;
 static wait_fn real_wait;
 static timedwait_fn real_timedwait;
 
-/* The two GIL condition variables; NULL while nothing is watched. events is set before them. */
-/* Set by the probe while the interpreter's threads run: atomics (acquire: events is set before them, and what it
- * points to before it). */
+/* The two GIL condition variables, NULL while nothing is watched, and what to tell of them. The probe sets them
+ * while the interpreter's threads run: atomics, events set before the two, and what it points to before it. */
 static _Atomic(pthread_cond_t *) gil_cond;
 static _Atomic(pthread_cond_t *) gil_switch_cond;
 static _Atomic(const pt_gil_cond_events_t *) events;
@@ -66,8 +65,7 @@ find_cond_functions(void)
     real_signal = (signal_fn)dlsym(RTLD_NEXT, "pthread_cond_signal");
     real_wait = (wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait");
     real_timedwait = (timedwait_fn)dlsym(RTLD_NEXT, "pthread_cond_timedwait");
-    return;
-#endif
+#else
     /* GLIBC_2.3.2 is the version libpython links against (nm -D shows pthread_cond_signal@GLIBC_2.3.2). */
     real_signal = (signal_fn)dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2");
     real_wait = (wait_fn)dlvsym(RTLD_NEXT, "pthread_cond_wait", "GLIBC_2.3.2");
@@ -77,6 +75,7 @@ find_cond_functions(void)
         real_wait = (wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait");
         real_timedwait = (timedwait_fn)dlsym(RTLD_NEXT, "pthread_cond_timedwait");
     }
+#endif
 }
 
 static void

@@ -381,18 +381,20 @@ set_interval(pt_request_t *req)
     pt_side_server_respond(req, "200 OK", "application/json", buf, (size_t)n);
 }
 
-/* The page's load buttons: how many clients on --gil-load's I/O path and on its CPU path, for 10 s. */
+/* The page's load buttons: how many clients on --gil-load's I/O path and on its CPU path (or its third, the
+ * shared-state path, in the CPU path's place), for 10 s. */
 static const struct {
     const char *query, *label;
     int io, cpu;
+    bool shared;
 } LOADS[] = {
-    { "kind=io", "8 I/O-bound clients", 8, 0 },
-    { "kind=cpu", "8 CPU-bound clients", 0, 8 },
-    { "kind=mixed", "mixed: 4 I/O + 4 CPU", 4, 4 },
-    { "kind=shared", "8 clients on shared state", 0, 8 }, /* --gil-load's third path, in the CPU path's place */
+    { "kind=io", "8 I/O-bound clients", 8, 0, false },
+    { "kind=cpu", "8 CPU-bound clients", 0, 8, false },
+    { "kind=mixed", "mixed: 4 I/O + 4 CPU", 4, 4, false },
+    { "kind=shared", "8 clients on shared state", 0, 8, true },
 };
 
-/* POST /load?kind=io|cpu|mixed: the page's buttons, --gil-load's paths (server/loopback_load.c). */
+/* POST /load?kind=io|cpu|mixed|shared: the page's buttons, --gil-load's paths (server/loopback_load.c). */
 static void
 start_load(pt_request_t *req)
 {
@@ -414,12 +416,12 @@ start_load(pt_request_t *req)
         snprintf(err, sizeof(err), "no load configured (--gil-load IO_PATH,CPU_PATH)\n");
     } else if (i == sizeof(LOADS) / sizeof(LOADS[0])) {
         snprintf(err, sizeof(err), "expected ?kind=io, cpu, mixed or shared\n");
-    } else if (strcmp(LOADS[i].query, "kind=shared") == 0 && !cfg->gil_load_shared[0]) {
+    } else if (LOADS[i].shared && !cfg->gil_load_shared[0]) {
         snprintf(err, sizeof(err), "no shared-state path configured (--gil-load IO_PATH,CPU_PATH,SHARED_PATH)\n");
     } else {
         r = pt_load_start(&monitor.side.loop, LOADS[i].label, cfg->gil_load_io, LOADS[i].io,
-                          strcmp(LOADS[i].query, "kind=shared") == 0 ? cfg->gil_load_shared : cfg->gil_load_cpu,
-                          LOADS[i].cpu, 10, err, sizeof(err));
+                          LOADS[i].shared ? cfg->gil_load_shared : cfg->gil_load_cpu, LOADS[i].cpu, 10, err,
+                          sizeof(err));
     }
     if (r == 0) {
         pt_side_server_respond(req, "202 Accepted", "application/json", "{\"started\":true}", 16);

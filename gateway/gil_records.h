@@ -52,7 +52,7 @@ typedef struct {
     _Atomic uint32_t seq;
     _Atomic uint64_t acquisitions, timeouts;
     _Atomic uint64_t forced;        /* drops it was made to make: counted by the thread that took the GIL next */
-    _Atomic uint64_t takes_at_wait; /* pt_gil_takes when its current timed wait for the GIL began */
+    _Atomic uint64_t takes_at_wait; /* gil.c's count of takes when its current timed wait for the GIL began */
     _Atomic uint64_t from[PAIRS];   /* hand-offs to this thread, by the index of the thread that had it */
     _Atomic uint64_t hold_hist[BUCKETS], wait_hist[BUCKETS]; /* durations, by power of two (see bucket()) */
     _Atomic int route1; /* the route this thread's Python works for, plus one (0: none), for the sampler */

@@ -88,8 +88,8 @@ pt_py_venv_note(void)
 }
 
 /* --timeout, and every worker of a master: on SIGUSR2 (from the worker's own check, or from the master when the
- * worker's loop is blocked or it outlives --graceful-timeout), every thread's Python stack goes to stderr. faulthandler writes it from the signal handler without needing the GIL, which the
- * stuck thread may hold. */
+ * worker's loop is blocked or it outlives --graceful-timeout), every thread's Python stack goes to stderr.
+ * faulthandler writes it from the signal handler without needing the GIL, which the stuck thread may hold. */
 static int
 dump_stacks_on_sigusr2(void)
 {

@@ -378,18 +378,20 @@ on_tick(uv_timer_t *t)
         if (!w->used || w->exited) {
             continue;
         }
-        if (w->kill_at_ms && now >= w->kill_at_ms && !w->dumped) {
-            /* Past --graceful-timeout: where each of its threads is goes into the log first, as for --timeout. */
-            pt_log_warning("worker %d (pid %d) did not stop within --graceful-timeout: its Python stacks follow, "
-                           "then it is killed",
-                           w->slot, w->proc.pid);
-            kill(w->proc.pid, SIGUSR2);
-            w->dumped = true;
-            w->kill_at_ms = now + STUCK_KILL_MS;
-        } else if (w->kill_at_ms && now >= w->kill_at_ms) {
-            pt_log_warning("worker %d (pid %d) did not stop: killing it", w->slot, w->proc.pid);
-            kill(w->proc.pid, SIGKILL);
-            w->kill_at_ms = 0;
+        if (w->kill_at_ms && now >= w->kill_at_ms) {
+            if (!w->dumped) {
+                /* Past --graceful-timeout: where each of its threads is goes into the log first, as for --timeout. */
+                pt_log_warning("worker %d (pid %d) did not stop within --graceful-timeout: its Python stacks follow, "
+                               "then it is killed",
+                               w->slot, w->proc.pid);
+                kill(w->proc.pid, SIGUSR2);
+                w->dumped = true;
+                w->kill_at_ms = now + STUCK_KILL_MS;
+            } else {
+                pt_log_warning("worker %d (pid %d) did not stop: killing it", w->slot, w->proc.pid);
+                kill(w->proc.pid, SIGKILL);
+                w->kill_at_ms = 0;
+            }
         } else if (w->stopping && !w->kill_at_ms) {
             w->kill_at_ms = now + (uint64_t)(master.cfg->graceful_timeout * 1000) + 5000;
         } else if (master.cfg->timeout > 0 && w->ready && !w->stopping

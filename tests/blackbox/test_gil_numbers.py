@@ -20,18 +20,23 @@ with_the_gil()
 from test_gil import LINE, get, load_paths as load
 
 
-def spans(trace):
-    """From the trace: {tid: name}, the holds [(ts_ns, end_ns, tid)] in order, waits {tid: [(ts_ns, ns)]}, report
-    windows [(start_ns, end_ns)], and the trace's time 0 as CLOCK_MONOTONIC ns."""
+GIL_SPANS = ("holding the GIL", "waiting for the GIL")
+NO_GIL_SPANS = ("running Python", "waiting for a lock")  # the trace's names for them without a GIL
+
+
+def spans(trace, kinds=GIL_SPANS):
+    """From the trace: {tid: name}, the holds (or, with NO_GIL_SPANS, the stretches attached) [(ts_ns, end_ns, tid)]
+    in order, waits {tid: [(ts_ns, ns)]}, report windows [(start_ns, end_ns)], and the trace's time 0 as
+    CLOCK_MONOTONIC ns."""
     names, holds, waits, windows, t0 = {}, [], {}, [], None
     for e in trace:
         if e.get("ph") == "M" and e["name"] == "thread_name":
             names[e["tid"]] = e["args"]["name"]
         elif e.get("ph") == "M" and e["name"] == "process_name":
             t0 = e["args"]["monotonic_ns"]
-        elif e.get("name") == "holding the GIL":
+        elif e.get("name") == kinds[0]:
             holds.append((round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000), e["tid"]))
-        elif e.get("name") == "waiting for the GIL":
+        elif e.get("name") == kinds[1]:
             waits.setdefault(e["tid"], []).append((e["ts"] * 1000, e["dur"] * 1000))
         elif e.get("name") == "gil report":
             windows.append((e["ts"] * 1000, (e["ts"] + e["dur"]) * 1000))
@@ -41,24 +46,6 @@ def spans(trace):
 
 NO_GIL_LINE = re.compile(r"gil: none \(free-threaded\), ([\d.]+) of ponte's threads ran Python at once, on ([\d.]+) "
                          r"CPUs, (\d+) waiting for a lock(?:, asyncio loop busy [\d.]+%)?, last [\d.]+ s; python/lock:(.*)")
-
-
-def no_gil_spans(trace):
-    """From a trace without a GIL: {tid: name}, the stretches attached [(ts_ns, end_ns, tid)], the waits for a lock
-    {tid: [(ts_ns, ns)]}, and the report windows."""
-    names, runs, waits, windows = {}, [], {}, []
-    for e in trace:
-        if e.get("ph") == "M" and e["name"] == "thread_name":
-            names[e["tid"]] = e["args"]["name"]
-        elif e.get("name") == "running Python":
-            runs.append((round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000), e["tid"]))
-        elif e.get("name") == "waiting for a lock":
-            waits.setdefault(e["tid"], []).append((e["ts"] * 1000, e["dur"] * 1000))
-        elif e.get("name") == "gil report":
-            windows.append((e["ts"] * 1000, (e["ts"] + e["dur"]) * 1000))
-        elif e.get("name") in ("holding the GIL", "waiting for the GIL"):
-            raise AssertionError("a GIL span without a GIL: %r" % e)
-    return names, sorted(runs), waits, windows
 
 
 def handoffs(holds):
@@ -159,8 +146,8 @@ class AgreeWithoutTheGIL(unittest.TestCase):
         _, body, log, before, _, trace = traced_run(
             self, "free_threaded:app", ["/spin?0.02", "/spin?0.02", "/contended?0.02", "/contended?0.02"],
             env={"PYTHON_GIL": "0", "PYTHONPATH": TEST_EXTENSIONS})  # not with_the_gil()'s 1
-        t0 = [e for e in trace if e.get("name") == "process_name"][0]["args"]["monotonic_ns"]
-        names, runs, waits, windows = no_gil_spans(trace)
+        names, runs, waits, windows, t0 = spans(trace, NO_GIL_SPANS)
+        self.assertEqual([e for e in trace if e.get("name") in GIL_SPANS], [], "a GIL span without a GIL")
         self.assertNotIn("dropped", log)
         self.assertEqual(metric(body, "ponte_gil_enabled"), 0)
         cut = before - t0
