@@ -319,7 +319,9 @@ class Monitor(unittest.TestCase):
 
     def test_handoffs_and_histograms(self):
         """Three CPU-bound workers at a 5 ms switch interval: the GIL passes between every pair of them, waits are
-        long (several intervals), and most holds end near the interval, when the holder is forced to drop."""
+        long (several intervals), and most holds end when the holder is forced to drop, after at least about the
+        interval. (How far past it depends on how soon the waiter that asks gets a CPU back: with other work on
+        the machine, as the CI's other lane, most holds took 8.4 to 16.8 ms. That side is not asserted.)"""
         s, port = self.start("cpu_bound:app", threads=3)
         load(s, "/?n=300000", 3, 2)
         time.sleep(0.3)
@@ -339,9 +341,11 @@ class Monitor(unittest.TestCase):
             self.assertEqual(t["role"], "worker")
             holds, waits = t["hold_hist"], t["wait_hist"]
             self.assertEqual(len(holds), 22)
-            # Holds between 2 ms and 8.4 ms (the 5 ms interval, give or take) outnumber all longer ones.
-            near = sum(holds[k] for k in range(len(les)) if 2000 < les[k] <= 8400)
-            self.assertGreater(near, sum(holds[k] for k in range(len(les)) if les[k] > 8400), t)
+            # More than half the holds were ended by a drop request, and most lasted 2 ms or more (bucket k counts
+            # the holds from les[k - 1] up to les[k]).
+            self.assertGreater(2 * t["forced"], t["acquisitions"], t)
+            long_ = sum(holds[k] for k in range(1, len(holds)) if les[k - 1] >= 2000)
+            self.assertGreater(long_, sum(holds) - long_, t)
             self.assertGreater(sum(h for k, h in enumerate(waits) if k < len(les) and les[k] > 2000), 0, t)
 
     def test_fair_shares_at_a_short_switch_interval(self):
