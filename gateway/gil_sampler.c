@@ -231,10 +231,12 @@ record(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick, int pa
     uint16_t fids[MAX_DEPTH + 1];
     int route = -1, k;
     sample_t s = { pt_gil_now(), NO_STACK, (int32_t)tid, tick, (uint8_t)(paused > 255 ? 255 : paused), -1 };
-    bool changed = n == PT_STACK_CHANGED;
+    bool changed = n == PT_STACK_CHANGED, deeper = n > MAX_DEPTH;
 
     if (changed) {
         n = 0; /* counted below as held, under its own name */
+    } else if (deeper) {
+        n = MAX_DEPTH; /* the frame read past MAX_DEPTH only says that there are more */
     }
     if (n >= 0) {
         pt_gil_thread_route(tid, &route);
@@ -252,7 +254,7 @@ record(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick, int pa
         }
         if (n == 0) {
             fids[n++] = changed ? F_CHANGED : F_NO_PYTHON;
-        } else if (n == MAX_DEPTH) {
+        } else if (deeper) {
             /* The outermost frames were not read: say so at the root, where they would be. */
             memmove(fids + 1, fids, (size_t)n * sizeof(fids[0]));
             fids[0] = F_DEEPER;
@@ -306,13 +308,13 @@ record_wait(unsigned long tid, const pt_gil_frame_t *frames, int n, bool tick)
 static void
 sample_once(void)
 {
-    pt_gil_frame_t frames[MAX_DEPTH];
+    pt_gil_frame_t frames[MAX_DEPTH + 1]; /* one more than kept: a stack of exactly MAX_DEPTH is whole */
     unsigned long tid = 0;
     pt_gil_thread_state_t threads[MAX_RUNNING];
     int n, i, paused = 0, read = 0;
 
     if (pt_gil_state(NULL) != PT_GIL_NONE) {
-        n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH);
+        n = pt_gil_probe_stack(&tid, frames, MAX_DEPTH + 1);
         record(tid, frames, n, true, 0);
         return;
     }
@@ -322,11 +324,11 @@ sample_once(void)
     }
     for (i = 0; i < n; i++) {
         if (threads[i].state == PT_THREAD_ATTACHED) {
-            record(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH), read == 0,
+            record(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH + 1), read == 0,
                    read == 0 ? paused : 0);
             read++;
         } else if (threads[i].state == PT_THREAD_DETACHED && pt_gil_thread_waiting(threads[i].tid)) {
-            record_wait(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH),
+            record_wait(threads[i].tid, frames, pt_gil_probe_stack_of(threads[i].at, &tid, frames, MAX_DEPTH + 1),
                         read == 0);
             read++;
         }
