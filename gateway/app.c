@@ -66,7 +66,10 @@ describe(pt_pyapp_t *pa, bool asgi)
 {
     const pt_config_t *cfg = pa->cfg;
 
-    if (cfg->interface == PT_IFACE_ASGI2) {
+    if (asgi && cfg->loops > 1) {
+        snprintf(pa->description, sizeof(pa->description), "%s, asyncio on %d loop threads",
+                 cfg->interface == PT_IFACE_ASGI2 ? "asgi2" : "asgi", cfg->loops);
+    } else if (cfg->interface == PT_IFACE_ASGI2) {
         snprintf(pa->description, sizeof(pa->description), "asgi2, asyncio on the loop thread");
     } else if (asgi) {
         snprintf(pa->description, sizeof(pa->description), "asgi, asyncio on the loop thread");

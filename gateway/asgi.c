@@ -7,13 +7,16 @@
  */
 #include "asgi.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../server/log.h"
 #include "asgi_lifespan.h"
 #include "asgi_selector.h"
 
 pt_asgi_t pt_asgi;
+_Thread_local pt_asgi_here_t pt_asgi_here;
 
 typedef enum {
     EV_START,
@@ -28,16 +31,21 @@ typedef struct {
     uint64_t seq; /* the request's number when queued: a stale event (request since reused) is dropped */
 } pt_event_t;
 
-/* Events and the exit, queued without the GIL. */
-static struct {
+/* Each loop's events and, on the main thread's, the exit, queued without the GIL (on the heap: see asgi_loop.c's
+ * bridge). */
+typedef struct {
     pt_event_t *events;
     size_t nevents, evcap;
-    PyObject *lifespan; /* the Lifespan object, when the app takes part */
+    PyObject *lifespan; /* the Lifespan object, when the app takes part (the main thread's loop runs it) */
     bool exit_pending;
     void (*exit_done)(void *arg);
     void *exit_arg;
-    PyThreadState **main_ts;
-} queued;
+    PyThreadState **main_ts; /* the loop thread's state while it does not hold the GIL */
+    PyThreadState *own_ts;   /* where main_ts points on a --loops thread */
+} queued_t;
+static _Thread_local queued_t *queued;
+
+static PyObject *embedded_ns; /* asgi_selector.py and asgi_lifespan.py run: LibuvSelector, Lifespan */
 
 static void start_exit(void);
 
@@ -47,18 +55,18 @@ static void start_exit(void);
 static void
 queue_event(pt_event_kind_t kind, pt_request_t *req)
 {
-    if (queued.nevents == queued.evcap) {
-        size_t cap = queued.evcap ? queued.evcap * 2 : 64;
-        pt_event_t *e = realloc(queued.events, cap * sizeof(*e));
+    if (queued->nevents == queued->evcap) {
+        size_t cap = queued->evcap ? queued->evcap * 2 : 64;
+        pt_event_t *e = realloc(queued->events, cap * sizeof(*e));
 
         if (e == NULL) {
             pt_log_error("out of memory queueing an ASGI event");
             abort();
         }
-        queued.events = e;
-        queued.evcap = cap;
+        queued->events = e;
+        queued->evcap = cap;
     }
-    queued.events[queued.nevents++] = (pt_event_t){ kind, req, req->seq };
+    queued->events[queued->nevents++] = (pt_event_t){ kind, req, req->seq };
 }
 
 /* Handlers may queue more (a send failing closes a connection): the batch is walked by index. */
@@ -67,18 +75,18 @@ pt_asgi_handle_events(void)
 {
     size_t i;
 
-    for (i = 0; i < queued.nevents && queued.events[i].kind != EV_START; i++) {
+    for (i = 0; i < queued->nevents && queued->events[i].kind != EV_START; i++) {
     }
-    if (i < queued.nevents) {
-        PyObject *f = PyObject_CallNoArgs(pt_asgi.get_task_factory);
+    if (i < queued->nevents) {
+        PyObject *f = PyObject_CallNoArgs(pt_asgi_here.get_task_factory);
 
-        Py_XSETREF(pt_asgi.task_factory, f != NULL ? f : Py_NewRef(Py_None));
+        Py_XSETREF(pt_asgi_here.task_factory, f != NULL ? f : Py_NewRef(Py_None));
         if (f == NULL) {
             pt_py_log_exception("cannot read the asyncio task factory", NULL);
         }
     }
-    for (i = 0; i < queued.nevents; i++) {
-        pt_event_t ev = queued.events[i];
+    for (i = 0; i < queued->nevents; i++) {
+        pt_event_t ev = queued->events[i];
 
         if (ev.req->seq != ev.seq) {
             continue; /* the request was finished and its connection reused since */
@@ -90,8 +98,8 @@ pt_asgi_handle_events(void)
         case EV_GONE: ev.req->websocket ? pt_asgi_ws_gone(ev.req) : pt_asgi_http_gone(ev.req); break;
         }
     }
-    queued.nevents = 0;
-    if (queued.exit_pending) {
+    queued->nevents = 0;
+    if (queued->exit_pending) {
         start_exit();
     }
 }
@@ -99,7 +107,7 @@ pt_asgi_handle_events(void)
 bool
 pt_asgi_events_pending(void)
 {
-    return queued.nevents > 0 || queued.exit_pending;
+    return queued->nevents > 0 || queued->exit_pending;
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -108,11 +116,11 @@ pt_asgi_events_pending(void)
 static PyObject *
 exit_done(PyObject *self, PyObject *task)
 {
-    if (queued.exit_done != NULL) {
-        void (*done)(void *) = queued.exit_done;
+    if (queued->exit_done != NULL) {
+        void (*done)(void *) = queued->exit_done;
 
-        queued.exit_done = NULL;
-        done(queued.exit_arg);
+        queued->exit_done = NULL;
+        done(queued->exit_arg);
     }
     Py_RETURN_NONE;
 }
@@ -125,10 +133,10 @@ start_exit(void)
 {
     PyObject *coro = NULL, *task = NULL, *cb = NULL, *r = NULL;
 
-    queued.exit_pending = false;
-    if (queued.lifespan != NULL) {
-        coro = PyObject_CallMethod(queued.lifespan, "shutdown", NULL);
-        task = coro ? PyObject_CallOneArg(pt_asgi.create_task, coro) : NULL;
+    queued->exit_pending = false;
+    if (queued->lifespan != NULL) {
+        coro = PyObject_CallMethod(queued->lifespan, "shutdown", NULL);
+        task = coro ? PyObject_CallOneArg(pt_asgi_here.create_task, coro) : NULL;
         cb = task ? PyCFunction_New(&exit_done_def, NULL) : NULL;
         r = cb ? PyObject_CallMethod(task, "add_done_callback", "O", cb) : NULL;
     }
@@ -148,9 +156,9 @@ static void
 asgi_before_exit(pt_app_t *app, void (*done)(void *arg), void *arg)
 {
     /* Called inside uv_run without the GIL: run_once starts the shutdown once it has the GIL back. */
-    queued.exit_done = done;
-    queued.exit_arg = arg;
-    queued.exit_pending = true;
+    queued->exit_done = done;
+    queued->exit_arg = arg;
+    queued->exit_pending = true;
 }
 
 static void
@@ -189,14 +197,14 @@ run_startup(PyObject *ns, const pt_config_t *cfg)
                                      cfg->interface == PT_IFACE_ASGI2 ? Py_True : Py_False)
              : NULL;
     coro = ls ? PyObject_CallMethod(ls, "startup", NULL) : NULL;
-    ok = coro ? PyObject_CallMethod(pt_asgi.loop, "run_until_complete", "O", coro) : NULL;
+    ok = coro ? PyObject_CallMethod(pt_asgi_here.loop, "run_until_complete", "O", coro) : NULL;
     if (ok == NULL) {
         pt_py_log_exception("ASGI lifespan startup failed", NULL);
     } else if (PyObject_IsTrue(ok)) {
         PyObject *supported = PyObject_GetAttrString(ls, "supported");
 
         if (supported != NULL && PyObject_IsTrue(supported)) {
-            queued.lifespan = Py_NewRef(ls);
+            queued->lifespan = Py_NewRef(ls);
             pt_asgi.state = PyObject_GetAttrString(ls, "state");
         }
         Py_XDECREF(supported);
@@ -212,7 +220,7 @@ run_startup(PyObject *ns, const pt_config_t *cfg)
 static int
 asgi_run(pt_app_t *app, uv_loop_t *loop)
 {
-    return pt_asgi_loop_run(queued.main_ts);
+    return pt_asgi_loop_run(queued->main_ts);
 }
 
 /* Runs Python source embedded in ponte (asgi_selector.py, asgi_lifespan.py) in the namespace `ns`. */
@@ -236,25 +244,82 @@ create_loop(PyObject *ns)
     PyObject *asyncio = selector ? PyImport_ImportModule("asyncio") : NULL;
     PyObject *r = NULL;
 
-    pt_asgi.loop = asyncio ? PyObject_CallMethod(asyncio, "SelectorEventLoop", "O", selector) : NULL;
-    r = pt_asgi.loop ? PyObject_CallMethod(asyncio, "set_event_loop", "O", pt_asgi.loop) : NULL;
+    pt_asgi_here.loop = asyncio ? PyObject_CallMethod(asyncio, "SelectorEventLoop", "O", selector) : NULL;
+    r = pt_asgi_here.loop ? PyObject_CallMethod(asyncio, "set_event_loop", "O", pt_asgi_here.loop) : NULL;
     if (r != NULL) {
-        pt_asgi.create_task = PyObject_GetAttrString(pt_asgi.loop, "create_task");
-        pt_asgi.create_future = PyObject_GetAttrString(pt_asgi.loop, "create_future");
-        pt_asgi.get_task_factory = PyObject_GetAttrString(pt_asgi.loop, "get_task_factory");
+        pt_asgi_here.create_task = PyObject_GetAttrString(pt_asgi_here.loop, "create_task");
+        pt_asgi_here.create_future = PyObject_GetAttrString(pt_asgi_here.loop, "create_future");
+        pt_asgi_here.get_task_factory = PyObject_GetAttrString(pt_asgi_here.loop, "get_task_factory");
         pt_asgi.task_type = PyObject_GetAttrString(asyncio, "Task");
     }
     Py_XDECREF(r);
     Py_XDECREF(asyncio);
     Py_XDECREF(selector);
-    if (!pt_asgi.create_task || !pt_asgi.create_future || !pt_asgi.get_task_factory || !pt_asgi.task_type) {
+    if (!pt_asgi_here.create_task || !pt_asgi_here.create_future || !pt_asgi_here.get_task_factory
+        || !pt_asgi.task_type) {
         return -1;
     }
-    pt_asgi_loop_wake_keeps_gil(pt_asgi.loop);
-    if (pt_asgi_loop_once_install(pt_asgi.loop, ns) < 0 || pt_asgi_all_tasks_install() < 0) {
+    pt_asgi_loop_wake_keeps_gil(pt_asgi_here.loop);
+    if (pt_asgi_loop_once_install(pt_asgi_here.loop, ns) < 0 || pt_asgi_all_tasks_install() < 0) {
         return -1;
     }
     return pt_asgi_task_init();
+}
+
+/* --loops: this thread's own asyncio loop on `loop`, made as the main thread's was (create_loop). */
+static int
+asgi_attach_loop(pt_app_t *app, uv_loop_t *loop, int index)
+{
+    char name[16];
+    int r;
+
+    snprintf(name, sizeof(name), "loop-%d", index);
+    pt_gil_thread_name(name, "loop");
+    queued = calloc(1, sizeof(*queued));
+    if (queued == NULL || (queued->own_ts = PyThreadState_New(PyInterpreterState_Main())) == NULL) {
+        pt_log_error("loop %d: out of memory", index);
+        return -1;
+    }
+    queued->main_ts = &queued->own_ts;
+    pt_gil_acquire(queued->own_ts);
+    pt_asgi_here.index = index;
+    r = pt_asgi_loop_attach(loop) < 0 || create_loop(embedded_ns) < 0 ? -1 : 0;
+    if (r < 0) {
+        pt_py_log_exception("cannot set up the asyncio loop of another loop thread", NULL);
+    }
+    queued->own_ts = pt_gil_release();
+    return r; /* detach_loop releases what was made, once the loop's handles are closed */
+}
+
+/* After its loop has ended and its handles are closed: the asyncio loop closed (its descriptors are unwatched by
+ * now), the thread's Python state gone. */
+static void
+asgi_detach_loop(pt_app_t *app, uv_loop_t *loop)
+{
+    PyObject *r = NULL;
+
+    if (queued == NULL || queued->own_ts == NULL) {
+        free(queued);
+        queued = NULL;
+        return;
+    }
+    pt_gil_acquire(queued->own_ts);
+    if (pt_asgi_here.loop != NULL && (r = PyObject_CallMethod(pt_asgi_here.loop, "close", NULL)) == NULL) {
+        pt_py_log_exception("cannot close the asyncio loop of another loop thread", NULL);
+    }
+    Py_XDECREF(r);
+    pt_asgi_loop_detach();
+    pt_asgi_task_fini();
+    Py_CLEAR(pt_asgi_here.loop);
+    Py_CLEAR(pt_asgi_here.create_task);
+    Py_CLEAR(pt_asgi_here.create_future);
+    Py_CLEAR(pt_asgi_here.get_task_factory);
+    Py_CLEAR(pt_asgi_here.task_factory);
+    free(queued->events);
+    free(queued);
+    queued = NULL;
+    PyThreadState_Clear(PyThreadState_Get());
+    PyThreadState_DeleteCurrent();
 }
 
 int
@@ -265,13 +330,20 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
 
     pt_asgi.app = Py_NewRef(app);
     pt_asgi.cfg = cfg;
-    queued.main_ts = main_ts;
+    queued = calloc(1, sizeof(*queued)); /* the main thread's, kept to the end */
+    if (queued == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    queued->main_ts = main_ts;
     pt_asgi.client_disconnected = PyErr_NewExceptionWithDoc(
         "ponte.ClientDisconnected", "send() after the client went away (an OSError).", PyExc_OSError, NULL);
     pt_asgi.disconnect_event = Py_BuildValue("{s:s}", "type", "http.disconnect");
+    pt_asgi_here.index = 1;
+    pt_gil_set_loops(cfg->loops);
     if (pt_asgi.client_disconnected == NULL || pt_asgi.disconnect_event == NULL || pt_asgi_run_init() < 0
-        || pt_asgi_http_init() < 0 || pt_asgi_ws_init() < 0 || pt_asgi_scope_init(cfg) < 0
-        || pt_asgi_loop_init(loop) < 0) {
+        || pt_asgi_http_init() < 0 || pt_asgi_ws_init() < 0 || pt_asgi_scope_init(cfg) < 0 || pt_asgi_loop_init() < 0
+        || pt_asgi_loop_attach(loop) < 0) {
         return -1;
     }
     ns = PyDict_New();
@@ -282,6 +354,7 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
         || exec_embedded(asgi_lifespan_py, "ponte/asgi_lifespan.py", ns) < 0 || create_loop(ns) < 0) {
         goto done;
     }
+    embedded_ns = Py_NewRef(ns);
     if (cfg->lifespan != PT_LIFESPAN_OFF && run_startup(ns, cfg) < 0) {
         r = -2; /* already reported */
         goto done;
@@ -295,6 +368,8 @@ pt_asgi_setup(pt_app_t *base, PyObject *app, const pt_config_t *cfg, uv_loop_t *
     base->on_drain = asgi_on_drain;
     base->on_gone = asgi_on_gone;
     base->run = asgi_run;
+    base->attach_loop = asgi_attach_loop;
+    base->detach_loop = asgi_detach_loop;
     r = 0;
 done:
     Py_XDECREF(name);

@@ -11,7 +11,9 @@
  *   asgi_http.c    one HTTP request: receive() and send()
  *   asgi_ws.c      one WebSocket: receive() and send() over server/ws.h
  *
- * Everything here runs on the loop thread with the GIL held, unless it says otherwise.
+ * Everything here runs on the loop thread with the GIL held, unless it says otherwise. With --loops (server/loops.h)
+ * there are several loop threads, each with its own asyncio loop: what belongs to one loop is thread-local
+ * (pt_asgi_here, and each file's own), what they share is set up once and read-only afterwards (pt_asgi).
  */
 #ifndef PT_ASGI_H
 #define PT_ASGI_H
@@ -19,28 +21,50 @@
 #include "gateway.h"
 
 /* ---- asgi.c ---- */
-/* The app and the asyncio loop, set up once by pt_asgi_setup. */
+/* The app and what every loop shares, set up once by pt_asgi_setup. */
 typedef struct {
     PyObject *app;
     const pt_config_t *cfg;
-    PyObject *loop;                                           /* the asyncio event loop */
-    PyObject *create_task, *create_future, *get_task_factory; /* the loop's bound methods */
     PyObject *task_type;           /* asyncio.Task, called directly unless the app set a task factory */
-    PyObject *task_factory;        /* loop.get_task_factory(), read once per batch of new requests */
     PyObject *disconnect_event;    /* {"type": "http.disconnect"} */
     PyObject *client_disconnected; /* ponte.ClientDisconnected(OSError) */
     PyObject *state;               /* lifespan state, shallow-copied into each request scope, or NULL */
 } pt_asgi_t;
 extern pt_asgi_t pt_asgi;
 
+/* The asyncio loop of the calling loop thread (--loops runs one per thread; set up by pt_asgi_setup on the main
+ * thread, by the app's attach_loop on the others). The file-level state of the other asgi*.c files that belongs to
+ * one loop is thread-local too. */
+typedef struct {
+    PyObject *loop;                                           /* the asyncio event loop */
+    PyObject *create_task, *create_future, *get_task_factory; /* the loop's bound methods */
+    PyObject *task_factory; /* loop.get_task_factory(), read once per batch of new requests */
+    int index;              /* 1 for the main thread's loop, 2... for the others */
+} pt_asgi_here_t;
+extern _Thread_local pt_asgi_here_t pt_asgi_here;
+
 /* Whether the server queued events (or the exit) while Python ran: asyncio's select must not block then. */
 bool pt_asgi_events_pending(void);
 /* Turns what the server reported during a libuv iteration into asyncio work (new tasks, resolved futures). */
 void pt_asgi_handle_events(void);
 
+/* A note at start-up on how the loops run, said by the main thread's loop only (the others are made alike). */
+#define PT_ASGI_NOTE(...)              \
+    do {                               \
+        if (pt_asgi_here.index <= 1) { \
+            pt_log_info(__VA_ARGS__);  \
+        }                              \
+    } while (0)
+
 /* ---- asgi_loop.c ---- */
-/* Creates the _ponte module and the select timer. 0, or -1 with an exception set. */
-int pt_asgi_loop_init(uv_loop_t *loop);
+/* Creates the _ponte module, once. 0, or -1 with an exception set. */
+int pt_asgi_loop_init(void);
+/* The calling thread's bridge to `loop` (its select timer); detach releases it once the loop's handles are closed. 0,
+ * or -1 with an exception set. */
+int pt_asgi_loop_attach(uv_loop_t *loop);
+void pt_asgi_loop_detach(void);
+/* Whether the loop's class takes `method` from module.cls (asyncio's own, not an override). */
+bool pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method);
 /* Makes the loop's call_soon_threadsafe wake-up keep the GIL (see asgi_loop.c), where the loop has the method. */
 void pt_asgi_loop_wake_keeps_gil(PyObject *loop);
 /* LibuvSelector.select(timeout) in C, given the selector's {fd: SelectorKey} (see asgi_loop.c). New ref or NULL. */
@@ -54,8 +78,6 @@ int pt_asgi_loop_run(PyThreadState **main_ts);
 int pt_asgi_loop_once_install(PyObject *loop, PyObject *ns);
 /* Whether f is the C call_soon installed here. */
 bool pt_asgi_loop_is_c_call_soon(PyObject *f);
-/* Whether the loop's class takes `method` from module.cls (asyncio's own, not an override). */
-bool pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method);
 /* type(loop).name(loop, *args, **kwargs), vectorcall-style: the loop's class method, past any instance attribute. */
 PyObject *pt_asgi_loop_class_call(PyObject *loop, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames);
@@ -94,6 +116,8 @@ pt_asgi_kw_is_context(PyObject *kwnames)
 }
 /* Checks whether a Task's first step can be taken at once (see asgi_task.c), once the loop exists. */
 int pt_asgi_task_init(void);
+/* Releases what pt_asgi_task_init made for the calling loop thread (--loops, when its loop ends). */
+void pt_asgi_task_fini(void);
 /*
  * Starts a Task running `coro` (stolen) for `owner` (see pt_asgi_run_new): stores it in *slot, then takes its
  * first step at once, which may end the request and clear *slot. 0, or -1 with an exception set.

@@ -206,7 +206,7 @@ static const char *
 add_differs(PyObject *set)
 {
     Py_ssize_t before = data_len(set), during = -1;
-    PyObject *fut = before >= 0 ? PyObject_CallNoArgs(pt_asgi.create_future) : NULL;
+    PyObject *fut = before >= 0 ? PyObject_CallNoArgs(pt_asgi_here.create_future) : NULL;
     PyObject *r = fut ? PyObject_CallMethodOneArg(set, task_set.s_add, fut) : NULL;
     int found = r ? PySequence_Contains(set, fut) : -1;
     const char *why = NULL;
@@ -230,8 +230,8 @@ pt_asgi_all_tasks_install(void)
     PyObject *tasks = NULL, *weakrefset = NULL, *set = NULL, *weakset_type = NULL, *selfref = NULL, *f = NULL;
     int rc = -1;
 
-    if (env != NULL && strcmp(env, "python") == 0) {
-        return 0;
+    if ((env != NULL && strcmp(env, "python") == 0) || pt_asgi_here.index > 1) {
+        return 0; /* one set for every loop: installed with the first */
     }
     if (TASK_SET[0] == '\0') {
         pt_log_debug("ASGI: asyncio registers its tasks in C itself (3.14+): no task set to replace");

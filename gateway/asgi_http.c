@@ -164,7 +164,7 @@ ctx_receive(pt_asgi_ctx_t *c, PyObject *unused)
         return NULL;
     }
     Py_CLEAR(c->recv_fut); /* a receive() the app cancelled (wait_for) */
-    c->recv_fut = PyObject_CallNoArgs(pt_asgi.create_future);
+    c->recv_fut = PyObject_CallNoArgs(pt_asgi_here.create_future);
     return Py_XNewRef(c->recv_fut);
 }
 
@@ -400,7 +400,7 @@ send_body(pt_asgi_ctx_t *c, PyObject *body, PyObject *more)
         ctx_wake_receive(c); /* http.disconnect for a receive() waiting past the response */
     } else if (pt_req_must_wait(c->req)) {
         /* A slow client: this send() completes when the queue drains (on_drain). */
-        Py_XSETREF(c->send_fut, PyObject_CallNoArgs(pt_asgi.create_future));
+        Py_XSETREF(c->send_fut, PyObject_CallNoArgs(pt_asgi_here.create_future));
         if (c->send_fut == NULL) {
             return NULL;
         }

@@ -27,7 +27,9 @@ typedef struct {
     int fd, mask;
 } pt_ready_fd_t;
 
-static struct {
+/* The calling loop thread's bridge (--loops: one per thread), on the heap: the module python3 loads keeps its
+ * thread-locals in glibc's small static TLS (gil.c's `self` is initial-exec), so only a pointer is thread-local. */
+typedef struct {
     uv_loop_t *uvloop;
     uv_poll_t select_timer; /* a timerfd: asyncio's select timeout, to the microsecond */
     int select_tfd;
@@ -40,7 +42,8 @@ static struct {
     bool stopped;
     uint64_t left_select; /* when libuv last returned: the loop's busy stretch (its lag) is measured from there */
     uv_async_t keepalive; /* keeps libuv running while asyncio alone has work (lifespan); closed at exit */
-} bridge;
+} bridge_t;
+static _Thread_local bridge_t *bridge;
 
 static void
 on_poll(uv_poll_t *h, int status, int events)
@@ -54,31 +57,37 @@ on_poll(uv_poll_t *h, int status, int events)
     } else {
         mask = ((events & UV_READABLE) ? 1 : 0) | ((events & UV_WRITABLE) ? 2 : 0);
     }
-    for (i = 0; i < bridge.nready; i++) {
-        if (bridge.ready[i].fd == p->fd) {
-            bridge.ready[i].mask |= mask;
+    for (i = 0; i < bridge->nready; i++) {
+        if (bridge->ready[i].fd == p->fd) {
+            bridge->ready[i].mask |= mask;
             return;
         }
     }
-    if (bridge.nready == bridge.readycap) {
-        size_t cap = bridge.readycap ? bridge.readycap * 2 : 32;
-        void *r = realloc(bridge.ready, cap * sizeof(*bridge.ready));
+    if (bridge->nready == bridge->readycap) {
+        size_t cap = bridge->readycap ? bridge->readycap * 2 : 32;
+        void *r = realloc(bridge->ready, cap * sizeof(*bridge->ready));
 
         if (r == NULL) {
             return; /* level-triggered: it is reported again next time */
         }
-        bridge.ready = r;
-        bridge.readycap = cap;
+        bridge->ready = r;
+        bridge->readycap = cap;
     }
-    bridge.ready[bridge.nready].fd = p->fd;
-    bridge.ready[bridge.nready].mask = mask;
-    bridge.nready++;
+    bridge->ready[bridge->nready].fd = p->fd;
+    bridge->ready[bridge->nready].mask = mask;
+    bridge->nready++;
 }
 
 static void
 on_poll_close(uv_handle_t *h)
 {
-    free(h->data);
+    pt_poll_t *p = h->data;
+
+    /* Closed by poll_stop, or by the walk that ends the loop: then asyncio, closing its loop later, finds it gone. */
+    if ((size_t)p->fd < bridge->npolls && bridge->polls[p->fd] == p) {
+        bridge->polls[p->fd] = NULL;
+    }
+    free(p);
 }
 
 static PyObject *
@@ -90,24 +99,24 @@ mod_poll_start(PyObject *mod, PyObject *args)
     if (!PyArg_ParseTuple(args, "ii:poll_start", &fd, &events)) {
         return NULL;
     }
-    if ((size_t)fd >= bridge.npolls) {
+    if ((size_t)fd >= bridge->npolls) {
         size_t n = (size_t)fd + 64;
-        pt_poll_t **np = realloc(bridge.polls, n * sizeof(*np));
+        pt_poll_t **np = realloc(bridge->polls, n * sizeof(*np));
 
         if (np == NULL) {
             return PyErr_NoMemory();
         }
-        memset(np + bridge.npolls, 0, (n - bridge.npolls) * sizeof(*np));
-        bridge.polls = np;
-        bridge.npolls = n;
+        memset(np + bridge->npolls, 0, (n - bridge->npolls) * sizeof(*np));
+        bridge->polls = np;
+        bridge->npolls = n;
     }
-    p = bridge.polls[fd];
+    p = bridge->polls[fd];
     if (p == NULL) {
         p = calloc(1, sizeof(*p));
         if (p == NULL) {
             return PyErr_NoMemory();
         }
-        r = uv_poll_init(bridge.uvloop, &p->h, fd);
+        r = uv_poll_init(bridge->uvloop, &p->h, fd);
         if (r < 0) {
             free(p);
             PyErr_Format(PyExc_OSError, "cannot watch fd %d: %s", fd, uv_strerror(r));
@@ -117,7 +126,7 @@ mod_poll_start(PyObject *mod, PyObject *args)
         p->fd = fd;
         /* asyncio's descriptors alone must not keep libuv running once the server has stopped. */
         uv_unref((uv_handle_t *)&p->h);
-        bridge.polls[fd] = p;
+        bridge->polls[fd] = p;
     }
     p->events = events;
     r = uv_poll_start(&p->h, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), on_poll);
@@ -137,16 +146,16 @@ mod_poll_stop(PyObject *mod, PyObject *arg)
     if (fd == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (fd >= 0 && (size_t)fd < bridge.npolls && bridge.polls[fd] != NULL) {
-        pt_poll_t *p = bridge.polls[fd];
+    if (fd >= 0 && (size_t)fd < bridge->npolls && bridge->polls[fd] != NULL) {
+        pt_poll_t *p = bridge->polls[fd];
 
-        bridge.polls[fd] = NULL;
+        bridge->polls[fd] = NULL;
         if (!uv_is_closing((uv_handle_t *)&p->h)) {
             uv_close((uv_handle_t *)&p->h, on_poll_close);
         }
-        for (i = 0; i < bridge.nready; i++) {
-            if (bridge.ready[i].fd == fd) {
-                bridge.ready[i] = bridge.ready[--bridge.nready];
+        for (i = 0; i < bridge->nready; i++) {
+            if (bridge->ready[i].fd == fd) {
+                bridge->ready[i] = bridge->ready[--bridge->nready];
                 break;
             }
         }
@@ -171,10 +180,10 @@ on_select_timer(uv_poll_t *p, int status, int events)
 
     (void)status;
     (void)events;
-    while (read(bridge.select_tfd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
+    while (read(bridge->select_tfd, &expirations, sizeof expirations) < 0 && errno == EINTR) {
     }
-    if (bridge.select_armed) {
-        bridge.select_armed = false;
+    if (bridge->select_armed) {
+        bridge->select_armed = false;
         uv_stop(p->loop);
     }
 }
@@ -191,8 +200,8 @@ select_timer_arm(double timeout)
     ns = (long long)now.tv_nsec + (long long)(timeout * 1e9);
     its.it_value.tv_sec = now.tv_sec + (time_t)(ns / 1000000000LL);
     its.it_value.tv_nsec = (long)(ns % 1000000000LL);
-    if (timerfd_settime(bridge.select_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
-        bridge.select_armed = true;
+    if (timerfd_settime(bridge->select_tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+        bridge->select_armed = true;
     }
 }
 
@@ -201,21 +210,26 @@ select_timer_disarm(void)
 {
     struct itimerspec off = { { 0, 0 }, { 0, 0 } };
 
-    if (bridge.select_armed && timerfd_settime(bridge.select_tfd, 0, &off, NULL) == 0) {
-        bridge.select_armed = false;
+    if (bridge->select_armed && timerfd_settime(bridge->select_tfd, 0, &off, NULL) == 0) {
+        bridge->select_armed = false;
     }
 }
 
-/* call_soon_threadsafe's wake-up, coalesced (see write_to_self): the loop whose _write_to_self is ponte's, its
- * self-pipe socket as last seen (kept, so that its address cannot be reused) and that socket's descriptor, and
- * whether a byte is on its way since the loop last went to poll. The other threads that call write_to_self take
- * turns on the socket and descriptor by a critical section on the loop (free-threaded CPython; the GIL otherwise);
- * `pending` is an atomic, which the loop thread clears before it looks for callbacks queued (poll_once). */
-static struct {
-    PyObject *loop, *ready_name, *csock;
+/* call_soon_threadsafe's wake-up, coalesced (see write_to_self), one per loop: the loop whose _write_to_self is
+ * ponte's, its self-pipe socket as last seen (kept, so that its address cannot be reused) and that socket's
+ * descriptor, and whether a byte is on its way since the loop last went to poll. Any thread may call write_to_self,
+ * which finds its loop's wake_t in the capsule it is bound to. They take turns on the socket and descriptor by a
+ * critical section on the loop (free-threaded CPython; the GIL otherwise); `pending` is an atomic, which the loop
+ * thread clears before it looks for callbacks queued (poll_once). */
+typedef struct {
+    PyObject *loop, *csock;
     int fd;
     bool pending;
-} wake;
+    bool coalesce; /* the loop has asyncio's queue of ready callbacks, which poll_once reads */
+} wake_t;
+
+static PyObject *ready_name;       /* "_ready" */
+static _Thread_local wake_t *wake; /* the calling loop thread's */
 
 /* Whether asyncio has callbacks ready that the loop has not run yet (loop._ready). */
 static bool
@@ -224,10 +238,10 @@ wake_ready_waiting(void)
     PyObject *ready;
     Py_ssize_t n;
 
-    if (wake.loop == NULL) {
+    if (wake == NULL || !wake->coalesce) {
         return false;
     }
-    ready = PyObject_GetAttr(wake.loop, wake.ready_name);
+    ready = PyObject_GetAttr(wake->loop, ready_name);
     n = ready != NULL ? PyObject_Length(ready) : -1;
     Py_XDECREF(ready);
     if (n < 0) {
@@ -239,7 +253,7 @@ wake_ready_waiting(void)
 
 /*
  * asyncio's select(timeout): one libuv iteration, with the GIL released, for at most `timeout` seconds (None:
- * until something happens). Leaves the descriptors asyncio watches that libuv found ready in bridge.ready. 0, or -1
+ * until something happens). Leaves the descriptors asyncio watches that libuv found ready in bridge->ready. 0, or -1
  * with an exception set.
  */
 static int
@@ -260,31 +274,33 @@ poll_once(PyObject *arg)
     }
     /* From here a call_soon_threadsafe must send its byte to wake the poll: either it queued its callback before
      * the loop looks (wake_ready_waiting sees it), or it sees `pending` clear and sends. */
-    __atomic_store_n(&wake.pending, false, __ATOMIC_SEQ_CST);
+    if (wake != NULL) {
+        __atomic_store_n(&wake->pending, false, __ATOMIC_SEQ_CST);
+    }
     if (pt_asgi_events_pending() || wake_ready_waiting()) {
         timeout = 0; /* work queued while Python ran: do not block before handling it */
     }
-    if (bridge.left_select != 0) {
+    if (bridge->left_select != 0) {
         pt_gil_loop_busy(pt_gil_now()
-                         - bridge.left_select); /* how long Python ran since: events, first steps, callbacks */
+                         - bridge->left_select); /* how long Python ran since: events, first steps, callbacks */
     }
-    bridge.nready = 0;
+    bridge->nready = 0;
     if (timeout > 0) {
         select_timer_arm(timeout);
     } else if (timeout < 0) {
         select_timer_disarm(); /* no asyncio timer left: a stale deadline would only wake the loop for nothing */
     }
     ts = pt_gil_release();
-    alive = uv_run(bridge.uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+    alive = uv_run(bridge->uvloop, timeout == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     pt_gil_acquire(ts);
-    bridge.left_select = pt_gil_now();
+    bridge->left_select = pt_gil_now();
     pt_asgi_handle_events(); /* new requests take their first step here (asgi_task.c) */
-    if (!alive && bridge.serving && !bridge.stopped) {
+    if (!alive && bridge->serving && !bridge->stopped) {
         /* The server has shut down (every handle closed): end asyncio's run_forever too. */
-        PyObject *r = PyObject_CallMethod(pt_asgi.loop, "stop", NULL);
+        PyObject *r = PyObject_CallMethod(pt_asgi_here.loop, "stop", NULL);
 
         Py_XDECREF(r);
-        bridge.stopped = true;
+        bridge->stopped = true;
     }
     return 0;
 }
@@ -296,11 +312,11 @@ mod_run_once(PyObject *mod, PyObject *arg)
     PyObject *list;
     size_t i;
 
-    if (poll_once(arg) < 0 || (list = PyList_New((Py_ssize_t)bridge.nready)) == NULL) {
+    if (poll_once(arg) < 0 || (list = PyList_New((Py_ssize_t)bridge->nready)) == NULL) {
         return NULL;
     }
-    for (i = 0; i < bridge.nready; i++) {
-        PyObject *t = Py_BuildValue("(ii)", bridge.ready[i].fd, bridge.ready[i].mask);
+    for (i = 0; i < bridge->nready; i++) {
+        PyObject *t = Py_BuildValue("(ii)", bridge->ready[i].fd, bridge->ready[i].mask);
 
         if (t == NULL) {
             Py_DECREF(list);
@@ -325,8 +341,8 @@ pt_asgi_loop_select(PyObject *keys, PyObject *timeout)
     if (poll_once(timeout) < 0 || (list = PyList_New(0)) == NULL) {
         return NULL;
     }
-    for (i = 0; i < bridge.nready; i++) {
-        if ((fd = PyLong_FromLong(bridge.ready[i].fd)) == NULL) {
+    for (i = 0; i < bridge->nready; i++) {
+        if ((fd = PyLong_FromLong(bridge->ready[i].fd)) == NULL) {
             goto error;
         }
         key = PyDict_GetItemWithError(keys, fd); /* borrowed */
@@ -345,7 +361,7 @@ pt_asgi_loop_select(PyObject *keys, PyObject *timeout)
         if (want == -1 && PyErr_Occurred()) {
             goto error;
         }
-        if ((want &= bridge.ready[i].mask) == 0) {
+        if ((want &= bridge->ready[i].mask) == 0) {
             continue;
         }
         pair = Py_BuildValue("(Ol)", key, want);
@@ -390,25 +406,30 @@ mod_log(PyObject *mod, PyObject *args)
  * `pending`).
  */
 static PyObject *
-write_to_self(PyObject *loop, PyObject *unused)
+write_to_self(PyObject *capsule, PyObject *unused)
 {
-    PyObject *csock;
+    wake_t *w = PyCapsule_GetPointer(capsule, NULL);
+    PyObject *csock, *loop;
 
+    if (w == NULL) {
+        return NULL;
+    }
+    loop = w->loop;
     /* The first caller since the loop last looked claims the byte, then sends it (the loop wakes whenever it comes);
      * the others' callbacks, queued before they find it claimed, are there when the loop next looks. */
-    if (loop == wake.loop && __atomic_exchange_n(&wake.pending, true, __ATOMIC_SEQ_CST)) {
+    if (w->coalesce && __atomic_exchange_n(&w->pending, true, __ATOMIC_SEQ_CST)) {
         Py_RETURN_NONE;
     }
     csock = PyObject_GetAttrString(loop, "_csock");
     Py_BEGIN_CRITICAL_SECTION(loop);
-    if (csock != NULL && csock != Py_None && csock != wake.csock) {
+    if (csock != NULL && csock != Py_None && csock != w->csock) {
         int fd = PyObject_AsFileDescriptor(csock);
 
-        Py_XSETREF(wake.csock, Py_NewRef(csock));
-        wake.fd = fd;
+        Py_XSETREF(w->csock, Py_NewRef(csock));
+        w->fd = fd;
     }
-    if (csock != NULL && csock != Py_None && wake.fd >= 0) {
-        (void)send(wake.fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* EAGAIN: a byte is waiting already */
+    if (csock != NULL && csock != Py_None && w->fd >= 0) {
+        (void)send(w->fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* EAGAIN: a byte is waiting already */
     }
     Py_END_CRITICAL_SECTION();
     Py_XDECREF(csock);
@@ -423,11 +444,12 @@ write_to_self(PyObject *loop, PyObject *unused)
  * _process_self_data skip; only a signal number (add_signal_handler) is handed on, or everything where the loop's
  * class has a _process_self_data of its own.
  */
-static struct {
-    PyObject *ssock, *process_name;
+static _Thread_local struct {
+    PyObject *ssock;
     int fd;
     bool all_bytes; /* hand zeros on too */
 } self_reader;
+static PyObject *process_name; /* "_process_self_data" */
 
 static PyObject *
 read_from_self(PyObject *loop, PyObject *unused)
@@ -445,7 +467,7 @@ read_from_self(PyObject *loop, PyObject *unused)
             }
             if (i < n) {
                 PyObject *data = PyBytes_FromStringAndSize(buf, n);
-                PyObject *r = data ? PyObject_CallMethodOneArg(loop, self_reader.process_name, data) : NULL;
+                PyObject *r = data ? PyObject_CallMethodOneArg(loop, process_name, data) : NULL;
 
                 Py_XDECREF(data);
                 if (r == NULL) {
@@ -465,6 +487,23 @@ read_from_self(PyObject *loop, PyObject *unused)
 static PyMethodDef read_from_self_def = { "_read_from_self", read_from_self, METH_NOARGS,
                                           "ponte: read the loop's wake-up bytes keeping the GIL" };
 
+bool
+pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    PyObject *c = mod ? PyObject_GetAttrString(mod, cls) : NULL;
+    PyObject *theirs = c ? PyObject_GetAttrString(c, method) : NULL;
+    PyObject *mine = theirs ? PyObject_GetAttrString((PyObject *)Py_TYPE(loop), method) : NULL;
+    bool same = mine != NULL && mine == theirs;
+
+    PyErr_Clear();
+    Py_XDECREF(mine);
+    Py_XDECREF(theirs);
+    Py_XDECREF(c);
+    Py_XDECREF(mod);
+    return same;
+}
+
 /* Makes read_from_self the reader of the loop's self-pipe, where the loop has asyncio's. */
 static void
 read_keeps_gil(PyObject *loop)
@@ -473,16 +512,15 @@ read_keeps_gil(PyObject *loop)
 
     if (!pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop", "_read_from_self")
         || !PyObject_HasAttrString(loop, "_add_reader")) {
-        pt_log_info("ASGI: the loop reads its wake-ups as asyncio does (no _read_from_self of asyncio's to replace)");
+        PT_ASGI_NOTE("ASGI: the loop reads its wake-ups as asyncio does (no _read_from_self of asyncio's to replace)");
         return;
     }
     self_reader.all_bytes = !pt_asgi_same_method(loop, "asyncio.unix_events", "_UnixSelectorEventLoop",
                                                  "_process_self_data")
         && !pt_asgi_same_method(loop, "asyncio.selector_events", "BaseSelectorEventLoop", "_process_self_data");
-    self_reader.process_name = PyUnicode_InternFromString("_process_self_data");
     ssock = PyObject_GetAttrString(loop, "_ssock");
     self_reader.fd = ssock != NULL && ssock != Py_None ? PyObject_AsFileDescriptor(ssock) : -1;
-    f = self_reader.fd >= 0 && self_reader.process_name != NULL ? PyCFunction_New(&read_from_self_def, loop) : NULL;
+    f = self_reader.fd >= 0 ? PyCFunction_New(&read_from_self_def, loop) : NULL;
     /* _add_reader on a descriptor already watched replaces its reader (and cancels the old one's handle). */
     r = f != NULL ? PyObject_CallMethod(loop, "_add_reader", "iO", self_reader.fd, f) : NULL;
     if (r != NULL) {
@@ -500,31 +538,50 @@ read_keeps_gil(PyObject *loop)
 static PyMethodDef write_to_self_def = { "_write_to_self", write_to_self, METH_NOARGS,
                                          "ponte: wake the loop (call_soon_threadsafe) keeping the GIL" };
 
+static void
+wake_free(PyObject *capsule)
+{
+    wake_t *w = PyCapsule_GetPointer(capsule, NULL);
+
+    if (w != NULL) {
+        Py_XDECREF(w->csock);
+        free(w);
+    }
+}
+
 void
 pt_asgi_loop_wake_keeps_gil(PyObject *loop)
 {
-    PyObject *f;
+    PyObject *f = NULL, *capsule = NULL;
+    wake_t *w;
 
     /* A private method of asyncio's selector loops: only where this loop has both it and the self-pipe socket. */
     if (!PyObject_HasAttrString(loop, "_write_to_self") || !PyObject_HasAttrString(loop, "_csock")) {
-        pt_log_info("ASGI: call_soon_threadsafe wakes the loop as asyncio does (no _write_to_self to replace)");
+        PT_ASGI_NOTE("ASGI: call_soon_threadsafe wakes the loop as asyncio does (no _write_to_self to replace)");
         return;
     }
-    f = PyCFunction_New(&write_to_self_def, loop);
+    w = calloc(1, sizeof(*w));
+    if (w != NULL) {
+        /* borrowed: the capsule lives in the loop's dict, through f, and the loop outlives the server */
+        w->loop = loop;
+        w->fd = -1;
+        /* Coalescing needs to see the loop's queue of ready callbacks (BaseEventLoop._ready); without it every call
+         * sends its byte. */
+        w->coalesce = PyObject_HasAttr(loop, ready_name);
+        PyErr_Clear();
+        capsule = PyCapsule_New(w, NULL, wake_free);
+        if (capsule == NULL) {
+            free(w);
+        }
+    }
+    f = capsule != NULL ? PyCFunction_New(&write_to_self_def, capsule) : NULL;
     if (f == NULL || PyObject_SetAttrString(loop, "_write_to_self", f) < 0) {
         pt_py_log_exception("cannot replace the loop's _write_to_self", NULL);
-        Py_XDECREF(f);
-        return;
+    } else {
+        wake = w; /* owned by the capsule */
     }
-    Py_DECREF(f);
-    /* Coalescing needs to see the loop's queue of ready callbacks (BaseEventLoop._ready); without it every call
-     * sends its byte. */
-    wake.fd = -1;
-    wake.ready_name = PyUnicode_InternFromString("_ready");
-    if (wake.ready_name != NULL && PyObject_HasAttr(loop, wake.ready_name)) {
-        wake.loop = loop; /* borrowed: the loop outlives the server (pt_asgi.loop) */
-    }
-    PyErr_Clear();
+    Py_XDECREF(f);
+    Py_XDECREF(capsule);
     read_keeps_gil(loop);
 }
 
@@ -552,20 +609,52 @@ static struct PyModuleDef mod_def = {
 /* Start-up and the run hook */
 
 int
-pt_asgi_loop_init(uv_loop_t *loop)
+pt_asgi_loop_attach(uv_loop_t *loop)
 {
-    PyObject *mod, *modules;
-
-    bridge.uvloop = loop;
-    bridge.select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (bridge.select_tfd < 0 || uv_poll_init(loop, &bridge.select_timer, bridge.select_tfd) != 0) {
+    bridge = calloc(1, sizeof(*bridge));
+    if (bridge == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    bridge->uvloop = loop;
+    bridge->select_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (bridge->select_tfd < 0 || uv_poll_init(loop, &bridge->select_timer, bridge->select_tfd) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     /* Always watched, but unreferenced: it must not keep uv_run alive once the server has closed everything. */
-    uv_poll_start(&bridge.select_timer, UV_READABLE, on_select_timer);
-    uv_unref((uv_handle_t *)&bridge.select_timer);
-    uv_async_init(loop, &bridge.keepalive, NULL);
+    uv_poll_start(&bridge->select_timer, UV_READABLE, on_select_timer);
+    uv_unref((uv_handle_t *)&bridge->select_timer);
+    uv_async_init(loop, &bridge->keepalive, NULL);
+    return 0;
+}
+
+void
+pt_asgi_loop_detach(void)
+{
+    if (bridge != NULL) {
+        if (bridge->select_tfd >= 0) {
+            close(bridge->select_tfd);
+        }
+        free(bridge->polls);
+        free(bridge->ready);
+        free(bridge);
+        bridge = NULL;
+    }
+    Py_CLEAR(self_reader.ssock);
+    wake = NULL;
+}
+
+int
+pt_asgi_loop_init(void)
+{
+    PyObject *mod, *modules;
+
+    ready_name = PyUnicode_InternFromString("_ready");
+    process_name = PyUnicode_InternFromString("_process_self_data");
+    if (ready_name == NULL || process_name == NULL) {
+        return -1;
+    }
     mod = pt_module_without_gil(PyModule_Create(&mod_def));
     modules = PyImport_GetModuleDict(); /* borrowed */
     if (mod == NULL || PyDict_SetItemString(modules, "_ponte", mod) < 0
@@ -583,14 +672,14 @@ pt_asgi_loop_run(PyThreadState **main_ts)
     PyObject *r;
 
     pt_gil_acquire(*main_ts);
-    bridge.serving = true;
-    r = PyObject_CallMethod(pt_asgi.loop, "run_forever", NULL);
+    bridge->serving = true;
+    r = PyObject_CallMethod(pt_asgi_here.loop, "run_forever", NULL);
     if (r == NULL) {
         pt_py_log_exception("the asyncio loop stopped with an error", NULL);
     }
     Py_XDECREF(r);
     *main_ts = pt_gil_release();
     /* Close callbacks of what the walk closed still have to run. */
-    uv_run(bridge.uvloop, UV_RUN_NOWAIT);
+    uv_run(bridge->uvloop, UV_RUN_NOWAIT);
     return 0;
 }

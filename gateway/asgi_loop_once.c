@@ -588,23 +588,6 @@ pt_asgi_loop_is_c_call_soon(PyObject *f)
     return PyCFunction_Check(f) && ((PyCFunctionObject *)f)->m_ml == &call_soon_def;
 }
 
-bool
-pt_asgi_same_method(PyObject *loop, const char *module, const char *cls, const char *method)
-{
-    PyObject *mod = PyImport_ImportModule(module);
-    PyObject *c = mod ? PyObject_GetAttrString(mod, cls) : NULL;
-    PyObject *theirs = c ? PyObject_GetAttrString(c, method) : NULL;
-    PyObject *mine = theirs ? PyObject_GetAttrString((PyObject *)Py_TYPE(loop), method) : NULL;
-    bool same = mine != NULL && mine == theirs;
-
-    PyErr_Clear();
-    Py_XDECREF(mine);
-    Py_XDECREF(theirs);
-    Py_XDECREF(c);
-    Py_XDECREF(mod);
-    return same;
-}
-
 /* The limits asyncio's _run_once reads from its module. NULL, or what is missing. */
 static const char *
 read_constants(PyObject *base)
@@ -771,20 +754,26 @@ pt_asgi_loop_once_install(PyObject *loop, PyObject *ns)
 {
     static PyMethodDef *defs[] = { &run_once_def, &call_soon_def, &call_soon_internal_def, &call_soon_threadsafe_def,
                                    &get_debug_def };
-    const char *env = getenv("PONTE_ASGI_LOOP"), *why;
+    static const char *why; /* looked up by the first loop: --loops' others are alike, and made one by one */
+    static bool looked_up;
+    const char *env = getenv("PONTE_ASGI_LOOP");
     PyObject *f;
     size_t i;
 
     if (env != NULL && strcmp(env, "python") == 0) {
-        pt_log_info("ASGI: asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)");
+        PT_ASGI_NOTE("ASGI: asyncio's loop turns and schedules in Python (PONTE_ASGI_LOOP=python)");
         return 0;
     }
-    if (intern_names() < 0) {
-        return -1;
+    if (!looked_up) {
+        looked_up = true;
+        if (intern_names() < 0) {
+            return -1;
+        }
+        if ((why = look_up(loop, ns)) != NULL) {
+            pt_log_warning("ASGI: asyncio's loop turns and schedules in Python, not in C: %s", why);
+        }
     }
-    why = look_up(loop, ns);
     if (why != NULL) {
-        pt_log_warning("ASGI: asyncio's loop turns and schedules in Python, not in C: %s", why);
         return 0;
     }
     for (i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
@@ -795,6 +784,6 @@ pt_asgi_loop_once_install(PyObject *loop, PyObject *ns)
         }
         Py_DECREF(f);
     }
-    pt_log_info("ASGI: asyncio's loop turns and schedules in C (PONTE_ASGI_LOOP=python keeps asyncio's own)");
+    PT_ASGI_NOTE("ASGI: asyncio's loop turns and schedules in C (PONTE_ASGI_LOOP=python keeps asyncio's own)");
     return 0;
 }

@@ -138,24 +138,44 @@ typedef struct {
     char host[48]; /* an IPv6 address is at most 45 characters */
 } client_slot_t;
 
+/* Each loop thread's (--loops), made at its first request, on the heap (see asgi_loop.c's bridge); and the server's
+ * (host, port), the same for every request on a listener, so the last one is kept. */
+typedef struct {
+    client_slot_t clients[256];
+    PyObject *server;
+    char server_name[256];
+    int server_port;
+} kept_t;
+static _Thread_local kept_t *kept;
+
+static kept_t *
+kept_here(void)
+{
+    if (kept == NULL && (kept = calloc(1, sizeof(*kept))) != NULL) {
+        kept->server_port = -1;
+    }
+    return kept;
+}
+
 static PyObject *
 client_tuple(const char *host, int port)
 {
-    static client_slot_t slots[256];
-    client_slot_t *slot = &slots[port & 0xFF];
+    kept_t *k = kept_here();
+    client_slot_t *slot = k != NULL ? &k->clients[port & 0xFF] : NULL;
 
-    return kept_addr_tuple(&slot->tuple, &slot->port, slot->host, sizeof(slot->host), host, port);
+    return slot != NULL ? kept_addr_tuple(&slot->tuple, &slot->port, slot->host, sizeof(slot->host), host, port)
+                        : addr_tuple(host, port);
 }
 
-/* The server's (host, port): the same for every request on a listener, so the last one is kept. New ref. */
+/* New ref. */
 static PyObject *
 server_tuple(const pt_request_t *req)
 {
-    static PyObject *last;
-    static char last_name[256];
-    static int last_port = -1;
+    kept_t *k = kept_here();
 
-    return kept_addr_tuple(&last, &last_port, last_name, sizeof(last_name), req->server_name, req->server_port);
+    return k != NULL ? kept_addr_tuple(&k->server, &k->server_port, k->server_name, sizeof(k->server_name),
+                                       req->server_name, req->server_port)
+                     : addr_tuple(req->server_name, req->server_port);
 }
 
 PyObject *

@@ -28,7 +28,9 @@
 /* The version whose asyncio takes a Task's first step itself (eager_start). */
 #define ASYNCIO_EAGER_START (PY_VERSION_HEX >= 0x030C0000)
 
-static struct {
+/* Each loop thread's (--loops): its loop's call_soon, and the Task it is building (on the heap: see asgi_loop.c's
+ * bridge). */
+typedef struct {
     bool by_asyncio;      /* eager_start=True does it (3.12+) */
     bool on;              /* 3.11: the start-up check passed */
     bool direct;          /* the loop's call_soon is ponte's C one, which asks pt_asgi_task_capture itself */
@@ -41,25 +43,26 @@ static struct {
     PyObject *kw_context; /* ("context",) */
     PyObject *kw_task;    /* ("loop", "name"[, "eager_start"]): Task(coro, loop=..., name=...[, eager_start=True]) */
     uint64_t count;       /* Tasks named */
-} eager;
+} eager_t;
+static _Thread_local eager_t *eager;
 
 /* loop.call_soon as it is when no Task is being built, for what capture() does not keep. New ref or NULL. */
 static PyObject *
 real_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (eager.own != NULL) {
-        return PyObject_Vectorcall(eager.own, args, (size_t)nargs, kwnames);
+    if (eager->own != NULL) {
+        return PyObject_Vectorcall(eager->own, args, (size_t)nargs, kwnames);
     }
-    return pt_asgi_loop_class_call(pt_asgi.loop, eager.name, args, nargs, kwnames);
+    return pt_asgi_loop_class_call(pt_asgi_here.loop, eager->name, args, nargs, kwnames);
 }
 
 bool
 pt_asgi_task_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (eager.armed && eager.step == NULL && nargs == 1 && pt_asgi_kw_is_context(kwnames)
+    if (eager->armed && eager->step == NULL && nargs == 1 && pt_asgi_kw_is_context(kwnames)
         && PyContext_CheckExact(args[1])) {
-        eager.step = Py_NewRef(args[0]);
-        eager.ctx = Py_NewRef(args[1]);
+        eager->step = Py_NewRef(args[0]);
+        eager->ctx = Py_NewRef(args[1]);
         return true;
     }
     return false;
@@ -86,7 +89,7 @@ task_name(void)
 {
     char buf[48] = "ponte-request-", digits[24];
     size_t len = strlen(buf), n = 0;
-    uint64_t v = ++eager.count;
+    uint64_t v = ++eager->count;
 
     do {
         digits[n++] = (char)('0' + v % 10);
@@ -98,43 +101,44 @@ task_name(void)
     return PyUnicode_FromStringAndSize(buf, (Py_ssize_t)len);
 }
 
-/* asyncio.Task(coro, loop=loop, name=...), its first step kept in eager.step when eager. New ref, or NULL with an
+/* asyncio.Task(coro, loop=loop, name=...), its first step kept in eager->step when eager-> New ref, or NULL with an
  * exception. */
 static PyObject *
 task_new(PyObject *coro)
 {
     PyObject *name = task_name();
-    PyObject *args[4] = { coro, pt_asgi.loop, name, Py_True };
+    PyObject *args[4] = { coro, pt_asgi_here.loop, name, Py_True };
     PyObject *task = NULL, *type, *value, *tb;
 
-    if (eager.by_asyncio) {
-        task = name ? PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager.kw_task) : NULL;
+    if (eager->by_asyncio) {
+        task = name ? PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager->kw_task) : NULL;
         Py_XDECREF(name);
         return task;
     }
-    if (name == NULL || (eager.on && !eager.direct && PyObject_SetAttr(pt_asgi.loop, eager.name, eager.capture) < 0)) {
+    if (name == NULL
+        || (eager->on && !eager->direct && PyObject_SetAttr(pt_asgi_here.loop, eager->name, eager->capture) < 0)) {
         Py_XDECREF(name);
         return NULL;
     }
-    eager.armed = eager.on;
-    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager.kw_task);
-    eager.armed = false;
+    eager->armed = eager->on;
+    task = PyObject_Vectorcall(pt_asgi.task_type, args, 1, eager->kw_task);
+    eager->armed = false;
     Py_DECREF(name);
-    if (!eager.on) {
+    if (!eager->on) {
         return task;
     }
-    if (!eager.direct) {
+    if (!eager->direct) {
         PyErr_Fetch(&type, &value, &tb);
-        if ((eager.own != NULL ? PyObject_SetAttr(pt_asgi.loop, eager.name, eager.own)
-                               : PyObject_DelAttr(pt_asgi.loop, eager.name))
+        if ((eager->own != NULL ? PyObject_SetAttr(pt_asgi_here.loop, eager->name, eager->own)
+                                : PyObject_DelAttr(pt_asgi_here.loop, eager->name))
             < 0) {
             pt_py_log_exception("cannot give the asyncio loop its call_soon back", NULL);
         }
         PyErr_Restore(type, value, tb);
     }
     if (task == NULL) {
-        Py_CLEAR(eager.step);
-        Py_CLEAR(eager.ctx);
+        Py_CLEAR(eager->step);
+        Py_CLEAR(eager->ctx);
     }
     return task;
 }
@@ -143,9 +147,9 @@ task_new(PyObject *coro)
 static void
 first_step(void)
 {
-    PyObject *step = eager.step, *ctx = eager.ctx, *r;
+    PyObject *step = eager->step, *ctx = eager->ctx, *r;
 
-    eager.step = eager.ctx = NULL;
+    eager->step = eager->ctx = NULL;
     if (step == NULL) {
         return;
     }
@@ -162,7 +166,7 @@ first_step(void)
         PyObject *stack[2] = { step, ctx };
 
         PyErr_Clear();
-        r = real_call_soon(stack, 1, eager.kw_context);
+        r = real_call_soon(stack, 1, eager->kw_context);
     }
     if (r == NULL) {
         pt_py_log_exception("error in the first step of an ASGI task", NULL); /* KeyboardInterrupt, SystemExit */
@@ -180,7 +184,7 @@ pt_asgi_task(PyObject *coro, PyObject *owner, const pt_asgi_run_hooks_t *hooks, 
     if (run == NULL) {
         return -1;
     }
-    *slot = pt_asgi.task_factory == Py_None ? task_new(run) : PyObject_CallOneArg(pt_asgi.create_task, run);
+    *slot = pt_asgi_here.task_factory == Py_None ? task_new(run) : PyObject_CallOneArg(pt_asgi_here.create_task, run);
     Py_DECREF(run);
     if (*slot == NULL) {
         return -1;
@@ -203,16 +207,16 @@ eager_differs(void)
     PyObject *ns = PyDict_New(), *code = Py_CompileString(probe_src, "ponte/asgi_task.c", Py_file_input);
     PyObject *r = ns && code ? PyEval_EvalCode(code, ns, ns) : NULL;
     PyObject *probe = r ? PyDict_GetItemString(ns, "probe") : NULL; /* borrowed */
-    PyObject *coro = probe ? PyObject_CallOneArg(probe, pt_asgi.loop) : NULL;
+    PyObject *coro = probe ? PyObject_CallOneArg(probe, pt_asgi_here.loop) : NULL;
     PyObject *task = coro ? task_new(coro) : NULL, *done = NULL, *result = NULL, *dict = NULL;
     const char *why = NULL;
-    bool kept = eager.step != NULL;
+    bool kept = eager->step != NULL;
 
     if (task != NULL) {
         first_step();
         done = PyObject_CallMethod(task, "done", NULL);
         result = done == Py_True ? PyObject_CallMethod(task, "result", NULL) : NULL;
-        dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
+        dict = PyObject_GenericGetDict(pt_asgi_here.loop, NULL);
     }
     if (task == NULL) {
         why = "a Task could not be built with the loop's call_soon shadowed";
@@ -222,7 +226,7 @@ eager_differs(void)
         why = "the Task's first step did not finish it";
     } else if (result != task) {
         why = "asyncio.current_task() inside the first step was not the Task";
-    } else if (dict == NULL || PyDict_GetItemWithError(dict, eager.name) != eager.own) {
+    } else if (dict == NULL || PyDict_GetItemWithError(dict, eager->name) != eager->own) {
         why = "the loop's call_soon was not given back";
     }
     PyErr_Clear();
@@ -243,38 +247,61 @@ pt_asgi_task_init(void)
     const char *env = getenv("PONTE_ASGI_EAGER"), *why;
     bool off = env != NULL && strcmp(env, "off") == 0;
 
-    eager.name = PyUnicode_InternFromString("call_soon");
-    eager.capture = PyCFunction_New(&capture_def, NULL);
-    eager.kw_context = Py_BuildValue("(s)", "context");
-    eager.kw_task = Py_BuildValue("(ss)", "loop", "name");
-    if (eager.name == NULL || eager.capture == NULL || eager.kw_context == NULL || eager.kw_task == NULL) {
+    eager = calloc(1, sizeof(*eager));
+    if (eager == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+
+    eager->name = PyUnicode_InternFromString("call_soon");
+    eager->capture = PyCFunction_New(&capture_def, NULL);
+    eager->kw_context = Py_BuildValue("(s)", "context");
+    eager->kw_task = Py_BuildValue("(ss)", "loop", "name");
+    if (eager->name == NULL || eager->capture == NULL || eager->kw_context == NULL || eager->kw_task == NULL) {
         return -1;
     }
     if (ASYNCIO_EAGER_START && !off) {
-        Py_SETREF(eager.kw_task, Py_BuildValue("(sss)", "loop", "name", "eager_start"));
-        eager.by_asyncio = eager.kw_task != NULL;
-        pt_log_info("ASGI: a request's task takes its first step at once (eager, by asyncio's eager_start; "
-                    "PONTE_ASGI_EAGER=off schedules it)");
-        return eager.kw_task != NULL ? 0 : -1;
+        Py_SETREF(eager->kw_task, Py_BuildValue("(sss)", "loop", "name", "eager_start"));
+        eager->by_asyncio = eager->kw_task != NULL;
+        PT_ASGI_NOTE("ASGI: a request's task takes its first step at once (eager, by asyncio's eager_start; "
+                     "PONTE_ASGI_EAGER=off schedules it)");
+        return eager->kw_task != NULL ? 0 : -1;
     }
     /* Held: while a Task is built, capture takes its place in the loop's dict. */
-    PyObject *dict = PyObject_GenericGetDict(pt_asgi.loop, NULL);
+    PyObject *dict = PyObject_GenericGetDict(pt_asgi_here.loop, NULL);
 
-    eager.own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, eager.name)) : NULL;
-    eager.direct = eager.own != NULL && pt_asgi_loop_is_c_call_soon(eager.own);
+    eager->own = dict != NULL ? Py_XNewRef(PyDict_GetItemWithError(dict, eager->name)) : NULL;
+    eager->direct = eager->own != NULL && pt_asgi_loop_is_c_call_soon(eager->own);
     Py_XDECREF(dict);
     PyErr_Clear();
     if (off) {
-        pt_log_info("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
+        PT_ASGI_NOTE("ASGI: tasks start on the loop's next turn (PONTE_ASGI_EAGER=off)");
         return 0;
     }
-    eager.on = true;
+    eager->on = true;
     why = eager_differs();
-    eager.on = why == NULL;
+    eager->on = why == NULL;
     if (why != NULL) {
         pt_log_warning("ASGI: tasks start on the loop's next turn, not at once: %s", why);
     } else {
-        pt_log_info("ASGI: a request's task takes its first step at once (eager; PONTE_ASGI_EAGER=off schedules it)");
+        PT_ASGI_NOTE("ASGI: a request's task takes its first step at once (eager; PONTE_ASGI_EAGER=off schedules it)");
     }
     return 0;
+}
+
+void
+pt_asgi_task_fini(void)
+{
+    if (eager == NULL) {
+        return;
+    }
+    Py_CLEAR(eager->step);
+    Py_CLEAR(eager->ctx);
+    Py_CLEAR(eager->name);
+    Py_CLEAR(eager->capture);
+    Py_CLEAR(eager->own);
+    Py_CLEAR(eager->kw_context);
+    Py_CLEAR(eager->kw_task);
+    free(eager);
+    eager = NULL;
 }

@@ -124,7 +124,7 @@ ws_receive(pt_asgi_ws_t *w, PyObject *unused)
         return NULL;
     }
     Py_CLEAR(w->recv_fut);
-    w->recv_fut = PyObject_CallNoArgs(pt_asgi.create_future);
+    w->recv_fut = PyObject_CallNoArgs(pt_asgi_here.create_future);
     return Py_XNewRef(w->recv_fut);
 }
 
@@ -160,7 +160,7 @@ static PyObject *
 send_done(pt_asgi_ws_t *w)
 {
     if (pt_req_must_wait(w->req)) {
-        Py_XSETREF(w->send_fut, PyObject_CallNoArgs(pt_asgi.create_future));
+        Py_XSETREF(w->send_fut, PyObject_CallNoArgs(pt_asgi_here.create_future));
         if (w->send_fut == NULL) {
             return NULL;
         }

@@ -74,7 +74,8 @@ typedef struct {
     double cpu_pct;  /* the CPU time of the threads ponte has records of, over the interval: 100 is one core */
     uint64_t end_ns; /* when the view was taken (pt_gil_now); it covers the span_s before */
     uint64_t handoffs_total;
-    double loop_busy_pct;   /* ASGI: share of the interval the loop ran Python callbacks */
+    double loop_busy_pct;   /* ASGI: share of the interval the loop ran Python callbacks (the loops' mean) */
+    int loops;              /* ASGI: how many (--loops) */
     double loop_lag_max_ms; /* ASGI: the longest callback stretch (only for a sampler that takes_lag) */
     uint64_t loop_busy_total_ns;
     int npairs;
@@ -101,6 +102,8 @@ uint64_t pt_gil_now(void);
 bool pt_gil_tracing(void);
 /* ASGI: the loop ran Python for `ns` between two selects (loop lag). */
 void pt_gil_loop_busy(uint64_t ns);
+/* ASGI: how many loops add to it (--loops): the view shows their mean. */
+void pt_gil_set_loops(int n);
 /* The calling thread's total GIL wait so far (ns): deltas give a request's wait. */
 uint64_t pt_gil_my_wait_ns(void);
 /* The calling thread's GIL held and waited so far (ns), a hold or wait in progress included; returns the time it

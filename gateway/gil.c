@@ -36,6 +36,7 @@ _Atomic int pt_gil_waiters;
 bool pt_gil_exact;
 static bool measuring = true; /* --gil-probe off: nothing at all (to measure what measuring costs) */
 _Atomic uint64_t pt_gil_loop_busy_ns;
+_Atomic int pt_gil_loops = 1;
 _Atomic uint64_t pt_gil_loop_lag_max_ns;
 
 /* Bucket k holds durations below 2^(k+10) ns (1.02 µs, 2.05 µs, ... 1.07 s); the last one everything longer. */
@@ -230,6 +231,12 @@ pt_gil_on_dropped(void)
         atomic_fetch_add_explicit(&t->hold_hist[bucket(now - since)], 1, memory_order_relaxed);
         pt_gil_trace_push(t, 'H', since, now, NULL);
     }
+}
+
+void
+pt_gil_set_loops(int n)
+{
+    atomic_store_explicit(&pt_gil_loops, n, memory_order_relaxed);
 }
 
 void

@@ -90,12 +90,13 @@ build_json(void)
                                               : "gil");
     pt_gil_json_str(&monitor.json, v->gil_why != NULL ? v->gil_why : "");
     pt_buf_append(&monitor.json, ",", 1);
-    pt_buf_printf(&monitor.json,
-                  "\"exact\":%s,\"busy\":%.2f,\"cpu\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,"
-                  "\"forced_per_s\":%.1f,\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loop_lag_ms\":%.1f,"
-                  "\"handoffs_total\":%llu,\"threads\":[",
-                  v->exact ? "true" : "false", v->busy_pct, v->cpu_pct, v->waiters, v->switches_per_s, v->forced_per_s,
-                  interval, v->span_s, v->loop_busy_pct, v->loop_lag_max_ms, (unsigned long long)v->handoffs_total);
+    pt_buf_printf(
+        &monitor.json,
+        "\"exact\":%s,\"busy\":%.2f,\"cpu\":%.2f,\"waiting\":%d,\"switches_per_s\":%.1f,"
+        "\"forced_per_s\":%.1f,\"interval_us\":%s,\"span_s\":%.4f,\"loop_busy\":%.2f,\"loops\":%d,\"loop_lag_ms\":%.1f,"
+        "\"handoffs_total\":%llu,\"threads\":[",
+        v->exact ? "true" : "false", v->busy_pct, v->cpu_pct, v->waiters, v->switches_per_s, v->forced_per_s, interval,
+        v->span_s, v->loop_busy_pct, v->loops, v->loop_lag_max_ms, (unsigned long long)v->handoffs_total);
     for (i = 0; i < v->nthreads; i++) {
         const pt_gil_thread_view_t *t = &v->threads[i];
 
@@ -273,7 +274,9 @@ metrics(pt_request_t *req)
         "# HELP ponte_python_running_threads Threads running Python at once, on average over the last interval "
         "(at most 1 with a GIL).\n"
         "# TYPE ponte_python_running_threads gauge\nponte_python_running_threads %.4f\n"
-        "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects.\n"
+        "# HELP ponte_asgi_loop_busy_seconds_total Time the asyncio loop ran Python between selects (every loop's, "
+        "with "
+        "--loops).\n"
         "# TYPE ponte_asgi_loop_busy_seconds_total counter\nponte_asgi_loop_busy_seconds_total %.6f\n"
         "# HELP ponte_asgi_loop_lag_max_seconds The longest stretch without returning to the loop, last 100 ms.\n"
         "# TYPE ponte_asgi_loop_lag_max_seconds gauge\nponte_asgi_loop_lag_max_seconds %.6f\n",

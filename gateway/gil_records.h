@@ -69,6 +69,7 @@ PT_GIL_SHARED _Atomic uint64_t pt_gil_handoffs;     /* the GIL went to another t
 PT_GIL_SHARED _Atomic int pt_gil_waiters;           /* threads waiting for it now */
 PT_GIL_SHARED bool pt_gil_exact;                    /* the probe sees every transition; else ponte's own moves only */
 PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_busy_ns; /* ASGI: time the loop spent in Python callbacks between selects */
+PT_GIL_SHARED _Atomic int pt_gil_loops;             /* ASGI: the loops adding to it (--loops) */
 PT_GIL_SHARED _Atomic uint64_t pt_gil_loop_lag_max_ns; /* the longest such stretch since the monitor last looked */
 
 /* Around the owner thread's update of a *_since and its *_ns. */

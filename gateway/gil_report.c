@@ -90,7 +90,8 @@ loop_view(pt_gil_sampler_t *sm, pt_gil_view_t *v, double span)
 {
     uint64_t busy = atomic_load_explicit(&pt_gil_loop_busy_ns, memory_order_relaxed);
 
-    v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span;
+    v->loops = atomic_load_explicit(&pt_gil_loops, memory_order_relaxed);
+    v->loop_busy_pct = 100.0 * (double)(busy - sm->loop_busy) / span / (v->loops > 0 ? v->loops : 1);
     v->loop_busy_total_ns = busy;
     sm->loop_busy = busy;
     if (sm->takes_lag) {
@@ -247,7 +248,7 @@ pt_gil_report(void)
     static pt_gil_sampler_t sampler;
     static pt_gil_view_t v;
     char line[2048];
-    char loop[48] = "", iv[24];
+    char loop[80] = "", iv[24];
     size_t len = 0;
     int i;
 
@@ -267,7 +268,11 @@ pt_gil_report(void)
         }
     }
     if (v.loop_busy_total_ns) {
-        snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
+        if (v.loops > 1) {
+            snprintf(loop, sizeof(loop), ", asyncio loops busy %.1f%% (the mean of %d)", v.loop_busy_pct, v.loops);
+        } else {
+            snprintf(loop, sizeof(loop), ", asyncio loop busy %.1f%%", v.loop_busy_pct);
+        }
     }
     if (v.gil == PT_GIL_NONE) {
         /* No GIL: what ponte's threads spent attached (running Python), side by side, and each thread's waits for a

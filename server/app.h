@@ -40,6 +40,13 @@ struct pt_app_s {
     void (*before_exit)(pt_app_t *app, void (*done)(void *arg), void *arg);
     /* Optional: runs the event loop instead of uv_run (ASGI drives libuv from asyncio's selector). */
     int (*run)(pt_app_t *app, uv_loop_t *loop);
+    /* --loops (server/loops.h), optional: makes the calling thread, a new loop thread numbered `index` (from 2),
+     * able to run the app on `loop` (ASGI: an asyncio loop of its own), before its server listens; `run` is then
+     * called on that thread as on the main one. 0, or -1 after saying why. An app without it cannot run on several
+     * loops. */
+    int (*attach_loop)(pt_app_t *app, uv_loop_t *loop, int index);
+    /* After `run` returned on that thread, and every handle of its loop is closed: releases what attach_loop made. */
+    void (*detach_loop)(pt_app_t *app, uv_loop_t *loop);
     /* Stop accepting work; returns once every worker has finished. Called with no request in flight or at exit. */
     void (*stop)(pt_app_t *app);
     const char *description; /* for the start-up log: "wsgi, 8 worker threads" */

@@ -31,6 +31,9 @@ static const char usage[] =
     "      --root-path PATH       the path the app is mounted at (ASGI root_path, WSGI SCRIPT_NAME; default none)\n"
     "      --lifespan MODE        ASGI lifespan events: auto, on or off (default auto: used if the app answers)\n"
     "  -t, --threads N            WSGI worker threads; 0 runs the app on the event-loop thread (default 8)\n"
+    "      --loops N              ASGI: N event loops, each on its own thread with its own asyncio loop, all\n"
+    "                             accepting on the same sockets; on free-threaded CPython they run Python in\n"
+    "                             parallel (default 1)\n"
     "      --app-dir DIR          put DIR first on sys.path (default .)\n"
     "  -H, --virtualenv DIR       serve from the virtual environment DIR, of the CPython ponte was built for: its\n"
     "                             packages import, sys.executable is its python (default: the venv ponte is\n"
@@ -152,12 +155,14 @@ enum {
     OPT_WS_CLOSE_TIMEOUT,
     OPT_WS_PER_MESSAGE_DEFLATE,
     OPT_INTERPRETER,
+    OPT_LOOPS,
 };
 
 static const struct option options[] = {
     { "bind", required_argument, NULL, 'b' },
     { "interface", required_argument, NULL, 'i' },
     { "threads", required_argument, NULL, 't' },
+    { "loops", required_argument, NULL, OPT_LOOPS },
     { "app-dir", required_argument, NULL, OPT_APP_DIR },
     { "interpreter", required_argument, NULL, OPT_INTERPRETER },
     { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
@@ -293,6 +298,7 @@ static const struct {
     uint64_t min, max;
 } fields[] = {
     { 't', "threads", ARG_COUNT, FIELD(threads), 0, 1024 },
+    { OPT_LOOPS, "loops", ARG_COUNT, FIELD(loops), 1, 64 },
     { 'p', "processes", ARG_COUNT, FIELD(processes), 0, 256 },
     { OPT_RELOAD, "reload", ARG_TRUE, FIELD(reload), 0, 0 },
     { OPT_REUSE_PORT, "reuse-port", ARG_TRUE, FIELD(reuse_port), 0, 0 },
@@ -544,6 +550,7 @@ set_defaults(pt_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->interface = PT_IFACE_AUTO;
     cfg->threads = 8;
+    cfg->loops = 1;
     cfg->app_dir = ".";
     cfg->root_path = "";
     cfg->gil_probe = true;
@@ -584,6 +591,11 @@ check_combination(pt_config_t *cfg)
         fprintf(stderr,
                 "ponte: error: --max-requests, --timeout and --reuse-port need --processes (a master to "
                 "replace the worker)\n");
+        return -1;
+    }
+    if (cfg->timeout > 0 && cfg->loops > 1) {
+        /* A worker's beat and its stuck-request check see the first loop only. */
+        fprintf(stderr, "ponte: error: --timeout watches one loop per worker: it cannot be used with --loops\n");
         return -1;
     }
     if (cfg->worker_slot) {

@@ -59,6 +59,7 @@ typedef struct {
     pt_interface_t interface;
     pt_lifespan_t lifespan; /* ASGI lifespan events */
     int threads;            /* WSGI pool size; 0 runs the app on the loop thread */
+    int loops;              /* ASGI: event loops, each on its own thread (loops.h); 1 is the main thread's alone */
     const char *app_dir;
     const char *virtualenv; /* --virtualenv DIR, or NULL: the venv ponte is installed in, else $VIRTUAL_ENV */
     const char *root_path;  /* where the app is mounted: ASGI root_path, WSGI SCRIPT_NAME */

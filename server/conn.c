@@ -295,7 +295,8 @@ conn_over_limit(pt_conn_t *c)
 {
     const pt_config_t *cfg = c->srv->cfg;
 
-    return cfg->limit_concurrency > 0 && c->srv->nbusy >= cfg->limit_concurrency;
+    return cfg->limit_concurrency > 0
+        && atomic_load_explicit(&c->srv->totals->nbusy, memory_order_relaxed) >= cfg->limit_concurrency;
 }
 
 static void
@@ -305,8 +306,7 @@ conn_dispatch(pt_conn_t *c)
 
     c->app_busy = true;
     c->state = PT_CONN_APP;
-    srv->nbusy++;
-    srv->requests++;
+    pt_server_request_started(srv);
     c->progress = uv_now(srv->loop);
     pt_conn_set_deadline(c, srv->cfg->client_timeout);
     srv->app->on_request(srv->app, &c->req);

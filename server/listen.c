@@ -207,7 +207,8 @@ pt_listen_resume(pt_server_t *srv)
     const char *why;
     int i, still = 0;
 
-    if (!srv->accept_paused || srv->stopping || srv->nconns >= connection_room(srv, &why)) {
+    if (!srv->accept_paused || srv->stopping
+        || atomic_load_explicit(&srv->totals->nconns, memory_order_relaxed) >= connection_room(srv, &why)) {
         return;
     }
     for (i = 0; i < srv->nlisteners; i++) {
@@ -261,7 +262,7 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     pt_conn_start(srv, ls, c);
-    if (srv->nconns >= connection_room(srv, &why)) {
+    if (atomic_load_explicit(&srv->totals->nconns, memory_order_relaxed) >= connection_room(srv, &why)) {
         listen_pause(srv, why);
     }
 }

@@ -43,12 +43,12 @@ pt_log(pt_log_level_t level, const char *fmt, ...)
     }
 }
 
-/* The CLF timestamp, formatted once per second. Loop thread only. */
+/* The CLF timestamp, formatted once per second by each loop thread. */
 static const char *
 clf_time(void)
 {
-    static time_t cached_at = -1;
-    static char when[40];
+    static _Thread_local time_t cached_at = -1;
+    static _Thread_local char when[40];
     time_t now = time(NULL);
 
     if (now != cached_at) {

@@ -17,6 +17,7 @@
 #include "listen.h"
 #include "log.h"
 #include "loopback_load.h"
+#include "loops.h"
 #include "main.h"
 #include "master.h"
 
@@ -111,8 +112,9 @@ stop_loop_cb(void *arg)
     stop_loop();
 }
 
+/* Every loop's connections are closed (the other loops', if any, have ended): the app's exit, then the loop's. */
 static void
-on_server_idle(pt_server_t *srv)
+on_loops_ended(void *arg)
 {
     pt_log_info("all connections closed");
     if (ponte.app->before_exit != NULL) {
@@ -123,10 +125,24 @@ on_server_idle(pt_server_t *srv)
 }
 
 static void
+on_server_idle(pt_server_t *srv)
+{
+    pt_loops_when_ended(on_loops_ended, NULL);
+}
+
+/* Requests in the app, in every loop. */
+static size_t
+busy(void)
+{
+    return atomic_load_explicit(&ponte.srv.totals->nbusy, memory_order_relaxed);
+}
+
+static void
 on_grace_expired(uv_timer_t *t)
 {
     pt_log_warning("--graceful-timeout (%gs) expired with %zu request(s) in flight: closing their connections",
-                   ponte.cfg.graceful_timeout, ponte.srv.nbusy);
+                   ponte.cfg.graceful_timeout, busy());
+    pt_loops_abort();
     pt_server_abort_all(&ponte.srv);
     stop_loop();
 }
@@ -136,12 +152,14 @@ on_signal(uv_signal_t *s, int signum)
 {
     if (++ponte.signals > 1) {
         pt_log_warning("second %s: stopping now", strsignal(signum));
+        pt_loops_abort();
         pt_server_abort_all(&ponte.srv);
         stop_loop();
         return;
     }
-    pt_log_info("%s: stopping; finishing %zu request(s) in flight (up to %gs)", strsignal(signum), ponte.srv.nbusy,
+    pt_log_info("%s: stopping; finishing %zu request(s) in flight (up to %gs)", strsignal(signum), busy(),
                 ponte.cfg.graceful_timeout);
+    pt_loops_shutdown();
     pt_listen_close_all(ponte.listeners, ponte.nlisteners);
     uv_timer_start(&ponte.grace_timer, on_grace_expired, (uint64_t)(ponte.cfg.graceful_timeout * 1000), 0);
     uv_unref((uv_handle_t *)&ponte.grace_timer);
@@ -177,6 +195,19 @@ start_serving(void)
     }
     r = pt_listen_all(&ponte.srv, &ponte.listeners, &ponte.nlisteners);
     if (r < 0) {
+        ponte.app->stop(ponte.app);
+        pt_app_unload(ponte.app);
+        return 1;
+    }
+    if (ponte.cfg.loops > 1 && ponte.app->attach_loop == NULL) {
+        pt_log_error("--loops runs ASGI apps on several event loops; this app (%s) runs its Python on --threads",
+                     ponte.app->description);
+        r = -1;
+    } else {
+        r = pt_loops_start(&ponte.srv, ponte.listeners, ponte.nlisteners);
+    }
+    if (r < 0) {
+        pt_listen_close_all(ponte.listeners, ponte.nlisteners);
         ponte.app->stop(ponte.app);
         pt_app_unload(ponte.app);
         return 1;
@@ -256,12 +287,12 @@ pt_main(int argc, char **argv)
     } else {
         uv_run(ponte.loop, UV_RUN_DEFAULT);
     }
-    if (ponte.srv.nbusy > 0) {
+    if (!pt_loops_join() || busy() > 0) {
         /*
          * Forced stop (graceful timeout or second signal) with requests still in the app: their threads are stuck
          * in Python and cannot be joined, and finalising the interpreter under them would crash. Leave now.
          */
-        pt_log_warning("exiting with %zu request(s) still running in the app", ponte.srv.nbusy);
+        pt_log_warning("exiting with %zu request(s) still running in the app", busy());
         pt_log_flush();
         _exit(0);
     }

@@ -300,7 +300,7 @@ out_app_flags(pt_conn_t *c, unsigned flags)
     if (flags & PT_SEND_DONE) {
         c->app_busy = false;
         c->suspended = false;
-        srv->nbusy--;
+        pt_server_request_ended(srv);
         if (!c->in_process) {
             pt_out_flush(c);
         }

@@ -20,6 +20,7 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     srv->cfg = cfg;
     srv->app = app;
     srv->conn_budget = SIZE_MAX; /* pt_listen_all measures it */
+    srv->totals = &srv->own_totals;
     pt_http_settings_init(&srv->parser_settings);
     srv->read_buf = malloc(PT_READ_BUF_SIZE);
     if (srv->read_buf == NULL) {
@@ -70,6 +71,7 @@ pt_server_add_conn(pt_server_t *srv, pt_conn_t *c)
     }
     srv->conns = c;
     srv->nconns++;
+    atomic_fetch_add_explicit(&srv->totals->nconns, 1, memory_order_relaxed);
 }
 
 void
@@ -84,10 +86,26 @@ pt_server_remove_conn(pt_server_t *srv, pt_conn_t *c)
         c->next->prev = c->prev;
     }
     srv->nconns--;
+    atomic_fetch_sub_explicit(&srv->totals->nconns, 1, memory_order_relaxed);
     pt_todo_remove(&srv->drain, c);
     pt_todo_remove(&srv->flush, c);
     pt_todo_remove(&srv->wake, c);
     pt_listen_resume(srv); /* a descriptor, and a connection slot, came free */
+}
+
+void
+pt_server_request_started(pt_server_t *srv)
+{
+    srv->nbusy++;
+    atomic_fetch_add_explicit(&srv->totals->nbusy, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->totals->requests, 1, memory_order_relaxed);
+}
+
+void
+pt_server_request_ended(pt_server_t *srv)
+{
+    srv->nbusy--;
+    atomic_fetch_sub_explicit(&srv->totals->nbusy, 1, memory_order_relaxed);
 }
 
 void

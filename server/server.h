@@ -7,6 +7,7 @@
 #define PT_SERVER_H
 
 #include <llhttp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -16,6 +17,13 @@
 #include "todo.h"
 
 typedef struct pt_server_s pt_server_t;
+
+/* What the limits count across every loop's server (--loops, loops.c): a lone loop's server counts in its own. */
+typedef struct {
+    _Atomic size_t nconns;     /* open connections */
+    _Atomic size_t nbusy;      /* requests in the app */
+    _Atomic uint64_t requests; /* requests handed to the app so far */
+} pt_server_totals_t;
 typedef struct pt_conn_s pt_conn_t;
 typedef struct pt_listener_s pt_listener_t;
 
@@ -33,8 +41,10 @@ struct pt_server_s {
     struct pt_msg_s *handoff_head, *handoff_tail;
     pt_conn_t *conns; /* every open connection, for shutdown */
     size_t nconns;
-    size_t nbusy;      /* connections with a request in the app */
-    uint64_t requests; /* requests handed to the app so far */
+    size_t nbusy;               /* connections with a request in the app */
+    pt_server_totals_t *totals; /* the counts --max-connections and --limit-concurrency compare: own_totals, or
+                                 * the first loop's under --loops */
+    pt_server_totals_t own_totals;
     bool stopping;
     uv_idle_t drain_idle; /* out.c: runs on_drain for suspended loop-thread apps whose output drained */
     pt_todo_t drain;
@@ -53,6 +63,9 @@ struct pt_server_s {
 };
 
 int pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app);
+/* A request goes to the app, and comes back (counted in the loop's server and in its totals). */
+void pt_server_request_started(pt_server_t *srv);
+void pt_server_request_ended(pt_server_t *srv);
 void pt_server_close(pt_server_t *srv);
 /* Graceful shutdown: connections idle for a while close now; busy ones, and idle ones that were just used (their
  * client may be sending the next request this instant), answer one more request with "Connection: close". */

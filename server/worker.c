@@ -8,6 +8,7 @@
 #include "master.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,13 +78,15 @@ check_stuck(void)
 static void
 on_timer(uv_timer_t *t)
 {
+    uint64_t served = atomic_load_explicit(&worker.srv->totals->requests, memory_order_relaxed); /* every loop's */
+
     if (worker.cfg->timeout > 0) {
         say("beat\n");
         check_stuck();
     }
-    if (worker.limit && !worker.retired && worker.srv->requests >= worker.limit) {
+    if (worker.limit && !worker.retired && served >= worker.limit) {
         worker.retired = true;
-        say("retire --max-requests: %llu served\n", (unsigned long long)worker.srv->requests);
+        say("retire --max-requests: %llu served\n", (unsigned long long)served);
     }
 }
 

@@ -228,6 +228,16 @@ class AllAtOnce(unittest.TestCase):
             self.check(s, mix)
         w.check(self)
 
+    def test_asgi_on_three_loops(self):
+        """ASGI on --loops 3: three loop threads, each with its asyncio loop, serving the mix on one app's shared
+        state (which on 3.14t they run at once), while the GIL view reads what they do."""
+        w = Watcher()
+        with Server("concurrency:asgi", "--no-access-log", "--loops", "3", *w.args) as s:
+            with w:
+                mix = Mix(s, ASGI_KINDS, seed=6).run()
+            self.check(s, mix)
+        w.check(self)
+
     def test_a_reload_in_the_middle(self):
         """--processes 2 with four threads each: SIGHUP while the clients run. A reload replaces the workers, and
         their counts with them, so the mix leaves /count out; no request in it may fail."""

@@ -1,9 +1,12 @@
 """Whether there is a GIL. On a free-threaded CPython (3.14t) ponte runs without one: its own modules declare that
 they need none, the log and the GIL page say "no GIL", and two worker threads run Python at once. An extension module
 that has not declared it (tests/blackbox/apps/needs_gil.c) turns the GIL back on: ponte says so at once, in the log,
-on /snapshot and /metrics, naming the module. On a GIL build the same checks find the GIL there all along."""
+on /snapshot and /metrics, naming the module. On a GIL build the same checks find the GIL there all along. Two ASGI loops (--loops 2) run Python at once
+without a GIL, as two workers do."""
 
 import json
+import os
+import tempfile
 import threading
 import time
 import unittest
@@ -132,6 +135,42 @@ class GILState(unittest.TestCase):
         else:
             self.assertLessEqual(busy, 100, snap)
             self.assertGreaterEqual(busy, 50, snap)
+            self.assertLessEqual(at_once, 1.0, p)
+            self.assertGreaterEqual(at_once, 0.5, p)
+
+    def test_two_loops_run_python_at_once_only_without_a_gil(self):
+        # ASGI on --loops 2: a request spins 3 s in pure Python inside its loop (blocking it, as CPU-bound code in an
+        # async app does), and a second connection, opened once the first spin has begun, can only be taken by the
+        # other loop. Without a GIL both loops run Python at once; with one they take turns, as two workers do.
+        fd, mark = tempfile.mkstemp(prefix="ponte-loops-mark-")
+        os.close(fd)
+        self.addCleanup(os.unlink, mark)
+
+        def marks():
+            with open(mark) as f:
+                return f.read().split()
+        self.port = free_port()
+        with Server("loops_app:app", "--loops", "2", "--gil-monitor", "127.0.0.1:%d" % self.port, "--no-access-log",
+                    env={"PONTE_TEST_MARK": mark}) as s:
+            conns = [Conn(s.connect(timeout=20)) for _ in range(1)]
+            conns[0].send(b"GET /spin?3 HTTP/1.1\r\nHost: t\r\n\r\n")
+            self.assertTrue(wait_for(lambda: len(marks()) == 1, 10))
+            conns.append(Conn(s.connect(timeout=20)))
+            conns[1].send(b"GET /spin?3 HTTP/1.1\r\nHost: t\r\n\r\n")
+            self.assertTrue(wait_for(lambda: len(marks()) == 2, 10))
+            time.sleep(2)
+            snap = self.snapshot()
+            answers = [json.loads(c.read_response().body)["thread"] for c in conns]
+        self.assertEqual(len(set(answers)), 2, answers)
+        loops = sorted(t["name"] for t in snap["threads"] if t["role"] == "loop")
+        self.assertEqual(loops, ["loop", "loop-2"], snap["threads"])
+        p = snap["sampler"]
+        at_once = p["held"] / p["samples"]
+        self.assertTrue(p["by_self"] and p["by_self"][0]["name"].startswith("spin ("), p)
+        if FREE_THREADED:
+            self.assertGreaterEqual(snap["busy"], 150, snap)
+            self.assertGreaterEqual(at_once, 1.5, p)
+        else:
             self.assertLessEqual(at_once, 1.0, p)
             self.assertGreaterEqual(at_once, 0.5, p)
 
