@@ -98,6 +98,7 @@ listen_pause(pt_server_t *srv, const char *why)
         if (!ls->paused && ls->spare_fd >= 0 && !uv_is_closing(&ls->h.handle)) {
             ls->paused = true;
             ls->reopenable = false;
+            ls->held = false; /* the close closes the connection libuv held for it */
             uv_close(&ls->h.handle, on_pause_close);
             paused++;
         }
@@ -227,24 +228,14 @@ pt_listen_resume(pt_server_t *srv)
     }
 }
 
+/* Takes the connection libuv has accepted on ls. */
 static void
-on_connection(uv_stream_t *server, int status)
+accept_one(pt_server_t *srv, pt_listener_t *ls)
 {
-    pt_listener_t *ls = server->data;
-    pt_server_t *srv = ls->srv;
     const char *why;
-    pt_conn_t *c;
+    pt_conn_t *c = pt_conn_new(srv);
     int r;
 
-    if (status == UV_EMFILE || status == UV_ENFILE) {
-        listen_pause(srv, "out of file descriptors");
-        return;
-    }
-    if (status < 0) {
-        pt_log_error("accept on %s: %s", ls->url, uv_strerror(status));
-        return;
-    }
-    c = pt_conn_new(srv);
     if (c == NULL) {
         pt_log_error("accept on %s: out of memory", ls->url);
         return;
@@ -255,7 +246,7 @@ on_connection(uv_stream_t *server, int status)
         pt_conn_discard(c, false);
         return;
     }
-    r = uv_accept(server, &c->h.stream);
+    r = uv_accept(&ls->h.stream, &c->h.stream);
     if (r < 0) {
         pt_log_error("accept on %s: %s", ls->url, uv_strerror(r));
         pt_conn_discard(c, true);
@@ -265,6 +256,59 @@ on_connection(uv_stream_t *server, int status)
     if (atomic_load_explicit(&srv->totals->nconns, memory_order_relaxed) >= connection_room(srv, &why)) {
         listen_pause(srv, why);
     }
+}
+
+/*
+ * --loops: whether this loop has more than its share of the process's connections. Every loop watches the same
+ * sockets, and libuv accepts until the backlog is empty: the first loop to wake would take a whole burst of
+ * connections (wrk's, at its start) and keep them, while the others idle. A loop above its share leaves the next
+ * connection in libuv (which then stops watching the socket until it is taken), so that the other loops, woken by
+ * the same readiness, take the rest; it takes that one itself 1 ms later.
+ */
+static bool
+above_share(const pt_server_t *srv)
+{
+    size_t loops = (size_t)srv->cfg->loops;
+
+    return loops > 1 && srv->nconns * loops > atomic_load_explicit(&srv->totals->nconns, memory_order_relaxed);
+}
+
+static void
+on_accept_hold(uv_timer_t *t)
+{
+    pt_server_t *srv = t->data;
+    int i;
+
+    for (i = 0; i < srv->nlisteners; i++) {
+        pt_listener_t *ls = &srv->listeners[i];
+
+        if (ls->held && !ls->paused && !uv_is_closing(&ls->h.handle)) {
+            ls->held = false;
+            accept_one(srv, ls);
+        }
+    }
+}
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+    pt_listener_t *ls = server->data;
+    pt_server_t *srv = ls->srv;
+
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        listen_pause(srv, "out of file descriptors");
+        return;
+    }
+    if (status < 0) {
+        pt_log_error("accept on %s: %s", ls->url, uv_strerror(status));
+        return;
+    }
+    if (above_share(srv)) {
+        ls->held = true;
+        uv_timer_start(&srv->accept_hold, on_accept_hold, 1, 0);
+        return;
+    }
+    accept_one(srv, ls);
 }
 
 int
@@ -435,6 +479,7 @@ pt_listen_close_all(pt_listener_t *ls, int count)
     for (i = 0; i < count; i++) {
         if (ls[i].h.handle.loop != NULL && !uv_is_closing(&ls[i].h.handle)) {
             uv_close(&ls[i].h.handle, NULL);
+            ls[i].held = false;
         }
         if (ls[i].spare_fd >= 0) {
             close(ls[i].spare_fd);

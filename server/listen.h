@@ -28,6 +28,7 @@ struct pt_listener_s {
     int spare_fd;    /* a second descriptor of the socket: it stays open, backlog and all, while accepting pauses */
     bool paused;     /* the handle is closed (or closing) until pt_listen_resume */
     bool reopenable; /* paused and its close callback has run */
+    bool held;       /* --loops: a connection the kernel gave it waits in libuv for accept_hold (listen.c) */
 };
 
 /* Listens on every --bind and --fd. Returns 0, or a negative libuv error after logging which address failed. */

@@ -38,6 +38,9 @@ pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app
     uv_timer_init(loop, &srv->accept_timer);
     srv->accept_timer.data = srv;
     uv_unref((uv_handle_t *)&srv->accept_timer);
+    uv_timer_init(loop, &srv->accept_hold);
+    srv->accept_hold.data = srv;
+    uv_unref((uv_handle_t *)&srv->accept_hold);
     return pt_handoff_init(srv);
 }
 
@@ -57,6 +60,7 @@ pt_server_close(pt_server_t *srv)
     close_handle((uv_handle_t *)&srv->flush_prepare);
     close_handle((uv_handle_t *)&srv->wake_prepare);
     close_handle((uv_handle_t *)&srv->accept_timer);
+    close_handle((uv_handle_t *)&srv->accept_hold);
     free(srv->read_buf);
     srv->read_buf = NULL;
 }

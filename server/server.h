@@ -60,6 +60,7 @@ struct pt_server_s {
     uint64_t pause_logged;   /* loop time (ms) the last pause was logged: one line per 10 s at most */
     unsigned pauses;         /* pauses since that line */
     uv_timer_t accept_timer; /* tries to resume accepting every second while paused */
+    uv_timer_t accept_hold;  /* --loops: a loop above its share of connections takes its next one 1 ms later */
 };
 
 int pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app);
