@@ -3,6 +3,10 @@
  */
 #include "asgi.h"
 
+#include <string.h>
+
+#include "../server/tls.h"
+
 static PyObject *scope_asgi;      /* {"version": "3.0", "spec_version": "2.4"} */
 static PyObject *root_path_value; /* --root-path as a str */
 static PyObject *ws_extensions;   /* {"websocket.http.response": {}}: the app may deny with a response of its own */
@@ -145,6 +149,8 @@ typedef struct {
     PyObject *server;
     char server_name[256];
     int server_port;
+    PyObject *server_cert;      /* the TLS certificate's PEM as a str, for ... */
+    const char *server_cert_of; /* ... this string of the TLS context's */
 } kept_t;
 static _Thread_local kept_t *kept;
 
@@ -178,6 +184,77 @@ server_tuple(const pt_request_t *req)
                      : addr_tuple(req->server_name, req->server_port);
 }
 
+/* A str from UTF-8 bytes, or None for an empty string. New ref. */
+static PyObject *
+str_or_none(const char *s, size_t len)
+{
+    return len > 0 ? PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace") : Py_NewRef(Py_None);
+}
+
+/* The client's certificate chain, one PEM block each (leaf first). New ref. */
+static PyObject *
+pem_list(const pt_buf_t *pem)
+{
+    static const char end[] = "-----END CERTIFICATE-----\n";
+    PyObject *list = PyList_New(0);
+    size_t at = 0;
+
+    while (list != NULL && at < pem->len) {
+        const char *stop = memmem(pem->data + at, pem->len - at, end, sizeof(end) - 1);
+        size_t n = stop ? (size_t)(stop - (pem->data + at)) + sizeof(end) - 1 : pem->len - at;
+        PyObject *s = PyUnicode_DecodeASCII(pem->data + at, (Py_ssize_t)n, "replace");
+
+        if (s == NULL || PyList_Append(list, s) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(s);
+        at += n;
+    }
+    return list;
+}
+
+/* scope["extensions"]["tls"] (the ASGI TLS extension): the connection's version, cipher suite and certificates. */
+static PyObject *
+tls_extension(const pt_request_t *req)
+{
+    const pt_tls_t *t = req->tls;
+    pt_buf_t pem = { 0 }, name = { 0 };
+    const char *verify_error = "", *cert = pt_tls_server_cert(t);
+    kept_t *k = kept_here();
+    PyObject *tls = NULL;
+
+    if (k != NULL && k->server_cert_of != cert) {
+        Py_XSETREF(k->server_cert, PyUnicode_FromString(cert));
+        k->server_cert_of = k->server_cert ? cert : NULL;
+    }
+    pt_tls_client_cert(t, &pem, &name, &verify_error);
+    tls = Py_BuildValue("{s:O,s:N,s:N,s:N,s:i,s:i}", "server_cert", k && k->server_cert ? k->server_cert : Py_None,
+                        "client_cert_chain", pem_list(&pem), "client_cert_name", str_or_none(name.data, name.len),
+                        "client_cert_error", str_or_none(verify_error, strlen(verify_error)), "tls_version",
+                        pt_tls_version_number(t), "cipher_suite", pt_tls_cipher_number(t));
+    pt_buf_free(&pem);
+    pt_buf_free(&name);
+    return tls;
+}
+
+/* Sets scope["extensions"] to `base` (or {}) with "tls" added, on a TLS connection. 0, or -1 with an exception. */
+static int
+set_extensions(PyObject *scope, const pt_request_t *req, PyObject *base)
+{
+    PyObject *ext, *tls;
+    int r;
+
+    if (req->tls == NULL) {
+        return base != NULL ? PyDict_SetItem(scope, pt_str.extensions, base) : 0;
+    }
+    ext = base != NULL ? PyDict_Copy(base) : PyDict_New();
+    tls = ext != NULL ? tls_extension(req) : NULL;
+    r = tls != NULL && PyDict_SetItemString(ext, "tls", tls) == 0 ? PyDict_SetItem(scope, pt_str.extensions, ext) : -1;
+    Py_XDECREF(tls);
+    Py_XDECREF(ext);
+    return r;
+}
+
 PyObject *
 pt_asgi_scope_http(const pt_request_t *req)
 {
@@ -193,7 +270,8 @@ pt_asgi_scope_http(const pt_request_t *req)
         || scope_set(scope, pt_str.headers, build_headers(req)) < 0
         || scope_set(scope, pt_str.client, client_tuple(req->remote_addr, req->remote_port)) < 0
         || scope_set(scope, pt_str.server, server_tuple(req)) < 0
-        || (pt_asgi.state != NULL && scope_set(scope, pt_str.state, PyDict_Copy(pt_asgi.state)) < 0)) {
+        || (pt_asgi.state != NULL && scope_set(scope, pt_str.state, PyDict_Copy(pt_asgi.state)) < 0)
+        || (!req->websocket && set_extensions(scope, req, NULL) < 0)) {
         Py_XDECREF(scope);
         return NULL;
     }
@@ -238,7 +316,7 @@ pt_asgi_scope_ws(const pt_request_t *req)
         || PyDict_DelItem(scope, pt_str.method) < 0
         || PyDict_SetItem(scope, pt_str.scheme, tls ? pt_str.wss : pt_str.ws) < 0
         || scope_set(scope, pt_str.subprotocols, subprotocols(req)) < 0
-        || PyDict_SetItem(scope, pt_str.extensions, ws_extensions) < 0) {
+        || set_extensions(scope, req, ws_extensions) < 0) {
         Py_XDECREF(scope);
         return NULL;
     }

@@ -56,6 +56,8 @@ pt_str_init(void)
     S(wsgi_input, "wsgi.input");
     S(wsgi_url_scheme, "wsgi.url_scheme");
     S(https, "https");
+    S(HTTPS, "HTTPS");
+    S(on, "on");
     S(HTTP_1_0, "HTTP/1.0");
     S(HTTP_1_1, "HTTP/1.1");
     S(empty, "");

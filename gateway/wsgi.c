@@ -269,7 +269,8 @@ try_sendfile(pt_ctx_t *ctx)
     ssize_t sent;
     size_t count;
 
-    if (pt_on_loop_thread() || !ctx->started
+    /* Over TLS the file's bytes must be encrypted: the wrapper is iterated instead. */
+    if (pt_on_loop_thread() || !ctx->started || req->tls != NULL
         || pt_file_wrapper_regular((pt_file_wrapper_t *)ctx->result, &fd, &offset, &count) < 0) {
         return 0;
     }

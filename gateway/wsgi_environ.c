@@ -222,8 +222,9 @@ pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
         || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
         || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0 || server_strings(req, &name, &port) < 0
         || PyDict_SetItem(env, pt_str.SERVER_NAME, name) < 0 || PyDict_SetItem(env, pt_str.SERVER_PORT, port) < 0
-        || (req->url_scheme[4] == 's' /* "https", from a trusted proxy */
-            && PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0)) {
+        || (req->url_scheme[4] == 's' /* "https": TLS, or a trusted proxy's word */
+            && (PyDict_SetItem(env, pt_str.wsgi_url_scheme, pt_str.https) < 0
+                || PyDict_SetItem(env, pt_str.HTTPS, pt_str.on) < 0))) {
         Py_DECREF(env);
         return NULL;
     }

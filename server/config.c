@@ -61,6 +61,15 @@ static const char usage[] =
     "                             apps that answer while the body arrives\n"
     "      --min-body-rate N      after 5 s, a request body must average N bytes/s, or 408 (default 240; 0: any)\n"
     "      --unix-mode MODE       permissions of a unix:/path socket, in octal, e.g. 660 (default: from the umask)\n"
+    "\n"
+    "TLS (https; every socket serves it once a certificate is given, but a --bind prefixed http://):\n"
+    "      --ssl-certfile FILE    the certificate (PEM), then its chain\n"
+    "      --ssl-keyfile FILE     its private key (PEM; default: in --ssl-certfile)\n"
+    "      --ssl-keyfile-password PW  the key's password, if it is encrypted\n"
+    "      --ssl-ca-certs FILE    CA certificates (PEM) to check client certificates against\n"
+    "      --ssl-cert-reqs MODE   client certificates: none, optional or required (or 0, 1, 2; default none)\n"
+    "      --ssl-ciphers LIST     OpenSSL's cipher list for TLS 1.2 (default OpenSSL's)\n"
+    "      --ssl-min-version V    1.2 or 1.3 (default 1.2)\n"
     "      --forwarded-allow-ips LIST  trust X-Forwarded-For, X-Forwarded-Proto and Forwarded from these\n"
     "                             proxies: addresses, networks (10.0.0.0/8), unix, or * (default: none)\n"
     "      --fd N                 accept on the inherited listening socket N (systemd socket activation); repeatable\n"
@@ -156,6 +165,13 @@ enum {
     OPT_WS_PER_MESSAGE_DEFLATE,
     OPT_INTERPRETER,
     OPT_LOOPS,
+    OPT_SSL_CERTFILE,
+    OPT_SSL_KEYFILE,
+    OPT_SSL_KEYFILE_PASSWORD,
+    OPT_SSL_CA_CERTS,
+    OPT_SSL_CERT_REQS,
+    OPT_SSL_CIPHERS,
+    OPT_SSL_MIN_VERSION,
 };
 
 static const struct option options[] = {
@@ -163,6 +179,13 @@ static const struct option options[] = {
     { "interface", required_argument, NULL, 'i' },
     { "threads", required_argument, NULL, 't' },
     { "loops", required_argument, NULL, OPT_LOOPS },
+    { "ssl-certfile", required_argument, NULL, OPT_SSL_CERTFILE },
+    { "ssl-keyfile", required_argument, NULL, OPT_SSL_KEYFILE },
+    { "ssl-keyfile-password", required_argument, NULL, OPT_SSL_KEYFILE_PASSWORD },
+    { "ssl-ca-certs", required_argument, NULL, OPT_SSL_CA_CERTS },
+    { "ssl-cert-reqs", required_argument, NULL, OPT_SSL_CERT_REQS },
+    { "ssl-ciphers", required_argument, NULL, OPT_SSL_CIPHERS },
+    { "ssl-min-version", required_argument, NULL, OPT_SSL_MIN_VERSION },
     { "app-dir", required_argument, NULL, OPT_APP_DIR },
     { "interpreter", required_argument, NULL, OPT_INTERPRETER },
     { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
@@ -299,6 +322,11 @@ static const struct {
 } fields[] = {
     { 't', "threads", ARG_COUNT, FIELD(threads), 0, 1024 },
     { OPT_LOOPS, "loops", ARG_COUNT, FIELD(loops), 1, 64 },
+    { OPT_SSL_CERTFILE, "ssl-certfile", ARG_STRING, FIELD(ssl_certfile), 0, 0 },
+    { OPT_SSL_KEYFILE, "ssl-keyfile", ARG_STRING, FIELD(ssl_keyfile), 0, 0 },
+    { OPT_SSL_KEYFILE_PASSWORD, "ssl-keyfile-password", ARG_STRING, FIELD(ssl_keyfile_password), 0, 0 },
+    { OPT_SSL_CA_CERTS, "ssl-ca-certs", ARG_STRING, FIELD(ssl_ca_certs), 0, 0 },
+    { OPT_SSL_CIPHERS, "ssl-ciphers", ARG_STRING, FIELD(ssl_ciphers), 0, 0 },
     { 'p', "processes", ARG_COUNT, FIELD(processes), 0, 256 },
     { OPT_RELOAD, "reload", ARG_TRUE, FIELD(reload), 0, 0 },
     { OPT_REUSE_PORT, "reuse-port", ARG_TRUE, FIELD(reuse_port), 0, 0 },
@@ -437,16 +465,24 @@ set_root_path(pt_config_t *cfg, const char *arg)
     return 0;
 }
 
+/* --bind [https://|http://]ADDR: the prefix says whether the socket serves TLS (with --ssl-certfile, one without a
+ * prefix does). */
 static int
 add_bind(pt_config_t *cfg, const char *arg)
 {
+    signed char scheme = strncmp(arg, "https://", 8) == 0 ? 1 : strncmp(arg, "http://", 7) == 0 ? 0 : -1;
+    const char *addr = scheme == 1 ? arg + 8 : scheme == 0 ? arg + 7 : arg;
+
     if (cfg->nbinds == PT_MAX_BINDS) {
         return bad("bind", arg, "too many addresses");
     }
-    if (!bind_ok(arg)) {
-        return bad("bind", arg, "expected HOST:PORT, [IPv6]:PORT or unix:/path with a numeric address");
+    if (!bind_ok(addr)) {
+        return bad("bind", arg,
+                   "expected [https://|http://] then HOST:PORT, [IPv6]:PORT or unix:/path with a "
+                   "numeric address");
     }
-    cfg->binds[cfg->nbinds++] = arg;
+    cfg->bind_scheme[cfg->nbinds] = scheme;
+    cfg->binds[cfg->nbinds++] = addr;
     return 0;
 }
 
@@ -483,6 +519,8 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     static const char *const onoff[] = { "off", "on" };
     static const char *const ws_modes[] = { "off", "on", "none", "auto" };
     static const char *const interpreters[] = { "auto", "host", "embedded" };
+    static const char *const cert_reqs[] = { "none", "optional", "required", "0", "1", "2" };
+    static const char *const tls_versions[] = { "1.2", "1.3" };
     char why[160];
     int i;
 
@@ -534,6 +572,15 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
         cfg->gil_monitor = arg;
         return 0;
     case OPT_GIL_LOAD: return parse_gil_load(cfg, arg);
+    case OPT_SSL_CERT_REQS:
+        /* uvicorn takes Python's ssl.CERT_* numbers; the names say the same */
+        i = choose("ssl-cert-reqs", arg, cert_reqs, 6, "expected none, optional or required (or 0, 1, 2)");
+        cfg->ssl_cert_reqs = i >= 0 ? i % 3 : cfg->ssl_cert_reqs;
+        return i < 0 ? -1 : 0;
+    case OPT_SSL_MIN_VERSION:
+        i = choose("ssl-min-version", arg, tls_versions, 2, "expected 1.2 or 1.3");
+        cfg->ssl_min_version = i == 1 ? 13 : 12;
+        return i < 0 ? -1 : 0;
     case 'V':
         printf("ponte %s, %s, libuv %s, llhttp %d.%d.%d\n", PT_VERSION, pt_app_runtime_version(), uv_version_string(),
                LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
@@ -576,6 +623,35 @@ set_defaults(pt_config_t *cfg)
     cfg->ws_ping_timeout = 20;
     cfg->ws_close_timeout = 10;
     cfg->ws_per_message_deflate = true;
+    cfg->ssl_min_version = 12;
+    memset(cfg->bind_scheme, -1, sizeof(cfg->bind_scheme));
+}
+
+/* Which sockets serve TLS: binds then --fd's, in the order a worker finds the master's sockets. 0, or -1 after
+ * printing why. */
+static int
+check_tls(pt_config_t *cfg)
+{
+    int i;
+
+    for (i = 0; i < cfg->nbinds; i++) {
+        if (cfg->bind_scheme[i] == 1 && cfg->ssl_certfile == NULL) {
+            fprintf(stderr, "ponte: error: --bind https://%s needs --ssl-certfile (and --ssl-keyfile)\n",
+                    cfg->binds[i]);
+            return -1;
+        }
+        cfg->listen_tls[i] = cfg->ssl_certfile != NULL && cfg->bind_scheme[i] != 0;
+    }
+    for (; i < 2 * PT_MAX_BINDS; i++) {
+        cfg->listen_tls[i] = cfg->ssl_certfile != NULL; /* an --fd, or (a worker) the master's socket of one */
+    }
+    if (cfg->ssl_certfile == NULL
+        && (cfg->ssl_keyfile || cfg->ssl_keyfile_password || cfg->ssl_ca_certs || cfg->ssl_ciphers
+            || cfg->ssl_cert_reqs)) {
+        fprintf(stderr, "ponte: error: the --ssl-* options need --ssl-certfile\n");
+        return -1;
+    }
+    return 0;
 }
 
 /* What the options mean together. 0, or -1 after printing why. */
@@ -596,6 +672,9 @@ check_combination(pt_config_t *cfg)
     if (cfg->timeout > 0 && cfg->loops > 1) {
         /* A worker's beat and its stuck-request check see the first loop only. */
         fprintf(stderr, "ponte: error: --timeout watches one loop per worker: it cannot be used with --loops\n");
+        return -1;
+    }
+    if (check_tls(cfg) < 0) {
         return -1;
     }
     if (cfg->worker_slot) {

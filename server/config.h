@@ -44,8 +44,10 @@ typedef struct {
     const char *app; /* "pkg.module:callable" or "path/file.py:callable" */
     const char *binds[PT_MAX_BINDS];
     int nbinds;
-    int unix_mode;         /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
-    int fds[PT_MAX_BINDS]; /* --fd: inherited listening sockets (systemd socket activation) */
+    signed char bind_scheme[PT_MAX_BINDS]; /* a --bind's https:// (1) or http:// (0) prefix, or -1: none */
+    bool listen_tls[2 * PT_MAX_BINDS];     /* each listening socket, binds then --fd's (a worker's, in that order) */
+    int unix_mode;                         /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
+    int fds[PT_MAX_BINDS];                 /* --fd: inherited listening sockets (systemd socket activation) */
     int nfds;
     int processes;                /* --processes: worker processes under a master; 0 runs one process */
     bool reload;                  /* development: reload the workers when a .py file under --app-dir changes */
@@ -95,6 +97,11 @@ typedef struct {
     double ws_ping_timeout;      /* seconds a ping waits for its pong before the peer counts as gone; 0: ever */
     double ws_close_timeout;     /* seconds a close frame we sent waits for the client's */
     bool ws_per_message_deflate; /* negotiate permessage-deflate (RFC 7692) when the client offers it */
+    /* TLS (server/tls.h), with uvicorn's names: on every listening socket but an http:// --bind, once a certificate
+     * is given. */
+    const char *ssl_certfile, *ssl_keyfile, *ssl_keyfile_password, *ssl_ca_certs, *ssl_ciphers;
+    int ssl_cert_reqs;   /* pt_tls_cert_reqs_t: 0 none, 1 optional, 2 required */
+    int ssl_min_version; /* 12 or 13 */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

@@ -19,6 +19,7 @@
 #include "listen.h"
 #include "log.h"
 #include "out.h"
+#include "tls.h"
 #include "ws.h"
 
 #define REST_MAX (64 * 1024) /* unparsed pipelined input kept before we stop reading */
@@ -70,6 +71,7 @@ conn_free(pt_conn_t *c)
         pt_ws_free(c->ws);
     }
     pt_req_destroy(&c->req);
+    pt_tls_free(c->tls);
     pt_http_release(&c->http);
     pt_buf_free(&c->rest);
     pt_buf_free(&c->wbuf);
@@ -200,6 +202,12 @@ pt_conn_end(pt_conn_t *c, bool linger)
     pt_out_flush(c);
     if (c->state == PT_CONN_CLOSED || (c->app_busy && c->ws == NULL)) {
         return; /* the flush failed; or pt_conn_request_finished comes back here */
+    }
+    if (c->tls != NULL) {
+        pt_out_tls_close(c); /* close_notify before the FIN (RFC 8446 6.1) */
+        if (c->state == PT_CONN_CLOSED) {
+            return;
+        }
     }
     c->state = PT_CONN_SHUTDOWN;
     sr = malloc(sizeof(*sr));
@@ -419,6 +427,32 @@ conn_on_eof(pt_conn_t *c)
     pt_conn_end(c, false);
 }
 
+/* A TLS connection's bytes: the handshake's go back at once; the requests' are decrypted into the loop's plaintext
+ * buffer, then parsed as a plain connection's are. A failed handshake or record is the client's doing: a debug
+ * line, the alert, and the connection ends. */
+static void
+conn_tls_read(pt_conn_t *c, const char *data, size_t len)
+{
+    pt_buf_t *plain = &c->srv->tls_plain;
+    pt_tls_status_t st;
+
+    plain->len = 0;
+    st = pt_tls_read(c->tls, data, len, plain);
+    pt_out_tls_pending(c);
+    if (plain->len > 0 && c->state != PT_CONN_CLOSED) {
+        conn_process(c, plain->data, plain->len);
+        pt_out_flush(c);
+    }
+    if (st == PT_TLS_FAILED && c->state != PT_CONN_CLOSED) {
+        pt_log_debug("%s:%d TLS %s", c->remote_addr, c->remote_port, pt_tls_error(c->tls));
+        conn_stop_reading(c);
+        pt_conn_end(c, false);
+    } else if (st == PT_TLS_CLOSED && c->state != PT_CONN_CLOSED) {
+        conn_stop_reading(c); /* close_notify: the client sends nothing more, as after a FIN */
+        conn_on_eof(c);
+    }
+}
+
 static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -427,6 +461,10 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0) {
         if (c->state == PT_CONN_APP || c->state == PT_CONN_BODY) {
             pt_conn_progress(c);
+        }
+        if (c->tls != NULL) {
+            conn_tls_read(c, buf->base, (size_t)nread);
+            return;
         }
         conn_process(c, buf->base, (size_t)nread);
         pt_out_flush(c);
@@ -503,7 +541,8 @@ conn_set_origin(pt_conn_t *c)
     req->remote_port = c->remote_port;
     req->server_name = c->listener->name;
     req->server_port = c->listener->port;
-    req->url_scheme = "http";
+    req->url_scheme = c->tls != NULL ? "https" : "http";
+    req->tls = c->tls;
     if (cfg->forwarded_allow.n > 0 || cfg->forwarded_allow.any) {
         memcpy(c->client_addr, c->remote_addr, sizeof(c->client_addr));
         if (pt_forwarded_apply(&cfg->forwarded_allow, req->headers, req->nheaders, c->client_addr,
@@ -530,6 +569,12 @@ pt_conn_start(pt_server_t *srv, pt_listener_t *ls, pt_conn_t *c)
     pt_http_init(&c->http, &srv->parser_settings, srv->cfg, c, &c->req);
     c->state = PT_CONN_IDLE;
     c->idle_since = uv_now(c->srv->loop);
+    /* TLS: the handshake runs in this state, under the header timeout, as the request head would. */
+    if (ls->tls && (c->tls = pt_tls_new(srv->tls)) == NULL) {
+        pt_log_error("%s: out of memory for a TLS connection", ls->url);
+        pt_conn_close(c);
+        return;
+    }
 
     if (ls->is_unix) {
         strcpy(c->remote_addr, "unix");

@@ -73,7 +73,9 @@ struct pt_conn_s {
 
     /* Output (out.c): bytes waiting for the socket (loop-thread apps and server replies). */
     pt_buf_t wbuf;
-    size_t inflight;           /* bytes in uv_write requests not yet completed */
+    size_t inflight;           /* response bytes in uv_write requests not yet completed (plaintext, with TLS) */
+    unsigned writes;           /* uv_write requests not yet completed: nothing may overtake them */
+    struct pt_tls_s *tls;      /* a TLS connection's state (tls.h), or NULL */
     bool suspended;            /* a loop-thread app waits for on_drain */
     pt_todo_link_t drain_link; /* on srv->drain: its output drained, on_drain is due */
     pt_todo_link_t flush_link; /* on srv->flush: output from an asyncio task, written once Python yields */

@@ -82,7 +82,7 @@ pt_conn_progress(pt_conn_t *c)
 static bool
 conn_client_stalled(pt_conn_t *c)
 {
-    return pt_req_waits_on_client(&c->req, c->srv->app->on_loop) || c->inflight > 0 || c->wbuf.len > 0;
+    return pt_req_waits_on_client(&c->req, c->srv->app->on_loop) || c->writes > 0 || c->wbuf.len > 0;
 }
 
 static void

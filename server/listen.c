@@ -387,15 +387,15 @@ pt_listen_describe(int fd, pt_listener_t *ls)
     if (ss.ss_family == AF_UNIX) {
         ls->is_unix = true;
         snprintf(ls->name, sizeof(ls->name), "%s", ((struct sockaddr_un *)&ss)->sun_path);
-        snprintf(ls->url, sizeof(ls->url), "unix:%s", ls->name);
+        snprintf(ls->url, sizeof(ls->url), "unix:%s%s", ls->name, ls->tls ? " (TLS)" : "");
     } else if (ss.ss_family == AF_INET6) {
         uv_ip6_name((struct sockaddr_in6 *)&ss, ls->name, sizeof(ls->name));
         ls->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        snprintf(ls->url, sizeof(ls->url), "http://[%s]:%d", ls->name, ls->port);
+        snprintf(ls->url, sizeof(ls->url), "%s://[%s]:%d", ls->tls ? "https" : "http", ls->name, ls->port);
     } else if (ss.ss_family == AF_INET) {
         uv_ip4_name((struct sockaddr_in *)&ss, ls->name, sizeof(ls->name));
         ls->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        snprintf(ls->url, sizeof(ls->url), "http://%s:%d", ls->name, ls->port);
+        snprintf(ls->url, sizeof(ls->url), "%s://%s:%d", ls->tls ? "https" : "http", ls->name, ls->port);
     } else {
         return UV_EINVAL;
     }
@@ -462,6 +462,7 @@ pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count)
             fd = cfg->fds[i - cfg->nbinds];
         }
         if (r == 0) {
+            ls[i].tls = cfg->listen_tls[i] && srv->tls != NULL;
             r = pt_listen_fd(srv, &ls[i], fd);
         }
         *count = i + 1;

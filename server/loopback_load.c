@@ -54,8 +54,8 @@ pt_load_set_target(const pt_listener_t *ls, int n)
         struct sockaddr_in *v4 = (struct sockaddr_in *)&load.addr;
         struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&load.addr;
 
-        if (ls[i].is_unix) {
-            continue;
+        if (ls[i].is_unix || ls[i].tls) {
+            continue; /* the load speaks plain HTTP: with TLS only, the page has no load buttons */
         }
         host = strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : strcmp(host, "::") == 0 ? "::1" : host;
         if (uv_ip4_addr(host, ls[i].port, v4) == 0) {

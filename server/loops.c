@@ -29,6 +29,7 @@ typedef struct {
     pt_listener_t *listeners;
     int nlisteners;
     int *fds;           /* main's descriptors of its listeners, dup'd for this loop; -1 once taken over */
+    bool *tls;          /* which of them serve TLS */
     uv_async_t wake;    /* main -> this loop: look at `order` */
     _Atomic int order;  /* order_t */
     bool deaf;          /* its loop is about to close: orders are no longer sent (all.lock) */
@@ -114,6 +115,7 @@ extra_start(extra_t *e)
 
         e->fds[i] = -1; /* the listener's handle owns it from here, whether or not it listens */
         e->srv.nlisteners = i + 1;
+        e->listeners[i].tls = e->tls[i];
         if (pt_listen_fd(&e->srv, &e->listeners[i], fd) < 0) {
             return -1;
         }
@@ -180,13 +182,15 @@ copy_fds(extra_t *e, const pt_listener_t *listeners, int n)
     int i, fd;
 
     e->fds = malloc((size_t)n * sizeof(int));
-    if (e->fds == NULL) {
+    e->tls = malloc((size_t)n * sizeof(bool));
+    if (e->fds == NULL || e->tls == NULL) {
         pt_log_error("--loops: out of memory");
         return -1;
     }
     e->nlisteners = n;
     for (i = 0; i < n; i++) {
         e->fds[i] = -1;
+        e->tls[i] = listeners[i].tls;
     }
     for (i = 0; i < n; i++) {
         if (uv_fileno(&listeners[i].h.handle, &fd) < 0 || (e->fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
@@ -210,6 +214,7 @@ start_one(extra_t *e, pt_server_t *first, const pt_listener_t *listeners, int nl
         return -1;
     }
     e->srv.totals = first->totals;
+    e->srv.tls = first->tls;
     e->srv.conn_budget = first->conn_budget;
     if ((r = uv_thread_create(&e->thread, extra_main, e)) < 0) {
         pt_log_error("loop %d: no thread for it: %s", e->index, uv_strerror(r));
@@ -327,6 +332,8 @@ pt_loops_join(void)
         }
         free(e->fds);
         e->fds = NULL;
+        free(e->tls);
+        e->tls = NULL;
         free(e->listeners);
         e->listeners = NULL;
     }

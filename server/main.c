@@ -20,6 +20,7 @@
 #include "loops.h"
 #include "main.h"
 #include "master.h"
+#include "tls.h"
 
 typedef struct {
     pt_config_t cfg;
@@ -193,6 +194,11 @@ start_serving(void)
         pt_log_error("cannot start: %s", uv_strerror(r));
         return 1;
     }
+    if (ponte.cfg.ssl_certfile != NULL && (ponte.srv.tls = pt_tls_ctx_from_config(&ponte.cfg)) == NULL) {
+        ponte.app->stop(ponte.app);
+        pt_app_unload(ponte.app);
+        return 1;
+    }
     r = pt_listen_all(&ponte.srv, &ponte.listeners, &ponte.nlisteners);
     if (r < 0) {
         ponte.app->stop(ponte.app);
@@ -250,6 +256,7 @@ finish(void)
     }
     free(ponte.listeners);
     pt_server_close(&ponte.srv);
+    pt_tls_ctx_free(ponte.srv.tls);
     uv_loop_close(ponte.loop);
     pt_log_info("stopped");
     pt_log_flush();

@@ -29,6 +29,7 @@
 #include "app.h"
 #include "listen.h"
 #include "log.h"
+#include "tls.h"
 
 #define MAX_SLOTS 256
 #define MAX_WORKERS (2 * MAX_SLOTS) /* during a reload each slot may have a predecessor and a successor */
@@ -623,6 +624,7 @@ open_sockets(const pt_config_t *cfg)
             if (j == 0) {
                 pt_listener_t desc = { 0 };
 
+                desc.tls = cfg->listen_tls[i] && cfg->ssl_certfile != NULL;
                 pt_listen_describe(*fd, &desc);
                 pt_log_info("master listening on %s%s", desc.url,
                             cfg->reuse_port ? " (SO_REUSEPORT: one socket per worker)" : "");
@@ -644,6 +646,16 @@ pt_master_run(const pt_config_t *cfg, int argc, char **argv)
     if (cfg->processes > MAX_SLOTS || uv_exepath(master.exe, &len) < 0 || make_args(argc, argv) < 0) {
         pt_log_error("cannot start the master");
         return 1;
+    }
+    if (cfg->ssl_certfile != NULL) {
+        /* Checked here once, so that a bad certificate, key or password is one clear line, not a worker failing
+         * at every start. The workers load their own (and again at each reload: SIGHUP renews certificates). */
+        pt_tls_ctx_t *tls = pt_tls_ctx_from_config(cfg);
+
+        if (tls == NULL) {
+            return 1;
+        }
+        pt_tls_ctx_free(tls);
     }
     if (open_sockets(cfg) < 0) {
         return 1;

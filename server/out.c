@@ -4,6 +4,10 @@
  * responses to pipelined requests parsed from one read, or the chunks an asyncio task sent in one turn, go out in
  * one write. A worker's output arrives as messages (handoff.c); their bytes count in req->out_pending until written,
  * which is what the worker's back-pressure waits on.
+ *
+ * On a TLS connection every write is encrypted first (tls.c), and what goes to the socket is records, not the
+ * response's bytes: a write request counts the response bytes it carries (`counted`), so that back-pressure and a
+ * worker's wait still count the response. Records only go out whole and in order: nothing overtakes a queued write.
  */
 #include "out.h"
 
@@ -11,6 +15,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "tls.h"
 #include "ws.h"
 
 #define WBUF_KEEP (16 * 1024) /* an idle connection keeps an output buffer at most this large */
@@ -20,6 +25,7 @@ typedef struct {
     pt_conn_t *c;
     char *data;
     size_t len;
+    size_t counted;   /* the response bytes it carries: len, or with TLS the plaintext of its records */
     bool from_worker; /* counts in req.out_pending */
 } pt_wreq_t;
 
@@ -41,10 +47,11 @@ on_write(uv_write_t *wr, int status)
     pt_wreq_t *w = (pt_wreq_t *)wr;
     pt_conn_t *c = w->c;
 
-    c->inflight -= w->len;
+    c->inflight -= w->counted;
+    c->writes--;
     if (status < 0) {
         if (w->from_worker) {
-            out_wrote(c, w->len, true); /* the bytes will never go: release the waiting worker */
+            out_wrote(c, w->counted, true); /* the bytes will never go: release the waiting worker */
         }
         free(w->data);
         free(w);
@@ -54,7 +61,7 @@ on_write(uv_write_t *wr, int status)
         pt_conn_close(c);
         return;
     }
-    out_wrote(c, w->len, w->from_worker);
+    out_wrote(c, w->counted, w->from_worker);
     free(w->data);
     free(w);
     if (c->state != PT_CONN_CLOSED) {
@@ -73,15 +80,124 @@ out_fail(pt_conn_t *c, char *data, size_t len, bool from_worker)
     pt_conn_close(c);
 }
 
+/* A uv_write of `data` (owned, freed when written), standing for `counted` response bytes. */
+static void
+out_queue(pt_conn_t *c, char *data, size_t len, size_t counted, bool from_worker)
+{
+    pt_wreq_t *w = malloc(sizeof(*w));
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+
+    if (w == NULL) {
+        out_fail(c, data, counted, from_worker);
+        return;
+    }
+    w->c = c;
+    w->data = data;
+    w->len = len;
+    w->counted = counted;
+    w->from_worker = from_worker;
+    if (uv_write(&w->wr, &c->h.stream, &b, 1, on_write) < 0) {
+        free(w);
+        out_fail(c, data, counted, from_worker);
+        return;
+    }
+    c->inflight += counted;
+    c->writes++;
+}
+
+/* TLS records (`data`, owned) standing for `counted` response bytes: written at once as far as the socket takes
+ * them when nothing is queued, the rest queued. They count as written once all of them are. */
+static void
+out_write_records(pt_conn_t *c, char *data, size_t len, size_t counted, bool from_worker)
+{
+    if (c->writes == 0 && len > 0) {
+        uv_buf_t b = uv_buf_init(data, (unsigned)len);
+        int r = uv_try_write(&c->h.stream, &b, 1);
+
+        if ((size_t)r == len) {
+            out_wrote(c, counted, from_worker);
+            free(data);
+            return;
+        }
+        if (r > 0) {
+            memmove(data, data + r, len - (size_t)r);
+            len -= (size_t)r;
+        } else if (r != UV_EAGAIN) {
+            out_fail(c, data, counted, from_worker);
+            return;
+        }
+    }
+    if (len == 0) {
+        free(data);
+        return;
+    }
+    out_queue(c, data, len, counted, from_worker);
+}
+
+/* Encrypts `len` response bytes, in bufs, and writes the records. */
+static void
+out_write_tls(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, size_t len, bool from_worker)
+{
+    pt_buf_t records = { 0 };
+    char *data;
+    size_t n;
+
+    if (pt_tls_write(c->tls, bufs, nbufs, &records) < 0) {
+        pt_log_debug("%s:%d TLS: %s", c->remote_addr, c->remote_port, pt_tls_error(c->tls));
+        pt_buf_free(&records);
+        out_fail(c, NULL, len, from_worker);
+        return;
+    }
+    data = pt_buf_steal(&records, &n);
+    out_write_records(c, data, n, len, from_worker);
+}
+
+/* Records the connection sends by itself (the handshake's, an alert, close_notify): they carry no response bytes. */
+static void
+out_tls_own(pt_conn_t *c, pt_buf_t *records)
+{
+    char *data;
+    size_t n;
+
+    if (records->len > 0 && c->state != PT_CONN_CLOSED) {
+        data = pt_buf_steal(records, &n);
+        out_write_records(c, data, n, 0, false);
+    }
+    pt_buf_free(records);
+}
+
+void
+pt_out_tls_pending(pt_conn_t *c)
+{
+    pt_buf_t records = { 0 };
+
+    pt_tls_take_output(c->tls, &records);
+    out_tls_own(c, &records);
+}
+
+void
+pt_out_tls_close(pt_conn_t *c)
+{
+    pt_buf_t records = { 0 };
+
+    pt_tls_close(c->tls, &records);
+    out_tls_own(c, &records);
+}
+
 /* Queues `data` (which the connection now owns and frees) behind what is already queued. */
 static void
 out_write_owned(pt_conn_t *c, char *data, size_t len, bool from_worker)
 {
-    pt_wreq_t *w;
     uv_buf_t b;
     int r;
 
-    if (c->inflight == 0) {
+    if (c->tls != NULL) {
+        b = uv_buf_init(data, (unsigned)len);
+        out_write_tls(c, &b, 1, len, from_worker);
+        free(data);
+        return;
+    }
+    if (c->writes == 0) {
         b = uv_buf_init(data, (unsigned)len);
         r = uv_try_write(&c->h.stream, &b, 1);
         if (r > 0) {
@@ -97,23 +213,7 @@ out_write_owned(pt_conn_t *c, char *data, size_t len, bool from_worker)
             return;
         }
     }
-    w = malloc(sizeof(*w));
-    if (w == NULL) {
-        out_fail(c, data, len, from_worker);
-        return;
-    }
-    w->c = c;
-    w->data = data;
-    w->len = len;
-    w->from_worker = from_worker;
-    b = uv_buf_init(data, (unsigned)len);
-    r = uv_write(&w->wr, &c->h.stream, &b, 1, on_write);
-    if (r < 0) {
-        free(w);
-        out_fail(c, data, len, from_worker);
-        return;
-    }
-    c->inflight += len;
+    out_queue(c, data, len, len, from_worker);
 }
 
 void
@@ -127,7 +227,7 @@ pt_out_flush(pt_conn_t *c)
     if (c->wbuf.len == 0 || c->state == PT_CONN_CLOSED) {
         return;
     }
-    if (c->inflight == 0) {
+    if (c->writes == 0 && c->tls == NULL) {
         b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
         r = uv_try_write(&c->h.stream, &b, 1);
         if (r > 0) {
@@ -168,7 +268,15 @@ out_write_borrowed(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, size_t le
     unsigned i;
     char *copy;
 
-    if (c->inflight == 0 && c->state != PT_CONN_CLOSED) {
+    if (c->tls != NULL) {
+        if (c->state != PT_CONN_CLOSED) {
+            out_write_tls(c, bufs, nbufs, len, true);
+        } else {
+            out_fail(c, NULL, len, true);
+        }
+        return;
+    }
+    if (c->writes == 0 && c->state != PT_CONN_CLOSED) {
         int r = uv_try_write(&c->h.stream, bufs, nbufs);
 
         if (r > 0) {

@@ -37,5 +37,8 @@ void pt_out_continue(pt_conn_t *c);
 int pt_out_reply(pt_conn_t *c, int status);
 /* The connection is going idle: an output buffer grown large goes back to malloc. */
 void pt_out_release(pt_conn_t *c);
+/* TLS: what the connection has to send by itself (the handshake's records, an alert); and its close_notify. */
+void pt_out_tls_pending(pt_conn_t *c);
+void pt_out_tls_close(pt_conn_t *c);
 
 #endif

@@ -73,6 +73,7 @@ struct pt_request_s {
     const char *server_name;
     int server_port;
     const char *url_scheme;
+    const struct pt_tls_s *tls; /* the connection's TLS (server/tls.h: version, cipher, client certificate), or NULL */
 
     uint64_t start_ns;
     uint64_t seq; /* counts the connection's requests: tells a request from its successor */

@@ -63,6 +63,7 @@ pt_server_close(pt_server_t *srv)
     close_handle((uv_handle_t *)&srv->accept_hold);
     free(srv->read_buf);
     srv->read_buf = NULL;
+    pt_buf_free(&srv->tls_plain);
 }
 
 void

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "app.h"
+#include "buf.h"
 #include "config.h"
 #include "todo.h"
 
@@ -34,6 +35,8 @@ struct pt_server_s {
     uv_loop_t *loop;
     const pt_config_t *cfg;
     pt_app_t *app;
+    struct pt_tls_ctx_s *tls; /* --ssl-certfile's context, shared by every loop (tls.h), or NULL */
+    pt_buf_t tls_plain;       /* what a TLS connection's read decrypted to, reused by every read */
     llhttp_settings_t parser_settings;
     char *read_buf;
     uv_async_t handoff; /* worker -> loop messages (handoff.c) */

@@ -106,7 +106,7 @@ class Server:
         deadline = time.time() + 30
         while time.time() < deadline:
             log = self.stderr()
-            m = re.search(r"listening on (?:http://\[?([^\]\s]*?)\]?:(\d+)|unix:(\S+))", log)
+            m = re.search(r"listening on (?:https?://\[?([^\]\s]*?)\]?:(\d+)|unix:(\S+))", log)
             if m and "serving" in log:
                 if m.group(3):
                     self.host, self.port = m.group(3), None
