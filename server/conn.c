@@ -570,7 +570,7 @@ pt_conn_start(pt_server_t *srv, pt_listener_t *ls, pt_conn_t *c)
     c->state = PT_CONN_IDLE;
     c->idle_since = uv_now(c->srv->loop);
     /* TLS: the handshake runs in this state, under the header timeout, as the request head would. */
-    if (ls->tls && (c->tls = pt_tls_new(srv->tls)) == NULL) {
+    if (ls->tls && (c->tls = pt_tls_new_current()) == NULL) {
         pt_log_error("%s: out of memory for a TLS connection", ls->url);
         pt_conn_close(c);
         return;

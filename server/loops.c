@@ -214,7 +214,6 @@ start_one(extra_t *e, pt_server_t *first, const pt_listener_t *listeners, int nl
         return -1;
     }
     e->srv.totals = first->totals;
-    e->srv.tls = first->tls;
     e->srv.conn_budget = first->conn_budget;
     if ((r = uv_thread_create(&e->thread, extra_main, e)) < 0) {
         pt_log_error("loop %d: no thread for it: %s", e->index, uv_strerror(r));

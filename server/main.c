@@ -29,7 +29,7 @@ typedef struct {
     pt_app_t *app;
     pt_listener_t *listeners;
     int nlisteners;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t flush_timer;
     uv_timer_t trim_timer;
     uv_work_t trim_work;
@@ -168,6 +168,27 @@ on_signal(uv_signal_t *s, int signum)
     pt_server_shutdown(&ponte.srv);
 }
 
+/* SIGHUP in a lone process (or a worker): the TLS certificate and key are read again, for the connections that come
+ * next; those open keep theirs. A certificate that no longer loads leaves the one in use. (Under --processes the
+ * master's SIGHUP replaces the workers, which load everything anew.) */
+static void
+on_sighup(uv_signal_t *s, int signum)
+{
+    pt_tls_ctx_t *tls;
+
+    if (ponte.cfg.ssl_certfile == NULL) {
+        pt_log_info("SIGHUP: nothing to reload (no TLS certificate; --processes reloads the app on SIGHUP)");
+        return;
+    }
+    tls = pt_tls_ctx_from_config(&ponte.cfg);
+    if (tls == NULL) {
+        pt_log_warning("SIGHUP: the TLS certificate in use stays (the new one did not load: see above)");
+        return;
+    }
+    pt_tls_ctx_use(tls);
+    pt_log_info("SIGHUP: TLS certificate reloaded from %s; new connections get it", ponte.cfg.ssl_certfile);
+}
+
 static void
 on_flush(uv_timer_t *t)
 {
@@ -194,10 +215,15 @@ start_serving(void)
         pt_log_error("cannot start: %s", uv_strerror(r));
         return 1;
     }
-    if (ponte.cfg.ssl_certfile != NULL && (ponte.srv.tls = pt_tls_ctx_from_config(&ponte.cfg)) == NULL) {
-        ponte.app->stop(ponte.app);
-        pt_app_unload(ponte.app);
-        return 1;
+    if (ponte.cfg.ssl_certfile != NULL) {
+        pt_tls_ctx_t *tls = pt_tls_ctx_from_config(&ponte.cfg);
+
+        if (tls == NULL) {
+            ponte.app->stop(ponte.app);
+            pt_app_unload(ponte.app);
+            return 1;
+        }
+        pt_tls_ctx_use(tls);
     }
     r = pt_listen_all(&ponte.srv, &ponte.listeners, &ponte.nlisteners);
     if (r < 0) {
@@ -223,6 +249,8 @@ start_serving(void)
     uv_signal_init(ponte.loop, &ponte.sigterm);
     uv_signal_start(&ponte.sigint, on_signal, SIGINT);
     uv_signal_start(&ponte.sigterm, on_signal, SIGTERM);
+    uv_signal_init(ponte.loop, &ponte.sighup);
+    uv_signal_start(&ponte.sighup, on_sighup, SIGHUP);
     uv_timer_init(ponte.loop, &ponte.grace_timer);
     uv_timer_init(ponte.loop, &ponte.flush_timer);
     uv_timer_start(&ponte.flush_timer, on_flush, 1000, 1000);
@@ -256,7 +284,7 @@ finish(void)
     }
     free(ponte.listeners);
     pt_server_close(&ponte.srv);
-    pt_tls_ctx_free(ponte.srv.tls);
+    pt_tls_ctx_use(NULL);
     uv_loop_close(ponte.loop);
     pt_log_info("stopped");
     pt_log_flush();

@@ -35,8 +35,7 @@ struct pt_server_s {
     uv_loop_t *loop;
     const pt_config_t *cfg;
     pt_app_t *app;
-    struct pt_tls_ctx_s *tls; /* --ssl-certfile's context, shared by every loop (tls.h), or NULL */
-    pt_buf_t tls_plain;       /* what a TLS connection's read decrypted to, reused by every read */
+    pt_buf_t tls_plain; /* what a TLS connection's read decrypted to, reused by every read */
     llhttp_settings_t parser_settings;
     char *read_buf;
     uv_async_t handoff; /* worker -> loop messages (handoff.c) */

@@ -12,26 +12,35 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "log.h"
 
 struct pt_tls_ctx_s {
     SSL_CTX *ssl;
+    _Atomic int refs; /* the owner's, and one per connection */
     bool h2;
     char *cert_pem; /* the server's certificate, as PEM (the ASGI TLS extension's server_cert) */
 };
 
 struct pt_tls_s {
     SSL *ssl;
-    const pt_tls_ctx_t *ctx;
-    const char *in; /* what pt_tls_read was handed and OpenSSL has not taken yet */
+    pt_tls_ctx_t *ctx; /* a reference: a reload frees the context once its last connection ends */
+    const char *in;    /* what pt_tls_read was handed and OpenSSL has not taken yet */
     size_t in_len;
     pt_buf_t out; /* what OpenSSL wrote, until taken */
     char error[160];
 };
 
 static BIO_METHOD *bio_method;
+
+/* The context new connections get (pt_tls_ctx_use): every loop's, swapped by a reload. */
+static struct {
+    uv_once_t once;
+    uv_mutex_t lock;
+    pt_tls_ctx_t *ctx;
+} current = { UV_ONCE_INIT };
 
 /* ---- the BIO between OpenSSL and a connection ---- */
 
@@ -213,6 +222,7 @@ pt_tls_ctx_new(const pt_tls_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     ctx->h2 = o->h2;
+    atomic_init(&ctx->refs, 1);
     SSL_CTX_set_min_proto_version(ctx->ssl, o->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     /* No renegotiation (a client could make the server redo a handshake at will); the server's cipher order;
      * record buffers freed while a connection is idle. */
@@ -265,11 +275,44 @@ pt_tls_ctx_from_config(const pt_config_t *cfg)
 void
 pt_tls_ctx_free(pt_tls_ctx_t *ctx)
 {
-    if (ctx != NULL) {
+    if (ctx != NULL && atomic_fetch_sub(&ctx->refs, 1) == 1) {
         SSL_CTX_free(ctx->ssl);
         free(ctx->cert_pem);
         free(ctx);
     }
+}
+
+static void
+current_init(void)
+{
+    uv_mutex_init(&current.lock);
+}
+
+void
+pt_tls_ctx_use(pt_tls_ctx_t *ctx)
+{
+    pt_tls_ctx_t *old;
+
+    uv_once(&current.once, current_init);
+    uv_mutex_lock(&current.lock);
+    old = current.ctx;
+    current.ctx = ctx;
+    uv_mutex_unlock(&current.lock);
+    pt_tls_ctx_free(old); /* freed once its last connection ends */
+}
+
+pt_tls_t *
+pt_tls_new_current(void)
+{
+    pt_tls_t *t = NULL;
+
+    uv_once(&current.once, current_init);
+    uv_mutex_lock(&current.lock);
+    if (current.ctx != NULL) {
+        t = pt_tls_new(current.ctx);
+    }
+    uv_mutex_unlock(&current.lock);
+    return t;
 }
 
 /* ---- a connection ---- */
@@ -288,6 +331,7 @@ pt_tls_new(pt_tls_ctx_t *ctx)
         return NULL;
     }
     t->ctx = ctx;
+    atomic_fetch_add(&ctx->refs, 1);
     BIO_set_data(bio, t);
     SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways, owned by the SSL */
     SSL_set_accept_state(t->ssl);
@@ -300,6 +344,7 @@ pt_tls_free(pt_tls_t *t)
     if (t != NULL) {
         SSL_free(t->ssl);
         pt_buf_free(&t->out);
+        pt_tls_ctx_free((pt_tls_ctx_t *)t->ctx);
         free(t);
     }
 }

@@ -43,12 +43,18 @@ typedef enum {
 
 /* A context from the options: the certificate and key loaded and matched. NULL after writing why into err. */
 pt_tls_ctx_t *pt_tls_ctx_new(const pt_tls_opts_t *o, char *err, size_t errlen);
+/* Drops the caller's reference: the context goes once no connection uses it either. */
 void pt_tls_ctx_free(pt_tls_ctx_t *ctx);
+/* Makes ctx (the caller's reference, given up) the one new connections get, on any loop; the one before goes once
+ * its connections end. NULL: none. */
+void pt_tls_ctx_use(pt_tls_ctx_t *ctx);
 /* The context of the --ssl-* options, or NULL after logging why ("cannot serve TLS: ..."). */
 pt_tls_ctx_t *pt_tls_ctx_from_config(const pt_config_t *cfg);
 
-/* A server-side connection; NULL when out of memory. */
+/* A server-side connection, holding a reference to ctx; NULL when out of memory. */
 pt_tls_t *pt_tls_new(pt_tls_ctx_t *ctx);
+/* The same with the context pt_tls_ctx_use set (any thread). */
+pt_tls_t *pt_tls_new_current(void);
 void pt_tls_free(pt_tls_t *t);
 
 /* Ciphertext in from the socket: plaintext appended to `plain`; what the handshake has to say waits for

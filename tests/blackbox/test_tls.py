@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import APPS, Conn, Master, Server, run_tests
+from harness import APPS, Conn, Master, Server, run_tests, wait_for
 from wsclient import WS, TEXT
 
 sys.path.insert(0, APPS)
@@ -41,7 +42,7 @@ def make_certificates():
     for ca in ("ca", "other-ca"):
         openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
                 ca + "-key.pem", "-out", ca + ".pem", "-days", "2", "-subj", "/CN=ponte test " + ca)
-    for name, ca, cn in (("server", "ca", "localhost"), ("client", "ca", "a client"),
+    for name, ca, cn in (("server", "ca", "localhost"), ("server2", "ca", "localhost"), ("client", "ca", "a client"),
                          ("stranger", "other-ca", "a stranger")):
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", name + "-key.pem",
                 "-out", name + ".csr", "-subj", "/CN=" + cn)
@@ -78,6 +79,12 @@ class TLSServer(Server):
 
     def raw(self, timeout=10):
         return super().connect(timeout)
+
+
+def serial(pem_path):
+    out = subprocess.run(["openssl", "x509", "-in", pem_path, "-noout", "-serial"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.strip().split("=", 1)[1].upper()
 
 
 def listening(server):
@@ -236,6 +243,55 @@ class TLS(unittest.TestCase):
                 conn = Conn(ctx.wrap_socket(Server.connect(s), server_hostname="localhost"))
                 self.assertEqual(json.loads(conn.request("GET", "/").body)["scheme"], "https")
                 conn.close()
+
+    def test_sighup_reloads_the_certificate_under_load(self):
+        """New connections get the new certificate, an open one goes on with the old, and no request fails; a
+        certificate that no longer loads leaves the one in use."""
+        live_cert, live_key = path("live.pem"), path("live-key.pem")
+        shutil.copy(path("server.pem"), live_cert)
+        shutil.copy(path("server-key.pem"), live_key)
+        with Server("tls_app:application", "--ssl-certfile", live_cert, "--ssl-keyfile", live_key, threads=2) as s:
+            ctx = client_context()
+
+            def connect():
+                return ctx.wrap_socket(Server.connect(s), server_hostname="localhost")
+            kept = connect()
+            self.assertEqual(kept.getpeercert()["serialNumber"], serial(path("server.pem")))
+            kept_conn = Conn(kept)
+            self.assertEqual(kept_conn.request("GET", "/").status, 200)
+            stop, failures, done = threading.Event(), [], [0]
+
+            def load():
+                while not stop.is_set():
+                    try:
+                        c = Conn(connect())
+                        if c.request("GET", "/").status != 200:
+                            failures.append("status")
+                        c.close()
+                        done[0] += 1
+                    except Exception as e:  # noqa: BLE001 - every failure counts
+                        failures.append(repr(e))
+            loaders = [threading.Thread(target=load) for _ in range(4)]
+            for t in loaders:
+                t.start()
+            time.sleep(0.3)
+            shutil.copy(path("server2.pem"), live_cert)
+            shutil.copy(path("server2-key.pem"), live_key)
+            s.signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: "TLS certificate reloaded" in s.stderr(), 10), s.stderr())
+            time.sleep(0.3)
+            stop.set()
+            for t in loaders:
+                t.join(30)
+            self.assertEqual(failures, [])
+            self.assertGreater(done[0], 10)
+            self.assertEqual(connect().getpeercert()["serialNumber"], serial(path("server2.pem")))
+            self.assertEqual(kept_conn.request("GET", "/").status, 200)  # the old connection, its old session
+            with open(live_cert, "w") as f:
+                f.write("not a certificate")
+            s.signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: "the TLS certificate in use stays" in s.stderr(), 10), s.stderr())
+            self.assertEqual(connect().getpeercert()["serialNumber"], serial(path("server2.pem")))
 
     def test_many_connections_at_once(self):
         """Handshakes and requests from 32 clients at once, twice each, on a pool of two threads."""
