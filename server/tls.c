@@ -7,7 +7,9 @@
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -96,6 +98,108 @@ bio_create(BIO *b)
 {
     BIO_set_init(b, 1);
     return 1;
+}
+
+/* ---- session tickets ---- */
+
+/*
+ * Sessions resume from tickets (RFC 5077; RFC 8446 4.6.1), which the client keeps and the server only decrypts:
+ * no state here. They are sealed with keys of ours rather than OpenSSL's own, which would live as long as the
+ * process: a key seals for TICKET_PERIOD_S and opens for one period more, so a key that leaked opens a day of
+ * sessions at most. One key ring for every context, so a certificate reload does not end resumption. A ticket
+ * sealed by the previous key is accepted and renewed.
+ */
+#define TICKET_PERIOD_S (12 * 3600)
+
+typedef struct {
+    unsigned char name[16], aes[32], hmac[32];
+    bool set;
+} ticket_key_t;
+
+static struct {
+    uv_once_t once;
+    uv_mutex_t lock;
+    ticket_key_t keys[2];   /* sealing, and the one before */
+    uint64_t sealing_since; /* uv_hrtime() */
+} tickets = { UV_ONCE_INIT };
+
+static void
+tickets_init(void)
+{
+    uv_mutex_init(&tickets.lock);
+}
+
+/* A new sealing key; the one before opens tickets for one period more. Lock held. */
+static void
+tickets_rotate_locked(void)
+{
+    tickets.keys[1] = tickets.keys[0];
+    if (RAND_bytes(tickets.keys[0].name, sizeof(tickets.keys[0].name)) != 1
+        || RAND_bytes(tickets.keys[0].aes, sizeof(tickets.keys[0].aes)) != 1
+        || RAND_bytes(tickets.keys[0].hmac, sizeof(tickets.keys[0].hmac)) != 1) {
+        tickets.keys[0].set = false; /* no ticket sealed: full handshakes */
+    } else {
+        tickets.keys[0].set = true;
+    }
+    tickets.sealing_since = uv_hrtime();
+}
+
+void
+pt_tls_tickets_rotate(void)
+{
+    uv_once(&tickets.once, tickets_init);
+    uv_mutex_lock(&tickets.lock);
+    tickets_rotate_locked();
+    uv_mutex_unlock(&tickets.lock);
+}
+
+static int
+ticket_hmac(EVP_MAC_CTX *hctx, unsigned char *key)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, 32),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"sha256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    return EVP_MAC_CTX_set_params(hctx, params);
+}
+
+/* OpenSSL's ticket callback: seal with the current key (enc), or find the key that sealed one. 1 done, 2 done and
+ * renew the ticket, 0 no key (a full handshake), -1 error. */
+static int
+ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    ticket_key_t k[2];
+    int i;
+
+    (void)s;
+    uv_once(&tickets.once, tickets_init);
+    uv_mutex_lock(&tickets.lock);
+    if (!tickets.keys[0].set || uv_hrtime() - tickets.sealing_since >= (uint64_t)TICKET_PERIOD_S * 1000000000u) {
+        tickets_rotate_locked();
+    }
+    memcpy(k, tickets.keys, sizeof(k));
+    uv_mutex_unlock(&tickets.lock);
+    if (enc) {
+        if (!k[0].set || RAND_bytes(iv, 16) != 1) {
+            return -1;
+        }
+        memcpy(key_name, k[0].name, 16);
+        return EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k[0].aes, iv) == 1 && ticket_hmac(hctx, k[0].hmac) == 1
+            ? 1
+            : -1;
+    }
+    for (i = 0; i < 2; i++) {
+        if (k[i].set && memcmp(key_name, k[i].name, 16) == 0) {
+            if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k[i].aes, iv) != 1
+                || ticket_hmac(hctx, k[i].hmac) != 1) {
+                return -1;
+            }
+            return i == 0 ? 1 : 2;
+        }
+    }
+    return 0;
 }
 
 /* ---- the context ---- */
@@ -231,7 +335,9 @@ pt_tls_ctx_new(const pt_tls_opts_t *o, char *err, size_t errlen)
     /* Sessions resume from tickets (RFC 8446 4.6.1, RFC 5077), which keep no state here; the id context lets a
      * session with a verified client certificate resume. */
     SSL_CTX_set_session_id_context(ctx->ssl, (const unsigned char *)"ponte", 5);
+    SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF); /* tickets only: no session kept here */
     SSL_CTX_set_alpn_select_cb(ctx->ssl, alpn_cb, ctx);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx->ssl, ticket_cb);
     if (ctx_load(ctx, o, err, errlen) < 0) {
         pt_tls_ctx_free(ctx);
         return NULL;

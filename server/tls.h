@@ -57,6 +57,10 @@ pt_tls_t *pt_tls_new(pt_tls_ctx_t *ctx);
 pt_tls_t *pt_tls_new_current(void);
 void pt_tls_free(pt_tls_t *t);
 
+/* Session tickets: a new sealing key now (every 12 hours on its own); the one before still opens tickets, the one
+ * before that no longer does. */
+void pt_tls_tickets_rotate(void);
+
 /* Ciphertext in from the socket: plaintext appended to `plain`; what the handshake has to say waits for
  * pt_tls_take_output. */
 pt_tls_status_t pt_tls_read(pt_tls_t *t, const char *data, size_t len, pt_buf_t *plain);

@@ -293,6 +293,19 @@ class TLS(unittest.TestCase):
             self.assertTrue(wait_for(lambda: "the TLS certificate in use stays" in s.stderr(), 10), s.stderr())
             self.assertEqual(connect().getpeercert()["serialNumber"], serial(path("server2.pem")))
 
+    def test_sessions_resume_from_tickets(self):
+        with TLSServer("tls_app:application", threads=2) as s:
+            for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+                ctx = client_context(version)
+                first = ctx.wrap_socket(s.raw(), server_hostname="localhost")
+                Conn(first).request("GET", "/")  # TLS 1.3's ticket comes after the handshake
+                session = first.session
+                first.close()
+                again = ctx.wrap_socket(s.raw(), server_hostname="localhost", session=session)
+                self.assertEqual(Conn(again).request("GET", "/").status, 200)
+                self.assertTrue(again.session_reused, version)
+                again.close()
+
     def test_idle_connections_are_small(self):
         """400 connections that shook hands and were answered, then went idle: at most 40 KiB each (OpenSSL frees
         its record buffers while a connection waits; measured here: 16 KiB, the plain connection included)."""

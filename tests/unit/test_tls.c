@@ -363,6 +363,58 @@ test_client_certs(void)
     }
 }
 
+/* A session from a fresh handshake (the client reads the ticket the server sent after it), or NULL. */
+static SSL_SESSION *
+session_of(pt_tls_ctx_t *ctx, int version, SSL_SESSION *resume, bool *reused)
+{
+    SSL_SESSION *s;
+    char byte;
+    size_t n;
+    pair_t p;
+
+    pair_open(&p, ctx, NULL, 0, NULL, version);
+    if (resume != NULL) {
+        SSL_set_session(p.ssl, resume);
+    }
+    pair_pump(&p);
+    SSL_read_ex(p.ssl, &byte, 1, &n); /* takes in TLS 1.3's NewSessionTicket, which comes after the handshake */
+    *reused = pt_tls_ready(p.server) && SSL_session_reused(p.ssl);
+    SSL_shutdown(p.ssl); /* else OpenSSL takes the session for a broken one, not to be resumed */
+    s = pt_tls_ready(p.server) ? SSL_get1_session(p.ssl) : NULL;
+    pair_close(&p);
+    return s;
+}
+
+static void
+test_tickets(int version, const char *name)
+{
+    char err[256] = "";
+    pt_tls_ctx_t *ctx = server_ctx("both.pem", NULL, NULL, PT_TLS_CERT_NONE, false, err);
+    pt_tls_ctx_t *reloaded = server_ctx("both.pem", NULL, NULL, PT_TLS_CERT_NONE, false, err);
+    SSL_SESSION *first, *s;
+    bool reused;
+
+    first = session_of(ctx, version, NULL, &reused);
+    CHECK(first != NULL && !reused, "%s: a full handshake leaves a session", name);
+    s = session_of(ctx, version, first, &reused);
+    CHECK(reused, "%s: it resumes from its ticket", name);
+    SSL_SESSION_free(s);
+    s = session_of(reloaded, version, first, &reused);
+    CHECK(reused, "%s: and from another context's (a reloaded certificate): one key ring", name);
+    SSL_SESSION_free(s);
+    pt_tls_tickets_rotate();
+    s = session_of(ctx, version, first, &reused);
+    CHECK(reused, "%s: after a rotation, the key before still opens it", name);
+    SSL_SESSION_free(s);
+    pt_tls_tickets_rotate();
+    s = session_of(ctx, version, first, &reused);
+    CHECK(s != NULL && !reused, "%s: after two, a full handshake instead", name);
+    SSL_SESSION_free(s);
+    SSL_SESSION_free(first);
+    pt_tls_ctx_free(ctx);
+    pt_tls_ctx_free(reloaded);
+}
+
 static void
 test_garbage(void)
 {
@@ -395,6 +447,8 @@ main(void)
     test_round_trip(TLS1_3_VERSION, "TLSv1.3");
     test_round_trip(TLS1_2_VERSION, "TLSv1.2");
     test_alpn();
+    test_tickets(TLS1_3_VERSION, "TLSv1.3");
+    test_tickets(TLS1_2_VERSION, "TLSv1.2");
     test_bad_files();
     test_client_certs();
     test_garbage();
