@@ -105,32 +105,38 @@ out_queue(pt_conn_t *c, char *data, size_t len, size_t counted, bool from_worker
     c->writes++;
 }
 
-/* TLS records (`data`, owned) standing for `counted` response bytes: written at once as far as the socket takes
- * them when nothing is queued, the rest queued. They count as written once all of them are. */
+/* The TLS records waiting in the connection's TLS output, standing for `counted` response bytes: written at once as
+ * far as the socket takes them when nothing is queued, the rest taken out and queued. They count as written once
+ * all of them are. */
 static void
-out_write_records(pt_conn_t *c, char *data, size_t len, size_t counted, bool from_worker)
+out_write_records(pt_conn_t *c, size_t counted, bool from_worker)
 {
-    if (c->writes == 0 && len > 0) {
-        uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    pt_buf_t *records = pt_tls_output(c->tls);
+    char *data;
+    size_t len;
+
+    if (c->writes == 0 && records->len > 0) {
+        uv_buf_t b = uv_buf_init(records->data, (unsigned)records->len);
         int r = uv_try_write(&c->h.stream, &b, 1);
 
-        if ((size_t)r == len) {
+        if ((size_t)r == records->len) {
+            records->len = 0; /* the buffer stays for the next response */
             out_wrote(c, counted, from_worker);
-            free(data);
             return;
         }
         if (r > 0) {
-            memmove(data, data + r, len - (size_t)r);
-            len -= (size_t)r;
+            pt_buf_consume(records, (size_t)r);
         } else if (r != UV_EAGAIN) {
-            out_fail(c, data, counted, from_worker);
+            records->len = 0;
+            out_fail(c, NULL, counted, from_worker);
             return;
         }
     }
-    if (len == 0) {
-        free(data);
+    if (records->len == 0) {
+        out_wrote(c, counted, from_worker);
         return;
     }
+    data = pt_buf_steal(records, &len);
     out_queue(c, data, len, counted, from_worker);
 }
 
@@ -138,50 +144,28 @@ out_write_records(pt_conn_t *c, char *data, size_t len, size_t counted, bool fro
 static void
 out_write_tls(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, size_t len, bool from_worker)
 {
-    pt_buf_t records = { 0 };
-    char *data;
-    size_t n;
-
-    if (pt_tls_write(c->tls, bufs, nbufs, &records) < 0) {
+    if (pt_tls_write(c->tls, bufs, nbufs) < 0) {
         pt_log_debug("%s:%d TLS: %s", c->remote_addr, c->remote_port, pt_tls_error(c->tls));
-        pt_buf_free(&records);
+        pt_tls_output(c->tls)->len = 0;
         out_fail(c, NULL, len, from_worker);
         return;
     }
-    data = pt_buf_steal(&records, &n);
-    out_write_records(c, data, n, len, from_worker);
-}
-
-/* Records the connection sends by itself (the handshake's, an alert, close_notify): they carry no response bytes. */
-static void
-out_tls_own(pt_conn_t *c, pt_buf_t *records)
-{
-    char *data;
-    size_t n;
-
-    if (records->len > 0 && c->state != PT_CONN_CLOSED) {
-        data = pt_buf_steal(records, &n);
-        out_write_records(c, data, n, 0, false);
-    }
-    pt_buf_free(records);
+    out_write_records(c, len, from_worker);
 }
 
 void
 pt_out_tls_pending(pt_conn_t *c)
 {
-    pt_buf_t records = { 0 };
-
-    pt_tls_take_output(c->tls, &records);
-    out_tls_own(c, &records);
+    if (pt_tls_output(c->tls)->len > 0 && c->state != PT_CONN_CLOSED) {
+        out_write_records(c, 0, false); /* the handshake's records, an alert: no response bytes */
+    }
 }
 
 void
 pt_out_tls_close(pt_conn_t *c)
 {
-    pt_buf_t records = { 0 };
-
-    pt_tls_close(c->tls, &records);
-    out_tls_own(c, &records);
+    pt_tls_close(c->tls);
+    pt_out_tls_pending(c);
 }
 
 /* Queues `data` (which the connection now owns and frees) behind what is already queued. */

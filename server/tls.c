@@ -519,7 +519,7 @@ write_one(pt_tls_t *t, const char *p, size_t len)
 }
 
 int
-pt_tls_write(pt_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, pt_buf_t *out)
+pt_tls_write(pt_tls_t *t, const uv_buf_t *bufs, unsigned nbufs)
 {
     char chunk[16 * 1024]; /* small buffers (a head, a chunk's framing) share a record, not one each */
     size_t used = 0;
@@ -547,18 +547,22 @@ pt_tls_write(pt_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, pt_buf_t *out)
     if (r == 0) {
         r = write_one(t, chunk, used);
     }
-    pt_tls_take_output(t, out);
     return r;
 }
 
 void
-pt_tls_close(pt_tls_t *t, pt_buf_t *out)
+pt_tls_close(pt_tls_t *t)
 {
     if (SSL_is_init_finished(t->ssl)) {
         SSL_shutdown(t->ssl);
     }
     ERR_clear_error();
-    pt_tls_take_output(t, out);
+}
+
+pt_buf_t *
+pt_tls_output(pt_tls_t *t)
+{
+    return &t->out;
 }
 
 void

@@ -64,11 +64,14 @@ void pt_tls_tickets_rotate(void);
 /* Ciphertext in from the socket: plaintext appended to `plain`; what the handshake has to say waits for
  * pt_tls_take_output. */
 pt_tls_status_t pt_tls_read(pt_tls_t *t, const char *data, size_t len, pt_buf_t *plain);
-/* Plaintext out: its records appended to `out`. 0, or -1 (the connection is broken, or still shaking hands with
- * nothing to carry the bytes: a server speaks after the handshake). */
-int pt_tls_write(pt_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, pt_buf_t *out);
-/* close_notify, appended to `out`. */
-void pt_tls_close(pt_tls_t *t, pt_buf_t *out);
+/* Plaintext out: its records join the connection's output (pt_tls_output). 0, or -1 (the connection is broken,
+ * or still shaking hands with nothing to carry the bytes: a server speaks after the handshake). */
+int pt_tls_write(pt_tls_t *t, const uv_buf_t *bufs, unsigned nbufs);
+/* close_notify, into the connection's output. */
+void pt_tls_close(pt_tls_t *t);
+/* The records waiting to be sent (what pt_tls_write, pt_tls_close and the handshake wrote): the caller sends them
+ * from there and consumes (pt_buf_consume) or takes (pt_buf_steal) what it sent or queued. */
+pt_buf_t *pt_tls_output(pt_tls_t *t);
 /* Ciphertext the connection has to send by itself (handshake, alerts, session tickets), appended to `out`. */
 void pt_tls_take_output(pt_tls_t *t, pt_buf_t *out);
 /* The server's certificate as PEM (the same string for every connection of a context). */
