@@ -218,7 +218,8 @@ password_cb(char *buf, int size, int rwflag, void *userdata)
     return n;
 }
 
-/* ALPN: h2 when offered and served, else http/1.1; a client offering neither goes on without ALPN. */
+/* ALPN: h2 when offered and served, else http/1.1; a client that offers ALPN but neither of these gets the fatal
+ * no_application_protocol alert (RFC 7301 3.2). */
 static int
 alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in, unsigned inlen, void *arg)
 {
@@ -235,7 +236,7 @@ alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
-    return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* OpenSSL's latest reason, after `what`, into err. */

@@ -175,6 +175,10 @@ class TLS(unittest.TestCase):
                                    timeout=30)
             self.assertIn("Protocol version: TLSv1.3", probe.stderr)
             self.assertIn("Verification: OK", probe.stderr)
+            probe = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % s.port, "-alpn", "spdy/3",
+                                    "-CAfile", path("ca.pem"), "-brief"], input="", capture_output=True, text=True,
+                                   timeout=30)
+            self.assertIn("no application protocol", probe.stderr)  # RFC 7301 3.2
 
     def test_refused_at_start_up(self):
         def refused(*args):
