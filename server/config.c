@@ -479,8 +479,8 @@ add_bind(pt_config_t *cfg, const char *arg)
     }
     if (!bind_ok(addr)) {
         return bad("bind", arg,
-                   "expected [https://|http://] then HOST:PORT, [IPv6]:PORT or unix:/path with a "
-                   "numeric address");
+                   "expected HOST:PORT, [IPv6]:PORT or unix:/path with a numeric address, after https:// or "
+                   "http:// if one is given");
     }
     cfg->bind_scheme[cfg->nbinds] = scheme;
     cfg->binds[cfg->nbinds++] = addr;
