@@ -45,7 +45,8 @@ typedef struct {
     const char *binds[PT_MAX_BINDS];
     int nbinds;
     signed char bind_scheme[PT_MAX_BINDS]; /* a --bind's https:// (1) or http:// (0) prefix, or -1: none */
-    bool listen_tls[2 * PT_MAX_BINDS];     /* each listening socket, binds then --fd's (a worker's, in that order) */
+    bool listen_tls[2 * PT_MAX_BINDS];     /* whether each listening socket serves TLS: binds then --fd's (a
+                                            * worker's, in that order) */
     int unix_mode;                         /* --unix-mode: permissions of unix sockets made by --bind; -1: umask's */
     int fds[PT_MAX_BINDS];                 /* --fd: inherited listening sockets (systemd socket activation) */
     int nfds;

@@ -462,7 +462,7 @@ pt_listen_all(pt_server_t *srv, pt_listener_t **out, int *count)
             fd = cfg->fds[i - cfg->nbinds];
         }
         if (r == 0) {
-            ls[i].tls = cfg->listen_tls[i] && cfg->ssl_certfile != NULL;
+            ls[i].tls = cfg->listen_tls[i];
             r = pt_listen_fd(srv, &ls[i], fd);
         }
         *count = i + 1;

@@ -29,7 +29,7 @@ struct pt_listener_s {
     bool paused;     /* the handle is closed (or closing) until pt_listen_resume */
     bool reopenable; /* paused and its close callback has run */
     bool held;       /* --loops: a connection the kernel gave it waits in libuv for accept_hold (listen.c) */
-    bool tls;        /* serves TLS (srv->tls): set before pt_listen_fd */
+    bool tls;        /* serves TLS (cfg->listen_tls, tls.h): set before pt_listen_fd */
 };
 
 /* Listens on every --bind and --fd. Returns 0, or a negative libuv error after logging which address failed. */

@@ -29,7 +29,6 @@ typedef struct {
     pt_listener_t *listeners;
     int nlisteners;
     int *fds;           /* main's descriptors of its listeners, dup'd for this loop; -1 once taken over */
-    bool *tls;          /* which of them serve TLS */
     uv_async_t wake;    /* main -> this loop: look at `order` */
     _Atomic int order;  /* order_t */
     bool deaf;          /* its loop is about to close: orders are no longer sent (all.lock) */
@@ -52,17 +51,9 @@ static struct {
 /* ---- on each extra loop's thread ---- */
 
 static void
-close_walk(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h)) {
-        uv_close(h, NULL);
-    }
-}
-
-static void
 stop_loop(pt_server_t *srv)
 {
-    uv_walk(srv->loop, close_walk, NULL);
+    pt_loop_close_all(srv->loop);
 }
 
 static void
@@ -115,7 +106,7 @@ extra_start(extra_t *e)
 
         e->fds[i] = -1; /* the listener's handle owns it from here, whether or not it listens */
         e->srv.nlisteners = i + 1;
-        e->listeners[i].tls = e->tls[i];
+        e->listeners[i].tls = e->srv.cfg->listen_tls[i];
         if (pt_listen_fd(&e->srv, &e->listeners[i], fd) < 0) {
             return -1;
         }
@@ -144,7 +135,7 @@ extra_main(void *arg)
     uv_mutex_lock(&all.lock);
     e->deaf = true;
     uv_mutex_unlock(&all.lock);
-    uv_walk(&e->loop, close_walk, NULL);
+    pt_loop_close_all(&e->loop);
     uv_run(&e->loop, UV_RUN_DEFAULT); /* the close callbacks */
     if (e->attached) {
         e->app->detach_loop(e->app, &e->loop);
@@ -182,15 +173,13 @@ copy_fds(extra_t *e, const pt_listener_t *listeners, int n)
     int i, fd;
 
     e->fds = malloc((size_t)n * sizeof(int));
-    e->tls = malloc((size_t)n * sizeof(bool));
-    if (e->fds == NULL || e->tls == NULL) {
+    if (e->fds == NULL) {
         pt_log_error("--loops: out of memory");
         return -1;
     }
     e->nlisteners = n;
     for (i = 0; i < n; i++) {
         e->fds[i] = -1;
-        e->tls[i] = listeners[i].tls;
     }
     for (i = 0; i < n; i++) {
         if (uv_fileno(&listeners[i].h.handle, &fd) < 0 || (e->fds[i] = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
@@ -331,8 +320,6 @@ pt_loops_join(void)
         }
         free(e->fds);
         e->fds = NULL;
-        free(e->tls);
-        e->tls = NULL;
         free(e->listeners);
         e->listeners = NULL;
     }

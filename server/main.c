@@ -92,19 +92,11 @@ on_trim(uv_timer_t *t)
     }
 }
 
-static void
-close_walk(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h)) {
-        uv_close(h, NULL);
-    }
-}
-
 /* Everything is closed or closing: let uv_run return. */
 static void
 stop_loop(void)
 {
-    uv_walk(ponte.loop, close_walk, NULL);
+    pt_loop_close_all(ponte.loop);
 }
 
 static void

@@ -624,7 +624,7 @@ open_sockets(const pt_config_t *cfg)
             if (j == 0) {
                 pt_listener_t desc = { 0 };
 
-                desc.tls = cfg->listen_tls[i] && cfg->ssl_certfile != NULL;
+                desc.tls = cfg->listen_tls[i];
                 pt_listen_describe(*fd, &desc);
                 pt_log_info("master listening on %s%s", desc.url,
                             cfg->reuse_port ? " (SO_REUSEPORT: one socket per worker)" : "");

@@ -52,6 +52,18 @@ close_handle(uv_handle_t *h)
     }
 }
 
+static void
+close_walk(uv_handle_t *h, void *arg)
+{
+    close_handle(h);
+}
+
+void
+pt_loop_close_all(uv_loop_t *loop)
+{
+    uv_walk(loop, close_walk, NULL);
+}
+
 void
 pt_server_close(pt_server_t *srv)
 {

@@ -78,6 +78,8 @@ void pt_server_shutdown(pt_server_t *srv);
 pt_request_t *pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms);
 /* Closes every connection at once (graceful timeout expired). */
 void pt_server_abort_all(pt_server_t *srv);
+/* Closes every handle of `loop` not closing yet, so that uv_run returns once their callbacks have run. */
+void pt_loop_close_all(uv_loop_t *loop);
 
 /* A connection joins the server when it starts (conn.c) and leaves once its handles are closed. */
 void pt_server_add_conn(pt_server_t *srv, pt_conn_t *c);

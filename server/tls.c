@@ -566,24 +566,6 @@ pt_tls_output(pt_tls_t *t)
     return &t->out;
 }
 
-void
-pt_tls_take_output(pt_tls_t *t, pt_buf_t *out)
-{
-    if (t->out.len == 0) {
-        return;
-    }
-    if (out->len == 0 && out->cap < t->out.cap) {
-        pt_buf_t swap = *out;
-
-        *out = t->out;
-        t->out = swap; /* the larger buffer goes with the bytes, the smaller one stays */
-        t->out.len = 0;
-        return;
-    }
-    pt_buf_append(out, t->out.data, t->out.len);
-    t->out.len = 0;
-}
-
 const char *
 pt_tls_server_cert(const pt_tls_t *t)
 {

@@ -38,7 +38,7 @@ typedef struct {
 typedef enum {
     PT_TLS_OK,     /* carry on (the handshake may still be under way) */
     PT_TLS_CLOSED, /* the client sent close_notify: no more plaintext will come */
-    PT_TLS_FAILED, /* a bad handshake or record: send what pt_tls_take_output gives (the alert), then close */
+    PT_TLS_FAILED, /* a bad handshake or record: send what pt_tls_output holds (the alert), then close */
 } pt_tls_status_t;
 
 /* A context from the options: the certificate and key loaded and matched. NULL after writing why into err. */
@@ -62,7 +62,7 @@ void pt_tls_free(pt_tls_t *t);
 void pt_tls_tickets_rotate(void);
 
 /* Ciphertext in from the socket: plaintext appended to `plain`; what the handshake has to say waits for
- * pt_tls_take_output. */
+ * pt_tls_output. */
 pt_tls_status_t pt_tls_read(pt_tls_t *t, const char *data, size_t len, pt_buf_t *plain);
 /* Plaintext out: its records join the connection's output (pt_tls_output). 0, or -1 (the connection is broken,
  * or still shaking hands with nothing to carry the bytes: a server speaks after the handshake). */
@@ -72,8 +72,6 @@ void pt_tls_close(pt_tls_t *t);
 /* The records waiting to be sent (what pt_tls_write, pt_tls_close and the handshake wrote): the caller sends them
  * from there and consumes (pt_buf_consume) or takes (pt_buf_steal) what it sent or queued. */
 pt_buf_t *pt_tls_output(pt_tls_t *t);
-/* Ciphertext the connection has to send by itself (handshake, alerts, session tickets), appended to `out`. */
-void pt_tls_take_output(pt_tls_t *t, pt_buf_t *out);
 /* The server's certificate as PEM (the same string for every connection of a context). */
 const char *pt_tls_server_cert(const pt_tls_t *t);
 /* Why the last PT_TLS_FAILED (OpenSSL's reason), for the log. */

@@ -293,17 +293,9 @@ client(void *arg)
 /* ---- the loop ---- */
 
 static void
-close_walk(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h)) {
-        uv_close(h, NULL);
-    }
-}
-
-static void
 on_idle(pt_server_t *s)
 {
-    uv_walk(s->loop, close_walk, NULL);
+    pt_loop_close_all(s->loop);
 }
 
 static void
