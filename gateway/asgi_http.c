@@ -302,7 +302,7 @@ static int
 write_head(pt_asgi_ctx_t *c, int64_t known_length)
 {
     pt_request_t *req = c->req;
-    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_resp_ctx_t rctx = pt_req_resp_ctx(req);
 
     if (pt_asgi_write_head(req, &rctx, c->status, c->headers, known_length, &c->out, &c->hspans, &c->hcap) < 0) {
         return -1;
@@ -488,7 +488,7 @@ ctx_finish(pt_asgi_ctx_t *c)
     }
     if (!c->complete) {
         if (!c->head_sent) {
-            pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+            pt_resp_ctx_t rctx = pt_req_resp_ctx(req);
 
             c->out.len = 0;
             memset(&req->resp, 0, sizeof(req->resp));

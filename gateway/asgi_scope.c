@@ -260,7 +260,12 @@ pt_asgi_scope_http(const pt_request_t *req)
 {
     PyObject *scope = PyDict_Copy(http_template);
 
-    if (scope == NULL || PyDict_SetItem(scope, pt_str.http_version, req->http_minor ? pt_str.v1_1 : pt_str.v1_0) < 0
+    if (scope == NULL
+        || PyDict_SetItem(scope, pt_str.http_version,
+                          req->h2 != NULL       ? pt_str.v2
+                              : req->http_minor ? pt_str.v1_1
+                                                : pt_str.v1_0)
+            < 0
         || scope_set(scope, pt_str.method, pt_str_method(req->method)) < 0
         || PyDict_SetItem(scope, pt_str.scheme, strcmp(req->url_scheme, "https") == 0 ? pt_str.https : pt_str.http) < 0
         || scope_set(scope, pt_str.path, decode_path(req->path)) < 0

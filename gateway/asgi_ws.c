@@ -255,7 +255,7 @@ static PyObject *
 deny(pt_asgi_ws_t *w, int status)
 {
     pt_request_t *req = w->req;
-    pt_resp_ctx_t rctx = { req->http_minor, false, false };
+    pt_resp_ctx_t rctx = { req->http_minor, false, false, false };
 
     w->out.len = 0;
     memset(&req->resp, 0, sizeof(req->resp));
@@ -320,7 +320,7 @@ denial_body(pt_asgi_ws_t *w, PyObject *event)
         return NULL;
     }
     if (!w->resp_head_sent) {
-        pt_resp_ctx_t rctx = { req->http_minor, false, false };
+        pt_resp_ctx_t rctx = { req->http_minor, false, false, false };
         pt_header_t *spans = NULL;
         size_t cap = 0;
 
@@ -446,7 +446,7 @@ ws_finish(pt_asgi_ws_t *w, bool failed)
     if (w->accepted) {
         pt_ws_close(req, failed ? PT_WS_INTERNAL_ERROR : PT_WS_NORMAL, NULL, 0); /* unless it closed already */
     } else if (!w->resp_complete) {
-        pt_resp_ctx_t rctx = { req->http_minor, false, false };
+        pt_resp_ctx_t rctx = { req->http_minor, false, false, false };
 
         w->out.len = 0;
         flags |= w->resp_head_sent ? PT_SEND_ABORT : PT_SEND_END;

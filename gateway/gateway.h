@@ -223,11 +223,11 @@ typedef struct {
     /* WSGI environ keys and values */
     PyObject *REQUEST_METHOD, *SCRIPT_NAME, *PATH_INFO, *QUERY_STRING, *CONTENT_TYPE, *CONTENT_LENGTH, *SERVER_NAME,
         *SERVER_PORT, *SERVER_PROTOCOL, *REMOTE_ADDR, *REMOTE_PORT, *wsgi_input, *wsgi_url_scheme, *HTTP_1_0, *HTTP_1_1,
-        *HTTPS, *on;
+        *HTTP_2, *HTTPS, *on;
     /* ASGI scope and event keys and values */
     PyObject *type, *body, *more_body, *status, *headers, *state, *asgi, *http_version, *method, *scheme, *path,
-        *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1, *websocket, *ws,
-        *wss, *subprotocols, *extensions;
+        *raw_path, *query_string, *root_path, *client, *server, *http, *http_request, *v1_0, *v1_1, *v2, *websocket,
+        *ws, *wss, *subprotocols, *extensions;
     /* methods, attribute names, constants */
     PyObject *GET, *POST, *HEAD, *PUT, *DELETE, *OPTIONS, *PATCH, *close, *fileno, *tell, *https, *empty, *empty_bytes;
 } pt_strings_t;

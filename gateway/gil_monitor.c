@@ -339,7 +339,7 @@ static void
 subscribe(pt_request_t *req)
 {
     pt_buf_t out = { 0 };
-    pt_resp_ctx_t ctx = { req->http_minor, false, req->keep_alive };
+    pt_resp_ctx_t ctx = { req->http_minor, false, req->keep_alive, false };
     pt_header_t h[] = {
         { PT_SPAN("Content-Type"), PT_SPAN("text/event-stream") },
         { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },

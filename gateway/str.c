@@ -60,6 +60,7 @@ pt_str_init(void)
     S(on, "on");
     S(HTTP_1_0, "HTTP/1.0");
     S(HTTP_1_1, "HTTP/1.1");
+    S(HTTP_2, "HTTP/2");
     S(empty, "");
     S(close, "close");
     S(fileno, "fileno");
@@ -91,6 +92,7 @@ pt_str_init(void)
     S(http_request, "http.request");
     S(v1_0, "1.0");
     S(v1_1, "1.1");
+    S(v2, "2");
     S(websocket, "websocket");
     S(ws, "ws");
     S(wss, "wss");

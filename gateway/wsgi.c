@@ -54,7 +54,7 @@ static void
 server_error(pt_ctx_t *ctx, int status)
 {
     pt_request_t *req = ctx->req;
-    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_resp_ctx_t rctx = pt_req_resp_ctx(req);
 
     ctx->out.len = 0;
     memset(&req->resp, 0, sizeof(req->resp));
@@ -269,8 +269,8 @@ try_sendfile(pt_ctx_t *ctx)
     ssize_t sent;
     size_t count;
 
-    /* Over TLS the file's bytes must be encrypted: the wrapper is iterated instead. */
-    if (pt_on_loop_thread() || !ctx->started || req->tls != NULL
+    /* Over TLS the file's bytes must be encrypted, over HTTP/2 framed: the wrapper is iterated instead. */
+    if (pt_on_loop_thread() || !ctx->started || req->tls != NULL || req->h2 != NULL
         || pt_file_wrapper_regular((pt_file_wrapper_t *)ctx->result, &fd, &offset, &count) < 0) {
         return 0;
     }

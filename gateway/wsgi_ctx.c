@@ -154,7 +154,7 @@ pt_wsgi_write_head(pt_ctx_t *ctx)
 {
     pt_request_t *req = ctx->req;
     Py_ssize_t i, n = PyList_GET_SIZE(ctx->headers);
-    pt_resp_ctx_t rctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_resp_ctx_t rctx = pt_req_resp_ctx(req);
     Py_ssize_t slen;
     const char *status = (const char *)PyUnicode_1BYTE_DATA(ctx->status);
 

@@ -217,7 +217,11 @@ pt_environ_new(pt_environ_t *e, const pt_request_t *req, PyObject *input)
                    req->query.len ? PyUnicode_DecodeLatin1(req->query.base, (Py_ssize_t)req->query.len, NULL)
                                   : Py_NewRef(pt_str.empty))
             < 0
-        || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL, req->http_minor ? pt_str.HTTP_1_1 : pt_str.HTTP_1_0) < 0
+        || PyDict_SetItem(env, pt_str.SERVER_PROTOCOL,
+                          req->h2 != NULL       ? pt_str.HTTP_2
+                              : req->http_minor ? pt_str.HTTP_1_1
+                                                : pt_str.HTTP_1_0)
+            < 0
         || set_new(env, pt_str.REMOTE_ADDR, remote_addr(req->remote_addr)) < 0
         || set_new(env, pt_str.REMOTE_PORT, PyUnicode_FromFormat("%d", req->remote_port)) < 0
         || PyDict_SetItem(env, pt_str.wsgi_input, input) < 0 || server_strings(req, &name, &port) < 0

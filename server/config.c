@@ -62,6 +62,9 @@ static const char usage[] =
     "                             apps that answer while the body arrives\n"
     "      --min-body-rate N      after 5 s, a request body must average N bytes/s, or 408 (default 240; 0: any)\n"
     "      --unix-mode MODE       permissions of a unix:/path socket, in octal, e.g. 660 (default: from the umask)\n"
+    "      --http MODE            1: HTTP/1.1 only; 2: HTTP/2 only; auto (default): HTTP/2 for a client that asks\n"
+    "                             (ALPN h2 on TLS, the HTTP/2 preface in cleartext: h2c by prior knowledge), else\n"
+    "                             HTTP/1.1"
     "\n"
     "TLS (https; every socket serves it once a certificate is given, but a --bind prefixed http://):\n"
     "      --ssl-certfile FILE    the certificate (PEM), then its chain\n"
@@ -173,6 +176,7 @@ enum {
     OPT_SSL_CERT_REQS,
     OPT_SSL_CIPHERS,
     OPT_SSL_MIN_VERSION,
+    OPT_HTTP,
 };
 
 static const struct option options[] = {
@@ -187,6 +191,7 @@ static const struct option options[] = {
     { "ssl-cert-reqs", required_argument, NULL, OPT_SSL_CERT_REQS },
     { "ssl-ciphers", required_argument, NULL, OPT_SSL_CIPHERS },
     { "ssl-min-version", required_argument, NULL, OPT_SSL_MIN_VERSION },
+    { "http", required_argument, NULL, OPT_HTTP },
     { "app-dir", required_argument, NULL, OPT_APP_DIR },
     { "interpreter", required_argument, NULL, OPT_INTERPRETER },
     { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
@@ -510,12 +515,14 @@ parse_gil_load(pt_config_t *cfg, const char *arg)
     return 0;
 }
 
-/* The options that are not a plain field. 0, 1 when --help/--version was printed, -1 after printing why. */
+/* The options that are not a plain field. 0, 1 when --help/--version was printed, -1 after printing why.
+ * Long because it is one switch with a case per option, each a few lines. */
 static int
 parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
 {
     static const char *const interfaces[] = { "auto", "wsgi", "asgi", "asgi2" };
     static const char *const lifespans[] = { "auto", "on", "off" };
+    static const char *const https[] = { "auto", "1", "2" };
     static const char *const levels[] = { "debug", "info", "warning", "error", "critical" };
     static const char *const onoff[] = { "off", "on" };
     static const char *const ws_modes[] = { "off", "on", "none", "auto" };
@@ -541,6 +548,10 @@ parse_special(pt_config_t *cfg, int opt, const char *arg, char **argv)
     case OPT_INTERPRETER:
         i = choose("interpreter", arg, interpreters, 3, "expected auto, host or embedded");
         cfg->interpreter = i >= 0 ? (pt_interpreter_t)i : cfg->interpreter;
+        return i < 0 ? -1 : 0;
+    case OPT_HTTP:
+        i = choose("http", arg, https, 3, "expected auto, 1 or 2");
+        cfg->http = i >= 0 ? (pt_http_mode_t)i : cfg->http;
         return i < 0 ? -1 : 0;
     case OPT_LIFESPAN:
         i = choose("lifespan", arg, lifespans, 3, "expected auto, on or off");

@@ -34,6 +34,13 @@ typedef enum {
     PT_INTERP_EMBEDDED, /* the libpython linked into the ponte executable */
 } pt_interpreter_t;
 
+/* --http: which HTTP versions a connection may speak (server/h2.h). */
+typedef enum {
+    PT_HTTP_AUTO,
+    PT_HTTP_1,
+    PT_HTTP_2,
+} pt_http_mode_t;
+
 typedef enum {
     PT_LIFESPAN_AUTO,
     PT_LIFESPAN_ON,
@@ -103,6 +110,7 @@ typedef struct {
     const char *ssl_certfile, *ssl_keyfile, *ssl_keyfile_password, *ssl_ca_certs, *ssl_ciphers;
     int ssl_cert_reqs;   /* pt_tls_cert_reqs_t: 0 none, 1 optional, 2 required */
     int ssl_min_version; /* 12 or 13 */
+    pt_http_mode_t http; /* --http */
 } pt_config_t;
 
 /* Parses argv into cfg. Returns 0 to run, 1 when --help/--version was printed, -1 on a bad option (printed). */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h2.h"
 #include "listen.h"
 #include "log.h"
 #include "out.h"
@@ -24,10 +25,9 @@
 
 #define REST_MAX (64 * 1024) /* unparsed pipelined input kept before we stop reading */
 #define LINGER_SECONDS 2.0   /* how long to drain a client's unread input before closing */
-/* How long a just-used keep-alive connection is given, on shutdown, to send the request that may be on its way. */
-#define SHUTDOWN_LINGER_MS 1000
 
 static void conn_process(pt_conn_t *c, const char *data, size_t n);
+static bool conn_process_rest(pt_conn_t *c);
 static void conn_start_reading(pt_conn_t *c);
 static void conn_on_eof(pt_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -70,6 +70,7 @@ conn_free(pt_conn_t *c)
     if (c->ws != NULL) {
         pt_ws_free(c->ws);
     }
+    pt_h2_free(c->h2);
     pt_req_destroy(&c->req);
     pt_tls_free(c->tls);
     pt_http_release(&c->http);
@@ -138,6 +139,10 @@ pt_conn_close(pt_conn_t *c)
     }
     c->state = PT_CONN_CLOSED;
     conn_stop_reading(c);
+    if (c->app_busy && c->h2 != NULL) {
+        pt_h2_conn_gone(c->h2); /* the handles close once the last stream's app lets go (h2.c) */
+        return;
+    }
     if (c->app_busy) {
         pt_app_t *app = c->srv->app;
 
@@ -220,26 +225,6 @@ pt_conn_end(pt_conn_t *c, bool linger)
     if (uv_shutdown(sr, &c->h.stream, on_shutdown) < 0) {
         free(sr);
         pt_conn_close(c);
-    }
-}
-
-void
-pt_conn_stop(pt_conn_t *c, uint64_t now)
-{
-    if (c->state == PT_CONN_IDLE && !c->app_busy) {
-        /* Closing a connection the client is about to reuse loses its next request (RFC 9112 §9.6): wrk and most
-         * clients do not retry. A quiet one closes now; a busy one gets its next answer with "Connection: close"
-         * (new requests see srv->stopping), or closes when it stays quiet. */
-        if (now - c->idle_since >= SHUTDOWN_LINGER_MS) {
-            pt_conn_close(c);
-        } else {
-            pt_conn_set_deadline(c, (double)(SHUTDOWN_LINGER_MS - (now - c->idle_since)) / 1000.0);
-        }
-    } else if (c->ws != NULL) {
-        pt_ws_stop(c->ws); /* close with 1001, going away */
-    } else {
-        /* Answer the request in progress with "Connection: close". */
-        c->req.keep_alive = false;
     }
 }
 
@@ -355,6 +340,23 @@ conn_process(pt_conn_t *c, const char *data, size_t n)
     const char *end = data + n;
     size_t used;
 
+    if (c->h2 == NULL && !c->sniffed) {
+        switch (pt_h2_sniff(c, data, n)) {
+        case PT_SNIFF_WAIT: return;
+        case PT_SNIFF_H1: break;
+        case PT_SNIFF_H1_KEPT:
+            /* A few bytes that looked like the HTTP/2 preface, and HTTP/1.1 after all: they are parsed first. */
+            conn_process_rest(c);
+            if (c->state >= PT_CONN_ENDING) {
+                return;
+            }
+            break;
+        }
+    }
+    if (c->h2 != NULL) {
+        pt_h2_feed(c->h2, data, n);
+        return;
+    }
     c->in_process = true;
     if (c->ws != NULL) {
         pt_ws_feed(c->ws, data, n);
@@ -401,6 +403,10 @@ conn_on_eof(pt_conn_t *c)
 {
     c->eof = true;
     c->req.client_eof = true;
+    if (c->h2 != NULL) {
+        pt_h2_on_eof(c->h2);
+        return;
+    }
     if (c->ws != NULL) {
         pt_ws_on_eof(c->ws); /* a close frame came before this, or the connection ends abnormally */
         return;
@@ -530,11 +536,9 @@ pt_conn_resume_reading(pt_conn_t *c)
     }
 }
 
-/* Where the request came from: the peer, or the client behind a trusted proxy (--forwarded-allow-ips). */
-static void
-conn_set_origin(pt_conn_t *c)
+void
+pt_conn_origin(pt_conn_t *c, pt_request_t *req)
 {
-    pt_request_t *req = &c->req;
     const pt_config_t *cfg = c->srv->cfg;
 
     req->remote_addr = c->remote_addr;
@@ -615,7 +619,7 @@ pt_conn_on_headers(pt_conn_t *c)
     pt_server_t *srv = c->srv;
 
     req->keep_alive = req->keep_alive && !srv->stopping;
-    conn_set_origin(c);
+    pt_conn_origin(c, req);
     pt_req_begin(req, c->eof);
     c->resp_done = false;
     c->message_done = false;
@@ -761,7 +765,7 @@ pt_conn_next_request(pt_conn_t *c)
 
     c->state = PT_CONN_IDLE;
     c->idle_since = uv_now(c->srv->loop);
-    pt_conn_set_deadline(c, srv->stopping ? SHUTDOWN_LINGER_MS / 1000.0 : srv->cfg->keep_alive_timeout);
+    pt_conn_set_deadline(c, srv->stopping ? PT_SHUTDOWN_LINGER_MS / 1000.0 : srv->cfg->keep_alive_timeout);
     pt_http_resume(&c->http);
     if (c->in_process) {
         return; /* conn_process goes on with the bytes it holds */

@@ -17,6 +17,9 @@
 #include "todo.h"
 
 typedef struct pt_listener_s pt_listener_t;
+
+/* How long a just-used keep-alive connection is given, on shutdown, to send the request that may be on its way. */
+#define PT_SHUTDOWN_LINGER_MS 1000
 typedef struct pt_ws_s pt_ws_t;
 
 /*
@@ -31,6 +34,7 @@ typedef enum {
     PT_CONN_WS,       /* the request became a WebSocket (ws.c): pings, and the closing handshake's timeout */
     PT_CONN_OUTPUT,   /* between requests, but the responses queued exceed PT_OUT_HIGH: the next request
                                waits until the client reads them down to PT_OUT_LOW; client timeout */
+    PT_CONN_H2,       /* HTTP/2 (h2.h): the streams are the requests, and the timer is the session's */
     PT_CONN_ENDING,   /* a final response is being flushed (the app may still hold the request) */
     PT_CONN_SHUTDOWN, /* the FIN is queued behind it; lingering, unread input is drained for a while */
     PT_CONN_CLOSED,   /* the close path has begun: output is dropped; the handles close once the app lets go */
@@ -68,8 +72,10 @@ struct pt_conn_s {
     uint64_t rate_since;      /* ... measured since this time, */
     uint64_t rate_base;       /* ... from this many body bytes */
 
-    pt_request_t req;
-    pt_ws_t *ws; /* after a 101: the WebSocket (ws.c); the connection is never reused then */
+    pt_request_t req;   /* HTTP/1.x's one request at a time (HTTP/2's are its streams') */
+    pt_ws_t *ws;        /* after a 101: the WebSocket (ws.c); the connection is never reused then */
+    struct pt_h2_s *h2; /* HTTP/2 (h2.h), from the preface or ALPN on; then app_busy: any stream is with the app */
+    bool sniffed;       /* the first bytes were checked for the HTTP/2 preface (--http) */
 
     /* Output (out.c): bytes waiting for the socket (loop-thread apps and server replies). */
     pt_buf_t wbuf;
@@ -92,8 +98,6 @@ void pt_conn_start(pt_server_t *srv, pt_listener_t *ls, pt_conn_t *c);
 void pt_conn_discard(pt_conn_t *c, bool stream_initialised);
 /* Closes now, dropping unsent output. With a request in the app, the handles close once the app lets go of it. */
 void pt_conn_close(pt_conn_t *c);
-/* Graceful shutdown of one connection (see pt_server_shutdown). */
-void pt_conn_stop(pt_conn_t *c, uint64_t now);
 /* (Re)arms the connection's timer `seconds` from now, for the current state (conn_timer.c). */
 void pt_conn_set_deadline(pt_conn_t *c, double seconds);
 /* A request body is expected: --min-body-rate starts counting (conn_timer.c). */
@@ -113,6 +117,8 @@ void pt_conn_pause_reading(pt_conn_t *c);
  * a WebSocket's connection ends at once (nothing more will be written), and the app learns of it through on_gone.
  */
 void pt_conn_end(pt_conn_t *c, bool linger);
+/* Sets where req came from (the peer, or the client behind a trusted proxy), its scheme and TLS. */
+void pt_conn_origin(pt_conn_t *c, pt_request_t *req);
 /* The 101 is queued: bytes that came behind the upgrade request are the WebSocket's, and reading goes on. */
 void pt_conn_ws_started(pt_conn_t *c);
 /* The response is complete and the app has let go of the request (out.c): reuse the connection or close it. */

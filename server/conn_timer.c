@@ -6,6 +6,7 @@
  */
 #include "conn.h"
 
+#include "h2.h"
 #include "log.h"
 #include "ws.h"
 
@@ -75,7 +76,9 @@ void
 pt_conn_progress(pt_conn_t *c)
 {
     c->progress = uv_now(c->srv->loop);
-    c->deadline = c->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+    if (c->h2 == NULL) {
+        c->deadline = c->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000);
+    } /* HTTP/2's timer weighs every stream (pt_h2_on_timer): it reads `progress` when it fires */
 }
 
 /* Whether a request in the app is held up by the client (slow body, or not reading the response). */
@@ -131,6 +134,7 @@ on_timer(uv_timer_t *t)
             pt_conn_set_deadline(c, c->srv->cfg->client_timeout);
         }
         break;
+    case PT_CONN_H2: pt_h2_on_timer(c->h2, now); break;
     case PT_CONN_ENDING:
     case PT_CONN_SHUTDOWN:
     case PT_CONN_CLOSED: pt_conn_close(c); break;

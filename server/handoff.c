@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "h2.h"
 #include "log.h"
 #include "out.h"
 
@@ -55,7 +56,11 @@ output_run(pt_conn_t *c, pt_msg_t *m)
         }
         m = after;
     }
-    pt_out_appv(c, bufs, n, flags);
+    if (run->req->h2 != NULL) {
+        pt_h2_app_outputv(run->req->h2, bufs, n, flags);
+    } else {
+        pt_out_appv(c, bufs, n, flags);
+    }
     while (run != after) {
         pt_msg_t *x = run->next;
 
@@ -87,10 +92,14 @@ on_handoff(uv_async_t *a)
         switch (m->kind) {
         case PT_MSG_OUTPUT:
             /* A large output's buffer (taken from the worker), or none: flags alone. */
-            pt_out_app(c, m->data, m->len, m->flags, PT_OUT_OWNED);
+            if (m->req->h2 != NULL) {
+                pt_h2_app_output(m->req->h2, m->data, m->len, m->flags, PT_OUT_OWNED);
+            } else {
+                pt_out_app(c, m->data, m->len, m->flags, PT_OUT_OWNED);
+            }
             break;
-        case PT_MSG_CONTINUE: pt_out_continue(c); break;
-        case PT_MSG_RESUME_READ: pt_conn_resume_reading(c); break;
+        case PT_MSG_CONTINUE: pt_req_loop_continue(m->req); break;
+        case PT_MSG_RESUME_READ: pt_req_loop_resume_reading(m->req); break;
         }
         free(m);
     }

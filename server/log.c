@@ -73,9 +73,12 @@ pt_log_access(const struct pt_request_s *req, int status, uint64_t bytes, uint64
 {
     const char *when = clf_time();
 
-    fprintf(stdout, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %llu %.6f", req->remote_addr, when, (int)req->method.len,
-            req->method.base, (int)req->target.len, req->target.base, req->http_minor, status,
-            (unsigned long long)bytes, (double)(end_ns - req->start_ns) / 1e9);
+    fprintf(stdout, "%s - - [%s] \"%.*s %.*s HTTP/%s\" %d %llu %.6f", req->remote_addr, when, (int)req->method.len,
+            req->method.base, (int)req->target.len, req->target.base,
+            req->h2 != NULL       ? "2"
+                : req->http_minor ? "1.1"
+                                  : "1.0",
+            status, (unsigned long long)bytes, (double)(end_ns - req->start_ns) / 1e9);
     if (pt_log_gil_wait) {
         fprintf(stdout, " gil_wait=%.6f/%.6f", (double)req->gil_wait_start_ns / 1e9,
                 (double)req->gil_wait_run_ns / 1e9);

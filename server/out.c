@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h2.h"
 #include "log.h"
 #include "tls.h"
 #include "ws.h"
@@ -306,6 +307,12 @@ on_drain_idle(uv_idle_t *idle)
 
     uv_idle_stop(idle);
     while ((c = pt_todo_next(&srv->drain, &taken)) != NULL) {
+        if (c->h2 != NULL) {
+            if (c->state != PT_CONN_CLOSED) {
+                pt_h2_on_drain(c->h2); /* its streams' apps, and the frames held back */
+            }
+            continue;
+        }
         if (pt_out_queued(c) > PT_OUT_LOW) {
             continue;
         }
@@ -323,13 +330,18 @@ on_drain_idle(uv_idle_t *idle)
 static void
 out_maybe_resume(pt_conn_t *c)
 {
-    pt_server_t *srv = c->srv;
+    bool waits = c->suspended || c->state == PT_CONN_OUTPUT || (c->h2 != NULL && pt_h2_wants_drain(c->h2));
 
-    if (!(c->suspended || c->state == PT_CONN_OUTPUT) || c->state == PT_CONN_CLOSED || pt_out_queued(c) > PT_OUT_LOW) {
-        return;
+    if (waits && c->state != PT_CONN_CLOSED && pt_out_queued(c) <= PT_OUT_LOW) {
+        pt_out_drain_soon(c);
     }
-    if (pt_todo_add(&srv->drain, c)) {
-        uv_idle_start(&srv->drain_idle, on_drain_idle);
+}
+
+void
+pt_out_drain_soon(pt_conn_t *c)
+{
+    if (pt_todo_add(&c->srv->drain, c)) {
+        uv_idle_start(&c->srv->drain_idle, on_drain_idle);
     }
 }
 
@@ -357,7 +369,11 @@ on_flush_prepare(uv_prepare_t *p)
 
     uv_prepare_stop(p);
     while ((c = pt_todo_next(&srv->flush, &taken)) != NULL) {
-        pt_out_flush(c);
+        if (c->h2 != NULL) {
+            pt_h2_send(c->h2); /* the frames the streams' output made, then the flush */
+        } else {
+            pt_out_flush(c);
+        }
     }
 }
 
@@ -451,6 +467,7 @@ pt_out_appv(pt_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, unsigned flags)
 void
 pt_out_continue(pt_conn_t *c)
 {
+    /* HTTP/2's is a stream's (pt_h2_continue). */
     if (c->state != PT_CONN_CLOSED && !c->req.resp.head_done) {
         pt_buf_append(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         pt_out_flush(c);

@@ -28,6 +28,8 @@ void pt_out_flush(pt_conn_t *c);
 void pt_out_soon(pt_conn_t *c);
 /* Response bytes not yet on the wire. */
 size_t pt_out_queued(pt_conn_t *c);
+/* The drain idle runs for c at the top of the loop: an HTTP/2 stream's app whose queue came down is due on_drain. */
+void pt_out_drain_soon(pt_conn_t *c);
 /* A loop-thread app stops producing until on_drain. */
 void pt_out_suspend(pt_conn_t *c);
 /* "100 Continue", unless the response has started. */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "h2.h"
 #include "handoff.h"
 #include "log.h"
 #include "out.h"
@@ -32,6 +33,29 @@ bool
 pt_on_loop_thread(void)
 {
     return on_loop_thread;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Where a loop-side action goes: the connection (HTTP/1.x), or the request's stream (HTTP/2) */
+
+void
+pt_req_loop_resume_reading(pt_request_t *req)
+{
+    if (req->h2 != NULL) {
+        pt_h2_resume_body(req->h2);
+    } else {
+        pt_conn_resume_reading(req->conn);
+    }
+}
+
+void
+pt_req_loop_continue(pt_request_t *req)
+{
+    if (req->h2 != NULL) {
+        pt_h2_continue(req->h2);
+    } else {
+        pt_out_continue(req->conn);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -99,8 +123,6 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
         return 0;
     }
     if (!worker) {
-        pt_conn_t *c = req->conn;
-
         if (req->body_fd >= 0) {
             return read_spooled(req, dst, n, delim);
         }
@@ -108,19 +130,19 @@ pt_req_read(pt_request_t *req, char *dst, size_t n, int delim, bool block)
             r = (ssize_t)copy_out(req, dst, n, delim);
             if (req->body_read_paused && req->body.len - req->body_rpos < PT_BODY_LOW) {
                 req->body_read_paused = false;
-                pt_conn_resume_reading(c);
+                pt_req_loop_resume_reading(req);
             }
             return r;
         }
         if (req->body_eof) {
             return 0;
         }
-        if (req->body_err != PT_BODY_ERR_NONE || req->gone || !c->srv->app->streams_body) {
+        if (req->body_err != PT_BODY_ERR_NONE || req->gone || !req->conn->srv->app->streams_body) {
             return -EPIPE; /* a non-streaming loop-thread app has its whole body: this cannot happen */
         }
         if (!req->continue_sent) {
             req->continue_sent = true;
-            pt_out_continue(c);
+            pt_req_loop_continue(req);
         }
         return -EAGAIN; /* on_body says when there is more */
     }
@@ -168,7 +190,11 @@ pt_req_send(pt_request_t *req, pt_buf_t *out, unsigned flags)
 
     if (pt_on_loop_thread()) {
         gone = req->gone || req->conn->state == PT_CONN_CLOSED;
-        pt_out_app(req->conn, out->data, out->len, flags, PT_OUT_LOOP);
+        if (req->h2 != NULL) {
+            pt_h2_app_output(req->h2, out->data, out->len, flags, PT_OUT_LOOP);
+        } else {
+            pt_out_app(req->conn, out->data, out->len, flags, PT_OUT_LOOP);
+        }
         out->len = 0;
         return gone ? -EPIPE : 0;
     }
@@ -194,7 +220,7 @@ pt_req_must_wait(pt_request_t *req)
     bool wait;
 
     if (pt_on_loop_thread()) {
-        return pt_out_queued(req->conn) > PT_OUT_HIGH;
+        return (req->h2 != NULL ? pt_h2_queued(req->h2) : pt_out_queued(req->conn)) > PT_OUT_HIGH;
     }
     uv_mutex_lock(&req->lock);
     wait = req->out_pending > PT_OUT_HIGH && !req->gone;
@@ -255,7 +281,11 @@ pt_req_error_status(pt_request_t *req)
 void
 pt_req_suspend(pt_request_t *req)
 {
-    pt_out_suspend(req->conn);
+    if (req->h2 != NULL) {
+        pt_h2_suspend(req->h2);
+    } else {
+        pt_out_suspend(req->conn);
+    }
 }
 
 bool

@@ -74,6 +74,7 @@ struct pt_request_s {
     int server_port;
     const char *url_scheme;
     const struct pt_tls_s *tls; /* the connection's TLS (server/tls.h: version, cipher, client certificate), or NULL */
+    struct pt_h2_stream_s *h2;  /* HTTP/2: the stream this request came on (server/h2.h), or NULL for HTTP/1.x */
 
     uint64_t start_ns;
     uint64_t seq; /* counts the connection's requests: tells a request from its successor */
@@ -101,6 +102,13 @@ struct pt_request_s {
     bool gone;             /* the client went away: further output is dropped */
     bool client_eof;       /* the client closed its side (it may still read): nothing more will come */
 };
+
+/* How the app's response to req is framed (resp.h): its HTTP version, HEAD or not, keep-alive or not. */
+static inline pt_resp_ctx_t
+pt_req_resp_ctx(const pt_request_t *req)
+{
+    return (pt_resp_ctx_t){ req->http_minor, req->is_head, req->keep_alive, req->h2 != NULL };
+}
 
 /* Whether the calling thread is the one running uv_run (marked once, by main, with pt_set_loop_thread). */
 bool pt_on_loop_thread(void);
@@ -163,6 +171,10 @@ void pt_req_body_end(pt_request_t *req);
 void pt_req_body_fail(pt_request_t *req, pt_body_err_t why);
 /* The client is gone: output is dropped from now on, and a body not yet complete fails with `why`. */
 void pt_req_client_gone(pt_request_t *req, pt_body_err_t why);
+/* A worker read its body down to PT_BODY_LOW (PT_MSG_RESUME_READ), or asked for "100 Continue" (PT_MSG_CONTINUE):
+ * done on the request's connection, or on its HTTP/2 stream. */
+void pt_req_loop_resume_reading(pt_request_t *req);
+void pt_req_loop_continue(pt_request_t *req);
 /* Wakes a worker waiting on the request, if any (body bytes arrived since it began waiting). */
 void pt_req_wake(pt_request_t *req);
 /* n of a worker's response bytes reached the socket, or never will: a worker waiting for the drain may go on. */

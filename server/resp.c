@@ -1,6 +1,7 @@
 #include "resp.h"
 
 #include <errno.h>
+#include <string.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <time.h>
@@ -191,11 +192,35 @@ parse_length(pt_span_t v)
     return n;
 }
 
-/* The app's headers, less the framing and connection ones, which are the server's business (PEP 3333 leaves
- * hop-by-hop headers to it): their meaning goes into r. Room was reserved. Sets which of Date, Server it gave. */
+/* One header line: "Name: value\r\n", or for HTTP/2 "name\0value\0" with the name lower-cased. Room was reserved. */
 static void
-put_app_headers(pt_resp_t *r, pt_buf_t *out, const pt_header_t *headers, size_t nheaders, bool *has_date,
-                bool *has_server)
+put_header(pt_buf_t *out, bool http2, pt_span_t n, pt_span_t v)
+{
+    size_t i;
+
+    if (!http2) {
+        pt_buf_put(out, n.base, n.len);
+        pt_buf_put(out, ": ", 2);
+        pt_buf_put(out, v.base, v.len);
+        pt_buf_put(out, "\r\n", 2);
+        return;
+    }
+    for (i = 0; i < n.len; i++) {
+        char ch = n.base[i];
+
+        out->data[out->len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    out->data[out->len++] = '\0';
+    pt_buf_put(out, v.base, v.len);
+    out->data[out->len++] = '\0';
+}
+
+/* The app's headers, less the framing and connection ones, which are the server's business (PEP 3333 leaves
+ * hop-by-hop headers to it): their meaning goes into r. HTTP/2 carries no connection-specific header at all
+ * (RFC 9113 8.2.2). Room was reserved. Sets which of Date, Server it gave. */
+static void
+put_app_headers(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, const pt_header_t *headers, size_t nheaders,
+                bool *has_date, bool *has_server)
 {
     size_t i;
 
@@ -214,9 +239,13 @@ put_app_headers(pt_resp_t *r, pt_buf_t *out, const pt_header_t *headers, size_t 
             continue;
         }
         if (pt_span_ieq(n, "connection")) {
-            if (pt_span_has_token(v, "close")) {
+            if (pt_span_has_token(v, "close") && !ctx->http2) {
                 r->must_close = true;
             }
+            continue;
+        }
+        if (ctx->http2
+            && (pt_span_ieq(n, "keep-alive") || pt_span_ieq(n, "proxy-connection") || pt_span_ieq(n, "upgrade"))) {
             continue;
         }
         if (!*has_date && pt_span_ieq(n, "date")) {
@@ -224,10 +253,7 @@ put_app_headers(pt_resp_t *r, pt_buf_t *out, const pt_header_t *headers, size_t 
         } else if (!*has_server && pt_span_ieq(n, "server")) {
             *has_server = true;
         }
-        pt_buf_put(out, n.base, n.len);
-        pt_buf_put(out, ": ", 2);
-        pt_buf_put(out, v.base, v.len);
-        pt_buf_put(out, "\r\n", 2);
+        put_header(out, ctx->http2, n, v);
     }
 }
 
@@ -245,6 +271,8 @@ choose_framing(pt_resp_t *r, const pt_resp_ctx_t *ctx, int64_t known_length)
         r->frame = ctx->is_head ? PT_FRAME_NONE : PT_FRAME_LENGTH;
     } else if (ctx->is_head) {
         r->frame = PT_FRAME_NONE;
+    } else if (ctx->http2) {
+        r->frame = PT_FRAME_STREAM;
     } else if (ctx->http_minor >= 1) {
         r->frame = PT_FRAME_CHUNKED;
     } else {
@@ -257,23 +285,22 @@ choose_framing(pt_resp_t *r, const pt_resp_ctx_t *ctx, int64_t known_length)
 static void
 put_server_headers(const pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, bool has_date, bool has_server)
 {
-    pt_span_t date;
+    char len[24];
 
     if (r->content_length >= 0) {
-        pt_buf_put(out, "Content-Length: ", 16);
-        out->len += u64_to_dec(out->data + out->len, (uint64_t)r->content_length);
-        pt_buf_put(out, "\r\n", 2);
+        put_header(out, ctx->http2, PT_SPAN("Content-Length"),
+                   (pt_span_t){ len, u64_to_dec(len, (uint64_t)r->content_length) });
     } else if (r->frame == PT_FRAME_CHUNKED) {
         pt_buf_put(out, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!has_date) {
-        date = pt_http_date();
-        pt_buf_put(out, "Date: ", 6);
-        pt_buf_put(out, date.base, date.len);
-        pt_buf_put(out, "\r\n", 2);
+        put_header(out, ctx->http2, PT_SPAN("Date"), pt_http_date());
     }
     if (!has_server) {
-        pt_buf_put(out, SERVER_HEADER, sizeof(SERVER_HEADER) - 1);
+        put_header(out, ctx->http2, PT_SPAN("Server"), PT_SPAN("ponte"));
+    }
+    if (ctx->http2) {
+        return;
     }
     if (r->must_close) {
         pt_buf_put(out, "Connection: close\r\n", 19);
@@ -288,7 +315,9 @@ pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t st
              size_t nheaders, int64_t known_length)
 {
     bool has_date = false, has_server = false;
-    size_t need = 64 + status_line.len + sizeof(SERVER_HEADER) + 40;
+    /* The status line and the server's own lines (at most 136 bytes: a 20-digit Content-Length, Date, Server,
+     * Connection, the blank line), then each of the app's lines with its ": " and CRLF. */
+    size_t need = 160 + status_line.len;
     size_t before = out->len;
     size_t i;
 
@@ -297,19 +326,32 @@ pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t st
         r->status = r->status * 10 + (status_line.base[i] - '0');
     }
     r->content_length = -1;
-    r->must_close = !ctx->keep_alive;
+    r->must_close = !ctx->keep_alive && !ctx->http2;
     for (i = 0; i < nheaders; i++) {
         need += headers[i].name.len + headers[i].value.len + 4;
     }
     if (pt_buf_reserve(out, need) < 0) {
         return -ENOMEM;
     }
-    pt_buf_put(out, ctx->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
-    pt_buf_put(out, status_line.base, status_line.len);
-    pt_buf_put(out, "\r\n", 2);
-    put_app_headers(r, out, headers, nheaders, &has_date, &has_server);
+    if (ctx->http2) {
+        uint32_t block;
+
+        out->len += sizeof(block); /* the block's length, written once it is known */
+        pt_buf_put(out, status_line.base, status_line.len < 3 ? status_line.len : 3);
+        out->data[out->len++] = '\0';
+    } else {
+        pt_buf_put(out, ctx->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+        pt_buf_put(out, status_line.base, status_line.len);
+        pt_buf_put(out, "\r\n", 2);
+    }
+    put_app_headers(r, ctx, out, headers, nheaders, &has_date, &has_server);
     choose_framing(r, ctx, known_length);
     put_server_headers(r, ctx, out, has_date, has_server);
+    if (ctx->http2) {
+        uint32_t block = (uint32_t)(out->len - before);
+
+        memcpy(out->data + before, &block, sizeof(block));
+    }
     r->head_done = true;
     r->wire_bytes += out->len - before;
     return 0;
@@ -347,6 +389,7 @@ pt_resp_body(pt_resp_t *r, pt_buf_t *out, const char *p, size_t n)
         break;
     }
     case PT_FRAME_CLOSE:
+    case PT_FRAME_STREAM:
         if (pt_buf_append(out, p, n) < 0) {
             return -ENOMEM;
         }

@@ -20,6 +20,7 @@ typedef enum {
     PT_FRAME_CHUNKED, /* HTTP/1.1 without a length */
     PT_FRAME_CLOSE,   /* HTTP/1.0 without a length: the end of the connection ends the body */
     PT_FRAME_NONE,    /* HEAD, 1xx, 204, 304: no body on the wire */
+    PT_FRAME_STREAM,  /* HTTP/2 without a length: the end of the stream ends the body */
 } pt_frame_t;
 
 typedef struct {
@@ -27,7 +28,8 @@ typedef struct {
     pt_frame_t frame;
     bool head_done;
     bool ended;
-    bool must_close;        /* the connection cannot be reused after this response */
+    bool must_close;        /* the connection cannot be reused after this response (HTTP/2: the stream cannot end
+                             * cleanly, its body came up short of its Content-Length) */
     bool overflow;          /* the app sent more than its Content-Length; the excess was dropped */
     int64_t content_length; /* -1 when not framed by length */
     uint64_t body_bytes;    /* payload bytes the app produced (before chunk framing, after HEAD suppression) */
@@ -39,12 +41,18 @@ typedef struct {
     uint8_t http_minor;
     bool is_head;
     bool keep_alive;
+    bool http2; /* the head is for an HTTP/2 stream: see pt_resp_head */
 } pt_resp_ctx_t;
 
 /*
  * Writes the status line and headers. `status_line` is "200 OK" as the app gave it; headers are the app's, already
  * validated. `known_length` is the whole body size when the caller already has all of it (-1 otherwise): a response
  * without a Content-Length then gets one instead of chunking. Returns 0 or -ENOMEM.
+ *
+ * For an HTTP/2 stream (ctx->http2) the head is not HTTP/1.1 text but a block the stream turns into its HEADERS
+ * frame (h2_stream.c): a native uint32_t with the block's whole length, then NUL-terminated strings, the status's
+ * three digits and each header's lower-cased name and value, without the connection-specific headers RFC 9113
+ * 8.2.2 forbids. The body that follows is the payload as is: the stream's DATA frames frame it.
  */
 int pt_resp_head(pt_resp_t *r, const pt_resp_ctx_t *ctx, pt_buf_t *out, pt_span_t status_line,
                  const pt_header_t *headers, size_t nheaders, int64_t known_length);

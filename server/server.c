@@ -9,8 +9,10 @@
 #include <string.h>
 
 #include "conn.h"
+#include "h2.h"
 #include "handoff.h"
 #include "listen.h"
+#include "ws.h"
 
 int
 pt_server_init(pt_server_t *srv, uv_loop_t *loop, const pt_config_t *cfg, pt_app_t *app)
@@ -125,6 +127,31 @@ pt_server_request_ended(pt_server_t *srv)
     atomic_fetch_sub_explicit(&srv->totals->nbusy, 1, memory_order_relaxed);
 }
 
+/* Graceful shutdown of one connection (see pt_server_shutdown). */
+static void
+server_stop_conn(pt_conn_t *c, uint64_t now)
+{
+    if (c->h2 != NULL) {
+        if (c->state == PT_CONN_H2) {
+            pt_h2_stop(c->h2); /* GOAWAY: the streams taken are answered, then it ends */
+        }
+    } else if (c->state == PT_CONN_IDLE && !c->app_busy) {
+        /* Closing a connection the client is about to reuse loses its next request (RFC 9112 §9.6): wrk and most
+         * clients do not retry. A quiet one closes now; a busy one gets its next answer with "Connection: close"
+         * (new requests see srv->stopping), or closes when it stays quiet. */
+        if (now - c->idle_since >= PT_SHUTDOWN_LINGER_MS) {
+            pt_conn_close(c);
+        } else {
+            pt_conn_set_deadline(c, (double)(PT_SHUTDOWN_LINGER_MS - (now - c->idle_since)) / 1000.0);
+        }
+    } else if (c->ws != NULL) {
+        pt_ws_stop(c->ws); /* close with 1001, going away */
+    } else {
+        /* Answer the request in progress with "Connection: close". */
+        c->req.keep_alive = false;
+    }
+}
+
 void
 pt_server_shutdown(pt_server_t *srv)
 {
@@ -134,7 +161,7 @@ pt_server_shutdown(pt_server_t *srv)
     srv->stopping = true;
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
-        pt_conn_stop(c, now);
+        server_stop_conn(c, now);
     }
     if (srv->nconns == 0 && srv->on_idle) {
         srv->on_idle(srv);
@@ -157,7 +184,7 @@ pt_server_stuck_request(pt_server_t *srv, uint64_t ms, uint64_t *stuck_ms)
         return NULL;
     }
     *stuck_ms = now - worst->progress;
-    return &worst->req;
+    return worst->h2 != NULL ? pt_h2_busy_request(worst->h2) : &worst->req;
 }
 
 void

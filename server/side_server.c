@@ -74,7 +74,7 @@ void
 pt_side_server_respond(pt_request_t *req, const char *status, const char *type, const char *body, size_t len)
 {
     pt_buf_t out = { 0 };
-    pt_resp_ctx_t ctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_resp_ctx_t ctx = pt_req_resp_ctx(req);
     pt_header_t h[] = {
         { PT_SPAN("Content-Type"), { type, strlen(type) } },
         { PT_SPAN("Cache-Control"), PT_SPAN("no-store") },

@@ -22,7 +22,7 @@
 struct pt_tls_ctx_s {
     SSL_CTX *ssl;
     _Atomic int refs; /* the owner's, and one per connection */
-    bool h2;
+    bool h2, h2_only;
     char *cert_pem; /* the server's certificate, as PEM (the ASGI TLS extension's server_cert) */
 };
 
@@ -232,7 +232,7 @@ alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
-    if (SSL_select_next_proto(&sel, outlen, h1, sizeof(h1) - 1, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+    if (!ctx->h2_only && SSL_select_next_proto(&sel, outlen, h1, sizeof(h1) - 1, in, inlen) == OPENSSL_NPN_NEGOTIATED) {
         *out = sel;
         return SSL_TLSEXT_ERR_OK;
     }
@@ -327,6 +327,7 @@ pt_tls_ctx_new(const pt_tls_opts_t *o, char *err, size_t errlen)
         return NULL;
     }
     ctx->h2 = o->h2;
+    ctx->h2_only = o->h2_only;
     atomic_init(&ctx->refs, 1);
     SSL_CTX_set_min_proto_version(ctx->ssl, o->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     /* No renegotiation (a client could make the server redo a handshake at will); the server's cipher order;
@@ -372,6 +373,8 @@ pt_tls_ctx_from_config(const pt_config_t *cfg)
     o.ciphers = cfg->ssl_ciphers;
     o.cert_reqs = (pt_tls_cert_reqs_t)cfg->ssl_cert_reqs;
     o.min_version = cfg->ssl_min_version;
+    o.h2 = cfg->http != PT_HTTP_1;
+    o.h2_only = cfg->http == PT_HTTP_2;
     ctx = pt_tls_ctx_new(&o, err, sizeof(err));
     if (ctx == NULL) {
         pt_log_error("cannot serve TLS: %s", err);

@@ -32,6 +32,7 @@ typedef struct {
     pt_tls_cert_reqs_t cert_reqs;
     int min_version; /* 12 or 13 */
     bool h2;         /* offer "h2" over ALPN, before "http/1.1" */
+    bool h2_only;    /* ... and not "http/1.1" (--http 2) */
 } pt_tls_opts_t;
 
 /* Results of pt_tls_read. */

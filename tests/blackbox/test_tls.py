@@ -166,10 +166,11 @@ class TLS(unittest.TestCase):
     def test_curl_and_openssl_s_client(self):
         with TLSServer("tls_app:application", threads=2) as s:
             url = "https://localhost:%d/" % s.port
-            out = subprocess.run(["curl", "-s", "--cacert", path("ca.pem"), "--resolve",
-                                  "localhost:%d:127.0.0.1" % s.port, "-w", " %{http_version}", url],
-                                 capture_output=True, text=True, timeout=30).stdout
-            self.assertEqual(out, '{"scheme": "https", "https": "on"} 1.1')
+            for version, said in (("--http1.1", "1.1"), ("--http2", "2")):  # ALPN: http/1.1, or h2 (test_h2.py)
+                out = subprocess.run(["curl", "-s", version, "--cacert", path("ca.pem"), "--resolve",
+                                      "localhost:%d:127.0.0.1" % s.port, "-w", " %{http_version}", url],
+                                     capture_output=True, text=True, timeout=30).stdout
+                self.assertEqual(out, '{"scheme": "https", "https": "on"} ' + said)
             probe = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % s.port, "-alpn", "h2,http/1.1",
                                     "-CAfile", path("ca.pem"), "-brief"], input="", capture_output=True, text=True,
                                    timeout=30)

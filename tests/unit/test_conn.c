@@ -40,7 +40,7 @@ reply(pt_request_t *req)
                      req->path.base, (int)req->query.len, req->query.base);
     ssize_t r;
     pt_buf_t out = { 0 };
-    pt_resp_ctx_t ctx = { req->http_minor, req->is_head, req->keep_alive };
+    pt_resp_ctx_t ctx = pt_req_resp_ctx(req);
     pt_header_t h = { PT_SPAN("Content-Type"), PT_SPAN("text/plain") };
 
     while ((r = pt_req_read(req, body + n, sizeof(body) - (size_t)n, -1, true)) > 0) {

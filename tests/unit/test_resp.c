@@ -26,7 +26,7 @@ static void
 test_known_length(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_resp_ctx_t ctx = { 1, false, true, false };
     pt_buf_t b = { 0 };
     char *s;
 
@@ -47,7 +47,7 @@ static void
 test_chunked(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_resp_ctx_t ctx = { 1, false, true, false };
     pt_buf_t b = { 0 };
     char *s, *body;
 
@@ -69,7 +69,7 @@ static void
 test_http10_close_delimited(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 0, false, true };
+    pt_resp_ctx_t ctx = { 0, false, true, false };
     pt_buf_t b = { 0 };
     char *s;
 
@@ -89,7 +89,7 @@ static void
 test_http10_keep_alive(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 0, false, true };
+    pt_resp_ctx_t ctx = { 0, false, true, false };
     pt_buf_t b = { 0 };
 
     pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, 3);
@@ -102,7 +102,7 @@ static void
 test_head_and_bodyless(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t head = { 1, true, true }, get = { 1, false, true };
+    pt_resp_ctx_t head = { 1, true, true, false }, get = { 1, false, true, false };
     pt_buf_t b = { 0 };
     size_t len;
 
@@ -129,7 +129,7 @@ static void
 test_app_headers(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_resp_ctx_t ctx = { 1, false, true, false };
     pt_buf_t b = { 0 };
     pt_header_t h[] = {
         { PT_SPAN("content-length"), PT_SPAN("3") }, { PT_SPAN("Transfer-Encoding"), PT_SPAN("chunked") },
@@ -160,7 +160,7 @@ static void
 test_short_body_forces_close(void)
 {
     pt_resp_t r = { 0 };
-    pt_resp_ctx_t ctx = { 1, false, true };
+    pt_resp_ctx_t ctx = { 1, false, true, false };
     pt_buf_t b = { 0 };
     pt_header_t h = { PT_SPAN("Content-Length"), PT_SPAN("10") };
 
