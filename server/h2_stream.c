@@ -414,6 +414,7 @@ stream_fail(pt_h2_stream_t *s, pt_body_err_t why, bool gone)
     if (!s->app_busy) {
         return;
     }
+    s->holding = true; /* the app may let go of the stream from inside on_gone or on_body: it is freed after */
     if (gone) {
         pt_req_client_gone(&s->req, why);
         if (app->on_loop && (s->suspended || app->streams_body)) {
@@ -424,12 +425,30 @@ stream_fail(pt_h2_stream_t *s, pt_body_err_t why, bool gone)
         pt_req_body_fail(&s->req, why);
         stream_notify_body(s);
     }
+    s->holding = false;
+}
+
+/* Frees the stream if both nghttp2 and the app are done with it. Whether it did. */
+static bool
+stream_release(pt_h2_stream_t *s)
+{
+    pt_h2_t *h2 = s->h2;
+
+    if (!s->closed || s->app_busy || s->holding) {
+        return false;
+    }
+    pt_h2_stream_free(s);
+    pt_h2_stream_gone(h2);
+    return true;
 }
 
 void
 pt_h2_stream_cancel(pt_h2_stream_t *s, bool reset)
 {
     stream_fail(s, PT_BODY_ERR_GONE, true);
+    if (stream_release(s)) {
+        return;
+    }
     if (reset && !s->closed) {
         nghttp2_submit_rst_stream(s->h2->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
     }
@@ -512,8 +531,6 @@ pt_h2_resume_body(pt_h2_stream_t *s)
 void
 pt_h2_stream_closed(pt_h2_stream_t *s, uint32_t error_code)
 {
-    pt_h2_t *h2 = s->h2;
-
     s->closed = true;
     if (error_code != NGHTTP2_NO_ERROR || !s->out_end) {
         stream_fail(s, PT_BODY_ERR_GONE, true); /* reset, or gone before its response was complete */
@@ -522,10 +539,7 @@ pt_h2_stream_closed(pt_h2_stream_t *s, uint32_t error_code)
     }
     stream_took(s, s->out.len - s->out_off);
     s->out.len = s->out_off = 0;
-    if (!s->app_busy) {
-        pt_h2_stream_free(s);
-        pt_h2_stream_gone(h2);
-    }
+    stream_release(s);
 }
 
 bool
@@ -689,10 +703,9 @@ stream_app_done(pt_h2_stream_t *s)
     s->suspended = false;
     h2->app_busy--;
     pt_server_request_ended(h2->c->srv);
-    if (s->closed) {
-        pt_h2_stream_free(s);
+    if (!stream_release(s)) {
+        pt_h2_stream_gone(h2);
     }
-    pt_h2_stream_gone(h2);
 }
 
 static void

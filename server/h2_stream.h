@@ -56,6 +56,7 @@ struct pt_h2_stream_s {
     bool dispatched;   /* the request went to the app (or the server answered it) */
     bool app_busy;     /* the app holds req */
     bool closed;       /* nghttp2 closed the stream */
+    bool holding;      /* a call into the app is under way: the stream outlives it (stream_release) */
     bool body_paused;  /* the app is PT_BODY_HIGH behind: its window is not given back */
     size_t unconsumed; /* body bytes whose stream window was held back */
 };

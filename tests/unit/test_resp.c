@@ -241,6 +241,80 @@ test_date(void)
     CHECK(d.len == 29 && memcmp(d.base + 26, "GMT", 3) == 0, "IMF-fixdate: %.*s", (int)d.len, d.base);
 }
 
+/* The HTTP/2 head block as "name=value;..." (Date's value as DATE: it changes), and its length, which it says. */
+static char *
+h2_block(const pt_buf_t *b, size_t *block_len)
+{
+    uint32_t n;
+    char *out = calloc(1, b->len * 2 + 16), *o = out;
+    const char *p, *end, *name = NULL;
+
+    memcpy(&n, b->data, sizeof(n));
+    *block_len = n;
+    p = b->data + sizeof(n);
+    end = b->data + n;
+    o += sprintf(o, ":status=%s;", p);
+    for (p += strlen(p) + 1; p < end; p += strlen(p) + 1) {
+        if (name == NULL) {
+            name = p;
+            o += sprintf(o, "%s=", p);
+        } else {
+            o += sprintf(o, "%s;", strcmp(name, "date") == 0 ? "DATE" : p);
+            name = NULL;
+        }
+    }
+    return out;
+}
+
+static void
+test_http2_head_block(void)
+{
+    pt_resp_t r = { 0 };
+    pt_resp_ctx_t ctx = { 1, false, true, true };
+    pt_header_t h[] = {
+        { PT_SPAN("X-Mixed-Case"), PT_SPAN("Value Kept") },
+        { PT_SPAN("Connection"), PT_SPAN("close") },
+        { PT_SPAN("Keep-Alive"), PT_SPAN("5") },
+        { PT_SPAN("Transfer-Encoding"), PT_SPAN("chunked") },
+        { PT_SPAN("Upgrade"), PT_SPAN("h2c") },
+        { PT_SPAN("Date"), PT_SPAN("Tue, 1 Dec 2026") },
+    };
+    pt_buf_t b = { 0 };
+    size_t block;
+    char *s;
+
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("201 Created"), h, 6, -1);
+    s = h2_block(&b, &block);
+    CHECK(block == b.len, "the block's length is what was written (%zu vs %zu)", block, b.len);
+    CHECK(strcmp(s, ":status=201;x-mixed-case=Value Kept;date=DATE;server=ponte;") == 0,
+          "names lower-cased, connection-specific fields dropped, no Connection of the server's: %s", s);
+    CHECK(r.frame == PT_FRAME_STREAM && !r.must_close, "no length: the stream's end ends the body");
+    pt_resp_body(&r, &b, "hello", 5);
+    pt_resp_end(&r, &b);
+    CHECK(b.len == block + 5 && memcmp(b.data + block, "hello", 5) == 0, "the body follows as is, not chunked");
+    free(s);
+    pt_buf_free(&b);
+
+    memset(&r, 0, sizeof(r));
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, 5);
+    s = h2_block(&b, &block);
+    CHECK(strcmp(s, ":status=200;content-type=text/plain;content-length=5;date=DATE;server=ponte;") == 0,
+          "a known length is content-length: %s", s);
+    pt_resp_body(&r, &b, "hel", 3);
+    pt_resp_end(&r, &b);
+    CHECK(r.must_close, "a body short of its length cannot end the stream cleanly");
+    free(s);
+    pt_buf_free(&b);
+
+    ctx.is_head = true;
+    memset(&r, 0, sizeof(r));
+    pt_resp_head(&r, &ctx, &b, PT_SPAN("200 OK"), &ct, 1, 5);
+    pt_resp_body(&r, &b, "hello", 5);
+    free(h2_block(&b, &block));
+    CHECK(r.frame == PT_FRAME_NONE && b.len == block, "HEAD: the length said, no body");
+    pt_buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -255,5 +329,6 @@ main(void)
     test_header_rules();
     test_status_line();
     test_date();
+    test_http2_head_block();
     return tap_done();
 }
