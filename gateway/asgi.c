@@ -69,6 +69,20 @@ queue_event(pt_event_kind_t kind, pt_request_t *req)
     queued->events[queued->nevents++] = (pt_event_t){ kind, req, req->seq };
 }
 
+void
+pt_asgi_let_go(pt_request_t *req, pt_buf_t *out, unsigned flags)
+{
+    size_t i;
+
+    /* Events still queued for it would name freed memory: an HTTP/2 stream's request goes with the stream. */
+    for (i = 0; i < queued->nevents; i++) {
+        if (queued->events[i].req == req) {
+            queued->events[i].req = NULL;
+        }
+    }
+    pt_req_send(req, out, flags | PT_SEND_DONE);
+}
+
 /* Handlers may queue more (a send failing closes a connection): the batch is walked by index. */
 void
 pt_asgi_handle_events(void)
@@ -88,8 +102,8 @@ pt_asgi_handle_events(void)
     for (i = 0; i < queued->nevents; i++) {
         pt_event_t ev = queued->events[i];
 
-        if (ev.req->seq != ev.seq) {
-            continue; /* the request was finished and its connection reused since */
+        if (ev.req == NULL || ev.req->seq != ev.seq) {
+            continue; /* the app let go of the request (pt_asgi_let_go), or its connection was reused since */
         }
         switch (ev.kind) {
         case EV_START: ev.req->websocket ? pt_asgi_ws_start(ev.req) : pt_asgi_http_start(ev.req); break;

@@ -47,6 +47,9 @@ extern _Thread_local pt_asgi_here_t pt_asgi_here;
 bool pt_asgi_events_pending(void);
 /* Turns what the server reported during a libuv iteration into asyncio work (new tasks, resolved futures). */
 void pt_asgi_handle_events(void);
+/* The app lets go of req: pt_req_send with PT_SEND_DONE added to flags, once the events still queued for req are
+ * dropped (the server may free the request at once: an HTTP/2 stream's goes with its stream). */
+void pt_asgi_let_go(pt_request_t *req, pt_buf_t *out, unsigned flags);
 
 /* A note at start-up on how the loops run, said by the main thread's loop only (the others are made alike). */
 #define PT_ASGI_NOTE(...)              \

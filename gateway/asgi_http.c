@@ -513,7 +513,7 @@ ctx_finish(pt_asgi_ctx_t *c)
     c->req = NULL;
     owned = req->app_data == c;
     req->app_data = NULL;
-    pt_req_send(req, &c->out, flags);
+    pt_asgi_let_go(req, &c->out, flags);
     pt_asgi_fut_resolve(&c->recv_fut, NULL, NULL);
     pt_asgi_fut_resolve(&c->send_fut, NULL, NULL);
     /* Break the context <-> receive/send cycle now rather than leave it to the garbage collector. */
@@ -666,7 +666,7 @@ pt_asgi_http_start(pt_request_t *req)
         pt_buf_t out = { 0 };
 
         pt_py_log_exception("cannot start the ASGI app", req);
-        pt_req_send(req, &out, PT_SEND_ABORT | PT_SEND_DONE);
+        pt_asgi_let_go(req, &out, PT_SEND_ABORT);
         return;
     }
     /* The request owns a reference until ctx_finish: that keeps the context, and through c->task the Task,

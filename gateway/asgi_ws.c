@@ -466,7 +466,7 @@ ws_finish(pt_asgi_ws_t *w, bool failed)
     w->req = NULL;
     owned = req->app_data == w;
     req->app_data = NULL;
-    pt_req_send(req, &w->out, flags);
+    pt_asgi_let_go(req, &w->out, flags);
     pt_asgi_fut_resolve(&w->recv_fut, NULL, NULL);
     pt_asgi_fut_resolve(&w->send_fut, NULL, NULL);
     Py_CLEAR(w->task);
@@ -532,7 +532,7 @@ pt_asgi_ws_start(pt_request_t *req)
         pt_buf_t out = { 0 };
 
         pt_py_log_exception("cannot start the ASGI app", req);
-        pt_req_send(req, &out, PT_SEND_ABORT | PT_SEND_DONE);
+        pt_asgi_let_go(req, &out, PT_SEND_ABORT);
         return;
     }
     memset((char *)w + sizeof(PyObject), 0, sizeof(*w) - sizeof(PyObject));

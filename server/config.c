@@ -21,7 +21,7 @@ const char *pt_app_runtime_version(void);
 static const char usage[] =
     "usage: ponte [options] APP\n"
     "\n"
-    "Serve a Python WSGI (or ASGI) application over HTTP/1.1.\n"
+    "Serve a Python WSGI (or ASGI) application over HTTP/1.1 and HTTP/2.\n"
     "APP is package.module:callable or path/to/file.py:callable (callable defaults to 'application', then 'app').\n"
     "\n"
     "options:\n"

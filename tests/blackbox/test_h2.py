@@ -1,5 +1,5 @@
 """HTTP/2 (--http, server/h2.c and h2_stream.c): h2c by prior knowledge and h2 over TLS's ALPN, with Debian's
-python3-h2 (h2client.py), curl and nghttp as clients.
+python3-h2 (h2client.py), curl, nghttp and httpx (against Django and FastAPI) as clients.
 
 First what apps see and how responses come out (WSGI on worker threads, ASGI): the protocol, :authority as Host,
 cookies joined, bodies both ways under flow control, streams at once on one connection, HEAD, 100-continue, a body
@@ -21,11 +21,12 @@ import tempfile
 import time
 import unittest
 
+import httpx
 from h2client import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR,
                       FRAME_SIZE_ERROR, GOAWAY, H2, HEADERS, INTERNAL_ERROR, NO_ERROR, PING, PREFACE, PROTOCOL_ERROR,
                       REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE, Raw, closed_or_goaway, frame, goaway_code,
                       rst_code, settings_frame)
-from harness import APPS, Server, assert_rss_below, rss_of, run_tests, wait_for
+from harness import APPS, REPO_APPS, Server, assert_rss_below, rss_of, run_tests, wait_for
 
 sys.path.insert(0, APPS)
 from h2_app import big  # noqa: E402 - the app's own bytes, to compare with
@@ -179,6 +180,48 @@ class Clients(H2Case, unittest.TestCase):
         out = subprocess.run(["nghttp", "-v", "-d", "/dev/null", self.urls["http"] + "/upload"], input=b"",
                              capture_output=True, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
+
+
+class Frameworks(unittest.TestCase):
+    """httpx (Debian's python3-httpx, with h2) over TLS: ALPN picks h2, and Django (WSGI and ASGI) and FastAPI
+    serve it as they serve HTTP/1.1: pages, a form POST with its CSRF cookie, JSON, a streamed response."""
+
+    def serve(self, app, app_dir, **kw):
+        s = Server(app, "--ssl-certfile", CERT, "--ssl-keyfile", KEY, app_dir=app_dir, env=kw.pop("env", None),
+                   **kw).start()
+        self.addCleanup(s.__exit__, None, None, None)
+        client = httpx.Client(http2=True, verify=CERT, base_url="https://127.0.0.1:%d" % s.port, timeout=10)
+        self.addCleanup(client.close)
+        return client
+
+    def django(self, app, **kw):
+        db = tempfile.NamedTemporaryFile(prefix="ponte-django-", suffix=".sqlite3", delete=False).name
+        self.addCleanup(os.unlink, db)
+        c = self.serve(app, REPO_APPS, env={"PONTE_DJANGO_DB": db}, **kw)
+        r = c.get("/")
+        self.assertEqual((r.status_code, r.http_version), (200, "HTTP/2"))
+        self.assertIn(b"<h1>Notes</h1>", r.content)
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', r.content).group(1).decode()
+        # over https Django's CSRF check wants a Referer from the same origin
+        r = c.post("/", data={"csrfmiddlewaretoken": token, "text": "over h2"}, follow_redirects=True,
+                   headers={"Referer": str(c.base_url)})
+        self.assertEqual((r.status_code, r.http_version), (200, "HTTP/2"))
+        self.assertIn(b"over h2", r.content)
+        self.assertIn("over h2", [n["text"] for n in c.get("/api/notes/").json()["notes"]])
+        self.assertEqual(c.get("/stream/?n=3").content, b"line 0\nline 1\nline 2\n")
+
+    def test_django_wsgi(self):
+        self.django("django_site.wsgi:application", threads=4)
+
+    def test_django_asgi(self):
+        self.django("django_site.asgi:application")
+
+    def test_fastapi(self):
+        c = self.serve("fastapi_app:app", REPO_APPS + "/asgi")
+        r = c.get("/items/7?q=hi")
+        self.assertEqual((r.http_version, r.json()), ("HTTP/2", {"item_id": 7, "q": "hi"}))
+        self.assertEqual(c.post("/notes", json={"text": "hi", "stars": 3}).json(), {"text": "HI", "stars": 3})
+        self.assertEqual(c.get("/stream?n=3").content, b"line 0\nline 1\nline 2\n")
 
 
 class Errors(H2Case, unittest.TestCase):
