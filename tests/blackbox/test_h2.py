@@ -224,6 +224,27 @@ class Frameworks(unittest.TestCase):
         self.assertEqual(c.get("/stream?n=3").content, b"line 0\nline 1\nline 2\n")
 
 
+class Demo(unittest.TestCase):
+    def test_curl_and_nghttp_against_the_demo(self):
+        # The README's demo (apps/demo.py, as apps/run serves it), over https and h2c: its page, Django mounted
+        # under /django, and the I/O-bound and CPU-bound routes, several streams at once.
+        db = tempfile.NamedTemporaryFile(prefix="ponte-django-", suffix=".sqlite3", delete=False).name
+        self.addCleanup(os.unlink, db)
+        with Server("demo:application", "--bind", "https://127.0.0.1:0", "--ssl-certfile", CERT, "--ssl-keyfile",
+                    KEY, bind="http://127.0.0.1:0", app_dir=REPO_APPS, env={"PONTE_DJANGO_DB": db}).start() as s:
+            ports = dict(re.findall(r"listening on (https?)://127\.0\.0\.1:(\d+)", s.stderr()))
+            https, http = "https://localhost:%s" % ports["https"], "http://127.0.0.1:%s" % ports["http"]
+            out = subprocess.run(["curl", "-s", "--cacert", CERT, "--resolve", "localhost:%s:127.0.0.1" % ports["https"],
+                                  "-w", "%{http_version} %{http_code}", https + "/", https + "/django/"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            self.assertIn("<h1>Notes</h1>", out)
+            self.assertEqual(re.findall(r"(\d) (\d{3})", out)[-2:], [("2", "200"), ("2", "200")])
+            out = subprocess.run(["nghttp", "-ns", http + "/io?delay=0.05", http + "/cpu?n=1000", http + "/"],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(len(re.findall(r" 200 ", out.stdout)), 3, out.stdout)
+
+
 class Errors(H2Case, unittest.TestCase):
     """RFC 9113's connection and stream errors: frames in, the code out. nghttp2 finds them; the server must keep
     serving everyone else."""
