@@ -74,8 +74,9 @@ pt_asgi_let_go(pt_request_t *req, pt_buf_t *out, unsigned flags)
 {
     size_t i;
 
-    /* Events still queued for it would name freed memory: an HTTP/2 stream's request goes with the stream. */
-    for (i = 0; i < queued->nevents; i++) {
+    /* Events still queued for it would name freed memory: an HTTP/2 stream's request goes with the stream. (An
+     * HTTP/1.x request lives as long as its connection, and its seq tells a successor apart: no scan per request.) */
+    for (i = 0; req->h2 != NULL && i < queued->nevents; i++) {
         if (queued->events[i].req == req) {
             queued->events[i].req = NULL;
         }

@@ -635,16 +635,18 @@ pt_tls_cipher_number(const pt_tls_t *t)
 bool
 pt_tls_client_cert(const pt_tls_t *t, pt_buf_t *pem, pt_buf_t *name, const char **verify_error)
 {
-    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(t->ssl);
     X509 *leaf = SSL_get0_peer_certificate(t->ssl);
-    long v = SSL_get_verify_result(t->ssl);
+    STACK_OF(X509) *chain;
+    long v;
     BIO *mem;
     int i;
 
     *verify_error = "";
     if (leaf == NULL) {
-        return false;
+        return false; /* most connections: asked for every request, so nothing more is looked up */
     }
+    chain = SSL_get_peer_cert_chain(t->ssl);
+    v = SSL_get_verify_result(t->ssl);
     if (v != X509_V_OK) {
         *verify_error = X509_verify_cert_error_string(v);
     }
