@@ -95,7 +95,12 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
             pt_h2_stream_body_end(s);
         }
         break;
-    case NGHTTP2_WINDOW_UPDATE: pt_conn_progress(h2->c); break;
+    case NGHTTP2_WINDOW_UPDATE:
+        pt_conn_progress(h2->c);
+        if (s != NULL) {
+            s->progress = uv_now(h2->c->srv->loop);
+        }
+        break;
     default: break;
     }
     return 0;
@@ -506,6 +511,28 @@ pt_h2_busy_request(pt_h2_t *h2)
 /* ------------------------------------------------------------------------------------------------------------ */
 /* Timeouts */
 
+/* --client-timeout, per stream: a stream that waits on its client (its window never opens, its body never comes)
+ * while the connection's other streams move is reset, and its app let go; a worker it held is free again. */
+static void
+h2_reset_stalled(pt_h2_t *h2, uint64_t now, uint64_t client_ms)
+{
+    pt_h2_stream_t *s, *next;
+    bool reset = false;
+
+    for (s = h2->streams; s != NULL; s = next) {
+        next = s->next;
+        if (!s->closed && s->dispatched && now - s->progress >= client_ms && pt_h2_stream_waits_on_client(s)) {
+            pt_log_info("%s:%d HTTP/2 stream %d: no progress for --client-timeout: reset", h2->c->remote_addr,
+                        h2->c->remote_port, s->id);
+            pt_h2_stream_cancel(s, true);
+            reset = true;
+        }
+    }
+    if (reset) {
+        pt_h2_kick(h2);
+    }
+}
+
 void
 pt_h2_on_timer(pt_h2_t *h2, uint64_t now)
 {
@@ -543,5 +570,6 @@ pt_h2_on_timer(pt_h2_t *h2, uint64_t now)
         pt_conn_close(c);
         return;
     }
+    h2_reset_stalled(h2, now, client_ms);
     pt_conn_set_deadline(c, (double)(heading && header_ms < client_ms ? header_ms : client_ms) / 1000.0);
 }

@@ -312,6 +312,17 @@ stream_over_limit(const pt_h2_stream_t *s)
 
 static void stream_output(pt_h2_stream_t *s, const char *data, size_t len, unsigned flags);
 
+/* The connection's timer comes round within --client-timeout, to see whether the stream waits on its client. */
+static void
+stream_watch(pt_h2_stream_t *s)
+{
+    pt_conn_t *c = s->h2->c;
+
+    if (s->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000) < c->deadline) {
+        pt_conn_set_deadline(c, c->srv->cfg->client_timeout);
+    }
+}
+
 /* The server answers the stream itself (a refused or failed request), and the app never sees it. */
 static void
 stream_reply(pt_h2_stream_t *s, int status, const char *why)
@@ -321,6 +332,8 @@ stream_reply(pt_h2_stream_t *s, int status, const char *why)
     pt_buf_t out = { 0 };
 
     s->dispatched = true;
+    s->progress = uv_now(c->srv->loop);
+    stream_watch(s);
     pt_log_info("%s:%d %d %s: %s", c->remote_addr, c->remote_port, status, pt_status_reason(status), why);
     if (c->srv->cfg->access_log) {
         pt_log_access_refused(c->remote_addr, status);
@@ -348,6 +361,8 @@ stream_dispatch(pt_h2_stream_t *s)
     }
     s->dispatched = true;
     s->app_busy = true;
+    s->progress = uv_now(srv->loop);
+    stream_watch(s);
     h2->app_busy++;
     c->app_busy = true;
     pt_server_request_started(srv);
@@ -463,6 +478,7 @@ pt_h2_stream_data(pt_h2_stream_t *s, const uint8_t *data, size_t len)
 
     /* The connection's window goes back at once: one stream's unread body must not stop the others. */
     nghttp2_session_consume_connection(s->h2->session, len);
+    s->progress = uv_now(s->h2->c->srv->loop);
     if (s->refuse != 0 || (s->dispatched && !s->app_busy) || req->gone) {
         stream_consume(s, len); /* answered already: the bytes are dropped */
         return;
@@ -599,6 +615,7 @@ pt_h2_stream_send_data(pt_h2_stream_t *s, const uint8_t *framehd, size_t length)
     pt_buf_put(&c->wbuf, framehd, 9);
     pt_buf_put(&c->wbuf, s->out.data + s->out_off, length);
     s->out_off += length;
+    s->progress = uv_now(c->srv->loop);
     if (s->out_off == s->out.len) {
         s->out.len = s->out_off = 0;
     } else if (s->out_off > 64 * 1024) {

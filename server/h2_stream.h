@@ -29,7 +29,8 @@ struct pt_h2_stream_s {
     pt_h2_t *h2;
     pt_h2_stream_t *prev, *next; /* h2->streams */
     int32_t id;
-    uint64_t begun; /* loop time (ms) its header block began: --header-timeout */
+    uint64_t begun;    /* loop time (ms) its header block began: --header-timeout */
+    uint64_t progress; /* loop time (ms) its body or response last moved, or it went to the app: --client-timeout */
 
     /* The request head: names and values (lower-case, as HTTP/2 sends them) in one arena, by offsets until the
      * block ends, then spans. */

@@ -636,7 +636,7 @@ bool
 pt_tls_client_cert(const pt_tls_t *t, pt_buf_t *pem, pt_buf_t *name, const char **verify_error)
 {
     X509 *leaf = SSL_get0_peer_certificate(t->ssl);
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     long v;
     BIO *mem;
     int i;

@@ -167,6 +167,28 @@ class Bounds(H2Case, unittest.TestCase):
         self.assertIn("no progress for --client-timeout", self.server.stderr())
         self.assert_serving()
 
+    def test_one_stalled_stream_among_live_ones(self):
+        # --client-timeout per stream: the client opens no window for one stream, and keeps the others moving. That
+        # stream is reset (CANCEL) once it has waited past the timeout; the connection and its other streams go on.
+        c = self.h2(settings={4: 0})
+        c.auto_window = False
+        stalled = c.request("/big?100000")
+        t = time.time()
+        while c.streams[stalled].reset is None and time.time() - t < 10:
+            sid = c.request("/")
+            c.conn.increment_flow_control_window(1 << 20, stream_id=sid)
+            c.conn.increment_flow_control_window(1 << 20)
+            c.flush()
+            self.assertEqual(c.response(sid).status, 200)
+            time.sleep(0.2)
+        self.assertEqual(c.streams[stalled].reset, CANCEL)
+        self.assertGreater(time.time() - t, 1.5)
+        self.assertIn("HTTP/2 stream %d: no progress for --client-timeout: reset" % stalled, self.server.stderr())
+        sid = c.request("/")
+        c.conn.increment_flow_control_window(1 << 20, stream_id=sid)
+        c.flush()
+        self.assertEqual(c.response(sid).status, 200)  # the connection goes on
+
     def test_idle_and_half_sent(self):
         c = self.h2()
         self.assertEqual(c.get("/").status, 200)
