@@ -147,6 +147,16 @@ on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
     return 0;
 }
 
+/* Whether the connection's output is over its bound: nghttp2 is then told to wait, and the drain sends again. */
+static bool
+h2_hold(pt_h2_t *h2)
+{
+    bool over = pt_out_queued(h2->c) > PT_OUT_HIGH;
+
+    h2->held = h2->held || over;
+    return over;
+}
+
 static ssize_t
 on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags, void *user)
 {
@@ -155,8 +165,7 @@ on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags, vo
 
     (void)session;
     (void)flags;
-    if (pt_out_queued(c) > PT_OUT_HIGH) {
-        h2->held = true;
+    if (h2_hold(h2)) {
         return NGHTTP2_ERR_WOULDBLOCK;
     }
     if (pt_buf_append(&c->wbuf, data, len) < 0) {
@@ -173,8 +182,7 @@ on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *fram
 
     (void)session;
     (void)frame;
-    if (pt_out_queued(h2->c) > PT_OUT_HIGH) {
-        h2->held = true;
+    if (h2_hold(h2)) {
         return NGHTTP2_ERR_WOULDBLOCK;
     }
     return pt_h2_stream_send_data(source->ptr, framehd, length);

@@ -163,7 +163,8 @@ stream_pseudo(const pt_h2_stream_t *s, int which)
     return (pt_span_t){ s->head.data + s->pseudo[which], s->pseudo_len[which] };
 }
 
-/* Joins the cookie fields into one (RFC 9113 8.2.3: "; " between them), for apps that read one Cookie header. */
+/* Joins the cookie fields into one (RFC 9113 8.2.3: "; " between them), for apps that read one Cookie header: 1
+ * when it did (the offsets changed: the spans are to be resolved again), 0 when there were fewer than two, -1. */
 static int
 stream_join_cookies(pt_h2_stream_t *s)
 {
@@ -234,7 +235,7 @@ stream_resolve(pt_h2_stream_t *s)
     return 0;
 }
 
-/* What the head says, checked the way HTTP/1.1's is (http.c): 0, or the stream is refused. */
+/* What the head says, checked the way HTTP/1.1's is (http.c); what does not pass refuses the stream. */
 static void
 stream_read_head(pt_h2_stream_t *s, bool end_stream)
 {
@@ -243,8 +244,9 @@ stream_read_head(pt_h2_stream_t *s, bool end_stream)
     pt_span_t authority = stream_pseudo(s, PSEUDO_AUTHORITY);
     size_t i;
     bool host = false;
+    int joined;
 
-    if (stream_resolve(s) < 0 || stream_join_cookies(s) < 0 || stream_resolve(s) < 0) {
+    if (stream_resolve(s) < 0 || (joined = stream_join_cookies(s)) < 0 || (joined && stream_resolve(s) < 0)) {
         stream_refuse(s, 500, "out of memory for the request head");
         return;
     }
