@@ -24,6 +24,18 @@ enum {
     PSEUDO_SCHEME
 };
 
+/* The connection's timer comes round within `seconds` (unless it is due sooner), to look at the streams then:
+ * pt_h2_on_timer. */
+static void
+stream_due_within(pt_h2_stream_t *s, double seconds)
+{
+    pt_conn_t *c = s->h2->c;
+
+    if (uv_now(c->srv->loop) + (uint64_t)(seconds * 1000) < c->deadline) {
+        pt_conn_set_deadline(c, seconds);
+    }
+}
+
 pt_h2_stream_t *
 pt_h2_stream_new(pt_h2_t *h2, int32_t id)
 {
@@ -50,10 +62,7 @@ pt_h2_stream_new(pt_h2_t *h2, int32_t id)
     }
     h2->streams = s;
     h2->nstreams++;
-    /* The header block is due within --header-timeout (pt_h2_on_timer). */
-    if (s->begun + (uint64_t)(h2->c->srv->cfg->header_timeout * 1000) < h2->c->deadline) {
-        pt_conn_set_deadline(h2->c, h2->c->srv->cfg->header_timeout);
-    }
+    stream_due_within(s, h2->c->srv->cfg->header_timeout); /* its header block is due */
     return s;
 }
 
@@ -314,17 +323,6 @@ stream_over_limit(const pt_h2_stream_t *s)
 
 static void stream_output(pt_h2_stream_t *s, const char *data, size_t len, unsigned flags);
 
-/* The connection's timer comes round within --client-timeout, to see whether the stream waits on its client. */
-static void
-stream_watch(pt_h2_stream_t *s)
-{
-    pt_conn_t *c = s->h2->c;
-
-    if (s->progress + (uint64_t)(c->srv->cfg->client_timeout * 1000) < c->deadline) {
-        pt_conn_set_deadline(c, c->srv->cfg->client_timeout);
-    }
-}
-
 /* The server answers the stream itself (a refused or failed request), and the app never sees it. */
 static void
 stream_reply(pt_h2_stream_t *s, int status, const char *why)
@@ -335,7 +333,7 @@ stream_reply(pt_h2_stream_t *s, int status, const char *why)
 
     s->dispatched = true;
     s->progress = uv_now(c->srv->loop);
-    stream_watch(s);
+    stream_due_within(s, s->h2->c->srv->cfg->client_timeout); /* it may wait on its client */
     pt_log_info("%s:%d %d %s: %s", c->remote_addr, c->remote_port, status, pt_status_reason(status), why);
     if (c->srv->cfg->access_log) {
         pt_log_access_refused(c->remote_addr, status);
@@ -364,7 +362,7 @@ stream_dispatch(pt_h2_stream_t *s)
     s->dispatched = true;
     s->app_busy = true;
     s->progress = uv_now(srv->loop);
-    stream_watch(s);
+    stream_due_within(s, s->h2->c->srv->cfg->client_timeout); /* it may wait on its client */
     h2->app_busy++;
     c->app_busy = true;
     pt_server_request_started(srv);
